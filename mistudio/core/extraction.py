@@ -122,7 +122,7 @@ class _Chunks:
     def add(self, rows: dict[str, torch.Tensor], positions: np.ndarray) -> None:
         n = len(positions)
         for key, value in rows.items():
-            norms = value.float().norm(dim=-1)
+            norms = value.double().norm(dim=-1)  # float64: the variance is a small difference
             acc = self.norms[key]
             acc[0] += n
             acc[1] += float(norms.sum())

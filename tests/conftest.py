@@ -1,0 +1,56 @@
+"""Shared fixtures: temporary workspaces, tiny models of every family, the embedded model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach for the hub
+sys.path.insert(0, str(Path(__file__).parent))
+
+from toy import save_toy  # noqa: E402
+
+from mistudio.core.workspace import Workspace  # noqa: E402
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace(tmp_path / "ws")
+    yield workspace
+    workspace.close()
+
+
+@pytest.fixture(scope="session")
+def toy_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A saved Hugging Face folder of a tiny model of the given family (built once per session)."""
+    made: dict[str, Path] = {}
+
+    def make(family: str) -> Path:
+        if family not in made:
+            made[family] = save_toy(family, tmp_path_factory.mktemp(f"toy-{family}"))
+        return made[family]
+
+    return make
+
+
+@pytest.fixture
+def toy_ws(ws: Workspace, toy_folder: Callable[[str], Path]) -> Workspace:
+    """A workspace with a tiny LLaMA registered as 'toy' and the built-in corpus as 'pydoc'."""
+    from mistudio.core.datasets import DatasetConfig, add_dataset
+    from mistudio.core.models import add_model
+
+    add_model(ws, "toy", str(toy_folder("llama")))
+    add_dataset(ws, "pydoc", DatasetConfig("builtin:pydoc", max_samples=12))
+    return ws
+
+
+@pytest.fixture(scope="session")
+def embedded_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    """One workspace for the integration tests, so the GGUF is dequantized once per run."""
+    workspace = Workspace(tmp_path_factory.mktemp("embedded") / "ws")
+    yield workspace
+    workspace.close()

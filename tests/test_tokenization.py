@@ -1,0 +1,103 @@
+"""Tokenization into fixed-length sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from toy import toy_tokenizer
+
+from mistudio.core.datasets import open_dataset
+from mistudio.core.errors import InvalidInputError
+from mistudio.core.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
+from mistudio.core.workspace import Workspace
+
+
+def _stream(ws: Workspace) -> list[int]:
+    tok = toy_tokenizer()
+    out: list[int] = []
+    for text in open_dataset(ws, "pydoc").column("text").to_pylist():
+        out += tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return out
+
+
+def test_concat_mode_chunks_the_joined_stream(toy_ws: Workspace) -> None:
+    m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 64, prepend_bos="no"))
+    tset = open_tokenized(toy_ws, m["name"])
+    stream = _stream(toy_ws)
+    n = len(stream) // 64
+    assert tset.n_sequences == n == m["summary"]["sequences"]
+    ids, mask = tset.slice(0, n)
+    assert ids.shape == (n, 64) and mask.all()
+    assert ids.reshape(-1).tolist() == stream[: n * 64]
+    assert m["summary"]["dropped_tail_tokens"] == len(stream) - n * 64
+    assert m["summary"]["tokens"] == n * 64
+
+
+def test_bos_is_prepended_to_every_sequence(toy_ws: Workspace) -> None:
+    m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32, prepend_bos="yes"))
+    ids, _ = open_tokenized(toy_ws, m["name"]).slice(0, 10)
+    assert (ids[:, 0] == toy_tokenizer().bos_token_id).all()
+    assert ids[:, 1:].reshape(-1).tolist() == _stream(toy_ws)[: 10 * 31]
+    assert m["provenance"]["bos_token_id"] == toy_tokenizer().bos_token_id
+
+
+def test_auto_bos_follows_the_tokenizer(toy_ws: Workspace) -> None:
+    # The toy tokenizer adds no BOS by itself, like GPT-2 and SmolLM2.
+    m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32))
+    assert m["provenance"]["bos_token_id"] is None
+
+
+def test_truncate_mode_pads_with_a_mask(toy_ws: Workspace) -> None:
+    m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 256, mode="truncate",
+                                                prepend_bos="yes"))
+    tset = open_tokenized(toy_ws, m["name"])
+    assert tset.n_sequences == 12  # one per document
+    ids, mask = tset.slice(0, 12)
+    first = toy_tokenizer()(open_dataset(toy_ws, "pydoc").column("text")[0].as_py(),
+                            add_special_tokens=False)["input_ids"]
+    expect = [1, *first][:256]
+    assert ids[0, : len(expect)].tolist() == expect and mask[0, : len(expect)].all()
+    assert (ids[mask == 0] == toy_tokenizer().pad_token_id).all()
+    assert m["summary"]["tokens"] == int(mask.sum())
+
+
+def test_slices_cross_record_batches(toy_ws: Workspace) -> None:
+    from mistudio.core.datasets import DatasetConfig, add_dataset
+
+    add_dataset(toy_ws, "all", DatasetConfig("builtin:pydoc"))  # more documents than one batch
+    m = tokenize_dataset(toy_ws, TokenizeConfig("all", "toy", 16))
+    tset = open_tokenized(toy_ws, m["name"])
+    assert len(tset._batches) > 1
+    whole, _ = tset.slice(0, tset.n_sequences)
+    for a, b in [(0, 7), (5, 500), (tset.n_sequences - 3, tset.n_sequences + 5)]:
+        part, _ = tset.slice(a, b)
+        np.testing.assert_array_equal(part, whole[a:b])
+
+
+def test_stats_are_stored(toy_ws: Workspace) -> None:
+    m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 64))
+    stats = m["stats"]
+    assert sum(stats["doc_length_histogram"]["counts"]) == 12
+    top = stats["top_tokens"]
+    assert top[0]["count"] >= top[-1]["count"] > 0 and isinstance(top[0]["token"], str)
+
+
+def test_existing_set_is_reused(toy_ws: Workspace) -> None:
+    cfg = TokenizeConfig("pydoc", "toy", 64)
+    first = tokenize_dataset(toy_ws, cfg)
+    assert tokenize_dataset(toy_ws, cfg)["provenance"]["created"] == first["provenance"]["created"]
+
+
+def test_bad_context_lengths(toy_ws: Workspace) -> None:
+    with pytest.raises(InvalidInputError, match="exceeds the model's maximum of 256"):
+        tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 4096))
+    with pytest.raises(InvalidInputError, match="out of range"):
+        TokenizeConfig("pydoc", "toy", 1)
+    from mistudio.core.datasets import DatasetConfig, add_dataset
+
+    short = toy_ws.root.parent / "short.txt"
+    short.write_text("Just a few words.\n")
+    add_dataset(toy_ws, "tiny", DatasetConfig(str(short)))
+    with pytest.raises(InvalidInputError, match="fewer tokens than one sequence"):
+        tokenize_dataset(toy_ws, TokenizeConfig("tiny", "toy", 256))
+    assert toy_ws.catalog.find("tokenized", "tiny.toy.ctx256") is None
