@@ -12,9 +12,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach for the hub
 sys.path.insert(0, str(Path(__file__).parent))
 
-from toy import save_toy  # noqa: E402
+from toy import save_toy
 
-from mistudio.core.workspace import Workspace  # noqa: E402
+from mistudio.core.workspace import Workspace
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ in the workspace, so later loads take about a second.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -119,6 +120,14 @@ def _resolve_source(source: str) -> dict[str, Any]:
                         "Use embedded, a model folder, a .gguf file or hf:OWNER/NAME.")
 
 
+@functools.lru_cache(maxsize=8)
+def _gguf_config(folder: str, gguf_file: str, _mtime: float) -> Any:
+    """Reading a GGUF's header parses its whole vocabulary (seconds): once per file version."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
+
+
 def _load_config(src: dict[str, Any], trust_remote_code: bool) -> Any:
     from transformers import AutoConfig
 
@@ -126,8 +135,10 @@ def _load_config(src: dict[str, Any], trust_remote_code: bool) -> Any:
     try:
         if src["type"] == "hub":
             return AutoConfig.from_pretrained(src["repo_id"], trust_remote_code=trust_remote_code)
-        return AutoConfig.from_pretrained(src["path"], gguf_file=src.get("gguf_file"),
-                                          trust_remote_code=trust_remote_code,
+        if src.get("gguf_file"):
+            path = Path(src["path"]) / src["gguf_file"]
+            return _gguf_config(src["path"], src["gguf_file"], path.stat().st_mtime)
+        return AutoConfig.from_pretrained(src["path"], trust_remote_code=trust_remote_code,
                                           local_files_only=True)
     except OSError as err:
         if src["type"] == "hub" and not is_online():

@@ -1,0 +1,118 @@
+"""Every CLI entry point, its JSON output, and one-line errors with non-zero exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mistudio.cli import build_parser, main
+
+COMMANDS = ["datasets", "datasets add", "datasets list", "datasets show", "datasets remove",
+            "models", "models add", "models list", "models show", "models remove", "tokenize",
+            "tokenized list", "tokenized show", "extract", "activations list", "activations show",
+            "activations remove", "doctor", "catalog", "jobs", "quickstart"]
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*command.split(), "--help"])
+    assert exc.value.code == 0
+    assert "--workspace" in capsys.readouterr().out
+
+
+def test_python_dash_m_and_the_console_script(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "mistudio", "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "mistudio 0.1.0"
+    exe = Path(sys.executable).parent / "mistudio"
+    res = subprocess.run([str(exe), "datasets", "list", "--workspace", str(tmp_path), "--json"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and json.loads(res.stdout) == []
+
+
+def test_no_arguments_prints_help(capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run(capsys)
+    assert code == 0 and "COMMAND" in out and "quickstart --headless" in err
+
+
+def test_workflow_on_a_toy_model(tmp_path: Path, toy_folder: Callable[[str], Path],
+                                 capsys: pytest.CaptureFixture) -> None:
+    w = ["--workspace", str(tmp_path / "ws")]
+    code, out, _ = run(capsys, "models", "add", "toy", "--source", str(toy_folder("gpt2")), *w)
+    assert code == 0 and "GPT-2, 3 layers, d_model 32" in out
+    code, out, _ = run(capsys, "datasets", "add", "docs", "--max-samples", "5", *w, "--json")
+    assert code == 0 and json.loads(out)["summary"]["documents"] == 5
+    code, out, _ = run(capsys, "tokenize", "docs", "--model", "toy", "--context-length", "32", *w)
+    assert code == 0 and "docs.toy.ctx32" in out
+    code, out, _ = run(capsys, "extract", "--model", "toy", "--dataset", "docs.toy.ctx32",
+                       "--layer", "0", "--layer", "2", "--hook", "resid_post", "--hook", "mlp_out",
+                       "--name", "acts", "--max-tokens", "300", *w, "--json")
+    m = json.loads(out)
+    assert code == 0 and m["summary"]["tokens"] == 300 and len(m["hook_points"]) == 4
+    code, out, _ = run(capsys, "extract", "--model", "toy", "--dataset", "docs", *w, "--json",
+                       "--max-tokens", "50")  # default layer: the middle one
+    assert code == 0 and json.loads(out)["hook_points"] == ["layers.1.resid_post"]
+    code, out, _ = run(capsys, "activations", "list", *w)
+    assert "acts" in out and "0.resid_post,0.mlp_out,2.resid_post,2.mlp_out" in out
+    code, out, _ = run(capsys, "activations", "show", "acts", *w)
+    assert "mean_norm" in out
+    code, out, _ = run(capsys, "models", "show", "toy", *w, "--json")
+    info = json.loads(out)
+    assert info["n_layers"] == 3 and "layers.2.attn_out" in info["hook_points"]
+    code, out, _ = run(capsys, "models", "list", *w)
+    assert "smollm2-135m" in out and "toy" in out  # the embedded model is always registered
+    code, out, _ = run(capsys, "tokenized", "show", "docs.toy.ctx32", *w)
+    assert "top tokens:" in out
+    code, out, _ = run(capsys, "datasets", "show", "docs", *w)
+    assert "docs.toy.ctx32" in out
+    code, out, _ = run(capsys, "jobs", *w)
+    assert "extract" in out and "done" in out
+    code, out, _ = run(capsys, "catalog", "rebuild", *w, "--json")
+    assert json.loads(out)["artifacts"] == 7  # 2 models, dataset, 2 tokenized, 2 activation sets
+    code, out, _ = run(capsys, "activations", "remove", "acts", *w)
+    assert code == 0 and not (tmp_path / "ws" / "activations" / "acts").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["extract", "--model", "nope"], "no model named 'nope'"),
+    (["datasets", "add", "x", "--source", "/missing/file.csv"], "neither an existing file"),
+    (["datasets", "show", "nope"], "no dataset named 'nope'"),
+    (["models", "add", "x", "--source", "/missing"], "does not exist"),
+    (["tokenize", "nope"], "no dataset named 'nope'"),
+    (["extract", "--dataset", "nope"], "no dataset or tokenized set named 'nope'"),
+    (["extract", "--layer", "99"], "Layer 99 is out of range: the model has 30 layers"),
+    (["extract", "--hook", "resid_middle"], "Unknown hook point"),
+    (["activations", "show", "nope"], "no activations named 'nope'"),
+])
+def test_bad_input_gets_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                       argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, *argv, "--workspace", str(tmp_path / "ws"))
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_doctor_reports_the_embedded_model_and_corpus(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run(capsys, "doctor", "--workspace", str(tmp_path), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["device"] == "cpu" and report["online_mode"] is False
+    assert report["embedded_model"]["gguf"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert report["builtin_corpus"]["documents"] > 70
+
+
+def test_every_parser_action_is_covered() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert {c.split()[0] for c in COMMANDS} == set(sub.choices)

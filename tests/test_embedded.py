@@ -1,0 +1,84 @@
+"""Integration: the real embedded model (SmolLM2-135M-Instruct from its GGUF), offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mistudio.core import models
+from mistudio.core.activations import open_activations
+from mistudio.core.datasets import ensure_builtin_dataset
+from mistudio.core.extraction import ExtractConfig, extract_activations
+from mistudio.core.models import EMBEDDED_NAME, ensure_embedded_model, load_model, model_info
+from mistudio.core.tokenization import open_tokenized
+from mistudio.core.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+
+def test_embedded_model_is_registered_without_loading_it(embedded_ws: Workspace) -> None:
+    assert ensure_embedded_model(embedded_ws) == EMBEDDED_NAME
+    info = model_info(embedded_ws, EMBEDDED_NAME)
+    assert (info.family, info.n_layers, info.d_model, info.vocab_size) == ("LLaMA", 30, 576, 49152)
+    assert 130e6 < info.n_params < 140e6
+    assert not (embedded_ws.root / "models" / EMBEDDED_NAME / models.CACHE_DIR).exists()
+
+
+def test_first_load_caches_safetensors_and_later_loads_use_them(
+        embedded_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    ensure_embedded_model(embedded_ws)
+    lm = load_model(embedded_ws, EMBEDDED_NAME)
+    cache = embedded_ws.root / "models" / EMBEDDED_NAME / models.CACHE_DIR
+    assert (cache / "model.safetensors").is_file() and (cache / "tokenizer.json").is_file()
+    assert "quantization_config" not in json.loads((cache / "config.json").read_text())
+    ids = lm.tokenizer("The capital of France is", return_tensors="pt")
+    with torch.inference_mode():
+        out = lm.model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert "Paris" in lm.tokenizer.decode(out[0])
+    # A second load must not touch the GGUF again.
+    monkeypatch.setattr(models, "embedded_gguf_path", lambda: None)
+    reloaded = load_model(embedded_ws, EMBEDDED_NAME)
+    for (name, a), (_, b) in zip(lm.model.state_dict().items(), reloaded.model.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_extraction_matches_output_hidden_states(embedded_ws: Workspace) -> None:
+    ensure_embedded_model(embedded_ws)
+    ensure_builtin_dataset(embedded_ws)
+    cfg = ExtractConfig(EMBEDDED_NAME, "pydoc", (3, 15), ("resid_post",), context_length=32,
+                        max_tokens=400, dtype="float32", batch_size=4)
+    extract_activations(embedded_ws, cfg, "check")
+    acts = open_activations(embedded_ws, "check")
+    pos = acts.row_positions(0, acts.n_rows)
+    ids, mask = open_tokenized(embedded_ws, acts.manifest["config"]["tokenized"]).slice(
+        0, int(pos[:, 0].max()) + 1)
+    lm = load_model(embedded_ws, EMBEDDED_NAME)
+    with torch.inference_mode():
+        hs = lm.model(input_ids=torch.from_numpy(ids.astype(np.int64)),
+                      attention_mask=torch.from_numpy(mask.astype(np.int64)),
+                      output_hidden_states=True).hidden_states
+    for layer in (3, 15):
+        expected = hs[layer + 1][pos[:, 0], pos[:, 1]].numpy()
+        got = acts.rows(f"layers.{layer}.resid_post", 0, acts.n_rows)
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-6)
+
+
+def test_quickstart_headless_runs_offline(embedded_ws: Workspace) -> None:
+    ensure_embedded_model(embedded_ws)  # share the dequantized cache with the tests above
+    cmd = [sys.executable, "-m", "mistudio", "quickstart", "--headless", "--max-tokens", "1500",
+           "--workspace", str(embedded_ws.root), "--json"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(embedded_ws.root.parent)}  # no HF_* variables
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    acts = report["activations"]
+    assert (acts["layer"], acts["hook"], acts["tokens"], acts["d_model"]) == (15, "resid_post",
+                                                                              1500, 576)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert json.loads(again.stdout)["activations"]["reused"] is True
