@@ -31,6 +31,7 @@ class CliProgress:
         self._bar: Any = None
         self._status = ""
         self._last_line = 0.0
+        self._last_text = ""
 
     def progress(self, fraction: float) -> None:
         if not self.enabled:
@@ -44,9 +45,12 @@ class CliProgress:
             self._bar.n = int(fraction * 1000)
             self._bar.set_description_str(self._status[:50], refresh=False)
             self._bar.refresh()
-        elif time.monotonic() - self._last_line > 5 or fraction >= 1.0:
-            self._last_line = time.monotonic()
-            print(f"[{fraction:4.0%}] {self._status}", file=sys.stderr, flush=True)
+        else:
+            line = f"[{fraction:4.0%}] {self._status}"
+            if line != self._last_text and (time.monotonic() - self._last_line > 5
+                                            or fraction >= 1.0):
+                self._last_line, self._last_text = time.monotonic(), line
+                print(line, file=sys.stderr, flush=True)
 
     def status(self, text: str) -> None:
         self._status = text
@@ -172,6 +176,7 @@ def cmd_tokenize(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
 
     ensure_embedded_model(ws)
+    _ensure_default_dataset(ws, args.dataset)
     cfg = TokenizeConfig(args.dataset, args.model, args.context_length, args.mode, args.prepend_bos)
     with cli_task(args) as task:
         m = tokenize_dataset(ws, cfg, args.name, task, overwrite=args.overwrite)
@@ -201,6 +206,7 @@ def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.models import ensure_embedded_model, model_info
 
     ensure_embedded_model(ws)
+    _ensure_default_dataset(ws, args.dataset)
     layers = tuple(args.layer) if args.layer else (default_layer(model_info(ws, args.model).n_layers),)
     cfg = ExtractConfig(args.model, args.dataset, layers, tuple(args.hook or ["resid_post"]),
                         args.context_length, args.max_tokens, args.batch_size, args.dtype,
@@ -231,6 +237,14 @@ def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
     elif args.action == "remove":
         _remove(ws, "activations", args.name)
         emit(args, {"removed": args.name}, f"Removed activation set {args.name}.")
+
+
+def _ensure_default_dataset(ws: Workspace, name: str) -> None:
+    """The default dataset name means the built-in corpus: add it on first use."""
+    from mistudio.core.datasets import ensure_builtin_dataset
+
+    if name == "pydoc" and ws.catalog.find("tokenized", name) is None:
+        ensure_builtin_dataset(ws, name)
 
 
 def _remove(ws: Workspace, kind: str, name: str) -> None:

@@ -214,8 +214,8 @@ def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
                     seq = stop
                     if chunks.fill >= cfg.chunk_rows:
                         chunks.flush(seq)
-                    task.set_progress(0.1 + 0.9 * min(done_rows / target, 1.0))
                     task.set_status(f"Extracted {done_rows:,} tokens")
+                    task.set_progress(0.1 + 0.9 * min(done_rows / target, 1.0))
                 chunks.flush(seq)
         except Cancelled:
             _mark_partial(ws, name, partial, manifest)

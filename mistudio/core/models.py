@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -298,16 +297,17 @@ def _gguf_cache(ws: Workspace, name: str, src: dict[str, Any], task: TaskState) 
 
 @contextmanager
 def _no_tqdm() -> Iterator[None]:
-    """The GGUF converter draws its own tqdm bar; silence it (we report progress ourselves)."""
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    """The GGUF converter draws its own tqdm bar on stderr; silence it (we report progress)."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is not None:
+        gguf_utils.tqdm = functools.partial(original, disable=True)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
+        if original is not None:
+            gguf_utils.tqdm = original
 
 
 def remove_model(ws: Workspace, name: str) -> None:
@@ -316,14 +316,14 @@ def remove_model(ws: Workspace, name: str) -> None:
     ws.catalog.delete("model", name)
 
 
-def load_tokenizer(ws: Workspace, name: str) -> Any:
+def load_tokenizer(ws: Workspace, name: str, task: TaskState | None = None) -> Any:
     """Only the tokenizer (for tokenizing datasets), without loading the weights."""
     manifest = model_manifest(ws, name)
     src, trust = manifest["provenance"], bool(manifest["config"].get("trust_remote_code"))
 
     if src["type"] in ("embedded", "gguf"):
         # Reading a tokenizer out of a GGUF converts the whole file anyway: build the cache.
-        return _load_tokenizer(_gguf_cache(ws, name, src, silent_task()), trust, {})
+        return _load_tokenizer(_gguf_cache(ws, name, src, task or silent_task()), trust, {})
     if src["type"] == "folder":
         return _load_tokenizer(src["path"], trust, {"local_files_only": True})
     return _load_tokenizer(src["repo_id"], trust, {})

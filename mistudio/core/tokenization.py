@@ -134,7 +134,7 @@ def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None
                                 f"maximum of {info.max_context}.",
                                 f"Use --context-length {min(1024, info.max_context)} or less.")
     task.set_status(f"Loading the tokenizer of {cfg.model}")
-    tokenizer = load_tokenizer(ws, cfg.model)
+    tokenizer = load_tokenizer(ws, cfg.model, task)
     bos = _bos_policy(tokenizer, cfg.prepend_bos)
     sep = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -188,8 +188,8 @@ def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None
                     del stream[:body], stream_docs[:body]
                 if rows:
                     write(w, rows, masks, docs)
-                task.set_progress(doc / max(n_docs, 1))
                 task.set_status(f"Tokenized {doc:,}/{n_docs:,} documents, {n_seq:,} sequences")
+                task.set_progress(doc / max(n_docs, 1))
         if n_seq == 0:
             raise InvalidInputError(
                 f"Dataset {cfg.dataset!r} has fewer tokens than one sequence of {ctx}.",
