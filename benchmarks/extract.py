@@ -75,7 +75,7 @@ def throughput(ws: Workspace, tok_name: str, layer: int, n_batches: int, repeats
             trunc.append(time_forward(base, batches))
         finally:
             base.layers = all_layers
-        m = extract_activations(ws, cfg, f"bench-{r}", overwrite=True)
+        m = extract_activations(ws, cfg, f"bench-{r}", overwrite=True, loaded=lm)
         ours.append(m["summary"]["tokens_per_s"])
         full.append(time_forward(lm.model, batches, output_hidden_states=True))
     for r in range(repeats):
@@ -95,23 +95,45 @@ def throughput(ws: Workspace, tok_name: str, layer: int, n_batches: int, repeats
 
 
 def child_rss(workspace: str, tok_name: str, layer: int, tokens: int) -> None:
-    """Run in a fresh process: extract ``tokens`` rows, print peak RSS in bytes."""
+    """Run in a fresh process: extract ``tokens`` rows; print peak RSS, and its growth during
+    extraction (sampled every 20 ms), in bytes."""
+    import threading
+
+    import psutil
+
     ws = Workspace(workspace)
-    name = f"rss-{tokens}"
+    lm = load_model(ws, EMBEDDED_NAME)
+    proc, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.02)
+
+    with torch.inference_mode():  # page the weights in, so only extraction's own memory counts
+        lm.model(input_ids=torch.ones(1, CTX, dtype=torch.long))
+    before = proc.memory_info().rss
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     extract_activations(ws, ExtractConfig(EMBEDDED_NAME, tok_name, (layer,), max_tokens=tokens),
-                        name, overwrite=True)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                        f"rss-{tokens}", overwrite=True, loaded=lm)
+    done.set()
+    sampler.join()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, peak[0] - before)
 
 
 def rss(workspace: str, tok_name: str, layer: int) -> dict:
-    out = {}
+    peak, growth = {}, {}
     for tokens in (20_000, 200_000):
         res = subprocess.run([sys.executable, __file__, "--workspace", workspace, "--child-rss",
                               str(tokens), "--tokenized", tok_name, "--layer", str(layer)],
                              capture_output=True, text=True, check=True)
-        out[tokens] = int(res.stdout.strip().splitlines()[-1])
-    return {"peak_rss_20k": out[20_000], "peak_rss_200k": out[200_000],
-            "rss_ratio_200k_vs_20k": round(out[200_000] / out[20_000], 3)}
+        peak[tokens], growth[tokens] = map(int, res.stdout.strip().splitlines()[-1].split())
+    return {"peak_rss_20k": peak[20_000], "peak_rss_200k": peak[200_000],
+            "rss_ratio_200k_vs_20k": round(peak[200_000] / peak[20_000], 3),
+            # The peak above includes loading the model; this is what extraction itself adds.
+            "extraction_rss_growth_20k": growth[20_000],
+            "extraction_rss_growth_200k": growth[200_000]}
 
 
 def main() -> None:

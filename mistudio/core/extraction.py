@@ -25,7 +25,7 @@ from mistudio.core.adapters import hook_key, validate_hooks
 from mistudio.core.errors import Cancelled, InvalidInputError, NotFoundError, ResourceError
 from mistudio.core.hooks import capture, forward
 from mistudio.core.jobs import SubTask, TaskState, check_cancelled, silent_task
-from mistudio.core.models import load_model, model_info
+from mistudio.core.models import LoadedModel, load_model, model_info
 from mistudio.core.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
 from mistudio.core.workspace import MANIFEST, Workspace, building, read_json, write_json_atomic
 
@@ -153,10 +153,12 @@ class _Chunks:
 
 
 def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
-                        task: TaskState | None = None, overwrite: bool = False) -> dict[str, Any]:
+                        task: TaskState | None = None, overwrite: bool = False,
+                        loaded: LoadedModel | None = None) -> dict[str, Any]:
     """Extract ``cfg.sites`` over a tokenized set into ``activations/NAME``; returns the manifest.
 
     A partial run of the same name and settings is resumed from its last complete chunk.
+    ``loaded`` reuses a model already in memory (the app keeps one); it must be ``cfg.model``.
     """
     task = task or silent_task()
     final, partial = ws.artifact_path("activations", name), ws.partial_path("activations", name)
@@ -177,7 +179,11 @@ def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
     target = cfg.max_tokens or int(tokens.manifest["summary"]["tokens"])
     ws.require_free_space((target - done_rows) * row_bytes, f"activation set {name!r}")
 
-    loaded = load_model(ws, cfg.model, cfg.device, cfg.model_dtype, SubTask(task, 0.05, 0.1))
+    if loaded is None:
+        loaded = load_model(ws, cfg.model, cfg.device, cfg.model_dtype, SubTask(task, 0.05, 0.1))
+    elif loaded.name != cfg.model:
+        raise InvalidInputError(f"The loaded model is {loaded.name!r}, not {cfg.model!r}.",
+                                "Load the model named in the configuration.")
     bos = tokens.manifest["provenance"].get("bos_token_id")
     capacity = cfg.chunk_rows + cfg.batch_size * tokens.context_length
     chunks = _Chunks(partial, keys, info.d_model, capacity, np.dtype(cfg.dtype), manifest)

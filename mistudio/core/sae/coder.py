@@ -1,0 +1,153 @@
+"""The shared body of every sparse coder: weights, skip connection, decode, save and load.
+
+Shapes use suffixes: D = d_in, F = d_sae (latents), O = d_out (= D except for transcoders),
+B = batch, K = active latents per token. Weights follow the SAELens layout:
+``W_enc_DF``, ``b_enc_F``, ``W_dec_FO``, ``b_dec_O`` (and ``W_skip_DO`` / ``skip_alpha``).
+
+A subclass chooses the activation function (:meth:`encode`) and its sparsity loss
+(:meth:`sparsity_loss`); everything else is here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual name
+from torch import Tensor, nn
+
+from mistudio.core.sae.config import SAEConfig
+
+
+class ForwardOutput(NamedTuple):
+    """What one training forward pass returns."""
+
+    x_hat: Tensor
+    """Reconstruction [B, O]."""
+    latents: Tensor
+    """Latent activations [B, F], dense (zeros where inactive)."""
+    losses: dict[str, Tensor]
+    """Named loss terms (scalars); ``loss`` is their weighted sum, the one to minimise."""
+
+
+class SparseCoder(nn.Module):
+    """Encoder, decoder and optional skip connection shared by all architectures."""
+
+    def __init__(self, cfg: SAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        D, F_, O = cfg.d_in, cfg.d_sae, cfg.out_dim  # noqa: N806 - shape names
+        self.W_enc_DF = nn.Parameter(torch.empty(D, F_))
+        self.b_enc_F = nn.Parameter(torch.zeros(F_))
+        self.W_dec_FO = nn.Parameter(torch.empty(F_, O))
+        self.b_dec_O = nn.Parameter(torch.zeros(O))
+        if cfg.skip == "affine":
+            self.W_skip_DO = nn.Parameter(torch.zeros(D, O))
+        elif cfg.skip == "learned":
+            self.skip_alpha = nn.Parameter(torch.tensor(float(cfg.skip_alpha)))
+        elif cfg.skip == "fixed":
+            self.register_buffer("skip_alpha", torch.tensor(float(cfg.skip_alpha)))
+        self.reset_parameters()
+
+    # -- initialisation -------------------------------------------------------------------------
+    def reset_parameters(self, decoder_norm: float = 0.1, seed: int | None = None) -> None:
+        """Decoder rows of norm ``decoder_norm`` in random directions, encoder = decoder^T.
+
+        Tied initialisation (OpenAI, Anthropic) starts every latent alive and aligned.
+        """
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        with torch.no_grad():
+            w = torch.randn(self.W_dec_FO.shape, generator=gen)
+            w = w / w.norm(dim=-1, keepdim=True) * decoder_norm
+            self.W_dec_FO.copy_(w)
+            if self.cfg.d_in == self.cfg.out_dim:
+                self.W_enc_DF.copy_(w.T)
+            else:  # a transcoder: independent encoder directions of the same scale
+                e = torch.randn(self.W_enc_DF.shape, generator=gen)
+                self.W_enc_DF.copy_(e / e.norm(dim=0, keepdim=True) * decoder_norm)
+
+    def init_b_dec(self, sample_BO: Tensor) -> None:
+        """Start b_dec at the mean of a sample of targets (the geometric median's cheap cousin)."""
+        with torch.no_grad():
+            self.b_dec_O.copy_(sample_BO.float().mean(0))
+
+    # -- forward --------------------------------------------------------------------------------
+    def pre_acts(self, x_BD: Tensor) -> Tensor:
+        if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
+            x_BD = x_BD - self.b_dec_O
+        return x_BD @ self.W_enc_DF + self.b_enc_F  # [B, F]
+
+    def encode(self, x_BD: Tensor) -> Tensor:
+        """Latent activations [B, F]."""
+        raise NotImplementedError
+
+    def decode(self, latents_BF: Tensor) -> Tensor:
+        return latents_BF @ self.W_dec_FO + self.b_dec_O  # [B, O]
+
+    def skip_out(self, x_BD: Tensor) -> Tensor | None:
+        if self.cfg.skip == "affine":
+            return x_BD @ self.W_skip_DO
+        if self.cfg.skip in ("fixed", "learned"):
+            return self.skip_alpha * x_BD
+        return None
+
+    def reconstruct(self, x_BD: Tensor) -> Tensor:
+        """Encode then decode, with the skip connection: the SAE as a drop-in for the target."""
+        out = self.decode(self.encode(x_BD))
+        skip = self.skip_out(x_BD)
+        return out if skip is None else out + skip
+
+    def forward(self, x_BD: Tensor, target_BO: Tensor | None = None,
+                dead_F: Tensor | None = None) -> ForwardOutput:
+        """Reconstruction, latents and loss terms; ``dead_F`` marks dead latents (for AuxK)."""
+        target_BO = x_BD if target_BO is None else target_BO
+        latents_BF, extra = self.encode_for_training(x_BD)
+        x_hat_BO = self.decode(latents_BF)
+        skip = self.skip_out(x_BD)
+        if skip is not None:
+            x_hat_BO = x_hat_BO + skip
+        mse = (x_hat_BO - target_BO).pow(2).sum(-1).mean() / target_BO.shape[-1]
+        losses = {"mse": mse, **self.sparsity_loss(latents_BF, extra)}
+        aux = self.aux_loss(x_BD, target_BO, x_hat_BO, extra, dead_F)
+        if aux is not None:
+            losses["aux"] = aux
+        return ForwardOutput(x_hat_BO, latents_BF, losses)
+
+    def encode_for_training(self, x_BD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Latents plus whatever the losses need (pre-activations, masks)."""
+        pre_BF = self.pre_acts(x_BD)
+        return self.activate(pre_BF), {"pre": pre_BF}
+
+    def activate(self, pre_BF: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sparsity_loss(self, latents_BF: Tensor, extra: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Unweighted sparsity terms; the trainer weights them (with warm-up)."""
+        return {}
+
+    def aux_loss(self, x_BD: Tensor, target_BO: Tensor, x_hat_BO: Tensor,
+                 extra: dict[str, Tensor], dead_F: Tensor | None) -> Tensor | None:
+        return None
+
+    # -- constraints ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Scale every decoder row to unit norm (and the encoder column to match)."""
+        norms_F = self.W_dec_FO.norm(dim=-1).clamp_min(1e-8)
+        self.W_dec_FO.div_(norms_F[:, None])
+        self.W_enc_DF.mul_(norms_F[None, :])
+        self.b_enc_F.mul_(norms_F)
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad(self) -> None:
+        """Keep unit-norm decoder rows on the sphere: drop the gradient along each row."""
+        if self.W_dec_FO.grad is None:
+            return
+        parallel_F = (self.W_dec_FO.grad * self.W_dec_FO).sum(-1, keepdim=True)
+        self.W_dec_FO.grad.sub_(parallel_F * self.W_dec_FO)
+
+
+def topk_sparse(pre_BF: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k largest ReLU'd pre-activations of each row: values [B, K] and indices [B, K]."""
+    values_BK, idx_BK = pre_BF.topk(k, dim=-1, sorted=False)
+    return F.relu(values_BK), idx_BK
