@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F  # noqa: N812 - the usual name
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mistudio.core.sae.config import SAEConfig
@@ -36,13 +36,13 @@ class SparseCoder(nn.Module):
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        D, F_, O = cfg.d_in, cfg.d_sae, cfg.out_dim  # noqa: N806 - shape names
-        self.W_enc_DF = nn.Parameter(torch.empty(D, F_))
-        self.b_enc_F = nn.Parameter(torch.zeros(F_))
-        self.W_dec_FO = nn.Parameter(torch.empty(F_, O))
-        self.b_dec_O = nn.Parameter(torch.zeros(O))
+        d_in, d_sae, d_out = cfg.d_in, cfg.d_sae, cfg.out_dim
+        self.W_enc_DF = nn.Parameter(torch.empty(d_in, d_sae))
+        self.b_enc_F = nn.Parameter(torch.zeros(d_sae))
+        self.W_dec_FO = nn.Parameter(torch.empty(d_sae, d_out))
+        self.b_dec_O = nn.Parameter(torch.zeros(d_out))
         if cfg.skip == "affine":
-            self.W_skip_DO = nn.Parameter(torch.zeros(D, O))
+            self.W_skip_DO = nn.Parameter(torch.zeros(d_in, d_out))
         elif cfg.skip == "learned":
             self.skip_alpha = nn.Parameter(torch.tensor(float(cfg.skip_alpha)))
         elif cfg.skip == "fixed":
