@@ -23,11 +23,23 @@ class ForwardOutput(NamedTuple):
     """What one training forward pass returns."""
 
     x_hat: Tensor
-    """Reconstruction [B, O]."""
-    latents: Tensor
-    """Latent activations [B, F], dense (zeros where inactive)."""
+    """Reconstruction [B, O], skip connection included."""
     losses: dict[str, Tensor]
-    """Named loss terms (scalars); ``loss`` is their weighted sum, the one to minimise."""
+    """Unweighted loss terms (scalars): ``mse`` and the architecture's ``l1``, ``l0`` or ``aux``."""
+    fired_F: Tensor
+    """Which latents were active on at least one token of the batch (bool [F])."""
+    l0: Tensor
+    """Mean number of active latents per token (scalar)."""
+
+
+class Encoded(NamedTuple):
+    """An architecture's encode-and-decode for training, before the skip connection."""
+
+    decoded_BO: Tensor
+    fired_F: Tensor
+    l0: Tensor
+    extra: dict[str, Tensor]
+    """Whatever its losses need (pre-activations, latents, indices)."""
 
 
 class SparseCoder(nn.Module):
@@ -77,10 +89,6 @@ class SparseCoder(nn.Module):
             x_BD = x_BD - self.b_dec_O
         return x_BD @ self.W_enc_DF + self.b_enc_F  # [B, F]
 
-    def encode(self, x_BD: Tensor) -> Tensor:
-        """Latent activations [B, F]."""
-        raise NotImplementedError
-
     def decode(self, latents_BF: Tensor) -> Tensor:
         return latents_BF @ self.W_dec_FO + self.b_dec_O  # [B, O]
 
@@ -99,34 +107,43 @@ class SparseCoder(nn.Module):
 
     def forward(self, x_BD: Tensor, target_BO: Tensor | None = None,
                 dead_F: Tensor | None = None) -> ForwardOutput:
-        """Reconstruction, latents and loss terms; ``dead_F`` marks dead latents (for AuxK)."""
+        """Reconstruction and loss terms; ``dead_F`` marks dead latents (for the AuxK loss)."""
         target_BO = x_BD if target_BO is None else target_BO
-        latents_BF, extra = self.encode_for_training(x_BD)
-        x_hat_BO = self.decode(latents_BF)
+        enc = self.encode_decode(x_BD)
+        x_hat_BO = enc.decoded_BO
         skip = self.skip_out(x_BD)
         if skip is not None:
             x_hat_BO = x_hat_BO + skip
         mse = (x_hat_BO - target_BO).pow(2).sum(-1).mean() / target_BO.shape[-1]
-        losses = {"mse": mse, **self.sparsity_loss(latents_BF, extra)}
-        aux = self.aux_loss(x_BD, target_BO, x_hat_BO, extra, dead_F)
-        if aux is not None:
-            losses["aux"] = aux
-        return ForwardOutput(x_hat_BO, latents_BF, losses)
+        losses = {"mse": mse, **self.sparsity_loss(enc.extra)}
+        if dead_F is not None and bool(dead_F.any()):
+            aux = self.aux_loss(target_BO - x_hat_BO.detach(), enc.extra, dead_F)
+            if aux is not None:
+                losses["aux"] = aux
+        return ForwardOutput(x_hat_BO, losses, enc.fired_F, enc.l0)
 
-    def encode_for_training(self, x_BD: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Latents plus whatever the losses need (pre-activations, masks)."""
+    def encode_decode(self, x_BD: Tensor) -> Encoded:
+        """Training path: subclasses may decode sparsely instead of through dense latents."""
         pre_BF = self.pre_acts(x_BD)
-        return self.activate(pre_BF), {"pre": pre_BF}
+        latents_BF = self.activate(pre_BF)
+        active_BF = latents_BF > 0
+        return Encoded(self.decode(latents_BF), active_BF.any(0),
+                       active_BF.sum(-1).float().mean(), {"pre": pre_BF, "latents": latents_BF})
+
+    def encode(self, x_BD: Tensor) -> Tensor:
+        """Latent activations [B, F], dense, as used for inference and analysis."""
+        return self.activate(self.pre_acts(x_BD))
 
     def activate(self, pre_BF: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def sparsity_loss(self, latents_BF: Tensor, extra: dict[str, Tensor]) -> dict[str, Tensor]:
+    def sparsity_loss(self, extra: dict[str, Tensor]) -> dict[str, Tensor]:
         """Unweighted sparsity terms; the trainer weights them (with warm-up)."""
         return {}
 
-    def aux_loss(self, x_BD: Tensor, target_BO: Tensor, x_hat_BO: Tensor,
-                 extra: dict[str, Tensor], dead_F: Tensor | None) -> Tensor | None:
+    def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
+                 dead_F: Tensor) -> Tensor | None:
+        """A loss that revives dead latents by having them explain the residual error."""
         return None
 
     # -- constraints ----------------------------------------------------------------------------

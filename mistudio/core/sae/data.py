@@ -1,0 +1,104 @@
+"""Random training batches from a stored activation set, without loading it into memory.
+
+Rows are grouped in blocks of ``block_rows`` consecutive rows. Each epoch visits the blocks in a
+seeded random order; ``buffer_rows`` worth of blocks are read into a buffer (float16, as stored),
+shuffled row by row, and cut into batches. The position in this schedule (epoch, buffer, batch)
+is the loader's whole state, so a resumed run sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mistudio.core.activations import ActivationSet
+from mistudio.core.errors import InvalidInputError
+
+
+class NonFiniteActivations(InvalidInputError):
+    """The activation set holds NaN or Inf values."""
+
+
+class ActivationBatches:
+    """An endless, resumable iterator of (input [B, D], target [B, O] or None) float32 batches."""
+
+    def __init__(self, acts: ActivationSet, key: str, target_key: str | None, batch_size: int,
+                 seed: int = 0, scale_in: float = 1.0, scale_out: float = 1.0,
+                 device: torch.device | str = "cpu", block_rows: int = 4096,
+                 buffer_rows: int = 65536, rank: int = 0, world_size: int = 1) -> None:
+        if acts.n_rows < batch_size * world_size:
+            raise InvalidInputError(
+                f"Activation set {acts.manifest['name']!r} has {acts.n_rows:,} tokens, fewer than "
+                f"one batch of {batch_size:,}.", "Use a smaller --batch-size or extract more tokens.")
+        self.acts, self.key, self.target_key = acts, key, target_key
+        self.batch_size, self.seed = batch_size, seed
+        self.scale_in, self.scale_out = scale_in, scale_out
+        self.device = torch.device(device)
+        self.block_rows = min(block_rows, max(batch_size, 1))
+        n_blocks = -(-acts.n_rows // self.block_rows)
+        self.blocks = np.arange(n_blocks)[rank::world_size]
+        self.blocks_per_buffer = max(1, min(len(self.blocks), -(-max(buffer_rows, batch_size)
+                                                                 // self.block_rows)))
+        self.epoch, self.buffer_index, self.batch_index = 0, 0, 0
+        self._buffer: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    # -- resumable state ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "buffer_index": self.buffer_index,
+                "batch_index": self.batch_index}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.buffer_index = int(state["epoch"]), int(state["buffer_index"])
+        self.batch_index = int(state["batch_index"])
+        self._buffer = None
+
+    @property
+    def n_buffers(self) -> int:
+        return -(-len(self.blocks) // self.blocks_per_buffer)
+
+    # -- iteration ------------------------------------------------------------------------------
+    def _load_buffer(self) -> tuple[np.ndarray, np.ndarray | None]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.blocks)
+        mine = order[self.buffer_index * self.blocks_per_buffer:
+                     (self.buffer_index + 1) * self.blocks_per_buffer]
+        ranges = [(int(b) * self.block_rows, min((int(b) + 1) * self.block_rows, self.acts.n_rows))
+                  for b in sorted(mine)]
+        x = np.concatenate([self.acts._gather(self.key, a, z) for a, z in ranges])
+        y = (np.concatenate([self.acts._gather(self.target_key, a, z) for a, z in ranges])
+             if self.target_key else None)
+        for arr, key in ((x, self.key), (y, self.target_key)):
+            if arr is not None and not np.isfinite(arr).all():
+                row_ids = np.concatenate([np.arange(a, z) for a, z in ranges])
+                bad = row_ids[~np.isfinite(arr).all(axis=1)][:5]
+                raise NonFiniteActivations(
+                    f"Activation set {self.acts.manifest['name']!r} has NaN or Inf values at "
+                    f"{key} (rows {', '.join(map(str, bad))}...); training stopped.",
+                    "Extract it again (with --model-dtype float32 if the model ran in float16).")
+        perm = np.random.default_rng([self.seed, self.epoch, self.buffer_index, 1]).permutation(len(x))
+        return x[perm], (y[perm] if y is not None else None)
+
+    def __iter__(self) -> ActivationBatches:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        while True:
+            if self._buffer is None:
+                self._buffer = self._load_buffer()
+            x, y = self._buffer
+            start = self.batch_index * self.batch_size
+            if start + self.batch_size <= len(x):
+                self.batch_index += 1
+                return self._to_tensor(x[start:start + self.batch_size], self.scale_in), (
+                    self._to_tensor(y[start:start + self.batch_size], self.scale_out)
+                    if y is not None else None)
+            # The buffer's tail (less than one batch) is skipped; the next epoch reorders rows.
+            self._buffer, self.batch_index = None, 0
+            self.buffer_index += 1
+            if self.buffer_index >= self.n_buffers:
+                self.buffer_index, self.epoch = 0, self.epoch + 1
+
+    def _to_tensor(self, rows: np.ndarray, scale: float) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(rows)).to(self.device, torch.float32)
+        return t * scale if scale != 1.0 else t

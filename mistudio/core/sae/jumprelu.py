@@ -1,0 +1,70 @@
+"""JumpReLU SAE: latents pass through only above a learned per-latent threshold, trained with
+straight-through estimators and an L0 penalty (Rajamanoharan et al. 2024, Gemma Scope).
+
+f(z) = z * H(z - theta). The step H has no useful gradient, so its derivative with respect to
+theta is estimated with a rectangle kernel of width ``bandwidth`` around the threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mistudio.core.sae.coder import SparseCoder
+from mistudio.core.sae.config import SAEConfig
+
+
+def _rect(x: Tensor) -> Tensor:
+    return ((x > -0.5) & (x < 0.5)).to(x.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_pre = grad * (pre > threshold)
+        grad_t = -(threshold / bw) * _rect((pre - threshold) / bw) * grad
+        return grad_pre, grad_t.sum(0), None
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_t = -(1.0 / bw) * _rect((pre - threshold) / bw) * grad
+        return None, grad_t.sum(0), None
+
+
+class JumpReLUSAE(SparseCoder):
+    def __init__(self, cfg: SAEConfig) -> None:
+        super().__init__(cfg)
+        self.log_threshold_F = nn.Parameter(
+            torch.full((cfg.d_sae,), math.log(cfg.jumprelu_init_threshold)))
+
+    @property
+    def threshold_F(self) -> Tensor:
+        return self.log_threshold_F.exp()
+
+    def activate(self, pre_BF: Tensor) -> Tensor:
+        return _JumpReLU.apply(pre_BF, self.threshold_F, self.cfg.jumprelu_bandwidth)
+
+    def sparsity_loss(self, extra: dict[str, Tensor]) -> dict[str, Tensor]:
+        step_BF = _Step.apply(extra["pre"], self.threshold_F, self.cfg.jumprelu_bandwidth)
+        return {"l0": step_BF.sum(-1).mean()}

@@ -1,0 +1,89 @@
+"""TopK and BatchTopK SAEs, with the AuxK loss on dead latents.
+
+TopK keeps the k largest pre-activations of each token (OpenAI, Gao et al. 2024). Only the
+encoder's matmul is dense: the decoder reads k rows per token through ``embedding_bag``, whose
+backward touches only those rows' gradients.
+
+BatchTopK keeps the k * B largest over the whole batch, so the number of active latents varies
+per token. It tracks the smallest kept activation as a running threshold and becomes a JumpReLU
+with that threshold for inference (Bussmann et al. 2024).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mistudio.core.sae.coder import Encoded, SparseCoder, topk_sparse
+from mistudio.core.sae.config import SAEConfig
+
+
+def sparse_decode(idx_BK: Tensor, vals_BK: Tensor, W_dec_FO: Tensor) -> Tensor:
+    """sum_k vals[b, k] * W_dec[idx[b, k]]: [B, O] without a dense [B, F] matrix."""
+    return F.embedding_bag(idx_BK, W_dec_FO, per_sample_weights=vals_BK, mode="sum")
+
+
+class TopKSAE(SparseCoder):
+    def activate(self, pre_BF: Tensor) -> Tensor:
+        vals_BK, idx_BK = topk_sparse(pre_BF, self.cfg.k)
+        return torch.zeros_like(pre_BF).scatter_(-1, idx_BK, vals_BK)
+
+    def encode_decode(self, x_BD: Tensor) -> Encoded:
+        pre_BF = self.pre_acts(x_BD)
+        vals_BK, idx_BK = topk_sparse(pre_BF, self.cfg.k)
+        decoded_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO) + self.b_dec_O
+        active_BK = vals_BK > 0
+        fired_F = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x_BD.device)
+        fired_F[idx_BK[active_BK]] = True
+        return Encoded(decoded_BO, fired_F, active_BK.sum(-1).float().mean(), {"pre": pre_BF})
+
+    def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
+                 dead_F: Tensor) -> Tensor | None:
+        """AuxK: the top k_aux dead latents reconstruct the residual, normalised by its variance.
+
+        k_aux = d_in / 2 (OpenAI's recipe); the trainer weights this term by 1/32.
+        """
+        k_aux = min(self.cfg.d_in // 2, int(dead_F.sum()))
+        if k_aux == 0:
+            return None
+        pre_BF = extra["pre"].masked_fill(~dead_F, float("-inf"))
+        vals_BK, idx_BK = pre_BF.topk(k_aux, dim=-1, sorted=False)
+        vals_BK = F.relu(vals_BK)  # -inf (non-dead) entries never survive: k_aux <= n_dead
+        recon_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO)
+        variance = (residual_BO - residual_BO.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
+        return (recon_BO - residual_BO).pow(2).sum(-1).mean() / variance
+
+
+class BatchTopKSAE(SparseCoder):
+    threshold: Tensor
+
+    def __init__(self, cfg: SAEConfig, threshold_momentum: float = 0.99) -> None:
+        super().__init__(cfg)
+        self.momentum = threshold_momentum
+        self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not estimated yet
+
+    def activate(self, pre_BF: Tensor) -> Tensor:
+        """Inference: a JumpReLU with the learned global threshold."""
+        relu_BF = F.relu(pre_BF)
+        if self.training or self.threshold < 0:
+            return self._batch_topk(relu_BF)
+        return relu_BF * (relu_BF > self.threshold)
+
+    def _batch_topk(self, relu_BF: Tensor) -> Tensor:
+        n_keep = min(self.cfg.k * relu_BF.shape[0], relu_BF.numel())
+        flat = relu_BF.flatten()
+        vals, idx = flat.topk(n_keep, sorted=False)
+        out = torch.zeros_like(flat).scatter_(0, idx, vals).view_as(relu_BF)
+        if self.training:
+            with torch.no_grad():
+                kept = vals[vals > 0]
+                if kept.numel():
+                    low = kept.min()
+                    t = self.threshold
+                    self.threshold.copy_(low if t < 0 else self.momentum * t + (1 - self.momentum) * low)
+        return out
+
+    def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
+                 dead_F: Tensor) -> Tensor | None:
+        return TopKSAE.aux_loss(self, residual_BO, extra, dead_F)  # type: ignore[arg-type]

@@ -1,0 +1,149 @@
+"""SAE architectures, the trainer (resume, cancel, bad data) and the saved format."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mistudio.core.errors import Cancelled, CorruptedError, InvalidInputError
+from mistudio.core.extraction import ExtractConfig, extract_activations
+from mistudio.core.jobs import CallbackTask, CancelToken
+from mistudio.core.sae import SAEConfig, build_sae
+from mistudio.core.sae.io import CFG_FILE, WEIGHTS_FILE, load_sae
+from mistudio.core.sae.trainer import METRICS, TrainConfig, open_sae, train_sae
+from mistudio.core.workspace import Workspace
+
+ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
+
+
+@pytest.fixture
+def acts_ws(toy_ws: Workspace) -> Workspace:
+    cfg = ExtractConfig("toy", "pydoc", (1,), ("resid_post", "mlp_in", "mlp_out"),
+                        context_length=64, max_tokens=3000, dtype="float32")
+    extract_activations(toy_ws, cfg, "acts")
+    return toy_ws
+
+
+def small(**kw: object) -> TrainConfig:
+    base = dict(activations="acts", expansion=4, k=8, steps=40, batch_size=256, log_every=5,
+                checkpoint_every=10, warmup_steps=5, lr=3e-3, eval_tokens=1024)
+    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("skip", ["none", "affine"])
+def test_each_architecture_forward_and_backward(arch: str, skip: str) -> None:
+    sae = build_sae(SAEConfig(arch, d_in=16, d_sae=64, k=4, skip=skip))
+    x = torch.randn(32, 16)
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[:8] = True
+    out = sae(x, dead_F=dead)
+    assert out.x_hat.shape == (32, 16) and out.fired_F.shape == (64,)
+    sum(out.losses.values()).backward()
+    assert all(p.grad is not None for n, p in sae.named_parameters() if n != "log_threshold_F"
+               or arch == "jumprelu")
+    if arch in ("topk", "batchtopk"):
+        assert "aux" in out.losses and float(out.l0) <= 4 + 1e-6
+    assert sae.encode(x).shape == (32, 64)
+
+
+def test_topk_sparse_decode_matches_dense() -> None:
+    sae = build_sae(SAEConfig("topk", d_in=16, d_sae=64, k=5))
+    x = torch.randn(8, 16)
+    dense = sae.decode(sae.encode(x))
+    torch.testing.assert_close(sae(x).x_hat, dense, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_training_improves_and_saves_in_saelens_layout(acts_ws: Workspace, arch: str) -> None:
+    m = train_sae(acts_ws, small(architecture=arch, hook="layers.1.resid_post"), f"s-{arch}")
+    folder = acts_ws.root / "saes" / f"s-{arch}"
+    cfg = json.loads((folder / CFG_FILE).read_text())
+    assert cfg["d_in"] == 32 and cfg["d_sae"] == 128 and "metadata" in cfg
+    assert cfg["architecture"] == {"relu": "standard", "topk": "topk"}.get(arch, "jumprelu")
+    rows = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(5, 41, 5))
+    assert rows[-1]["mse"] < rows[0]["mse"]
+    assert m["summary"]["explained_variance"] > 0.3
+    assert not (folder / "checkpoint.pt").exists()
+    assert acts_ws.catalog.get("sae", f"s-{arch}").status == "complete"
+
+
+def test_saved_weights_work_on_raw_activations(acts_ws: Workspace) -> None:
+    """Normalisation is folded in: the loaded SAE reproduces the training-space reconstruction."""
+    from mistudio.core.activations import open_activations
+
+    train_sae(acts_ws, small(skip="learned"), "s")
+    sae, _ = open_sae(acts_ws, "s")
+    acts = open_activations(acts_ws, "acts")
+    x = torch.from_numpy(acts.rows("layers.1.resid_post", 0, 512))
+    fvu = float((sae.reconstruct(x) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    summary = acts_ws.catalog.get("sae", "s").summary
+    assert fvu == pytest.approx(1 - summary["explained_variance"], abs=0.05)
+
+
+def test_transcoder_maps_mlp_in_to_mlp_out(acts_ws: Workspace) -> None:
+    m = train_sae(acts_ws, small(hook="layers.1.mlp_in", target_hook="layers.1.mlp_out",
+                                 architecture="topk"), "tc")
+    cfg = json.loads((acts_ws.root / "saes" / "tc" / CFG_FILE).read_text())
+    assert cfg["architecture"] == "topk_transcoder" and cfg["d_out"] == 32
+    assert cfg["apply_b_dec_to_input"] is False
+    assert m["summary"]["target_hook"] == "layers.1.mlp_out"
+
+
+def _stop_at(step: int) -> CallbackTask:
+    token = CancelToken()
+    return CallbackTask(on_partial=lambda row: token.cancel() if row["step"] >= step else None,
+                        cancel=token)
+
+
+def test_resume_after_cancel_gives_the_same_run(acts_ws: Workspace) -> None:
+    cfg = small(steps=40, checkpoint_every=10)
+    with pytest.raises(Cancelled):
+        train_sae(acts_ws, cfg, "r", _stop_at(25))
+    assert acts_ws.catalog.get("sae", "r").status == "partial"
+    with pytest.raises(InvalidInputError, match="has not finished training"):
+        open_sae(acts_ws, "r")
+    with pytest.raises(InvalidInputError, match="different settings"):
+        train_sae(acts_ws, small(steps=50), "r")
+    train_sae(acts_ws, cfg, "r")
+    train_sae(acts_ws, cfg, "whole")
+    a = (acts_ws.root / "saes" / "r" / METRICS).read_text().splitlines()
+    b = (acts_ws.root / "saes" / "whole" / METRICS).read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(line).items() if k not in ("tokens_per_s",)}
+             for line in a]
+    assert strip == [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+                     for line in b]
+    wa, _ = open_sae(acts_ws, "r")
+    wb, _ = open_sae(acts_ws, "whole")
+    for (n, p), (_, q) in zip(wa.state_dict().items(), wb.state_dict().items(), strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_nan_activations_stop_training_with_the_rows(acts_ws: Workspace) -> None:
+    chunk = acts_ws.root / "activations" / "acts" / "layers.1.resid_post" / "chunk_00000.npy"
+    arr = np.load(chunk)
+    arr[7, 3] = np.nan
+    np.save(chunk, arr)
+    with pytest.raises(InvalidInputError, match=r"NaN or Inf .*rows 7\b"):
+        train_sae(acts_ws, small(), "nan")
+    assert not (acts_ws.root / "saes" / "nan").exists()
+
+
+def test_bad_configs_and_files(acts_ws: Workspace) -> None:
+    with pytest.raises(InvalidInputError, match="no hook point 'layers.9.resid_post'"):
+        train_sae(acts_ws, small(hook="layers.9.resid_post"), "x")
+    with pytest.raises(InvalidInputError, match="k = 999 must be between"):
+        train_sae(acts_ws, small(k=999), "x")
+    with pytest.raises(InvalidInputError, match="fewer than one batch"):
+        train_sae(acts_ws, small(batch_size=100_000), "x")
+    with pytest.raises(InvalidInputError, match="Unknown SAE configuration fields: colour"):
+        SAEConfig.from_dict({"architecture": "topk", "colour": "red"})
+    train_sae(acts_ws, small(steps=10), "ok")
+    folder = acts_ws.root / "saes" / "ok"
+    (folder / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CorruptedError, match="cannot be read"):
+        load_sae(folder)
