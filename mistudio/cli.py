@@ -256,6 +256,55 @@ def _remove(ws: Workspace, kind: str, name: str) -> None:
     ws.catalog.delete(kind, name)
 
 
+def cmd_train(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.sae.trainer import TrainConfig, train_sae
+
+    fields = ("hook", "target_hook", "architecture", "expansion", "k", "skip", "steps",
+              "batch_size", "lr", "seed", "device", "grad_accumulation", "checkpoint_every")
+    kwargs = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+    if kwargs.get("architecture") == "skip":  # the spec's skip SAE: ReLU + alpha * x
+        kwargs["architecture"] = "relu"
+        kwargs.setdefault("skip", "fixed")
+    elif kwargs.get("architecture") == "transcoder":
+        if not args.target_hook:
+            raise MiStudioError("A transcoder needs the hook point it reconstructs.",
+                                "Pass --target-hook (e.g. --hook layers.6.mlp_in "
+                                "--target-hook layers.6.mlp_out).")
+        kwargs["architecture"] = "topk"
+    if args.l1 is not None or args.l0 is not None:
+        kwargs["sparsity_coefficient"] = args.l1 if args.l1 is not None else args.l0
+    cfg = TrainConfig(args.activations, **kwargs)
+    name = args.name or f"{args.activations}.{cfg.architecture}"
+    with cli_task(args) as task:
+        m = train_sae(ws, cfg, name, task, overwrite=args.overwrite)
+    s = m["summary"]
+    emit(args, m, lambda m: f"SAE {m['name']}: {s['architecture']}, {s['d_in']} -> {s['d_sae']}, "
+         f"{s['steps']:,} steps on {s['tokens']:,} tokens; explained variance "
+         f"{s['explained_variance']:.3f}, L0 {s['l0']:.1f}, dead {s['dead_fraction']:.1%}.")
+
+
+def cmd_saes(args: argparse.Namespace, ws: Workspace) -> None:
+    if args.action == "list":
+        arts = ws.catalog.list("sae")
+        emit(args, [a._asdict() for a in arts], lambda _: _table(
+            [[a.name, a.summary.get("architecture", a.config.get("architecture")),
+              a.summary.get("hook"), a.summary.get("d_sae"),
+              _fmt_num(a.summary.get("explained_variance")), _fmt_num(a.summary.get("l0")),
+              a.status] for a in arts],
+            ["NAME", "ARCH", "HOOK", "D_SAE", "EV", "L0", "STATUS"]))
+    elif args.action == "show":
+        art = ws.catalog.get("sae", args.name)
+        emit(args, art._asdict(), lambda _: _fmt_dict(
+            {"name": art.name, "status": art.status, "path": art.path, "summary": art.summary}))
+    elif args.action == "remove":
+        _remove(ws, "sae", args.name)
+        emit(args, {"removed": args.name}, f"Removed SAE {args.name}.")
+
+
+def _fmt_num(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def cmd_doctor(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.doctor import doctor
 
@@ -285,7 +334,8 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.quickstart import run_quickstart
 
     with cli_task(args) as task:
-        r = run_quickstart(ws, task, args.max_tokens, device=args.device)
+        r = run_quickstart(ws, task, args.max_tokens, device=args.device,
+                           train_steps=args.train_steps, batch_size=args.batch_size)
     a = r["activations"]
     emit(args, r, lambda r: "\n".join([
         "miStudio quick start: done in {:.0f} s".format(r["seconds"]),
@@ -297,7 +347,10 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
         f"  activations {a['name']}: layer {a['layer']} {a['hook']}, {a['tokens']:,} tokens x "
         f"{a['d_model']}" + (" (reused)" if a["reused"] else
                              f", {(a.get('tokens_per_s') or 0):,.0f} tokens/s"),
-        "Next: `mistudio activations show quickstart`.",
+        "  sae         {name}: {architecture} {d_in} -> {d_sae}, {steps} steps; explained variance "
+        "{explained_variance:.3f}, L0 {l0:.1f}, dead {dead_fraction:.1%}{reused}".format(
+            **{**r["sae"], "reused": " (reused)" if r["sae"]["reused"] else ""}),
+        "Next: `mistudio saes show quickstart-topk`.",
     ]))
 
 
@@ -379,13 +432,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     actions(add("activations", cmd_activations, "list, show and remove activation sets"),
             cmd_activations)
+
+    sp = add("train", cmd_train, "train a sparse autoencoder (or transcoder) on an activation set")
+    sp.add_argument("--activations", required=True, help="activation set name")
+    sp.add_argument("--name", help="default: ACTIVATIONS.ARCH")
+    sp.add_argument("--arch", dest="architecture",
+                    choices=["topk", "batchtopk", "jumprelu", "relu", "skip", "transcoder"])
+    sp.add_argument("--hook", help="hook point of the set to encode (default: its first)")
+    sp.add_argument("--target-hook", help="hook point to reconstruct (makes a transcoder)")
+    sp.add_argument("--expansion", type=int)
+    sp.add_argument("--k", type=int)
+    sp.add_argument("--l1", type=float, help="L1 coefficient (relu)")
+    sp.add_argument("--l0", type=float, help="L0 coefficient (jumprelu)")
+    sp.add_argument("--skip", choices=["none", "fixed", "learned", "affine"])
+    sp.add_argument("--steps", type=int)
+    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--grad-accumulation", type=int)
+    sp.add_argument("--lr", type=float)
+    sp.add_argument("--checkpoint-every", type=int)
+    sp.add_argument("--seed", type=int)
+    sp.add_argument("--device")
+    sp.add_argument("--overwrite", action="store_true")
+    actions(add("saes", cmd_saes, "list, show and remove trained SAEs"), cmd_saes)
     add("doctor", cmd_doctor, "what device, memory, disk, model and corpus miStudio sees")
     sp = add("catalog", cmd_catalog, "maintain the workspace catalog")
     sp.add_argument("action", choices=["rebuild"])
     add("jobs", cmd_jobs, "recent jobs and their outcome")
     sp = add("quickstart", cmd_quickstart, "the whole workflow on the embedded defaults")
     sp.add_argument("--headless", action="store_true", help="run in the terminal")
-    sp.add_argument("--max-tokens", type=int, default=20_000)
+    sp.add_argument("--max-tokens", type=int, help="tokens to extract (default: the whole corpus)")
+    sp.add_argument("--train-steps", type=int, default=400)
+    sp.add_argument("--batch-size", type=int, default=2048)
     sp.add_argument("--device", default="auto")
     return p
 

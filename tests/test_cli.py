@@ -15,7 +15,8 @@ from mistudio.cli import build_parser, main
 COMMANDS = ["datasets", "datasets add", "datasets list", "datasets show", "datasets remove",
             "models", "models add", "models list", "models show", "models remove", "tokenize",
             "tokenized list", "tokenized show", "extract", "activations list", "activations show",
-            "activations remove", "doctor", "catalog", "jobs", "quickstart"]
+            "activations remove", "train", "saes list", "saes show", "saes remove", "doctor",
+            "catalog", "jobs", "quickstart"]
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -64,6 +65,17 @@ def test_workflow_on_a_toy_model(tmp_path: Path, toy_folder: Callable[[str], Pat
     code, out, _ = run(capsys, "extract", "--model", "toy", "--dataset", "docs", *w, "--json",
                        "--max-tokens", "50")  # default layer: the middle one
     assert code == 0 and json.loads(out)["hook_points"] == ["layers.1.resid_post"]
+    code, out, _ = run(capsys, "train", "--activations", "acts", "--hook", "layers.2.resid_post",
+                       "--expansion", "2", "--k", "4", "--steps", "20", "--batch-size", "64",
+                       "--name", "sae", *w)
+    assert code == 0 and "SAE sae: topk, 32 -> 64, 20 steps" in out
+    code, out, _ = run(capsys, "train", "--activations", "acts", "--arch", "transcoder", *w)
+    assert code == 2
+    code, out, _ = run(capsys, "train", "--activations", "acts", "--arch", "skip", "--steps", "5",
+                       "--batch-size", "64", "--expansion", "2", "--name", "skip", *w, "--json")
+    assert json.loads(out)["config"]["skip"] == "fixed"
+    code, out, _ = run(capsys, "saes", "list", *w)
+    assert "sae" in out and "layers.2.resid_post" in out
     code, out, _ = run(capsys, "activations", "list", *w)
     assert "acts" in out and "0.resid_post,0.mlp_out,2.resid_post,2.mlp_out" in out
     code, out, _ = run(capsys, "activations", "show", "acts", *w)
@@ -80,7 +92,7 @@ def test_workflow_on_a_toy_model(tmp_path: Path, toy_folder: Callable[[str], Pat
     code, out, _ = run(capsys, "jobs", *w)
     assert "extract" in out and "done" in out
     code, out, _ = run(capsys, "catalog", "rebuild", *w, "--json")
-    assert json.loads(out)["artifacts"] == 7  # 2 models, dataset, 2 tokenized, 2 activation sets
+    assert json.loads(out)["artifacts"] == 9  # 2 models, dataset, 2 tokenized, 2 sets, 2 SAEs
     code, out, _ = run(capsys, "activations", "remove", "acts", *w)
     assert code == 0 and not (tmp_path / "ws" / "activations" / "acts").exists()
 

@@ -72,7 +72,8 @@ def test_extraction_matches_output_hidden_states(embedded_ws: Workspace) -> None
 def test_quickstart_headless_runs_offline(embedded_ws: Workspace) -> None:
     ensure_embedded_model(embedded_ws)  # share the dequantized cache with the tests above
     cmd = [sys.executable, "-m", "mistudio", "quickstart", "--headless", "--max-tokens", "1500",
-           "--workspace", str(embedded_ws.root), "--json"]
+           "--train-steps", "30", "--batch-size", "256", "--workspace", str(embedded_ws.root),
+           "--json"]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(embedded_ws.root.parent)}  # no HF_* variables
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr
@@ -80,5 +81,9 @@ def test_quickstart_headless_runs_offline(embedded_ws: Workspace) -> None:
     acts = report["activations"]
     assert (acts["layer"], acts["hook"], acts["tokens"], acts["d_model"]) == (15, "resid_post",
                                                                               1500, 576)
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert json.loads(again.stdout)["activations"]["reused"] is True
+    sae = report["sae"]
+    assert (sae["architecture"], sae["d_in"], sae["d_sae"], sae["steps"]) == ("topk", 576, 4608, 30)
+    assert sae["explained_variance"] > 0.2 and sae["l0"] <= 32
+    again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                      timeout=600).stdout)
+    assert again["activations"]["reused"] is True and again["sae"]["reused"] is True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import asdict
 from typing import Any
 
 from mistudio.core.datasets import ensure_builtin_dataset
@@ -13,11 +15,14 @@ from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
 from mistudio.core.workspace import Workspace
 
 QUICKSTART_NAME = "quickstart"
+QUICKSTART_SAE = "quickstart-topk"
 
 
-def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int = 20_000,
-                   context_length: int = 128, device: str = "auto") -> dict[str, Any]:
-    """Built-in corpus -> embedded model -> tokenize -> extract a middle layer. Reuses what exists."""
+def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int | None = None,
+                   context_length: int = 128, device: str = "auto", train_steps: int = 400,
+                   batch_size: int = 2048) -> dict[str, Any]:
+    """Built-in corpus -> embedded model -> tokenize -> extract a middle layer -> train a TopK
+    SAE with the defaults and evaluate it. Steps already done with the same settings are reused."""
     task = task or silent_task()
     t0 = time.perf_counter()
     task.set_status("Registering the embedded model")
@@ -35,8 +40,9 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
             existing.config.get("data") == cfg.data_fields():
         acts = {"summary": existing.summary, "name": QUICKSTART_NAME, "reused": True}
     else:
-        acts = extract_activations(ws, cfg, QUICKSTART_NAME, SubTask(task, 0.15, 1.0),
+        acts = extract_activations(ws, cfg, QUICKSTART_NAME, SubTask(task, 0.15, 0.5),
                                    overwrite=existing is not None and existing.status == "complete")
+    sae = _train_stage(ws, train_steps, batch_size, device, SubTask(task, 0.5, 1.0))
     task.set_progress(1.0)
     return {
         "workspace": str(ws.root),
@@ -46,5 +52,20 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
         "tokenized": {"name": tok["name"], **tok["summary"]},
         "activations": {"name": QUICKSTART_NAME, "layer": layer, "hook": "resid_post",
                         "reused": bool(acts.get("reused")), **acts["summary"]},
+        "sae": sae,
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def _train_stage(ws: Workspace, steps: int, batch_size: int, device: str,
+                 task: TaskState) -> dict[str, Any]:
+    from mistudio.core.sae.trainer import TrainConfig, train_sae
+
+    cfg = TrainConfig(QUICKSTART_NAME, steps=steps, batch_size=batch_size, device=device)
+    existing = ws.catalog.find("sae", QUICKSTART_SAE)
+    if existing is not None and existing.status == "complete" and existing.config == \
+            json.loads(json.dumps(asdict(cfg))):
+        return {"name": QUICKSTART_SAE, "reused": True, **existing.summary}
+    m = train_sae(ws, cfg, QUICKSTART_SAE, task,
+                  overwrite=existing is not None and existing.status == "complete")
+    return {"name": QUICKSTART_SAE, "reused": False, **m["summary"]}

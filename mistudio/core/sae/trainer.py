@@ -71,8 +71,9 @@ class TrainConfig:
     """The sparsity coefficient grows linearly from 0 over this fraction of the steps."""
     grad_clip: float = 1.0
     """Clip the gradient norm (0 = off)."""
-    dead_after_tokens: int = 1_000_000
-    """A latent that has not fired for this many tokens is dead (AuxK trains it)."""
+    dead_after_tokens: int | None = None
+    """A latent that has not fired for this many tokens is dead (AuxK trains it); None = a tenth
+    of the training tokens, at most 1M (OpenAI's 10M suits far longer runs)."""
     normalize_activations: bool = True
     """Scale inputs to mean norm sqrt(d_in) while training; folded into the saved weights."""
     mixed_precision: Literal["auto", "none", "bfloat16", "float16"] = "auto"
@@ -96,6 +97,12 @@ class TrainConfig:
             if getattr(self, field) <= 0:
                 raise InvalidInputError(f"{field.replace('_', '-')} must be positive.",
                                         f"Got {getattr(self, field)}.")
+
+    def dead_window(self) -> int:
+        if self.dead_after_tokens is not None:
+            return self.dead_after_tokens
+        total = self.steps * self.batch_size * self.grad_accumulation
+        return max(2 * self.batch_size, min(1_000_000, total // 10))
 
     def default_coefficient(self) -> float:
         if self.sparsity_coefficient is not None:
@@ -177,6 +184,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
                    {"step": step})
 
     amp = _autocast_dtype(cfg, device)
+    dead_window = cfg.dead_window()
     coef = cfg.default_coefficient()
     sparsity_warmup = max(1, int(cfg.sparsity_warmup_fraction * cfg.steps))
     best_mse, stale = float("inf"), 0
@@ -201,7 +209,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
                 sums: dict[str, float] = {}
                 for _ in range(cfg.grad_accumulation):
                     x, y = next(loader)
-                    dead = since_fired >= cfg.dead_after_tokens
+                    dead = since_fired >= dead_window
                     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                         out = sae(x, y, dead_F=dead)
                     losses = out.losses
@@ -303,7 +311,7 @@ def _metrics_row(step: int, tokens: int, losses: dict[str, float], x: torch.Tens
     target = x if y is None else y
     return {"step": step, "tokens": tokens, **{k: round(v, 6) for k, v in losses.items()},
             "explained_variance": round(batch_explained_variance(target, x_hat.detach()), 5),
-            "dead_fraction": float((since_fired >= cfg.dead_after_tokens).float().mean()),
+            "dead_fraction": float((since_fired >= cfg.dead_window()).float().mean()),
             "lr": lr, "tokens_per_s": round(run_tokens / elapsed, 1) if elapsed > 0 else None}
 
 
