@@ -50,6 +50,18 @@ def test_each_architecture_forward_and_backward(arch: str, skip: str) -> None:
     assert sae.encode(x).shape == (32, 64)
 
 
+def test_topk_sparse_gradients_equal_the_dense_computation() -> None:
+    torch.manual_seed(0)
+    sae = build_sae(SAEConfig("topk", d_in=16, d_sae=64, k=4))
+    x = torch.randn(32, 16)
+    params = [sae.W_enc_DF, sae.W_dec_FO, sae.b_dec_O, sae.b_enc_F]
+    sparse = torch.autograd.grad(sae(x).losses["mse"], params)
+    latents = sae.activate(sae.pre_acts(x))  # dense reference: scatter, matmuls
+    dense = torch.autograd.grad((sae.decode(latents) - x).pow(2).sum(-1).mean() / 16, params)
+    for a, b in zip(sparse, dense, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_topk_sparse_decode_matches_dense() -> None:
     sae = build_sae(SAEConfig("topk", d_in=16, d_sae=64, k=5))
     x = torch.randn(8, 16)

@@ -27,17 +27,21 @@ class ActivationBatches:
     def __init__(self, acts: ActivationSet, key: str, target_key: str | None, batch_size: int,
                  seed: int = 0, scale_in: float = 1.0, scale_out: float = 1.0,
                  device: torch.device | str = "cpu", block_rows: int = 4096,
-                 buffer_rows: int = 65536, rank: int = 0, world_size: int = 1) -> None:
-        if acts.n_rows < batch_size * world_size:
+                 buffer_rows: int = 65536, rank: int = 0, world_size: int = 1,
+                 n_rows: int | None = None) -> None:
+        self.n_rows = acts.n_rows if n_rows is None else min(n_rows, acts.n_rows)
+        """Rows used: the first n_rows of the set (the rest is held out for evaluation)."""
+        if self.n_rows < batch_size * world_size:
             raise InvalidInputError(
-                f"Activation set {acts.manifest['name']!r} has {acts.n_rows:,} tokens, fewer than "
-                f"one batch of {batch_size:,}.", "Use a smaller --batch-size or extract more tokens.")
+                f"Activation set {acts.manifest['name']!r} has {self.n_rows:,} training tokens, "
+                f"fewer than one batch of {batch_size:,}.",
+                "Use a smaller --batch-size or extract more tokens.")
         self.acts, self.key, self.target_key = acts, key, target_key
         self.batch_size, self.seed = batch_size, seed
         self.scale_in, self.scale_out = scale_in, scale_out
         self.device = torch.device(device)
         self.block_rows = min(block_rows, max(batch_size, 1))
-        n_blocks = -(-acts.n_rows // self.block_rows)
+        n_blocks = -(-self.n_rows // self.block_rows)
         self.blocks = np.arange(n_blocks)[rank::world_size]
         self.blocks_per_buffer = max(1, min(len(self.blocks), -(-max(buffer_rows, batch_size)
                                                                  // self.block_rows)))
@@ -63,7 +67,7 @@ class ActivationBatches:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.blocks)
         mine = order[self.buffer_index * self.blocks_per_buffer:
                      (self.buffer_index + 1) * self.blocks_per_buffer]
-        ranges = [(int(b) * self.block_rows, min((int(b) + 1) * self.block_rows, self.acts.n_rows))
+        ranges = [(int(b) * self.block_rows, min((int(b) + 1) * self.block_rows, self.n_rows))
                   for b in sorted(mine)]
         x = np.concatenate([self.acts._gather(self.key, a, z) for a, z in ranges])
         y = (np.concatenate([self.acts._gather(self.target_key, a, z) for a, z in ranges])

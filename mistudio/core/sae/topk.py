@@ -24,19 +24,36 @@ def sparse_decode(idx_BK: Tensor, vals_BK: Tensor, W_dec_FO: Tensor) -> Tensor:
     return F.embedding_bag(idx_BK, W_dec_FO, per_sample_weights=vals_BK, mode="sum")
 
 
+def sparse_encode(x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor,
+                  idx_BK: Tensor) -> Tensor:
+    """Pre-activations of the chosen latents only, [B, K], differentiable.
+
+    The backward pass then costs B * K * D (a gather and an index-add into the rows of W_enc^T)
+    instead of the dense B * F * D of ``x @ W_enc``.
+    """
+    rows_BKD = F.embedding(idx_BK, W_enc_DF.T)  # [B, K, D]
+    return torch.einsum("bkd,bd->bk", rows_BKD, x_BD) + b_enc_F[idx_BK]
+
+
 class TopKSAE(SparseCoder):
     def activate(self, pre_BF: Tensor) -> Tensor:
         vals_BK, idx_BK = topk_sparse(pre_BF, self.cfg.k)
         return torch.zeros_like(pre_BF).scatter_(-1, idx_BK, vals_BK)
 
     def encode_decode(self, x_BD: Tensor) -> Encoded:
-        pre_BF = self.pre_acts(x_BD)
-        vals_BK, idx_BK = topk_sparse(pre_BF, self.cfg.k)
+        """Dense matmul only to choose the top k (no gradient); everything else is sparse."""
+        if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
+            x_BD = x_BD - self.b_dec_O
+        with torch.no_grad():
+            pre_BF = x_BD @ self.W_enc_DF + self.b_enc_F  # [B, F]
+            idx_BK = pre_BF.topk(self.cfg.k, dim=-1, sorted=False).indices
+        vals_BK = F.relu(sparse_encode(x_BD, self.W_enc_DF, self.b_enc_F, idx_BK))
         decoded_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO) + self.b_dec_O
         active_BK = vals_BK > 0
         fired_F = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x_BD.device)
         fired_F[idx_BK[active_BK]] = True
-        return Encoded(decoded_BO, fired_F, active_BK.sum(-1).float().mean(), {"pre": pre_BF})
+        return Encoded(decoded_BO, fired_F, active_BK.sum(-1).float().mean(),
+                       {"pre": pre_BF, "x": x_BD})
 
     def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
                  dead_F: Tensor) -> Tensor | None:
@@ -47,9 +64,13 @@ class TopKSAE(SparseCoder):
         k_aux = min(self.cfg.d_in // 2, int(dead_F.sum()))
         if k_aux == 0:
             return None
-        pre_BF = extra["pre"].masked_fill(~dead_F, float("-inf"))
-        vals_BK, idx_BK = pre_BF.topk(k_aux, dim=-1, sorted=False)
-        vals_BK = F.relu(vals_BK)  # -inf (non-dead) entries never survive: k_aux <= n_dead
+        with torch.no_grad():
+            masked_BF = extra["pre"].masked_fill(~dead_F, float("-inf"))
+            idx_BK = masked_BF.topk(k_aux, dim=-1, sorted=False).indices  # dead latents only
+        if "x" in extra:  # sparse path: differentiable values of the chosen latents only
+            vals_BK = F.relu(sparse_encode(extra["x"], self.W_enc_DF, self.b_enc_F, idx_BK))
+        else:
+            vals_BK = F.relu(extra["pre"].gather(-1, idx_BK))
         recon_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO)
         variance = (residual_BO - residual_BO.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
         return (recon_BO - residual_BO).pow(2).sum(-1).mean() / variance

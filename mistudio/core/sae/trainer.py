@@ -87,7 +87,7 @@ class TrainConfig:
     early_stop_patience: int = 0
     """Stop when the logged MSE has not improved by 1% over this many log intervals (0 = off)."""
     eval_tokens: int = 16384
-    """Tokens of the set used for the final evaluation."""
+    """Tokens held out at the end of the set for the final evaluation (at most a tenth of it)."""
     seed: int = 0
     device: str = "auto"
 
@@ -152,8 +152,9 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
     sae = build_sae(sae_cfg)
     sae.reset_parameters(seed=cfg.seed)
     lr = cfg.lr or 2e-4 / math.sqrt(sae_cfg.d_sae / 16384)
+    n_eval = min(cfg.eval_tokens, acts.n_rows // 10)
     loader = ActivationBatches(acts, key, cfg.target_hook, cfg.batch_size, cfg.seed, scale_in,
-                               scale_out, device)
+                               scale_out, device, n_rows=acts.n_rows - n_eval)
     sae.init_b_dec(_sample_targets(acts, cfg.target_hook or key, scale_out))
     sae.to(device).train()
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
@@ -264,7 +265,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
                            {"activations": cfg.activations}, {"step": step})
             raise
         task.set_status("Evaluating")
-        result = evaluate(sae, _eval_batches(acts, key, cfg, scale_in, scale_out, device))
+        result = evaluate(sae, _eval_batches(acts, key, cfg, scale_in, scale_out, device, n_eval))
         metadata = _saelens_metadata(acts, key, cfg)
         summary = {"steps": step, "tokens": tokens, "mse": result.mse,
                    "explained_variance": result.explained_variance, "l0": result.l0,
@@ -294,11 +295,10 @@ def _sample_targets(acts: Any, key: str, scale: float, n: int = 8192) -> torch.T
 
 
 def _eval_batches(acts: Any, key: str, cfg: TrainConfig, scale_in: float, scale_out: float,
-                  device: torch.device) -> Any:
-    """The first ``eval_tokens`` rows, in raw units scaled like training (then unscaled)."""
-    n = min(cfg.eval_tokens, acts.n_rows)
-    for start in range(0, n, cfg.batch_size):
-        stop = min(start + cfg.batch_size, n)
+                  device: torch.device, n_eval: int) -> Any:
+    """The held-out last ``n_eval`` rows, scaled like the training data."""
+    for start in range(acts.n_rows - n_eval, acts.n_rows, cfg.batch_size):
+        stop = min(start + cfg.batch_size, acts.n_rows)
         x = torch.from_numpy(acts.rows(key, start, stop)).to(device) * scale_in
         y = (torch.from_numpy(acts.rows(cfg.target_hook, start, stop)).to(device) * scale_out
              if cfg.target_hook else None)
