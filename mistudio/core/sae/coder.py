@@ -85,9 +85,12 @@ class SparseCoder(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
     def pre_acts(self, x_BD: Tensor) -> Tensor:
+        """(x - b_dec) W_enc + b_enc, written as x W_enc + (b_enc - b_dec W_enc): the same value,
+        but b_dec's gradient through the encoder becomes a matrix-vector product instead of a
+        second [B, F] x [F, D] matmul."""
         if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
-            x_BD = x_BD - self.b_dec_O
-        return x_BD @ self.W_enc_DF + self.b_enc_F  # [B, F]
+            return torch.addmm(self.b_enc_F - self.b_dec_O @ self.W_enc_DF, x_BD, self.W_enc_DF)
+        return torch.addmm(self.b_enc_F, x_BD, self.W_enc_DF)  # [B, F]
 
     def decode(self, latents_BF: Tensor) -> Tensor:
         return latents_BF @ self.W_dec_FO + self.b_dec_O  # [B, O]

@@ -18,4 +18,6 @@ class ReLUSAE(SparseCoder):
 
     def sparsity_loss(self, extra: dict[str, Tensor]) -> dict[str, Tensor]:
         norms_F = self.W_dec_FO.norm(dim=-1)
-        return {"l1": (extra["latents"] * norms_F).sum(-1).mean()}
+        # sum_b sum_f f_bf ||W_dec_f|| / B, summed over the batch first (an [F] product, not [B, F])
+        latents_BF = extra["latents"]
+        return {"l1": (latents_BF.sum(0) * norms_F).sum() / latents_BF.shape[0]}

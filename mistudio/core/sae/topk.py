@@ -11,6 +11,9 @@ with that threshold for inference (Bussmann et al. 2024).
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,15 +27,49 @@ def sparse_decode(idx_BK: Tensor, vals_BK: Tensor, W_dec_FO: Tensor) -> Tensor:
     return F.embedding_bag(idx_BK, W_dec_FO, per_sample_weights=vals_BK, mode="sum")
 
 
-def sparse_encode(x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor,
-                  idx_BK: Tensor) -> Tensor:
-    """Pre-activations of the chosen latents only, [B, K], differentiable.
+class _GatherEncode(torch.autograd.Function):
+    """Pre-activations of chosen latents, gathered from a dense no-grad matmul, whose backward
+    is sparse: with G the [B, F] gradient holding K non-zeros per row, dW_enc = x^T G and
+    dx = G W_enc^T cost B * K * D instead of the dense B * F * D."""
 
-    The backward pass then costs B * K * D (a gather and an index-add into the rows of W_enc^T)
-    instead of the dense B * F * D of ``x @ W_enc``.
-    """
-    rows_BKD = F.embedding(idx_BK, W_enc_DF.T)  # [B, K, D]
-    return torch.einsum("bkd,bd->bk", rows_BKD, x_BD) + b_enc_F[idx_BK]
+    @staticmethod
+    def forward(ctx: Any, x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor,
+                pre_BF: Tensor, idx_BK: Tensor) -> Tensor:
+        ctx.save_for_backward(x_BD, W_enc_DF, idx_BK)
+        ctx.d_sae = W_enc_DF.shape[1]
+        return pre_BF.gather(-1, idx_BK)
+
+    @staticmethod
+    def backward(ctx: Any, grad_BK: Tensor) -> tuple[Tensor | None, ...]:
+        x_BD, W_enc_DF, idx_BK = ctx.saved_tensors
+        B, K = idx_BK.shape
+        F_, dev = ctx.d_sae, idx_BK.device
+        cols = idx_BK.reshape(-1)
+        g = grad_BK.reshape(-1).to(x_BD.dtype)
+        grad_x = grad_W = None
+        with warnings.catch_warnings():  # torch calls sparse CSR "beta" at every construction
+            warnings.simplefilter("ignore", UserWarning)
+            if ctx.needs_input_grad[0]:  # G [B, F] in CSR: K entries per row
+                G_BF = torch.sparse_csr_tensor(torch.arange(0, B * K + 1, K, device=dev), cols, g,
+                                               (B, F_), check_invariants=False)
+                grad_x = G_BF @ W_enc_DF.T.contiguous()
+            if ctx.needs_input_grad[1]:  # G^T [F, B] in CSR: entries sorted by latent
+                order = torch.argsort(cols, stable=True)
+                crow = torch.zeros(F_ + 1, dtype=torch.long, device=dev)
+                crow[1:] = torch.bincount(cols, minlength=F_).cumsum(0)
+                rows = torch.arange(B, device=dev).repeat_interleave(K)
+                G_FB = torch.sparse_csr_tensor(crow, rows[order], g[order], (F_, B),
+                                               check_invariants=False)
+                grad_W = (G_FB @ x_BD).T
+        grad_b = torch.zeros(F_, dtype=g.dtype, device=dev).index_add_(0, cols, g)
+        return grad_x, grad_W, grad_b, None, None
+
+
+def sparse_encode(x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor,
+                  pre_BF: Tensor, idx_BK: Tensor) -> Tensor:
+    """Differentiable pre-activations [B, K] of the latents ``idx_BK`` (``pre_BF`` = x W + b,
+    computed without gradient)."""
+    return _GatherEncode.apply(x_BD, W_enc_DF, b_enc_F, pre_BF, idx_BK)
 
 
 class TopKSAE(SparseCoder):
@@ -47,7 +84,7 @@ class TopKSAE(SparseCoder):
         with torch.no_grad():
             pre_BF = x_BD @ self.W_enc_DF + self.b_enc_F  # [B, F]
             idx_BK = pre_BF.topk(self.cfg.k, dim=-1, sorted=False).indices
-        vals_BK = F.relu(sparse_encode(x_BD, self.W_enc_DF, self.b_enc_F, idx_BK))
+        vals_BK = F.relu(sparse_encode(x_BD, self.W_enc_DF, self.b_enc_F, pre_BF, idx_BK))
         decoded_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO) + self.b_dec_O
         active_BK = vals_BK > 0
         fired_F = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x_BD.device)
@@ -68,7 +105,8 @@ class TopKSAE(SparseCoder):
             masked_BF = extra["pre"].masked_fill(~dead_F, float("-inf"))
             idx_BK = masked_BF.topk(k_aux, dim=-1, sorted=False).indices  # dead latents only
         if "x" in extra:  # sparse path: differentiable values of the chosen latents only
-            vals_BK = F.relu(sparse_encode(extra["x"], self.W_enc_DF, self.b_enc_F, idx_BK))
+            vals_BK = F.relu(sparse_encode(extra["x"], self.W_enc_DF, self.b_enc_F, extra["pre"],
+                                           idx_BK))
         else:
             vals_BK = F.relu(extra["pre"].gather(-1, idx_BK))
         recon_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO)
