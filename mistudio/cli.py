@@ -301,6 +301,21 @@ def cmd_saes(args: argparse.Namespace, ws: Workspace) -> None:
         emit(args, {"removed": args.name}, f"Removed SAE {args.name}.")
 
 
+def cmd_eval(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.sae.evaluation import evaluate_in_model
+
+    with cli_task(args) as task:
+        r = evaluate_in_model(ws, args.sae, args.sequences, device=args.device, task=task)
+    emit(args, r, lambda r: "\n".join([
+        f"SAE {args.sae} spliced into {r['model']} at {r['hook']} ({r['eval_tokens']:,} held-out "
+        "tokens):",
+        f"  CE loss  clean {r['ce_loss_clean']:.4f}  with SAE {r['ce_loss_sae']:.4f}  "
+        f"zero-ablated {r['ce_loss_zero']:.4f}",
+        f"  CE loss score {r['ce_loss_score']:.3f}   KL divergence {r['kl_div']:.4f}",
+        f"  explained variance {r['explained_variance']:.3f}   L0 {r['l0']:.1f}   "
+        f"dead {r['dead_fraction']:.1%}"]))
+
+
 def _fmt_num(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -454,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device")
     sp.add_argument("--overwrite", action="store_true")
     actions(add("saes", cmd_saes, "list, show and remove trained SAEs"), cmd_saes)
+    sp = add("eval", cmd_eval, "evaluate an SAE spliced into its model (CE loss score, KL)")
+    sp.add_argument("sae")
+    sp.add_argument("--sequences", type=int, default=32, help="held-out sequences to use")
+    sp.add_argument("--device", default="auto")
     add("doctor", cmd_doctor, "what device, memory, disk, model and corpus miStudio sees")
     sp = add("catalog", cmd_catalog, "maintain the workspace catalog")
     sp.add_argument("action", choices=["rebuild"])

@@ -87,3 +87,13 @@ def test_quickstart_headless_runs_offline(embedded_ws: Workspace) -> None:
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env,
                                       timeout=600).stdout)
     assert again["activations"]["reused"] is True and again["sae"]["reused"] is True
+
+
+def test_quickstart_sae_improves_on_zero_ablation(embedded_ws: Workspace) -> None:
+    from mistudio.core.sae.evaluation import evaluate_in_model
+
+    if embedded_ws.catalog.find("sae", "quickstart-topk") is None:
+        pytest.skip("needs test_quickstart_headless_runs_offline")
+    r = evaluate_in_model(embedded_ws, "quickstart-topk", n_sequences=8)
+    assert r["ce_loss_zero"] > r["ce_loss_clean"]
+    assert 0.0 < r["ce_loss_score"] <= 1.0 and r["kl_div"] > 0

@@ -88,9 +88,12 @@ class SparseCoder(nn.Module):
         """(x - b_dec) W_enc + b_enc, written as x W_enc + (b_enc - b_dec W_enc): the same value,
         but b_dec's gradient through the encoder becomes a matrix-vector product instead of a
         second [B, F] x [F, D] matmul."""
+        bias_F = self.b_enc_F
         if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
-            return torch.addmm(self.b_enc_F - self.b_dec_O @ self.W_enc_DF, x_BD, self.W_enc_DF)
-        return torch.addmm(self.b_enc_F, x_BD, self.W_enc_DF)  # [B, F]
+            bias_F = bias_F - self.b_dec_O @ self.W_enc_DF
+        lead = x_BD.shape[:-1]  # inputs may be [B, D] or [B, T, D]
+        pre = torch.addmm(bias_F, x_BD.reshape(-1, x_BD.shape[-1]), self.W_enc_DF)
+        return pre.reshape(*lead, -1)  # [..., F]
 
     def decode(self, latents_BF: Tensor) -> Tensor:
         return latents_BF @ self.W_dec_FO + self.b_dec_O  # [B, O]
@@ -109,9 +112,14 @@ class SparseCoder(nn.Module):
         return out if skip is None else out + skip
 
     def forward(self, x_BD: Tensor, target_BO: Tensor | None = None,
-                dead_F: Tensor | None = None) -> ForwardOutput:
-        """Reconstruction and loss terms; ``dead_F`` marks dead latents (for the AuxK loss)."""
+                dead_F: Tensor | None = None, want_l0: bool = True) -> ForwardOutput:
+        """Reconstruction and loss terms; ``dead_F`` marks dead latents (for the AuxK loss).
+
+        ``want_l0=False`` skips counting active latents (NaN instead), a full pass over [B, F]
+        that the trainer needs only on the steps it logs.
+        """
         target_BO = x_BD if target_BO is None else target_BO
+        self._want_l0 = want_l0
         enc = self.encode_decode(x_BD)
         x_hat_BO = enc.decoded_BO
         skip = self.skip_out(x_BD)
@@ -129,9 +137,12 @@ class SparseCoder(nn.Module):
         """Training path: subclasses may decode sparsely instead of through dense latents."""
         pre_BF = self.pre_acts(x_BD)
         latents_BF = self.activate(pre_BF)
-        active_BF = latents_BF > 0
-        return Encoded(self.decode(latents_BF), active_BF.any(0),
-                       active_BF.sum(-1).float().mean(), {"pre": pre_BF, "latents": latents_BF})
+        with torch.no_grad():  # float reductions: much faster than building [B, F] bool masks
+            fired_F = latents_BF.amax(0) > 0
+            l0 = (torch.count_nonzero(latents_BF) / latents_BF.shape[0]
+                  if getattr(self, "_want_l0", True) else torch.tensor(float("nan")))
+        return Encoded(self.decode(latents_BF), fired_F, l0,
+                       {"pre": pre_BF, "latents": latents_BF})
 
     def encode(self, x_BD: Tensor) -> Tensor:
         """Latent activations [B, F], dense, as used for inference and analysis."""

@@ -207,12 +207,13 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
             while step < cfg.steps:
                 check_cancelled(task)
                 warm = min(1.0, (step + 1) / sparsity_warmup)
+                logging = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
                 sums: dict[str, float] = {}
                 for _ in range(cfg.grad_accumulation):
                     x, y = next(loader)
                     dead = since_fired >= dead_window
                     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        out = sae(x, y, dead_F=dead)
+                        out = sae(x, y, dead_F=dead, want_l0=logging)
                     losses = out.losses
                     loss = losses["mse"] + coef * warm * (losses.get("l1", 0) + losses.get("l0", 0)) \
                         + cfg.aux_coefficient * losses.get("aux", 0)
@@ -236,7 +237,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
                 tokens += x.shape[0] * cfg.grad_accumulation
                 window_fires += out.fired_F  # per batch, cheap: which latents fired at all
                 window_tokens += 1
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                if logging:
                     row = _metrics_row(step, tokens, sums, x, y, out.x_hat, since_fired, cfg,
                                        sched.get_last_lr()[0], tokens - t0_tokens,
                                        time.perf_counter() - t0)

@@ -1,0 +1,32 @@
+"""`mistudio eval`: an SAE's reconstruction metrics plus its effect inside the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mistudio.core.jobs import TaskState, silent_task
+from mistudio.core.models import load_model
+from mistudio.core.sae.splice import splice_eval
+from mistudio.core.sae.trainer import open_sae
+from mistudio.core.workspace import MANIFEST, Workspace, read_json, write_json_atomic
+
+
+def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: str = "auto",
+                      task: TaskState | None = None) -> dict[str, Any]:
+    """CE loss score and KL on held-out text; stored in the SAE's manifest and catalog row."""
+    task = task or silent_task()
+    sae, cfg = open_sae(ws, name)
+    meta = cfg["metadata"]
+    task.set_status(f"Loading {meta['model_name']}")
+    loaded = load_model(ws, meta["model_name"], device)
+    task.set_status("Evaluating with the SAE spliced in")
+    result = splice_eval(ws, sae, meta, n_sequences, loaded=loaded, task=task)
+    art = ws.catalog.get("sae", name)
+    manifest = read_json(Path(art.path) / MANIFEST, f"SAE {name!r}", "Train it again.")
+    manifest["summary"] = {**manifest["summary"], **result}
+    write_json_atomic(Path(art.path) / MANIFEST, manifest)
+    ws.register(manifest)
+    s = manifest["summary"]
+    return {"sae": name, "model": meta["model_name"], "hook": meta["hook_name"], **result,
+            **{k: s.get(k) for k in ("explained_variance", "l0", "dead_fraction", "mse")}}
