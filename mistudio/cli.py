@@ -316,6 +316,42 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace) -> None:
         f"dead {r['dead_fraction']:.1%}"]))
 
 
+def cmd_import(args: argparse.Namespace, ws: Workspace) -> None:
+    from pathlib import Path
+
+    from mistudio.core.models import ensure_embedded_model
+    from mistudio.core.sae.formats import import_sae
+
+    ensure_embedded_model(ws)
+    m = import_sae(ws, Path(args.folder), args.name, args.model, args.hook, args.overwrite)
+    s = m["summary"]
+    emit(args, m, lambda m: f"Imported SAE {m['name']} ({s['imported_format']}): "
+         f"{s['architecture']} {s['d_in']} -> {s['d_sae']} at {s['hook']} of {args.model}.")
+
+
+def cmd_export(args: argparse.Namespace, ws: Workspace) -> None:
+    import shutil
+    from pathlib import Path
+
+    art = ws.catalog.get("sae", args.sae)
+    out = Path(args.out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise MiStudioError(f"{out} exists and is not empty.", "Choose a new or empty --out folder.")
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    from mistudio.core.sae.io import CFG_FILE, EXTRA_FILE, SPARSITY_FILE, WEIGHTS_FILE
+
+    for f in (CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE, EXTRA_FILE):
+        if (Path(art.path) / f).exists():
+            shutil.copy2(Path(art.path) / f, tmp / f)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    emit(args, {"sae": args.sae, "out": str(out), "format": args.format},
+         f"Exported {args.sae} in the SAELens layout to {out}.")
+
+
 def _fmt_num(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -469,6 +505,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device")
     sp.add_argument("--overwrite", action="store_true")
     actions(add("saes", cmd_saes, "list, show and remove trained SAEs"), cmd_saes)
+    sp = add("import", cmd_import, "import an SAE (SAELens, sparsify, Gemma Scope, dictionary_learning)")
+    sp.add_argument("folder")
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--model", default="smollm2-135m")
+    sp.add_argument("--hook", required=True, help="hook point it reads, e.g. layers.15.resid_post")
+    sp.add_argument("--overwrite", action="store_true")
+    sp = add("export", cmd_export, "export an SAE (SAELens layout)")
+    sp.add_argument("sae")
+    sp.add_argument("--format", choices=["saelens"], default="saelens")
+    sp.add_argument("--out", required=True)
     sp = add("eval", cmd_eval, "evaluate an SAE spliced into its model (CE loss score, KL)")
     sp.add_argument("sae")
     sp.add_argument("--sequences", type=int, default=32, help="held-out sequences to use")

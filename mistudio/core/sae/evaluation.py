@@ -17,7 +17,15 @@ def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: s
     """CE loss score and KL on held-out text; stored in the SAE's manifest and catalog row."""
     task = task or silent_task()
     sae, cfg = open_sae(ws, name)
-    meta = cfg["metadata"]
+    meta = dict(cfg["metadata"])
+    if not meta.get("dataset_path") or ws.catalog.find("tokenized", meta["dataset_path"]) is None:
+        # An imported SAE: evaluate on the built-in corpus, tokenized for its model.
+        from mistudio.core.datasets import ensure_builtin_dataset
+        from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
+
+        ensure_builtin_dataset(ws)
+        meta["dataset_path"] = tokenize_dataset(
+            ws, TokenizeConfig("pydoc", meta["model_name"], 128))["name"]
     task.set_status(f"Loading {meta['model_name']}")
     loaded = load_model(ws, meta["model_name"], device)
     task.set_status("Evaluating with the SAE spliced in")
