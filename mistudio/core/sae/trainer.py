@@ -161,7 +161,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     window_fires = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
-    step, tokens, window_tokens = 0, 0, 0
+    step, tokens, window_batches = 0, 0, 0
     config_dict = asdict(cfg)
 
     if overwrite:
@@ -178,7 +178,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
         sched.load_state_dict(ckpt["scheduler"])
         loader.load_state_dict(ckpt["loader"])
         since_fired, window_fires = ckpt["since_fired"], ckpt["window_fires"]
-        step, tokens, window_tokens = ckpt["step"], ckpt["tokens"], ckpt["window_tokens"]
+        step, tokens, window_batches = ckpt["step"], ckpt["tokens"], ckpt["window_batches"]
         _truncate_metrics(partial / METRICS, step)
     partial.mkdir(parents=True, exist_ok=True)
     ws.catalog.put("sae", name, partial, "partial", config_dict, {"activations": cfg.activations},
@@ -195,7 +195,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
         state = {"sae": sae.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "loader": loader.state_dict(),
                  "since_fired": since_fired, "window_fires": window_fires, "step": step,
-                 "tokens": tokens, "window_tokens": window_tokens,
+                 "tokens": tokens, "window_batches": window_batches,
                  "config": json.loads(json.dumps(config_dict))}
         tmp = partial / f".{CHECKPOINT}.tmp"
         torch.save(state, tmp)
@@ -207,13 +207,13 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
             while step < cfg.steps:
                 check_cancelled(task)
                 warm = min(1.0, (step + 1) / sparsity_warmup)
-                logging = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+                log_now = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
                 sums: dict[str, float] = {}
                 for _ in range(cfg.grad_accumulation):
                     x, y = next(loader)
                     dead = since_fired >= dead_window
                     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        out = sae(x, y, dead_F=dead, want_l0=logging)
+                        out = sae(x, y, dead_F=dead, want_l0=log_now)
                     losses = out.losses
                     loss = losses["mse"] + coef * warm * (losses.get("l1", 0) + losses.get("l0", 0)) \
                         + cfg.aux_coefficient * losses.get("aux", 0)
@@ -236,15 +236,15 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
                 step += 1
                 tokens += x.shape[0] * cfg.grad_accumulation
                 window_fires += out.fired_F  # per batch, cheap: which latents fired at all
-                window_tokens += 1
-                if logging:
+                window_batches += 1
+                if log_now:
                     row = _metrics_row(step, tokens, sums, x, y, out.x_hat, since_fired, cfg,
                                        sched.get_last_lr()[0], tokens - t0_tokens,
                                        time.perf_counter() - t0)
                     if step % cfg.histogram_every == 0:
-                        row["density_histogram"] = _window_histogram(window_fires, window_tokens)
+                        row["density_histogram"] = _window_histogram(window_fires, window_batches)
                         window_fires.zero_()
-                        window_tokens = 0
+                        window_batches = 0
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                     task.emit_partial(row)

@@ -1,0 +1,190 @@
+"""``mistudio``: the scriptable face of the core library.
+
+Every subcommand takes ``--workspace``, ``--json`` and ``--online``. Errors the user can fix
+print one line (the problem and the fix) and exit with status 2; Ctrl-C cancels the running job
+cleanly (a second Ctrl-C aborts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from mistudio import __version__
+from mistudio.cli.data_commands import (
+    cmd_activations,
+    cmd_catalog,
+    cmd_datasets,
+    cmd_doctor,
+    cmd_extract,
+    cmd_jobs,
+    cmd_models,
+    cmd_quickstart,
+    cmd_tokenize,
+    cmd_tokenized,
+)
+from mistudio.cli.output import CliProgress, cli_task, emit
+from mistudio.cli.sae_commands import cmd_eval, cmd_export, cmd_import, cmd_saes, cmd_train
+from mistudio.core.errors import Cancelled, MiStudioError
+from mistudio.core.workspace import Workspace
+
+__all__ = ["CliProgress", "build_parser", "cli_task", "emit", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", help="workspace folder (default: $MISTUDIO_HOME or the "
+                        "per-user data folder)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--online", action="store_true",
+                        help="allow Hugging Face hub downloads for this command")
+    p = argparse.ArgumentParser(prog="mistudio", description="miStudio: local mechanistic "
+                                "interpretability workbench.", parents=[common])
+    p.add_argument("--version", action="version", version=f"mistudio {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    def actions(sp: argparse.ArgumentParser, func: Callable) -> argparse._SubParsersAction:
+        acts = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
+        acts.add_parser("list", parents=[common], help="list them").set_defaults(func=func)
+        for verb in ("show", "remove"):
+            a = acts.add_parser(verb, parents=[common], help=f"{verb} one")
+            a.add_argument("name")
+            a.set_defaults(func=func)
+        return acts
+
+    sp = add("datasets", cmd_datasets, "add, list, show and remove text datasets")
+    a = actions(sp, cmd_datasets).add_parser("add", parents=[common], help="add a dataset")
+    a.add_argument("name")
+    a.add_argument("--source", default="builtin:pydoc", help="builtin:pydoc, a file or folder, a "
+                   "save_to_disk folder, or hf:ID (default: builtin:pydoc)")
+    a.add_argument("--text-column")
+    a.add_argument("--split", default="train")
+    a.add_argument("--hf-config", help="configuration name of a Hugging Face dataset")
+    a.add_argument("--max-samples", type=int)
+    a.add_argument("--overwrite", action="store_true")
+    a.set_defaults(func=cmd_datasets)
+
+    sp = add("models", cmd_models, "register, list, show and remove models")
+    a = actions(sp, cmd_models).add_parser("add", parents=[common], help="register a model")
+    a.add_argument("name")
+    a.add_argument("--source", required=True, help="embedded, a model folder, a .gguf file or hf:ID")
+    a.add_argument("--trust-remote-code", action="store_true",
+                   help="run the model's own Python code (only for sources you trust)")
+    a.add_argument("--overwrite", action="store_true")
+    a.set_defaults(func=cmd_models)
+
+    sp = add("tokenize", cmd_tokenize, "tokenize a dataset into fixed-length sequences")
+    sp.add_argument("dataset")
+    sp.add_argument("--model", default="smollm2-135m")
+    sp.add_argument("--context-length", type=int, default=128)
+    sp.add_argument("--mode", choices=["concat", "truncate"], default="concat")
+    sp.add_argument("--prepend-bos", choices=["auto", "yes", "no"], default="auto")
+    sp.add_argument("--name", help="default: DATASET.MODEL.ctxN")
+    sp.add_argument("--overwrite", action="store_true")
+
+    actions(add("tokenized", cmd_tokenized, "list and show tokenized sets"), cmd_tokenized)
+
+    sp = add("extract", cmd_extract, "extract activations at one or more hook points")
+    sp.add_argument("--model", default="smollm2-135m")
+    sp.add_argument("--dataset", default="pydoc", help="dataset or tokenized set")
+    sp.add_argument("--layer", type=int, action="append", help="repeatable (default: middle)")
+    sp.add_argument("--hook", action="append", help="resid_pre, resid_post, mlp_in, mlp_out or "
+                    "attn_out; repeatable (default: resid_post)")
+    sp.add_argument("--name")
+    sp.add_argument("--max-tokens", type=int)
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--context-length", type=int, default=128)
+    sp.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    sp.add_argument("--chunk-rows", type=int, default=65536)
+    sp.add_argument("--keep-first-position", action="store_true")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--model-dtype", default="auto")
+    sp.add_argument("--overwrite", action="store_true")
+
+    actions(add("activations", cmd_activations, "list, show and remove activation sets"),
+            cmd_activations)
+
+    sp = add("train", cmd_train, "train a sparse autoencoder (or transcoder) on an activation set")
+    sp.add_argument("--activations", required=True, help="activation set name")
+    sp.add_argument("--name", help="default: ACTIVATIONS.ARCH")
+    sp.add_argument("--arch", dest="architecture",
+                    choices=["topk", "batchtopk", "jumprelu", "relu", "skip", "transcoder"])
+    sp.add_argument("--hook", help="hook point of the set to encode (default: its first)")
+    sp.add_argument("--target-hook", help="hook point to reconstruct (makes a transcoder)")
+    sp.add_argument("--expansion", type=int)
+    sp.add_argument("--k", type=int)
+    sp.add_argument("--l1", type=float, help="L1 coefficient (relu)")
+    sp.add_argument("--l0", type=float, help="L0 coefficient (jumprelu)")
+    sp.add_argument("--skip", choices=["none", "fixed", "learned", "affine"])
+    sp.add_argument("--steps", type=int)
+    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--grad-accumulation", type=int)
+    sp.add_argument("--lr", type=float)
+    sp.add_argument("--checkpoint-every", type=int)
+    sp.add_argument("--seed", type=int)
+    sp.add_argument("--device")
+    sp.add_argument("--overwrite", action="store_true")
+    actions(add("saes", cmd_saes, "list, show and remove trained SAEs"), cmd_saes)
+    sp = add("import", cmd_import, "import an SAE (SAELens, sparsify, Gemma Scope, dictionary_learning)")
+    sp.add_argument("folder")
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--model", default="smollm2-135m")
+    sp.add_argument("--hook", required=True, help="hook point it reads, e.g. layers.15.resid_post")
+    sp.add_argument("--overwrite", action="store_true")
+    sp = add("export", cmd_export, "export an SAE (SAELens layout)")
+    sp.add_argument("sae")
+    sp.add_argument("--format", choices=["saelens"], default="saelens")
+    sp.add_argument("--out", required=True)
+    sp = add("eval", cmd_eval, "evaluate an SAE spliced into its model (CE loss score, KL)")
+    sp.add_argument("sae")
+    sp.add_argument("--sequences", type=int, default=32, help="held-out sequences to use")
+    sp.add_argument("--device", default="auto")
+    add("doctor", cmd_doctor, "what device, memory, disk, model and corpus miStudio sees")
+    sp = add("catalog", cmd_catalog, "maintain the workspace catalog")
+    sp.add_argument("action", choices=["rebuild"])
+    add("jobs", cmd_jobs, "recent jobs and their outcome")
+    sp = add("quickstart", cmd_quickstart, "the whole workflow on the embedded defaults")
+    sp.add_argument("--headless", action="store_true", help="run in the terminal")
+    sp.add_argument("--max-tokens", type=int, help="tokens to extract (default: the whole corpus)")
+    sp.add_argument("--train-steps", type=int, default=400)
+    sp.add_argument("--batch-size", type=int, default=2048)
+    sp.add_argument("--device", default="auto")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        print("\nStart with: mistudio quickstart --headless", file=sys.stderr)
+        return 0
+    if args.online:
+        from mistudio.core.hub import set_online
+
+        set_online(True)
+    ws = None
+    try:
+        ws = Workspace(args.workspace)
+        args.func(args, ws)
+        return 0
+    except MiStudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except (Cancelled, KeyboardInterrupt):
+        print("Cancelled. Completed work is kept; run the same command to resume where "
+              "supported.", file=sys.stderr)
+        return 130
+    finally:
+        if ws is not None:
+            ws.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

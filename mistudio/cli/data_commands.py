@@ -1,0 +1,205 @@
+"""CLI commands for datasets, models, tokenization, extraction and the workspace."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from mistudio.cli.output import cli_task, emit, fmt_dict, table
+from mistudio.core.errors import MiStudioError
+from mistudio.core.workspace import Workspace
+
+
+def cmd_datasets(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core import datasets as ds
+
+    if args.action == "add":
+        cfg = ds.DatasetConfig(args.source, args.text_column, args.split, args.hf_config,
+                               args.max_samples)
+        with cli_task(args) as task:
+            m = ds.add_dataset(ws, args.name, cfg, task, overwrite=args.overwrite)
+        emit(args, m, lambda m: f"Added dataset {m['name']}: {m['summary']['documents']:,} "
+             f"documents, {m['summary']['characters']:,} characters "
+             f"(text column {m['config']['text_column']!r}).")
+    elif args.action == "list":
+        arts = ws.catalog.list("dataset")
+        emit(args, [a._asdict() for a in arts], lambda _: table(
+            [[a.name, a.config.get("source"), a.summary.get("documents"), a.status] for a in arts],
+            ["NAME", "SOURCE", "DOCUMENTS", "STATUS"]))
+    elif args.action == "show":
+        art = ws.catalog.get("dataset", args.name)
+        toks = [t for t in ws.catalog.list("tokenized") if t.config.get("dataset") == args.name]
+        data = {**art._asdict(), "tokenized": [t.name for t in toks]}
+        emit(args, data, lambda d: fmt_dict({k: d[k] for k in
+             ("name", "status", "path", "config", "summary", "tokenized")}))
+    elif args.action == "remove":
+        remove_artifact(ws, "dataset", args.name)
+        emit(args, {"removed": args.name}, f"Removed dataset {args.name}.")
+
+
+def cmd_models(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core import models as mdl
+
+    mdl.ensure_embedded_model(ws)
+    if args.action == "add":
+        m = mdl.add_model(ws, args.name, args.source, args.trust_remote_code, args.overwrite)
+        emit(args, m, lambda m: f"Registered model {m['name']}: {m['summary']['family']}, "
+             f"{m['summary']['n_layers']} layers, d_model {m['summary']['d_model']}, "
+             f"{m['summary']['n_params'] / 1e6:.1f}M parameters.")
+    elif args.action == "list":
+        arts = ws.catalog.list("model")
+        emit(args, [a._asdict() for a in arts], lambda _: table(
+            [[a.name, a.summary.get("family"), f"{a.summary.get('n_params', 0) / 1e6:.1f}M",
+              a.summary.get("n_layers"), a.summary.get("d_model"), a.config.get("source")]
+             for a in arts], ["NAME", "FAMILY", "PARAMS", "LAYERS", "D_MODEL", "SOURCE"]))
+    elif args.action == "show":
+        from dataclasses import asdict
+
+        from mistudio.core.devices import estimate_model_bytes, resolve_device, resolve_dtype
+        from mistudio.core.workspace import human_bytes
+
+        info = mdl.model_info(ws, args.name)
+        dtype = resolve_dtype("auto", resolve_device("auto"))
+        data = {"name": args.name, **asdict(info),
+                "estimated_memory": human_bytes(estimate_model_bytes(info.n_params, dtype)),
+                "hook_points": [f"layers.{i}.{h}" for i in range(info.n_layers)
+                                for h in info.hook_points]}
+        emit(args, data, lambda d: fmt_dict({k: v for k, v in d.items() if k != "hook_points"})
+             + f"\nhook points: layers.0..{info.n_layers - 1} x {', '.join(info.hook_points)}")
+    elif args.action == "remove":
+        mdl.remove_model(ws, args.name)
+        emit(args, {"removed": args.name}, f"Removed model {args.name}.")
+
+
+def cmd_tokenize(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.models import ensure_embedded_model
+    from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
+
+    ensure_embedded_model(ws)
+    _ensure_default_dataset(ws, args.dataset)
+    cfg = TokenizeConfig(args.dataset, args.model, args.context_length, args.mode, args.prepend_bos)
+    with cli_task(args) as task:
+        m = tokenize_dataset(ws, cfg, args.name, task, overwrite=args.overwrite)
+    s = m["summary"]
+    emit(args, m, lambda m: f"Tokenized set {m['name']}: {s['sequences']:,} sequences of "
+         f"{cfg.context_length} tokens, {s['tokens']:,} tokens from {s['documents']:,} documents.")
+
+
+def cmd_tokenized(args: argparse.Namespace, ws: Workspace) -> None:
+    if args.action == "list":
+        arts = ws.catalog.list("tokenized")
+        emit(args, [a._asdict() for a in arts], lambda _: table(
+            [[a.name, a.config.get("dataset"), a.config.get("model"),
+              a.config.get("context_length"), a.summary.get("sequences"), a.summary.get("tokens")]
+             for a in arts], ["NAME", "DATASET", "MODEL", "CTX", "SEQUENCES", "TOKENS"]))
+    else:
+        from mistudio.core.tokenization import open_tokenized
+
+        m = open_tokenized(ws, args.name).manifest
+        emit(args, m, lambda m: fmt_dict({k: m[k] for k in ("name", "config", "summary")}) +
+             "\ntop tokens: " + ", ".join(f"{t['token']!r} ({t['count']})"
+                                          for t in m["stats"]["top_tokens"][:15]))
+
+
+def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.extraction import ExtractConfig, default_layer, extract_activations
+    from mistudio.core.models import ensure_embedded_model, model_info
+
+    ensure_embedded_model(ws)
+    _ensure_default_dataset(ws, args.dataset)
+    layers = tuple(args.layer) if args.layer else (default_layer(model_info(ws, args.model).n_layers),)
+    cfg = ExtractConfig(args.model, args.dataset, layers, tuple(args.hook or ["resid_post"]),
+                        args.context_length, args.max_tokens, args.batch_size, args.dtype,
+                        args.chunk_rows, args.keep_first_position, args.device, args.model_dtype)
+    name = args.name or f"{args.model}.{'-'.join(map(str, layers))}.{'-'.join(cfg.hooks)}"
+    with cli_task(args) as task:
+        m = extract_activations(ws, cfg, name, task, overwrite=args.overwrite)
+    s = m["summary"]
+    emit(args, m, lambda m: f"Activation set {m['name']}: {s['tokens']:,} tokens x "
+         f"{s['d_model']} at {', '.join(s['hook_points'])} ({s['chunks']} chunks, "
+         f"{(s['tokens_per_s'] or 0):,.0f} tokens/s).")
+
+
+def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
+    if args.action == "list":
+        arts = ws.catalog.list("activations")
+        emit(args, [a._asdict() for a in arts], lambda _: table(
+            [[a.name, a.config.get("model"), ",".join(
+                f"{layer}.{hook}" for layer, hook in a.config.get("sites", [])),
+              a.summary.get("tokens"), a.status] for a in arts],
+            ["NAME", "MODEL", "HOOK POINTS", "TOKENS", "STATUS"]))
+    elif args.action == "show":
+        from mistudio.core.activations import open_activations
+
+        m = open_activations(ws, args.name).manifest
+        emit(args, m, lambda m: fmt_dict({"name": m["name"], "status": m["status"],
+                                            "summary": m["summary"], "stats": m["stats"]}))
+    elif args.action == "remove":
+        remove_artifact(ws, "activations", args.name)
+        emit(args, {"removed": args.name}, f"Removed activation set {args.name}.")
+
+
+def _ensure_default_dataset(ws: Workspace, name: str) -> None:
+    """The default dataset name means the built-in corpus: add it on first use."""
+    from mistudio.core.datasets import ensure_builtin_dataset
+
+    if name == "pydoc" and ws.catalog.find("tokenized", name) is None:
+        ensure_builtin_dataset(ws, name)
+
+
+def remove_artifact(ws: Workspace, kind: str, name: str) -> None:
+    import shutil
+    from pathlib import Path
+
+    art = ws.catalog.get(kind, name)
+    shutil.rmtree(Path(art.path), ignore_errors=True)
+    ws.catalog.delete(kind, name)
+
+
+def cmd_doctor(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.doctor import doctor
+
+    emit(args, doctor(ws), fmt_dict)
+
+
+def cmd_catalog(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.catalog import rebuild_catalog
+
+    ws.close()
+    backup, count = rebuild_catalog(ws.root)
+    emit(args, {"artifacts": count, "backup": str(backup) if backup else None},
+         f"Re-indexed {count} artifacts." + (f" The old catalog is kept as {backup}." if backup else ""))
+
+
+def cmd_jobs(args: argparse.Namespace, ws: Workspace) -> None:
+    jobs = ws.catalog.jobs()
+    emit(args, [j._asdict() for j in jobs], lambda _: table(
+        [[j.id, j.kind, j.target, j.status, time.strftime("%Y-%m-%d %H:%M", time.localtime(j.started)),
+          j.message[:60]] for j in jobs], ["ID", "KIND", "TARGET", "STATUS", "STARTED", "MESSAGE"]))
+
+
+def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
+    if not args.headless:
+        raise MiStudioError("The desktop app is not part of this build yet.",
+                            "Run `mistudio quickstart --headless`.")
+    from mistudio.core.quickstart import run_quickstart
+
+    with cli_task(args) as task:
+        r = run_quickstart(ws, task, args.max_tokens, device=args.device,
+                           train_steps=args.train_steps, batch_size=args.batch_size)
+    a = r["activations"]
+    emit(args, r, lambda r: "\n".join([
+        "miStudio quick start: done in {:.0f} s".format(r["seconds"]),
+        f"  workspace   {r['workspace']}",
+        f"  model       {r['model']['name']} ({r['model']['family']}, {r['model']['n_layers']} "
+        f"layers, d_model {r['model']['d_model']}, {r['model']['n_params'] / 1e6:.0f}M params)",
+        f"  dataset     {r['dataset']['name']} ({r['dataset']['documents']:,} documents)",
+        f"  tokenized   {r['tokenized']['name']} ({r['tokenized']['tokens']:,} tokens)",
+        f"  activations {a['name']}: layer {a['layer']} {a['hook']}, {a['tokens']:,} tokens x "
+        f"{a['d_model']}" + (" (reused)" if a["reused"] else
+                             f", {(a.get('tokens_per_s') or 0):,.0f} tokens/s"),
+        "  sae         {name}: {architecture} {d_in} -> {d_sae}, {steps} steps; explained variance "
+        "{explained_variance:.3f}, L0 {l0:.1f}, dead {dead_fraction:.1%}{reused}".format(
+            **{**r["sae"], "reused": " (reused)" if r["sae"]["reused"] else ""}),
+        "Next: `mistudio saes show quickstart-topk`.",
+    ]))
