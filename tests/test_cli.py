@@ -15,7 +15,8 @@ from mistudio.cli import build_parser, main
 COMMANDS = ["datasets", "datasets add", "datasets list", "datasets show", "datasets remove",
             "models", "models add", "models list", "models show", "models remove", "tokenize",
             "tokenized list", "tokenized show", "extract", "activations list", "activations show",
-            "activations remove", "train", "saes list", "saes show", "saes remove", "doctor",
+            "activations remove", "train", "saes list", "saes show", "saes remove", "eval",
+            "import", "export", "doctor",
             "catalog", "jobs", "quickstart"]
 
 
@@ -74,6 +75,8 @@ def test_workflow_on_a_toy_model(tmp_path: Path, toy_folder: Callable[[str], Pat
     code, out, _ = run(capsys, "train", "--activations", "acts", "--arch", "skip", "--steps", "5",
                        "--batch-size", "64", "--expansion", "2", "--name", "skip", *w, "--json")
     assert json.loads(out)["config"]["skip"] == "fixed"
+    code, out, _ = run(capsys, "eval", "sae", "--sequences", "4", *w)
+    assert code == 0 and "CE loss score" in out and "KL divergence" in out
     code, out, _ = run(capsys, "saes", "list", *w)
     assert "sae" in out and "layers.2.resid_post" in out
     code, out, _ = run(capsys, "activations", "list", *w)
