@@ -96,7 +96,9 @@ class SparseCoder(nn.Module):
         return pre.reshape(*lead, -1)  # [..., F]
 
     def decode(self, latents_BF: Tensor) -> Tensor:
-        return latents_BF @ self.W_dec_FO + self.b_dec_O  # [B, O]
+        if latents_BF.dim() == 2:
+            return torch.addmm(self.b_dec_O, latents_BF, self.W_dec_FO)  # [B, O], one fused op
+        return latents_BF @ self.W_dec_FO + self.b_dec_O
 
     def skip_out(self, x_BD: Tensor) -> Tensor | None:
         if self.cfg.skip == "affine":

@@ -33,7 +33,7 @@ class _GatherEncode(torch.autograd.Function):
     dx = G W_enc^T cost B * K * D instead of the dense B * F * D."""
 
     @staticmethod
-    def forward(ctx: Any, x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor,
+    def forward(ctx: Any, x_BD: Tensor, W_enc_DF: Tensor, bias_F: Tensor,
                 pre_BF: Tensor, idx_BK: Tensor) -> Tensor:
         ctx.save_for_backward(x_BD, W_enc_DF, idx_BK)
         ctx.d_sae = W_enc_DF.shape[1]
@@ -65,11 +65,11 @@ class _GatherEncode(torch.autograd.Function):
         return grad_x, grad_W, grad_b, None, None
 
 
-def sparse_encode(x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor,
+def sparse_encode(x_BD: Tensor, W_enc_DF: Tensor, bias_F: Tensor,
                   pre_BF: Tensor, idx_BK: Tensor) -> Tensor:
-    """Differentiable pre-activations [B, K] of the latents ``idx_BK`` (``pre_BF`` = x W + b,
+    """Differentiable pre-activations [B, K] of the latents ``idx_BK`` (``pre_BF`` = x W + bias,
     computed without gradient)."""
-    return _GatherEncode.apply(x_BD, W_enc_DF, b_enc_F, pre_BF, idx_BK)
+    return _GatherEncode.apply(x_BD, W_enc_DF, bias_F, pre_BF, idx_BK)
 
 
 class TopKSAE(SparseCoder):
@@ -78,19 +78,24 @@ class TopKSAE(SparseCoder):
         return torch.zeros_like(pre_BF).scatter_(-1, idx_BK, vals_BK)
 
     def encode_decode(self, x_BD: Tensor) -> Encoded:
-        """Dense matmul only to choose the top k (no gradient); everything else is sparse."""
+        """Dense matmul only to choose the top k (no gradient); everything else is sparse.
+
+        b_dec enters through the bias (x - b_dec) W + b = x W + (b - b_dec W), so no gradient
+        has to flow back into a [B, D] input.
+        """
+        bias_F = self.b_enc_F
         if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
-            x_BD = x_BD - self.b_dec_O
+            bias_F = bias_F - self.b_dec_O @ self.W_enc_DF
         with torch.no_grad():
-            pre_BF = x_BD @ self.W_enc_DF + self.b_enc_F  # [B, F]
+            pre_BF = torch.addmm(bias_F, x_BD, self.W_enc_DF)  # [B, F]
             idx_BK = pre_BF.topk(self.cfg.k, dim=-1, sorted=False).indices
-        vals_BK = F.relu(sparse_encode(x_BD, self.W_enc_DF, self.b_enc_F, pre_BF, idx_BK))
+        vals_BK = F.relu(sparse_encode(x_BD, self.W_enc_DF, bias_F, pre_BF, idx_BK))
         decoded_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO) + self.b_dec_O
         active_BK = vals_BK > 0
         fired_F = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x_BD.device)
         fired_F[idx_BK[active_BK]] = True
         return Encoded(decoded_BO, fired_F, active_BK.sum(-1).float().mean(),
-                       {"pre": pre_BF, "x": x_BD})
+                       {"pre": pre_BF, "x": x_BD, "bias": bias_F})
 
     def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
                  dead_F: Tensor) -> Tensor | None:
@@ -105,7 +110,7 @@ class TopKSAE(SparseCoder):
             masked_BF = extra["pre"].masked_fill(~dead_F, float("-inf"))
             idx_BK = masked_BF.topk(k_aux, dim=-1, sorted=False).indices  # dead latents only
         if "x" in extra:  # sparse path: differentiable values of the chosen latents only
-            vals_BK = F.relu(sparse_encode(extra["x"], self.W_enc_DF, self.b_enc_F, extra["pre"],
+            vals_BK = F.relu(sparse_encode(extra["x"], self.W_enc_DF, extra["bias"], extra["pre"],
                                            idx_BK))
         else:
             vals_BK = F.relu(extra["pre"].gather(-1, idx_BK))
