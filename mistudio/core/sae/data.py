@@ -47,6 +47,8 @@ class ActivationBatches:
                                                                  // self.block_rows)))
         self.epoch, self.buffer_index, self.batch_index = 0, 0, 0
         self._buffer: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._pool: Any = None
+        self._prefetch: tuple[tuple[int, int], Any] | None = None
 
     # -- resumable state ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, int]:
@@ -63,10 +65,29 @@ class ActivationBatches:
         return -(-len(self.blocks) // self.blocks_per_buffer)
 
     # -- iteration ------------------------------------------------------------------------------
+    def _next_position(self, epoch: int, buffer_index: int) -> tuple[int, int]:
+        return (epoch, buffer_index + 1) if buffer_index + 1 < self.n_buffers else (epoch + 1, 0)
+
     def _load_buffer(self) -> tuple[np.ndarray, np.ndarray | None]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.blocks)
-        mine = order[self.buffer_index * self.blocks_per_buffer:
-                     (self.buffer_index + 1) * self.blocks_per_buffer]
+        """The current buffer (prefetched while the previous one was used), and start reading the
+        next one in a background thread so disk reads overlap with training."""
+        pos = (self.epoch, self.buffer_index)
+        if self._prefetch is not None and self._prefetch[0] == pos:
+            buffer = self._prefetch[1].result()
+        else:
+            buffer = self._read(*pos)
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mistudio-batches")
+        nxt = self._next_position(*pos)
+        self._prefetch = (nxt, self._pool.submit(self._read, *nxt))
+        return buffer
+
+    def _read(self, epoch: int, buffer_index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.blocks)
+        mine = order[buffer_index * self.blocks_per_buffer:
+                     (buffer_index + 1) * self.blocks_per_buffer]
         ranges = [(int(b) * self.block_rows, min((int(b) + 1) * self.block_rows, self.n_rows))
                   for b in sorted(mine)]
         x = np.concatenate([self.acts._gather(self.key, a, z) for a, z in ranges])
@@ -80,7 +101,7 @@ class ActivationBatches:
                     f"Activation set {self.acts.manifest['name']!r} has NaN or Inf values at "
                     f"{key} (rows {', '.join(map(str, bad))}...); training stopped.",
                     "Extract it again (with --model-dtype float32 if the model ran in float16).")
-        perm = np.random.default_rng([self.seed, self.epoch, self.buffer_index, 1]).permutation(len(x))
+        perm = np.random.default_rng([self.seed, epoch, buffer_index, 1]).permutation(len(x))
         return x[perm], (y[perm] if y is not None else None)
 
     def __iter__(self) -> ActivationBatches:
@@ -99,9 +120,16 @@ class ActivationBatches:
                     if y is not None else None)
             # The buffer's tail (less than one batch) is skipped; the next epoch reorders rows.
             self._buffer, self.batch_index = None, 0
-            self.buffer_index += 1
-            if self.buffer_index >= self.n_buffers:
-                self.buffer_index, self.epoch = 0, self.epoch + 1
+            self.epoch, self.buffer_index = self._next_position(self.epoch, self.buffer_index)
+
+    def close(self) -> None:
+        """Stop the prefetch thread (also done when the loader is garbage collected)."""
+        if getattr(self, "_pool", None) is not None:  # __init__ may have failed before it
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self._prefetch = None, None
+
+    def __del__(self) -> None:
+        self.close()
 
     def _to_tensor(self, rows: np.ndarray, scale: float) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(rows)).to(self.device, torch.float32)

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -204,7 +205,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
         os.replace(tmp, ckpt_path)
 
     with ws.job("train", name, config_dict), building(final, partial, keep_partial=True), \
-            open(partial / METRICS, "a", encoding="utf-8") as log:
+            open(partial / METRICS, "a", encoding="utf-8") as log, closing(loader):
         try:
             while step < cfg.steps:
                 check_cancelled(task)
