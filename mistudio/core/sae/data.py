@@ -49,6 +49,7 @@ class ActivationBatches:
         self._buffer: tuple[np.ndarray, np.ndarray | None] | None = None
         self._pool: Any = None
         self._prefetch: tuple[tuple[int, int], Any] | None = None
+        self._start_prefetch((0, 0))  # overlap the first read with the caller's set-up
 
     # -- resumable state ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, int]:
@@ -76,13 +77,15 @@ class ActivationBatches:
             buffer = self._prefetch[1].result()
         else:
             buffer = self._read(*pos)
+        self._start_prefetch(self._next_position(*pos))
+        return buffer
+
+    def _start_prefetch(self, pos: tuple[int, int]) -> None:
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mistudio-batches")
-        nxt = self._next_position(*pos)
-        self._prefetch = (nxt, self._pool.submit(self._read, *nxt))
-        return buffer
+        self._prefetch = (pos, self._pool.submit(self._read, *pos))
 
     def _read(self, epoch: int, buffer_index: int) -> tuple[np.ndarray, np.ndarray | None]:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.blocks)
