@@ -126,13 +126,11 @@ class ActivationBatches:
             self.epoch, self.buffer_index = self._next_position(self.epoch, self.buffer_index)
 
     def close(self) -> None:
-        """Stop the prefetch thread (also done when the loader is garbage collected)."""
+        """Stop the prefetch thread. Call it (or use ``contextlib.closing``) when done; an
+        unclosed loader's idle thread only ends with the interpreter."""
         if getattr(self, "_pool", None) is not None:  # __init__ may have failed before it
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool, self._prefetch = None, None
-
-    def __del__(self) -> None:
-        self.close()
 
     def _to_tensor(self, rows: np.ndarray, scale: float) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(rows)).to(self.device, torch.float32)

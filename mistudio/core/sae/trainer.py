@@ -155,6 +155,17 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
     sae = build_sae(sae_cfg)
     sae.reset_parameters(seed=cfg.seed)
     lr = cfg.lr or 3e-3 * math.sqrt(4608 / sae_cfg.d_sae)
+    config_dict = asdict(cfg)
+    if overwrite:
+        shutil.rmtree(partial, ignore_errors=True)
+    ckpt_path = partial / CHECKPOINT
+    ckpt = None
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt["config"] != json.loads(json.dumps(config_dict)):
+            raise InvalidInputError(f"An interrupted training run named {name!r} with different "
+                                    "settings exists.", "Run it with its original settings to "
+                                    "resume, or pass --overwrite.")
     n_eval = min(cfg.eval_tokens, acts.n_rows // 10)
     loader = ActivationBatches(acts, key, cfg.target_hook, cfg.batch_size, cfg.seed, scale_in,
                                scale_out, device, n_rows=acts.n_rows - n_eval)
@@ -165,17 +176,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     window_fires = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     step, tokens, window_batches = 0, 0, 0
-    config_dict = asdict(cfg)
-
-    if overwrite:
-        shutil.rmtree(partial, ignore_errors=True)
-    ckpt_path = partial / CHECKPOINT
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["config"] != json.loads(json.dumps(config_dict)):
-            raise InvalidInputError(f"An interrupted training run named {name!r} with different "
-                                    "settings exists.", "Run it with its original settings to "
-                                    "resume, or pass --overwrite.")
+    if ckpt is not None:
         sae.load_state_dict(ckpt["sae"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
