@@ -159,3 +159,29 @@ def test_bad_configs_and_files(acts_ws: Workspace) -> None:
     (folder / WEIGHTS_FILE).write_bytes(b"not safetensors")
     with pytest.raises(CorruptedError, match="cannot be read"):
         load_sae(folder)
+
+
+def test_out_of_memory_keeps_the_run_and_resumes_with_smaller_batches(
+        acts_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mistudio.core.errors import ResourceError
+    from mistudio.core.sae.topk import TopKSAE
+
+    real_forward = TopKSAE.forward
+    calls = {"n": 0}
+
+    def failing_forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(TopKSAE, "forward", failing_forward)
+    with pytest.raises(ResourceError, match=r"Out of memory at step 12 .* saved at step 12.*"
+                                            r"--batch-size 128 --grad-accumulation 2"):
+        train_sae(acts_ws, small(steps=20), "oom")
+    monkeypatch.setattr(TopKSAE, "forward", real_forward)
+    assert acts_ws.catalog.get("sae", "oom").status == "partial"
+    m = train_sae(acts_ws, small(steps=20, batch_size=128, grad_accumulation=2), "oom")
+    assert m["summary"]["steps"] == 20 and m["summary"]["tokens"] == 20 * 256
+    rows = [json.loads(x) for x in (acts_ws.root / "saes" / "oom" / METRICS).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]

@@ -54,11 +54,14 @@ class ActivationBatches:
     # -- resumable state ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "buffer_index": self.buffer_index,
-                "batch_index": self.batch_index}
+                "batch_index": self.batch_index, "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where ``state`` left off; a different batch size continues at the same row
+        (rows are shuffled independently of the batch size)."""
         self.epoch, self.buffer_index = int(state["epoch"]), int(state["buffer_index"])
-        self.batch_index = int(state["batch_index"])
+        rows_done = int(state["batch_index"]) * int(state.get("batch_size", self.batch_size))
+        self.batch_index = rows_done // self.batch_size
         self._buffer = None
 
     @property

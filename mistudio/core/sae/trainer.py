@@ -22,7 +22,7 @@ import torch
 from mistudio import __version__
 from mistudio.core.activations import open_activations
 from mistudio.core.devices import resolve_device
-from mistudio.core.errors import Cancelled, InvalidInputError
+from mistudio.core.errors import Cancelled, InvalidInputError, ResourceError
 from mistudio.core.jobs import TaskState, check_cancelled, silent_task
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
 from mistudio.core.sae.data import ActivationBatches
@@ -162,7 +162,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
     ckpt = None
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["config"] != json.loads(json.dumps(config_dict)):
+        if _resume_key(ckpt["config"]) != _resume_key(json.loads(json.dumps(config_dict))):
             raise InvalidInputError(f"An interrupted training run named {name!r} with different "
                                     "settings exists.", "Run it with its original settings to "
                                     "resume, or pass --overwrite.")
@@ -195,9 +195,9 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
     best_mse, stale = float("inf"), 0
     t0, t0_tokens = time.perf_counter(), tokens
 
-    def checkpoint() -> None:
+    def checkpoint(loader_state: dict[str, int] | None = None) -> None:
         state = {"sae": sae.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "loader": loader.state_dict(),
+                 "scheduler": sched.state_dict(), "loader": loader_state or loader.state_dict(),
                  "since_fired": since_fired, "window_fires": window_fires, "step": step,
                  "tokens": tokens, "window_batches": window_batches,
                  "config": json.loads(json.dumps(config_dict))}
@@ -210,6 +210,7 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
         try:
             while step < cfg.steps:
                 check_cancelled(task)
+                step_start = loader.state_dict()
                 warm = min(1.0, (step + 1) / sparsity_warmup)
                 log_now = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
                 sums: dict[str, float] = {}
@@ -269,6 +270,19 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
             ws.catalog.put("sae", name, partial, "partial", config_dict,
                            {"activations": cfg.activations}, {"step": step})
             raise
+        except RuntimeError as err:
+            if not _is_out_of_memory(err):
+                raise
+            opt.zero_grad(set_to_none=True)
+            checkpoint(step_start)  # the last completed step, with the data position before it
+            ws.catalog.put("sae", name, partial, "partial", config_dict,
+                           {"activations": cfg.activations}, {"step": step})
+            half = max(1, cfg.batch_size // 2)
+            raise ResourceError(
+                f"Out of memory at step {step} with batches of {cfg.batch_size:,} tokens on "
+                f"{device.type}; the run is saved at step {step}.",
+                f"Resume it with the same command plus --batch-size {half} --grad-accumulation "
+                f"{cfg.grad_accumulation * 2} (the same tokens per step).") from err
         task.set_status("Evaluating")
         result = evaluate(sae, _eval_batches(acts, key, cfg, scale_in, scale_out, device, n_eval))
         metadata = _saelens_metadata(acts, key, cfg)
@@ -293,6 +307,19 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
     ws.register(manifest)
     task.set_progress(1.0)
     return manifest
+
+
+def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
+    """What must match to resume: everything but how a step's tokens are split into batches."""
+    key = {k: v for k, v in config.items() if k not in ("batch_size", "grad_accumulation")}
+    key["tokens_per_step"] = config["batch_size"] * config["grad_accumulation"]
+    return key
+
+
+def _is_out_of_memory(err: RuntimeError) -> bool:
+    text = str(err).lower()
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or \
+        "can't allocate memory" in text
 
 
 def _sample_targets(acts: Any, key: str, scale: float, n: int = 8192) -> torch.Tensor:
