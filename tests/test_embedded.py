@@ -84,6 +84,7 @@ def test_quickstart_headless_runs_offline(embedded_ws: Workspace) -> None:
     sae = report["sae"]
     assert (sae["architecture"], sae["d_in"], sae["d_sae"], sae["steps"]) == ("topk", 576, 4608, 30)
     assert sae["explained_variance"] > 0.2 and sae["l0"] <= 32
+    assert 0.0 < sae["ce_loss_score"] <= 1.05 and sae["kl_div"] > 0  # noise can pass 1
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env,
                                       timeout=600).stdout)
     assert again["activations"]["reused"] is True and again["sae"]["reused"] is True
@@ -96,4 +97,4 @@ def test_quickstart_sae_improves_on_zero_ablation(embedded_ws: Workspace) -> Non
         pytest.skip("needs test_quickstart_headless_runs_offline")
     r = evaluate_in_model(embedded_ws, "quickstart-topk", n_sequences=8)
     assert r["ce_loss_zero"] > r["ce_loss_clean"]
-    assert 0.0 < r["ce_loss_score"] <= 1.0 and r["kl_div"] > 0
+    assert 0.0 < r["ce_loss_score"] <= 1.05 and r["kl_div"] > 0  # noise can pass 1

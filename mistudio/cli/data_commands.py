@@ -199,7 +199,8 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
         f"{a['d_model']}" + (" (reused)" if a["reused"] else
                              f", {(a.get('tokens_per_s') or 0):,.0f} tokens/s"),
         "  sae         {name}: {architecture} {d_in} -> {d_sae}, {steps} steps; explained variance "
-        "{explained_variance:.3f}, L0 {l0:.1f}, dead {dead_fraction:.1%}{reused}".format(
+        "{explained_variance:.3f}, L0 {l0:.1f}, dead {dead_fraction:.1%}, CE loss score "
+        "{ce_loss_score:.3f}, KL {kl_div:.3f}{reused}".format(
             **{**r["sae"], "reused": " (reused)" if r["sae"]["reused"] else ""}),
         "Next: `mistudio saes show quickstart-topk`.",
     ]))

@@ -62,10 +62,16 @@ def _train_stage(ws: Workspace, steps: int, batch_size: int, device: str,
     from mistudio.core.sae.trainer import TrainConfig, train_sae
 
     cfg = TrainConfig(QUICKSTART_NAME, steps=steps, batch_size=batch_size, device=device)
+    from mistudio.core.sae.evaluation import evaluate_in_model
+
     existing = ws.catalog.find("sae", QUICKSTART_SAE)
-    if existing is not None and existing.status == "complete" and existing.config == \
-            json.loads(json.dumps(asdict(cfg))):
-        return {"name": QUICKSTART_SAE, "reused": True, **existing.summary}
-    m = train_sae(ws, cfg, QUICKSTART_SAE, task,
+    reused = existing is not None and existing.status == "complete" and \
+        existing.config == json.loads(json.dumps(asdict(cfg)))
+    if not reused:
+        train_sae(ws, cfg, QUICKSTART_SAE, SubTask(task, 0.0, 0.9),
                   overwrite=existing is not None and existing.status == "complete")
-    return {"name": QUICKSTART_SAE, "reused": False, **m["summary"]}
+    summary = ws.catalog.get("sae", QUICKSTART_SAE).summary
+    if "ce_loss_score" not in summary:  # CE loss score and KL with the SAE spliced in
+        summary = {**summary, **evaluate_in_model(ws, QUICKSTART_SAE, n_sequences=16,
+                                                  device=device, task=SubTask(task, 0.9, 1.0))}
+    return {"name": QUICKSTART_SAE, "reused": reused, **summary}
