@@ -185,3 +185,35 @@ def test_out_of_memory_keeps_the_run_and_resumes_with_smaller_batches(
     assert m["summary"]["steps"] == 20 and m["summary"]["tokens"] == 20 * 256
     rows = [json.loads(x) for x in (acts_ws.root / "saes" / "oom" / METRICS).read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20]
+
+
+def test_resampling_revives_dead_latents() -> None:
+    from mistudio.core.sae.resample import resample_dead
+
+    torch.manual_seed(0)
+    sae = build_sae(SAEConfig("relu", d_in=16, d_sae=64))
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
+    x = torch.randn(256, 16)
+    sum(sae(x).losses.values()).backward()
+    opt.step()
+    with torch.no_grad():
+        sae.b_enc_F[:20] = -1e3  # kill 20 latents
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[:20] = True
+    assert not bool((sae.encode(x)[:, :20] > 0).any())
+    assert resample_dead(sae, opt, dead, x, x, seed=0) == 20
+    fires = (sae.encode(x)[:, :20] > 0).any(0)
+    assert bool(fires.all())
+    alive_norm = sae.W_dec_FO[20:].norm(dim=-1).mean()
+    torch.testing.assert_close(sae.W_dec_FO[:20].norm(dim=-1), alive_norm.expand(20))
+    assert float(opt.state[sae.W_dec_FO]["exp_avg"][:20].abs().sum()) == 0.0
+
+
+def test_training_with_resampling(acts_ws: Workspace) -> None:
+    events: list[dict] = []
+    m = train_sae(acts_ws, small(architecture="relu", resample_dead_every=10, dead_after_tokens=256,
+                                 steps=40, sparsity_coefficient=5.0), "rs",
+                  CallbackTask(on_partial=events.append))
+    assert m["summary"]["steps"] == 40
+    revived = [e for e in events if e.get("event") == "resampled"]
+    assert revived and all(e["latents"] > 0 for e in revived)  # a strong L1 kills latents

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--grad-accumulation", type=int)
     sp.add_argument("--lr", type=float)
     sp.add_argument("--checkpoint-every", type=int)
+    sp.add_argument("--resample-dead-every", type=int,
+                    help="give dead latents new directions every N steps (default: off)")
     sp.add_argument("--seed", type=int)
     sp.add_argument("--device")
     sp.add_argument("--overwrite", action="store_true")

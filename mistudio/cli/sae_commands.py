@@ -14,7 +14,8 @@ def cmd_train(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.sae.trainer import TrainConfig, train_sae
 
     fields = ("hook", "target_hook", "architecture", "expansion", "k", "skip", "steps",
-              "batch_size", "lr", "seed", "device", "grad_accumulation", "checkpoint_every")
+              "batch_size", "lr", "seed", "device", "grad_accumulation", "checkpoint_every",
+              "resample_dead_every")
     kwargs = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     if kwargs.get("architecture") == "skip":  # the spec's skip SAE: ReLU + alpha * x
         kwargs["architecture"] = "relu"

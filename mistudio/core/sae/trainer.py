@@ -28,6 +28,7 @@ from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
 from mistudio.core.sae.data import ActivationBatches
 from mistudio.core.sae.io import save_sae
 from mistudio.core.sae.metrics import batch_explained_variance, evaluate
+from mistudio.core.sae.resample import resample_dead
 from mistudio.core.workspace import MANIFEST, Workspace, building, write_json_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -89,6 +90,9 @@ class TrainConfig:
     """Steps between feature-density histograms in the live metrics."""
     early_stop_patience: int = 0
     """Stop when the logged MSE has not improved by 1% over this many log intervals (0 = off)."""
+    resample_dead_every: int = 0
+    """Give dead latents new directions from badly reconstructed inputs every this many steps
+    (0 = off; AuxK already keeps TopK latents alive, this helps ReLU and JumpReLU)."""
     eval_tokens: int = 16384
     """Tokens held out at the end of the set for the final evaluation (at most a tenth of it)."""
     seed: int = 0
@@ -264,6 +268,14 @@ def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None
                             stale += 1
                             if stale >= cfg.early_stop_patience:
                                 break
+                if cfg.resample_dead_every and step % cfg.resample_dead_every == 0 and \
+                        step < cfg.steps:
+                    dead_now = since_fired >= dead_window
+                    revived = resample_dead(sae, opt, dead_now, x, x if y is None else y,
+                                            cfg.seed + step)
+                    since_fired[dead_now] = 0
+                    if revived:
+                        task.emit_partial({"event": "resampled", "step": step, "latents": revived})
                 if step % cfg.checkpoint_every == 0:
                     checkpoint()
         except Cancelled:
