@@ -131,3 +131,15 @@ def test_doctor_reports_the_embedded_model_and_corpus(tmp_path: Path,
 def test_every_parser_action_is_covered() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert {c.split()[0] for c in COMMANDS} == set(sub.choices)
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["saes", "show", "nope"], "`mistudio saes list`"),
+    (["activations", "show", "nope"], "`mistudio activations list`"),
+    (["datasets", "show", "nope"], "`mistudio datasets list`"),
+    (["tokenized", "show", "nope"], "`mistudio tokenized list`"),
+])
+def test_unknown_names_point_at_the_right_list_command(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       argv: list[str], hint: str) -> None:
+    code, _, err = run(capsys, *argv, "--workspace", str(tmp_path / "ws"))
+    assert code == 2 and hint in err

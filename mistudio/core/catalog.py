@@ -204,7 +204,7 @@ def _alive(pid: int | None) -> bool:
 
 def _list_command(kind: str) -> str:
     return {"dataset": "datasets list", "model": "models list", "tokenized": "tokenized list",
-            "activations": "activations list"}.get(kind, f"{kind} list")
+            "activations": "activations list", "sae": "saes list"}.get(kind, f"{kind} list")
 
 
 def rebuild_catalog(root: Path) -> tuple[Path | None, int]:
