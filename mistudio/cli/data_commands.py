@@ -33,7 +33,7 @@ def cmd_datasets(args: argparse.Namespace, ws: Workspace) -> None:
         emit(args, data, lambda d: fmt_dict({k: d[k] for k in
              ("name", "status", "path", "config", "summary", "tokenized")}))
     elif args.action == "remove":
-        remove_artifact(ws, "dataset", args.name)
+        ws.remove("dataset", args.name)
         emit(args, {"removed": args.name}, f"Removed dataset {args.name}.")
 
 
@@ -135,7 +135,7 @@ def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
         emit(args, m, lambda m: fmt_dict({"name": m["name"], "status": m["status"],
                                             "summary": m["summary"], "stats": m["stats"]}))
     elif args.action == "remove":
-        remove_artifact(ws, "activations", args.name)
+        ws.remove("activations", args.name)
         emit(args, {"removed": args.name}, f"Removed activation set {args.name}.")
 
 
@@ -145,15 +145,6 @@ def _ensure_default_dataset(ws: Workspace, name: str) -> None:
 
     if name == "pydoc" and ws.catalog.find("tokenized", name) is None:
         ensure_builtin_dataset(ws, name)
-
-
-def remove_artifact(ws: Workspace, kind: str, name: str) -> None:
-    import shutil
-    from pathlib import Path
-
-    art = ws.catalog.get(kind, name)
-    shutil.rmtree(Path(art.path), ignore_errors=True)
-    ws.catalog.delete(kind, name)
 
 
 def cmd_doctor(args: argparse.Namespace, ws: Workspace) -> None:

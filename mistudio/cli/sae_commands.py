@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from mistudio.cli.data_commands import remove_artifact
 from mistudio.cli.output import cli_task, emit, fmt_dict, fmt_num, table
 from mistudio.core.errors import MiStudioError
 from mistudio.core.workspace import Workspace
@@ -52,7 +51,7 @@ def cmd_saes(args: argparse.Namespace, ws: Workspace) -> None:
         emit(args, art._asdict(), lambda _: fmt_dict(
             {"name": art.name, "status": art.status, "path": art.path, "summary": art.summary}))
     elif args.action == "remove":
-        remove_artifact(ws, "sae", args.name)
+        ws.remove("sae", args.name)
         emit(args, {"removed": args.name}, f"Removed SAE {args.name}.")
 
 

@@ -82,12 +82,13 @@ class ActivationSet:
 
     def rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` across chunk boundaries, as a float32 array [n, d_model]."""
-        return self._gather(key, start, stop).astype(np.float32, copy=False)
+        return self.gather(key, start, stop).astype(np.float32, copy=False)
 
     def row_positions(self, start: int, stop: int) -> np.ndarray:
-        return self._gather(POSITIONS, start, stop)
+        return self.gather(POSITIONS, start, stop)
 
-    def _gather(self, key: str, start: int, stop: int) -> np.ndarray:
+    def gather(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` across chunk boundaries, in the stored dtype."""
         stop = min(stop, self.n_rows)
         parts = []
         first = max(int(np.searchsorted(self._starts, start, side="right")) - 1, 0)

@@ -311,9 +311,7 @@ def _no_tqdm() -> Iterator[None]:
 
 
 def remove_model(ws: Workspace, name: str) -> None:
-    ws.catalog.get("model", name)  # raises a clear error if unknown
-    shutil.rmtree(ws.artifact_path("model", name), ignore_errors=True)
-    ws.catalog.delete("model", name)
+    ws.remove("model", name)
 
 
 def load_tokenizer(ws: Workspace, name: str, task: TaskState | None = None) -> Any:

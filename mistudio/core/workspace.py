@@ -106,6 +106,12 @@ class Workspace:
                          manifest.get("status", "complete"), manifest.get("config"),
                          manifest.get("provenance"), manifest.get("summary"))
 
+    def remove(self, kind: str, name: str) -> None:
+        """Delete an artifact's folder (complete or partial) and its catalog row."""
+        art = self.catalog.get(kind, name)  # a clear error if unknown
+        shutil.rmtree(Path(art.path), ignore_errors=True)
+        self.catalog.delete(kind, name)
+
     @contextmanager
     def job(self, kind: str, target: str, params: dict[str, Any]) -> Iterator[int]:
         """Record a job in the catalog: running, then done, cancelled or failed."""

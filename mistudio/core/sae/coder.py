@@ -121,8 +121,7 @@ class SparseCoder(nn.Module):
         that the trainer needs only on the steps it logs.
         """
         target_BO = x_BD if target_BO is None else target_BO
-        self._want_l0 = want_l0
-        enc = self.encode_decode(x_BD)
+        enc = self.encode_decode(x_BD, want_l0)
         x_hat_BO = enc.decoded_BO
         skip = self.skip_out(x_BD)
         if skip is not None:
@@ -135,14 +134,14 @@ class SparseCoder(nn.Module):
                 losses["aux"] = aux
         return ForwardOutput(x_hat_BO, losses, enc.fired_F, enc.l0)
 
-    def encode_decode(self, x_BD: Tensor) -> Encoded:
+    def encode_decode(self, x_BD: Tensor, want_l0: bool = True) -> Encoded:
         """Training path: subclasses may decode sparsely instead of through dense latents."""
         pre_BF = self.pre_acts(x_BD)
         latents_BF = self.activate(pre_BF)
         with torch.no_grad():  # float reductions: much faster than building [B, F] bool masks
             fired_F = latents_BF.amax(0) > 0
             l0 = (torch.count_nonzero(latents_BF) / latents_BF.shape[0]
-                  if getattr(self, "_want_l0", True) else torch.tensor(float("nan")))
+                  if want_l0 else torch.tensor(float("nan")))
         return Encoded(self.decode(latents_BF), fired_F, l0,
                        {"pre": pre_BF, "latents": latents_BF})
 

@@ -96,8 +96,8 @@ class ActivationBatches:
                      (buffer_index + 1) * self.blocks_per_buffer]
         ranges = [(int(b) * self.block_rows, min((int(b) + 1) * self.block_rows, self.n_rows))
                   for b in sorted(mine)]
-        x = np.concatenate([self.acts._gather(self.key, a, z) for a, z in ranges])
-        y = (np.concatenate([self.acts._gather(self.target_key, a, z) for a, z in ranges])
+        x = np.concatenate([self.acts.gather(self.key, a, z) for a, z in ranges])
+        y = (np.concatenate([self.acts.gather(self.target_key, a, z) for a, z in ranges])
              if self.target_key else None)
         for arr, key in ((x, self.key), (y, self.target_key)):
             if arr is not None and not np.isfinite(arr).all():

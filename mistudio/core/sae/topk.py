@@ -77,7 +77,7 @@ class TopKSAE(SparseCoder):
         vals_BK, idx_BK = topk_sparse(pre_BF, self.cfg.k)
         return torch.zeros_like(pre_BF).scatter_(-1, idx_BK, vals_BK)
 
-    def encode_decode(self, x_BD: Tensor) -> Encoded:
+    def encode_decode(self, x_BD: Tensor, want_l0: bool = True) -> Encoded:
         """Dense matmul only to choose the top k (no gradient); everything else is sparse.
 
         b_dec enters through the bias (x - b_dec) W + b = x W + (b - b_dec W), so no gradient
