@@ -188,11 +188,12 @@ def test_out_of_memory_keeps_the_run_and_resumes_with_smaller_batches(
 
 
 def test_resampling_revives_dead_latents() -> None:
+    from mistudio.core.sae.optim import SAEOptimizer
     from mistudio.core.sae.resample import resample_dead
 
     torch.manual_seed(0)
     sae = build_sae(SAEConfig("relu", d_in=16, d_sae=64))
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
+    opt = SAEOptimizer("adam", list(sae.parameters()), 1e-3, 0, 10, 0.1)
     x = torch.randn(256, 16)
     sum(sae(x).losses.values()).backward()
     opt.step()
@@ -206,7 +207,7 @@ def test_resampling_revives_dead_latents() -> None:
     assert bool(fires.all())
     alive_norm = sae.W_dec_FO[20:].norm(dim=-1).mean()
     torch.testing.assert_close(sae.W_dec_FO[:20].norm(dim=-1), alive_norm.expand(20))
-    assert float(opt.state[sae.W_dec_FO]["exp_avg"][:20].abs().sum()) == 0.0
+    assert float(opt.opt.state[sae.W_dec_FO]["exp_avg"][:20].abs().sum()) == 0.0
 
 
 def test_training_with_resampling(acts_ws: Workspace) -> None:

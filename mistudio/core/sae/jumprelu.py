@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from mistudio.core.sae.coder import SparseCoder
 from mistudio.core.sae.config import SAEConfig
+from mistudio.core.sae.relu import ghost_grads_loss
 
 
 def _rect(x: Tensor) -> Tensor:
@@ -68,3 +69,8 @@ class JumpReLUSAE(SparseCoder):
     def sparsity_loss(self, extra: dict[str, Tensor]) -> dict[str, Tensor]:
         step_BF = _Step.apply(extra["pre"], self.threshold_F, self.cfg.jumprelu_bandwidth)
         return {"l0": step_BF.sum(-1).mean()}
+
+    def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
+                 dead_F: Tensor) -> Tensor | None:
+        """Ghost gradients, when the trainer asks for them (it passes ``dead_F`` only then)."""
+        return ghost_grads_loss(extra["pre"], self.W_dec_FO, residual_BO, dead_F)

@@ -4,19 +4,24 @@ Every ``resample_dead_every`` steps, each dead latent gets a new direction: an i
 reconstructs badly, drawn with probability proportional to its squared reconstruction error.
 The decoder row becomes that input's residual direction at the mean norm of the live decoder
 rows, the encoder column the same direction at 0.2 x the mean live encoder norm, the encoder bias
-zero, and Adam's moments for those weights are reset so stale momentum does not undo it.
+zero, and the optimiser's history for those weights is reset so stale momentum does not undo it.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from mistudio.core.sae.coder import SparseCoder
 
+if TYPE_CHECKING:
+    from mistudio.core.sae.optim import SAEOptimizer
+
 
 @torch.no_grad()
-def resample_dead(sae: SparseCoder, opt: torch.optim.Optimizer, dead_F: Tensor, x_BD: Tensor,
+def resample_dead(sae: SparseCoder, opt: SAEOptimizer, dead_F: Tensor, x_BD: Tensor,
                   target_BO: Tensor, seed: int) -> int:
     """Give every dead latent a new direction from high-loss inputs; returns how many."""
     dead_idx = dead_F.nonzero().squeeze(-1)
@@ -45,14 +50,7 @@ def resample_dead(sae: SparseCoder, opt: torch.optim.Optimizer, dead_F: Tensor, 
         x_dirs = x_BD[picks] / x_BD[picks].norm(dim=-1, keepdim=True).clamp_min(1e-8)
         sae.W_enc_DF[:, dead_idx] = (x_dirs * enc_norm * 0.2).T
     sae.b_enc_F[dead_idx] = 0.0
-    _reset_adam(opt, sae.W_dec_FO, dead_idx, dim=0)
-    _reset_adam(opt, sae.W_enc_DF, dead_idx, dim=1)
-    _reset_adam(opt, sae.b_enc_F, dead_idx, dim=0)
+    opt.reset_rows(sae.W_dec_FO, dead_idx, dim=0)
+    opt.reset_rows(sae.W_enc_DF, dead_idx, dim=1)
+    opt.reset_rows(sae.b_enc_F, dead_idx, dim=0)
     return n
-
-
-def _reset_adam(opt: torch.optim.Optimizer, param: Tensor, idx: Tensor, dim: int) -> None:
-    state = opt.state.get(param, {})
-    for key in ("exp_avg", "exp_avg_sq"):
-        if key in state:
-            state[key].index_fill_(dim, idx, 0.0)

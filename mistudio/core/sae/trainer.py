@@ -1,129 +1,278 @@
-"""Training a sparse coder on a stored activation set: one plain, resumable function.
+"""Training sparse coders on a stored activation set: one plain, resumable function.
 
-Every ``checkpoint_every`` steps the whole training state (weights, optimiser, schedule, data
-position, dead-latent counters) is written atomically, so a cancelled or crashed run resumes and
-produces exactly the loss curve an uninterrupted run would (tested).
+Several SAEs (a sweep over architecture, width, k, sparsity, optimiser or learning rate) train
+in one pass over the data: each batch is read once and fed to all of them. Every
+``checkpoint_every`` steps each run's whole state (weights, optimiser, schedule, data position,
+dead-latent counters) is written atomically, so a cancelled or crashed run resumes and produces
+exactly the loss curve an uninterrupted run would (tested). Under ``torchrun`` the ranks share
+the work (:mod:`mistudio.core.sae.distributed`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
-from contextlib import closing
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack, closing
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TextIO
 
 import torch
 
 from mistudio import __version__
-from mistudio.core.activations import open_activations
+from mistudio.core.activations import ActivationSet, open_activations
 from mistudio.core.devices import resolve_device
 from mistudio.core.errors import Cancelled, InvalidInputError, ResourceError
 from mistudio.core.jobs import TaskState, check_cancelled, silent_task
-from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
+from mistudio.core.sae import SparseCoder
 from mistudio.core.sae.data import ActivationBatches
+from mistudio.core.sae.distributed import Ranks, parameter_checksum
 from mistudio.core.sae.io import save_sae
-from mistudio.core.sae.metrics import batch_explained_variance, evaluate
-from mistudio.core.sae.resample import resample_dead
+from mistudio.core.sae.metrics import evaluate
+from mistudio.core.sae.run import SAERun
+from mistudio.core.sae.train_config import TrainConfig, check_sweep
 from mistudio.core.workspace import MANIFEST, Workspace, building, write_json_atomic
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train; saved in the SAE's ``mistudio.json``. Defaults suit the embedded model."""
-
-    activations: str
-    """Activation set to train on."""
-    hook: str | None = None
-    """Hook point of the set to encode (layers.L.HOOK); None = the set's first."""
-    target_hook: str | None = None
-    """Hook point to reconstruct (a transcoder); None = the input itself (an SAE)."""
-    architecture: Literal["relu", "topk", "batchtopk", "jumprelu"] = "topk"
-    """Activation function; TopK with AuxK needs no sparsity tuning and keeps latents alive."""
-    expansion: int = 8
-    """d_sae = expansion * d_in."""
-    k: int = 32
-    """Active latents per token (topk, batchtopk)."""
-    skip: Literal["none", "fixed", "learned", "affine"] = "none"
-    """Skip connection (the spec's skip SAE is relu + fixed)."""
-    sparsity_coefficient: float | None = None
-    """L1 (relu) or L0 (jumprelu) weight; None = the architecture's default."""
-    aux_coefficient: float = 1 / 32
-    """Weight of the AuxK loss (topk, batchtopk)."""
-    steps: int = 1000
-    """Optimiser steps (1000 x 2048 tokens: about 5 minutes on two CPU cores)."""
-    batch_size: int = 2048
-    """Tokens per step (before gradient accumulation)."""
-    grad_accumulation: int = 1
-    """Batches per optimiser step."""
-    lr: float | None = None
-    """Peak learning rate; None = 3e-3 * sqrt(4608 / d_sae): measured best of 1e-3, 3e-3, 1e-2
-    for 8x SAEs on the embedded model (the 2e-4 / sqrt(d_sae / 16384) of long GPU runs is far
-    too slow for runs of a few hundred steps)."""
-    warmup_steps: int = 50
-    """Linear learning-rate warm-up."""
-    lr_end_fraction: float = 0.1
-    """Cosine decay ends at this fraction of the peak learning rate."""
-    sparsity_warmup_fraction: float = 0.05
-    """The sparsity coefficient grows linearly from 0 over this fraction of the steps."""
-    grad_clip: float = 1.0
-    """Clip the gradient norm (0 = off)."""
-    dead_after_tokens: int | None = None
-    """A latent that has not fired for this many tokens is dead (AuxK trains it); None = a tenth
-    of the training tokens, at most 1M (OpenAI's 10M suits far longer runs)."""
-    normalize_activations: bool = True
-    """Scale inputs to mean norm sqrt(d_in) while training; folded into the saved weights."""
-    mixed_precision: Literal["auto", "none", "bfloat16", "float16"] = "auto"
-    """Autocast dtype; auto = bfloat16 on GPUs that support it, none on the CPU."""
-    checkpoint_every: int = 250
-    """Steps between checkpoints."""
-    log_every: int = 10
-    """Steps between metric lines (and progress updates)."""
-    histogram_every: int = 200
-    """Steps between feature-density histograms in the live metrics."""
-    early_stop_patience: int = 0
-    """Stop when the logged MSE has not improved by 1% over this many log intervals (0 = off)."""
-    resample_dead_every: int = 0
-    """Give dead latents new directions from badly reconstructed inputs every this many steps
-    (0 = off; AuxK already keeps TopK latents alive, this helps ReLU and JumpReLU)."""
-    eval_tokens: int = 16384
-    """Tokens held out at the end of the set for the final evaluation (at most a tenth of it)."""
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for field in ("steps", "batch_size", "grad_accumulation", "expansion", "checkpoint_every",
-                      "log_every"):
-            if getattr(self, field) <= 0:
-                raise InvalidInputError(f"{field.replace('_', '-')} must be positive.",
-                                        f"Got {getattr(self, field)}.")
-
-    def dead_window(self) -> int:
-        if self.dead_after_tokens is not None:
-            return self.dead_after_tokens
-        total = self.steps * self.batch_size * self.grad_accumulation
-        return max(2 * self.batch_size, min(1_000_000, total // 10))
-
-    def default_coefficient(self) -> float:
-        if self.sparsity_coefficient is not None:
-            return self.sparsity_coefficient
-        return {"relu": 0.01, "jumprelu": 0.001}.get(self.architecture, 0.0)
+__all__ = ["CHECKPOINT", "METRICS", "TrainConfig", "open_sae", "train_sae", "train_saes"]
 
 
-def _lr_lambda(cfg: TrainConfig) -> Any:
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr_end_fraction + (1 - cfg.lr_end_fraction) * 0.5 * (1 + math.cos(math.pi * t))
-    return f
+def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None = None,
+              overwrite: bool = False) -> dict[str, Any]:
+    """Train, evaluate and save ``saes/NAME``; resumes a partial run of the same settings."""
+    return train_saes(ws, [(cfg, name)], task, overwrite)[0]
+
+
+def train_saes(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskState | None = None,
+               overwrite: bool = False) -> list[dict[str, Any]]:
+    """Train several SAEs on the same batches in one pass; returns their manifests."""
+    task = task or silent_task()
+    configs, names = [c for c, _ in runs], [n for _, n in runs]
+    if not runs:
+        raise InvalidInputError("Nothing to train.", "Give at least one SAE configuration.")
+    if len(set(names)) != len(names):
+        raise InvalidInputError("Two SAEs of the sweep have the same name.", "Name each one.")
+    check_sweep(configs)
+    cfg0 = configs[0]
+    for name in names:
+        if ws.artifact_path("sae", name).exists() and not overwrite:
+            raise InvalidInputError(f"An SAE named {name!r} already exists.",
+                                    "Choose another --name, or pass --overwrite to replace it.")
+    ranks = Ranks()
+    acts = open_activations(ws, cfg0.activations)
+    key = cfg0.hook or acts.keys[0]
+    for k in filter(None, (key, cfg0.target_hook)):
+        if k not in acts.keys:
+            raise InvalidInputError(f"Activation set {cfg0.activations!r} has no hook point {k!r}.",
+                                    f"It has: {', '.join(acts.keys)}.")
+    if cfg0.batch_size % ranks.world:
+        raise InvalidInputError(f"--batch-size {cfg0.batch_size} does not split over "
+                                f"{ranks.world} processes.",
+                                f"Use a multiple of {ranks.world}.")
+    device = ranks.device(resolve_device(cfg0.device))
+    scale_in = acts.norm_stats(key).scale_to_sqrt_d if cfg0.normalize_activations else 1.0
+    scale_out = (acts.norm_stats(cfg0.target_hook).scale_to_sqrt_d
+                 if cfg0.target_hook and cfg0.normalize_activations else scale_in)
+    n_eval = min(cfg0.eval_tokens, acts.n_rows // 10)
+    target_key = cfg0.target_hook or key
+    sample = _sample_targets(acts, target_key, scale_out)
+    states = [SAERun(c, n, acts.d_model, acts.d_model, sample, device, ranks) for c, n in runs]
+    loader = ActivationBatches(acts, key, cfg0.target_hook, cfg0.batch_size // ranks.world,
+                               cfg0.seed, scale_in, scale_out, device, rank=ranks.rank,
+                               world_size=ranks.world, n_rows=acts.n_rows - n_eval)
+    partials = [ws.partial_path("sae", n) for n in names]
+    if overwrite and ranks.is_main:
+        for p in partials:
+            shutil.rmtree(p, ignore_errors=True)
+    ranks.barrier()
+    step, tokens = _resume(states, partials, loader, ranks, device)
+    if ranks.is_main:
+        for run, partial in zip(states, partials, strict=True):
+            _truncate_metrics(partial / METRICS, step)
+            partial.mkdir(parents=True, exist_ok=True)
+            _catalog_partial(ws, run, partial, step)
+
+    amp = _autocast_dtype(cfg0, device)
+    tokens_per_step = cfg0.batch_size * cfg0.grad_accumulation
+    t0, t0_tokens = time.perf_counter(), tokens
+
+    def checkpoint(at_step: int, at_tokens: int, loader_state: dict[str, int]) -> None:
+        loaders = ranks.gather(loader_state)
+        if not ranks.is_main:
+            return
+        for run, partial in zip(states, partials, strict=True):
+            state = {"run": run.state_dict(), "loaders": loaders, "step": at_step,
+                     "tokens": at_tokens, "world": ranks.world,
+                     "config": json.loads(json.dumps(asdict(run.cfg)))}
+            tmp = partial / f".{CHECKPOINT}.tmp"
+            torch.save(state, tmp)
+            os.replace(tmp, partial / CHECKPOINT)
+
+    with ExitStack() as stack:
+        stack.enter_context(closing(loader))
+        logs: list[TextIO | None] = [None] * len(states)
+        if ranks.is_main:
+            for i, (run, final, partial) in enumerate(zip(states, _finals(ws, names), partials,
+                                                          strict=True)):
+                stack.enter_context(ws.job("train", run.name, asdict(run.cfg)))
+                stack.enter_context(building(final, partial, keep_partial=True))
+                logs[i] = stack.enter_context(open(partial / METRICS, "a", encoding="utf-8"))
+        step_start = loader.state_dict()
+        try:
+            while step < cfg0.steps and any(r.active for r in states):
+                check_cancelled(task)
+                step_start = loader.state_dict()
+                log_now = (step + 1) % cfg0.log_every == 0 or step + 1 == cfg0.steps
+                active = [r for r in states if r.active]
+                for _ in range(cfg0.grad_accumulation):
+                    x, y = next(loader)
+                    for run in active:
+                        run.accumulate(x, y, step, log_now, amp)
+                for run in active:
+                    run.apply_step(step, tokens_per_step)
+                step += 1
+                tokens += tokens_per_step
+                for run, log in zip(states, logs, strict=True):
+                    if run.active and log_now:
+                        _log_step(run, log, task, step, tokens, tokens - t0_tokens,
+                                  time.perf_counter() - t0, len(states) > 1)
+                    if run.active:
+                        run.end_step()
+                        revived = run.maybe_resample(step)
+                        if revived:
+                            task.emit_partial({"event": "resampled", "sae": run.name,
+                                               "step": step, "latents": revived})
+                if log_now:
+                    task.set_progress(0.95 * step / cfg0.steps)
+                if step % cfg0.checkpoint_every == 0:
+                    checkpoint(step, tokens, loader.state_dict())
+        except Cancelled:
+            if ranks.is_main:
+                for run, partial in zip(states, partials, strict=True):
+                    _catalog_partial(ws, run, partial, step)
+            raise
+        except RuntimeError as err:
+            if not _is_out_of_memory(err):
+                raise
+            for run in states:
+                run.opt.zero_grad()
+            # the last completed step, with the data position before the failed one
+            checkpoint(step, tokens, step_start)
+            if ranks.is_main:
+                for run, partial in zip(states, partials, strict=True):
+                    _catalog_partial(ws, run, partial, step)
+            half = max(1, cfg0.batch_size // 2)
+            raise ResourceError(
+                f"Out of memory at step {step} with batches of {cfg0.batch_size:,} tokens on "
+                f"{device.type}; the run is saved at step {step}.",
+                f"Resume it with the same command plus --batch-size {half} --grad-accumulation "
+                f"{cfg0.grad_accumulation * 2} (the same tokens per step).") from err
+        task.set_status("Evaluating")
+        manifests = []
+        checksums = ranks.gather([_final_checksum(r) for r in states])
+        for i, (run, partial) in enumerate(zip(states, partials, strict=True)):
+            run.opt.eval_mode()  # schedule-free: the averaged weights are the model
+            summary = {"steps": run.steps_done, "tokens": run.tokens_done,
+                       "world_size": ranks.world,
+                       "rank_checksums": [c[i] for c in checksums]}
+            if ranks.is_main:
+                manifests.append(_finish(ws, run, partial, acts, key, scale_in, scale_out,
+                                         n_eval, device, summary, task))
+    ranks.barrier()
+    if ranks.is_main:
+        for m in manifests:
+            ws.register(m)
+    task.set_progress(1.0)
+    return manifests if ranks.is_main else [{"name": n, "rank": ranks.rank} for n in names]
+
+
+def _finals(ws: Workspace, names: list[str]) -> list[Path]:
+    return [ws.artifact_path("sae", n) for n in names]
+
+
+def _final_checksum(run: SAERun) -> float:
+    run.opt.eval_mode()
+    return parameter_checksum(run.sae)
+
+
+def _resume(states: list[SAERun], partials: list[Path], loader: ActivationBatches, ranks: Ranks,
+            device: torch.device) -> tuple[int, int]:
+    """Load each run's checkpoint; all runs of a sweep must be at the same step."""
+    ckpts = [ranks.load_checkpoint(p / CHECKPOINT, device) for p in partials]
+    found = [c for c in ckpts if c is not None]
+    if not found:
+        return 0, 0
+    if len(found) != len(ckpts) or len({c["step"] for c in found}) > 1:
+        raise InvalidInputError("The interrupted runs of this sweep stopped at different steps.",
+                                "Resume them one by one, or pass --overwrite to start again.")
+    for run, ckpt in zip(states, ckpts, strict=True):
+        if _resume_key(ckpt["config"]) != _resume_key(json.loads(json.dumps(asdict(run.cfg)))):
+            raise InvalidInputError(f"An interrupted training run named {run.name!r} with "
+                                    "different settings exists.", "Run it with its original "
+                                    "settings to resume, or pass --overwrite.")
+        if ckpt.get("world", 1) != ranks.world:
+            raise InvalidInputError(
+                f"{run.name!r} was interrupted while training on {ckpt.get('world', 1)} "
+                f"processes; this run has {ranks.world}.",
+                "Resume it with the same number of processes, or pass --overwrite.")
+        run.load_state_dict(ckpt["run"])
+    loader.load_state_dict(found[0]["loaders"][ranks.rank])
+    return int(found[0]["step"]), int(found[0]["tokens"])
+
+
+def _log_step(run: SAERun, log: TextIO | None, task: TaskState, step: int, tokens: int,
+              run_tokens: int, elapsed: float, sweep: bool) -> None:
+    row = run.metrics(step, tokens, run_tokens, elapsed)
+    run.check_plateau(row["mse"])
+    if log is None:  # ranks other than 0 only take part in the reductions
+        return
+    log.write(json.dumps(row) + "\n")
+    log.flush()
+    task.emit_partial({"sae": run.name, **row} if sweep else row)
+    prefix = f"{run.name}: " if sweep else ""
+    task.set_status(f"{prefix}step {step:,}/{run.cfg.steps:,}  mse {row['mse']:.4f}  "
+                    f"L0 {row['l0']:.1f}  EV {row['explained_variance']:.3f}  "
+                    f"dead {row['dead_fraction']:.1%}")
+
+
+def _catalog_partial(ws: Workspace, run: SAERun, partial: Path, step: int) -> None:
+    ws.catalog.put("sae", run.name, partial, "partial", asdict(run.cfg),
+                   {"activations": run.cfg.activations}, {"step": step})
+
+
+def _finish(ws: Workspace, run: SAERun, partial: Path, acts: ActivationSet, key: str,
+            scale_in: float, scale_out: float, n_eval: int, device: torch.device,
+            summary: dict[str, Any], task: TaskState) -> dict[str, Any]:
+    """Evaluate on the held-out rows, save in the SAELens layout, write the manifest."""
+    cfg, sae = run.cfg, run.sae
+    task.set_status(f"Evaluating {run.name}")
+    result = evaluate(sae, _eval_batches(acts, key, cfg, scale_in, scale_out, device, n_eval))
+    summary = {**summary, "mse": result.mse, "explained_variance": result.explained_variance,
+               "l0": result.l0, "dead_fraction": result.dead_fraction,
+               "dense_fraction": result.dense_fraction, "eval_tokens": result.n_tokens,
+               "d_in": run.sae_cfg.d_in, "d_sae": run.sae_cfg.d_sae,
+               "architecture": cfg.architecture, "hook": key, "target_hook": cfg.target_hook,
+               "optimizer": cfg.optimizer, "lr": run.lr}
+    if cfg.architecture in ("relu", "jumprelu"):
+        summary["sparsity_coefficient"] = run.sparsity.coefficient(cfg.steps)
+    config = asdict(cfg)
+    save_sae(partial, sae.cpu(), _saelens_metadata(acts, key, cfg),
+             {"train_config": config, "summary": summary,
+              "normalization": {"scale_in": scale_in, "scale_out": scale_out},
+              "mistudio": __version__},
+             scale_in, scale_out, torch.from_numpy(result.log10_density))
+    manifest = {"kind": "sae", "name": run.name, "status": "complete", "config": config,
+                "provenance": {"activations": cfg.activations,
+                               "model": acts.manifest["config"]["model"],
+                               "mistudio": __version__, "created": time.time()},
+                "summary": summary, "density_histogram": result.density_histogram}
+    write_json_atomic(partial / MANIFEST, manifest)
+    (partial / CHECKPOINT).unlink(missing_ok=True)
+    return manifest
 
 
 def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -132,193 +281,6 @@ def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | Non
     if cfg.mixed_precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return getattr(torch, cfg.mixed_precision)
-
-
-def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None = None,
-              overwrite: bool = False) -> dict[str, Any]:
-    """Train, evaluate and save ``saes/NAME``; resumes a partial run of the same settings."""
-    task = task or silent_task()
-    final, partial = ws.artifact_path("sae", name), ws.partial_path("sae", name)
-    if final.exists() and not overwrite:
-        raise InvalidInputError(f"An SAE named {name!r} already exists.",
-                                "Choose another --name, or pass --overwrite to replace it.")
-    acts = open_activations(ws, cfg.activations)
-    key = cfg.hook or acts.keys[0]
-    for k in filter(None, (key, cfg.target_hook)):
-        if k not in acts.keys:
-            raise InvalidInputError(f"Activation set {cfg.activations!r} has no hook point {k!r}.",
-                                    f"It has: {', '.join(acts.keys)}.")
-    device = resolve_device(cfg.device)
-    scale_in = acts.norm_stats(key).scale_to_sqrt_d if cfg.normalize_activations else 1.0
-    scale_out = (acts.norm_stats(cfg.target_hook).scale_to_sqrt_d
-                 if cfg.target_hook and cfg.normalize_activations else scale_in)
-    d_in = acts.d_model
-    sae_cfg = SAEConfig(cfg.architecture, d_in, cfg.expansion * d_in, None, cfg.k, cfg.skip,
-                        transcoder=cfg.target_hook is not None)
-    torch.manual_seed(cfg.seed)
-    sae = build_sae(sae_cfg)
-    sae.reset_parameters(seed=cfg.seed)
-    lr = cfg.lr or 3e-3 * math.sqrt(4608 / sae_cfg.d_sae)
-    config_dict = asdict(cfg)
-    if overwrite:
-        shutil.rmtree(partial, ignore_errors=True)
-    ckpt_path = partial / CHECKPOINT
-    ckpt = None
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if _resume_key(ckpt["config"]) != _resume_key(json.loads(json.dumps(config_dict))):
-            raise InvalidInputError(f"An interrupted training run named {name!r} with different "
-                                    "settings exists.", "Run it with its original settings to "
-                                    "resume, or pass --overwrite.")
-    n_eval = min(cfg.eval_tokens, acts.n_rows // 10)
-    loader = ActivationBatches(acts, key, cfg.target_hook, cfg.batch_size, cfg.seed, scale_in,
-                               scale_out, device, n_rows=acts.n_rows - n_eval)
-    sae.init_b_dec(_sample_targets(acts, cfg.target_hook or key, scale_out))
-    sae.to(device).train()
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
-    window_fires = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
-    step, tokens, window_batches = 0, 0, 0
-    if ckpt is not None:
-        sae.load_state_dict(ckpt["sae"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        loader.load_state_dict(ckpt["loader"])
-        since_fired, window_fires = ckpt["since_fired"], ckpt["window_fires"]
-        step, tokens, window_batches = ckpt["step"], ckpt["tokens"], ckpt["window_batches"]
-        _truncate_metrics(partial / METRICS, step)
-    partial.mkdir(parents=True, exist_ok=True)
-    ws.catalog.put("sae", name, partial, "partial", config_dict, {"activations": cfg.activations},
-                   {"step": step})
-
-    amp = _autocast_dtype(cfg, device)
-    dead_window = cfg.dead_window()
-    coef = cfg.default_coefficient()
-    sparsity_warmup = max(1, int(cfg.sparsity_warmup_fraction * cfg.steps))
-    best_mse, stale = float("inf"), 0
-    t0, t0_tokens = time.perf_counter(), tokens
-
-    def checkpoint(loader_state: dict[str, int] | None = None) -> None:
-        state = {"sae": sae.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "loader": loader_state or loader.state_dict(),
-                 "since_fired": since_fired, "window_fires": window_fires, "step": step,
-                 "tokens": tokens, "window_batches": window_batches,
-                 "config": json.loads(json.dumps(config_dict))}
-        tmp = partial / f".{CHECKPOINT}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt_path)
-
-    with ws.job("train", name, config_dict), building(final, partial, keep_partial=True), \
-            open(partial / METRICS, "a", encoding="utf-8") as log, closing(loader):
-        try:
-            while step < cfg.steps:
-                check_cancelled(task)
-                step_start = loader.state_dict()
-                warm = min(1.0, (step + 1) / sparsity_warmup)
-                log_now = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
-                sums: dict[str, float] = {}
-                for _ in range(cfg.grad_accumulation):
-                    x, y = next(loader)
-                    dead = since_fired >= dead_window
-                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        out = sae(x, y, dead_F=dead, want_l0=log_now)
-                    losses = out.losses
-                    loss = losses["mse"] + coef * warm * (losses.get("l1", 0) + losses.get("l0", 0)) \
-                        + cfg.aux_coefficient * losses.get("aux", 0)
-                    if not torch.isfinite(loss):
-                        raise InvalidInputError(
-                            f"The loss became {float(loss)} at step {step}; the last checkpoint "
-                            f"(step {step - step % cfg.checkpoint_every}) is kept.",
-                            "Lower --lr, or check the activations for outliers.")
-                    (loss / cfg.grad_accumulation).backward()
-                    since_fired += x.shape[0]
-                    since_fired[out.fired_F] = 0
-                    for n, v in losses.items():
-                        sums[n] = sums.get(n, 0.0) + float(v.detach()) / cfg.grad_accumulation
-                    sums["l0"] = sums.get("l0", 0.0) + float(out.l0) / cfg.grad_accumulation
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                sched.step()
-                step += 1
-                tokens += x.shape[0] * cfg.grad_accumulation
-                window_fires += out.fired_F  # per batch, cheap: which latents fired at all
-                window_batches += 1
-                if log_now:
-                    row = _metrics_row(step, tokens, sums, x, y, out.x_hat, since_fired, cfg,
-                                       sched.get_last_lr()[0], tokens - t0_tokens,
-                                       time.perf_counter() - t0)
-                    if step % cfg.histogram_every == 0:
-                        row["density_histogram"] = _window_histogram(window_fires, window_batches)
-                        window_fires.zero_()
-                        window_batches = 0
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    task.emit_partial(row)
-                    task.set_status(f"step {step:,}/{cfg.steps:,}  mse {row['mse']:.4f}  "
-                                    f"L0 {row['l0']:.1f}  EV {row['explained_variance']:.3f}  "
-                                    f"dead {row['dead_fraction']:.1%}")
-                    task.set_progress(0.95 * step / cfg.steps)
-                    if cfg.early_stop_patience:
-                        if row["mse"] < best_mse * 0.99:
-                            best_mse, stale = row["mse"], 0
-                        else:
-                            stale += 1
-                            if stale >= cfg.early_stop_patience:
-                                break
-                if cfg.resample_dead_every and step % cfg.resample_dead_every == 0 and \
-                        step < cfg.steps:
-                    dead_now = since_fired >= dead_window
-                    revived = resample_dead(sae, opt, dead_now, x, x if y is None else y,
-                                            cfg.seed + step)
-                    since_fired[dead_now] = 0
-                    if revived:
-                        task.emit_partial({"event": "resampled", "step": step, "latents": revived})
-                if step % cfg.checkpoint_every == 0:
-                    checkpoint()
-        except Cancelled:
-            ws.catalog.put("sae", name, partial, "partial", config_dict,
-                           {"activations": cfg.activations}, {"step": step})
-            raise
-        except RuntimeError as err:
-            if not _is_out_of_memory(err):
-                raise
-            opt.zero_grad(set_to_none=True)
-            checkpoint(step_start)  # the last completed step, with the data position before it
-            ws.catalog.put("sae", name, partial, "partial", config_dict,
-                           {"activations": cfg.activations}, {"step": step})
-            half = max(1, cfg.batch_size // 2)
-            raise ResourceError(
-                f"Out of memory at step {step} with batches of {cfg.batch_size:,} tokens on "
-                f"{device.type}; the run is saved at step {step}.",
-                f"Resume it with the same command plus --batch-size {half} --grad-accumulation "
-                f"{cfg.grad_accumulation * 2} (the same tokens per step).") from err
-        task.set_status("Evaluating")
-        result = evaluate(sae, _eval_batches(acts, key, cfg, scale_in, scale_out, device, n_eval))
-        metadata = _saelens_metadata(acts, key, cfg)
-        summary = {"steps": step, "tokens": tokens, "mse": result.mse,
-                   "explained_variance": result.explained_variance, "l0": result.l0,
-                   "dead_fraction": result.dead_fraction, "dense_fraction": result.dense_fraction,
-                   "eval_tokens": result.n_tokens, "d_in": d_in, "d_sae": sae_cfg.d_sae,
-                   "architecture": cfg.architecture, "hook": key, "target_hook": cfg.target_hook}
-        save_sae(partial, sae.cpu(), metadata, {"train_config": config_dict, "summary": summary,
-                                                "normalization": {"scale_in": scale_in,
-                                                                  "scale_out": scale_out},
-                                                "mistudio": __version__},
-                 scale_in, scale_out,
-                 torch.from_numpy(result.log10_density))
-        manifest = {"kind": "sae", "name": name, "status": "complete", "config": config_dict,
-                    "provenance": {"activations": cfg.activations,
-                                   "model": acts.manifest["config"]["model"],
-                                   "mistudio": __version__, "created": time.time()},
-                    "summary": summary, "density_histogram": result.density_histogram}
-        write_json_atomic(partial / MANIFEST, manifest)
-        ckpt_path.unlink(missing_ok=True)
-    ws.register(manifest)
-    task.set_progress(1.0)
-    return manifest
 
 
 def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
@@ -347,26 +309,6 @@ def _eval_batches(acts: Any, key: str, cfg: TrainConfig, scale_in: float, scale_
         y = (torch.from_numpy(acts.rows(cfg.target_hook, start, stop)).to(device) * scale_out
              if cfg.target_hook else None)
         yield x, y
-
-
-def _metrics_row(step: int, tokens: int, losses: dict[str, float], x: torch.Tensor,
-                 y: torch.Tensor | None, x_hat: torch.Tensor, since_fired: torch.Tensor,
-                 cfg: TrainConfig, lr: float, run_tokens: int, elapsed: float) -> dict[str, Any]:
-    target = x if y is None else y
-    return {"step": step, "tokens": tokens, **{k: round(v, 6) for k, v in losses.items()},
-            "explained_variance": round(batch_explained_variance(target, x_hat.detach()), 5),
-            "dead_fraction": float((since_fired >= cfg.dead_window()).float().mean()),
-            "lr": lr, "tokens_per_s": round(run_tokens / elapsed, 1) if elapsed > 0 else None}
-
-
-def _window_histogram(fires: torch.Tensor, batches: int) -> dict[str, list[float]]:
-    """log10 of the fraction of recent batches in which each latent fired at all."""
-    import numpy as np
-
-    freq = fires.double().cpu() / max(batches, 1)
-    log10 = torch.log10(freq.clamp_min(1.0 / (batches + 1))).numpy()
-    counts, edges = np.histogram(log10, bins=30, range=(min(-5.0, float(log10.min())), 0.0))
-    return {"counts": counts.tolist(), "edges": edges.tolist()}
 
 
 def _saelens_metadata(acts: Any, key: str, cfg: TrainConfig) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""Data-parallel training across processes and machines (torch.distributed, started by torchrun).
+
+Every rank holds the whole SAE and reads its own shard of the activation set; after each step's
+backward the gradients are averaged with one all-reduce (gloo on CPU, NCCL on GPUs), so the
+ranks apply identical updates and stay identical, as DistributedDataParallel would. Rank 0 alone
+writes checkpoints, metrics, the catalog and the saved SAE.
+
+    torchrun --nproc-per-node 2 -m mistudio train --activations A --name S
+    torchrun --nnodes 2 --node-rank R --master-addr HOST --nproc-per-node 1 -m mistudio train ...
+
+Each machine needs the activation set under the same name in its workspace.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+class Ranks:
+    """This process's place in the run; a single process is rank 0 of 1 and every call is a
+    no-op."""
+
+    def __init__(self) -> None:
+        if not dist.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            self.rank, self.world = 0, 1
+            return
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and \
+                os.environ.get("MISTUDIO_DIST_BACKEND") != "gloo" else "gloo"
+            dist.init_process_group(backend)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def device(self, requested: torch.device) -> torch.device:
+        """One GPU per local rank."""
+        if self.distributed and requested.type == "cuda":
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return requested
+
+    def average_gradients(self, params: list[Tensor]) -> None:
+        """Mean of every parameter's gradient over the ranks, in one flat all-reduce."""
+        if not self.distributed:
+            return
+        grads = []
+        for p in params:
+            if p.grad is None:  # a rank whose batch left a parameter unused still takes part
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad.reshape(-1))
+        flat = torch.cat(grads)
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[offset:offset + n].view_as(p))
+            offset += n
+
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Running statistics (BatchTopK's threshold) estimated from each rank's own batches."""
+        if not self.distributed:
+            return
+        for buf in module.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf)
+                buf /= self.world
+
+    def any_rank(self, mask: Tensor) -> Tensor:
+        """Element-wise OR of a boolean tensor over the ranks (which latents fired anywhere)."""
+        if not self.distributed:
+            return mask
+        as_int = mask.to(torch.int32)
+        dist.all_reduce(as_int, op=dist.ReduceOp.MAX)
+        return as_int.bool()
+
+    def mean_of(self, values: dict[str, float]) -> dict[str, float]:
+        if not self.distributed or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world for k, v in zip(keys, t, strict=True)}
+
+    def gather(self, obj: Any) -> list[Any]:
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def load_checkpoint(self, path: Any, device: torch.device) -> Any:
+        """Rank 0 reads the checkpoint and sends its bytes, so that resuming works without a
+        shared file system; every rank loads them with ``weights_only=True``."""
+        data = path.read_bytes() if self.is_main and path.is_file() else None
+        data = self.from_main(data)
+        if data is None:
+            return None
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def parameter_checksum(module: torch.nn.Module) -> float:
+    """A float64 fingerprint of every parameter and buffer (equal on ranks that are in sync)."""
+    total = 0.0
+    for i, t in enumerate(module.state_dict().values()):
+        total += float(t.double().sum()) * (i + 1) + float(t.double().abs().sum())
+    return total
