@@ -54,3 +54,14 @@ def embedded_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]
     workspace = Workspace(tmp_path_factory.mktemp("embedded") / "ws")
     yield workspace
     workspace.close()
+
+
+@pytest.fixture
+def acts_ws(toy_ws: Workspace) -> Workspace:
+    """The toy workspace plus activation set "acts": layer 1 resid_post, mlp_in and mlp_out."""
+    from mistudio.core.extraction import ExtractConfig, extract_activations
+
+    cfg = ExtractConfig("toy", "pydoc", (1,), ("resid_post", "mlp_in", "mlp_out"),
+                        context_length=64, max_tokens=3000, dtype="float32")
+    extract_activations(toy_ws, cfg, "acts")
+    return toy_ws

@@ -111,3 +111,51 @@ def test_cli_import_and_export(toy_ws: Workspace, tmp_path: Path,
     torch.testing.assert_close(again.encode(x), sae.encode(x), atol=1e-5, rtol=1e-5)
     assert main(["export", "imp", "--out", str(tmp_path / "out"), *w]) == 2
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(("arch", "skip", "transcoder"), [
+    ("relu", "none", False), ("topk", "none", False), ("batchtopk", "none", False),
+    ("jumprelu", "none", False), ("relu", "fixed", False), ("topk", "affine", True)])
+def test_onnx_export_matches_pytorch(tmp_path: Path, arch: str, skip: str,
+                                     transcoder: bool) -> None:
+    from mistudio.core.sae.onnx_export import export_onnx, run_onnx
+
+    torch.manual_seed(0)
+    sae = build_sae(SAEConfig(arch, d_in=32, d_sae=128, k=6, skip=skip, transcoder=transcoder))
+    with torch.no_grad():  # non-trivial biases and thresholds, so every term is exercised
+        sae.b_dec_O.normal_()
+        sae.b_enc_F.normal_(0, 0.05)
+        sae.W_enc_DF.mul_(20)
+        if arch == "jumprelu":
+            sae.log_threshold_F.fill_(-3.0)
+        if arch == "batchtopk":
+            sae.threshold.fill_(0.05)
+        if skip == "affine":
+            sae.W_skip_DO.normal_(0, 0.1)
+    sample = np.random.default_rng(1).standard_normal((50, 32)).astype(np.float32) * 3
+    result = export_onnx(sae, tmp_path / "onnx", sample)
+    assert result.max_abs_diff <= 1e-4 * max(1.0, result.max_abs_value)
+    x = np.random.default_rng(2).standard_normal((7, 32)).astype(np.float32)  # another batch size
+    latents, recon = run_onnx(result.full, x)
+    ref = sae.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(latents, ref.encode(torch.from_numpy(x)).numpy(), atol=1e-4)
+        np.testing.assert_allclose(recon, ref.reconstruct(torch.from_numpy(x)).numpy(), atol=1e-4)
+    active = (latents > 0).sum(1)
+    if arch == "topk":
+        assert (active <= 6).all() and active.max() > 0
+    else:
+        assert 0 < active.mean() < 128  # neither dead nor all-on: the gate is being exercised
+
+
+def test_cli_onnx_export(toy_ws: Workspace, tmp_path: Path) -> None:
+    save_sae(tmp_path / "src", _random("topk"), {}, {})
+    w = ["--workspace", str(toy_ws.root)]
+    assert main(["import", str(tmp_path / "src"), "--name", "imp", "--model", "toy", "--hook",
+                 HOOK, *w]) == 0
+    (tmp_path / "empty").mkdir()
+    assert main(["export", "imp", "--format", "onnx", "--out", str(tmp_path / "empty"), *w]) == 0
+    info = json.loads((tmp_path / "empty" / "export.json").read_text())
+    assert info["max_abs_diff"] < 1e-4 and info["checked_on"] == "random inputs"
+    assert {p.name for p in (tmp_path / "empty").iterdir()} == {"encoder.onnx", "sae.onnx",
+                                                               "export.json"}

@@ -7,30 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from toy import small_train_config as small
 
 from mistudio.core.errors import Cancelled, CorruptedError, InvalidInputError
-from mistudio.core.extraction import ExtractConfig, extract_activations
 from mistudio.core.jobs import CallbackTask, CancelToken
 from mistudio.core.sae import SAEConfig, build_sae
 from mistudio.core.sae.io import CFG_FILE, WEIGHTS_FILE, load_sae
-from mistudio.core.sae.trainer import METRICS, TrainConfig, open_sae, train_sae
+from mistudio.core.sae.trainer import METRICS, open_sae, train_sae
 from mistudio.core.workspace import Workspace
 
 ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
-
-
-@pytest.fixture
-def acts_ws(toy_ws: Workspace) -> Workspace:
-    cfg = ExtractConfig("toy", "pydoc", (1,), ("resid_post", "mlp_in", "mlp_out"),
-                        context_length=64, max_tokens=3000, dtype="float32")
-    extract_activations(toy_ws, cfg, "acts")
-    return toy_ws
-
-
-def small(**kw: object) -> TrainConfig:
-    base = dict(activations="acts", expansion=4, k=8, steps=40, batch_size=256, log_every=5,
-                checkpoint_every=10, warmup_steps=5, lr=3e-3, eval_tokens=1024)
-    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("arch", ARCHS)

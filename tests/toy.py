@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers as T
@@ -63,3 +64,12 @@ def save_toy(family: str, folder: Path, n_layers: int = 3) -> Path:
     toy_model(family, n_layers).save_pretrained(folder)
     toy_tokenizer().save_pretrained(folder)
     return folder
+
+
+def small_train_config(**kw: object) -> Any:
+    """A TrainConfig for the toy activation set "acts" that trains in about a second."""
+    from mistudio.core.sae.trainer import TrainConfig
+
+    base = dict(activations="acts", expansion=4, k=8, steps=40, batch_size=256, log_every=5,
+                checkpoint_every=10, warmup_steps=5, lr=3e-3, eval_tokens=1024)
+    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]

@@ -25,7 +25,16 @@ from mistudio.cli.data_commands import (
     cmd_tokenized,
 )
 from mistudio.cli.output import CliProgress, cli_task, emit
-from mistudio.cli.sae_commands import cmd_eval, cmd_export, cmd_import, cmd_saes, cmd_train
+from mistudio.cli.sae_commands import (
+    ARCH_CHOICES,
+    cmd_eval,
+    cmd_export,
+    cmd_import,
+    cmd_saes,
+    cmd_train,
+    num_list,
+    str_list,
+)
 from mistudio.core.errors import Cancelled, MiStudioError
 from mistudio.core.workspace import Workspace
 
@@ -110,27 +119,41 @@ def build_parser() -> argparse.ArgumentParser:
     actions(add("activations", cmd_activations, "list, show and remove activation sets"),
             cmd_activations)
 
-    sp = add("train", cmd_train, "train a sparse autoencoder (or transcoder) on an activation set")
+    sp = add("train", cmd_train, "train sparse autoencoders (or transcoders) on an activation set; "
+             "comma-separated values of --arch, --expansion, --k, --l1, --l0, --target-l0, --lr and "
+             "--optimizer train a sweep, every combination in one pass over the data")
     sp.add_argument("--activations", required=True, help="activation set name")
-    sp.add_argument("--name", help="default: ACTIVATIONS.ARCH")
-    sp.add_argument("--arch", dest="architecture",
-                    choices=["topk", "batchtopk", "jumprelu", "relu", "skip", "transcoder"])
+    sp.add_argument("--name", help="default: ACTIVATIONS.ARCH (a sweep appends what varies)")
+    sp.add_argument("--arch", dest="architecture", type=str_list(ARCH_CHOICES),
+                    help="topk (default), batchtopk, jumprelu, relu, skip or transcoder")
     sp.add_argument("--hook", help="hook point of the set to encode (default: its first)")
     sp.add_argument("--target-hook", help="hook point to reconstruct (makes a transcoder)")
-    sp.add_argument("--expansion", type=int)
-    sp.add_argument("--k", type=int)
-    sp.add_argument("--l1", type=float, help="L1 coefficient (relu)")
-    sp.add_argument("--l0", type=float, help="L0 coefficient (jumprelu)")
+    sp.add_argument("--expansion", type=num_list(int))
+    sp.add_argument("--k", type=num_list(int))
+    sp.add_argument("--l1", type=num_list(float), help="L1 coefficient (relu)")
+    sp.add_argument("--l0", type=num_list(float), help="L0 coefficient (jumprelu)")
+    sp.add_argument("--target-l0", type=num_list(float),
+                    help="relu/jumprelu: adapt the coefficient until L0 reaches this")
+    sp.add_argument("--ghost-grads", action="store_true", help="relu/jumprelu: ghost gradients")
     sp.add_argument("--skip", choices=["none", "fixed", "learned", "affine"])
+    sp.add_argument("--optimizer", type=str_list(("adam", "signum")),
+                    help="adam (default) or signum (schedule-free sign-SGD)")
+    sp.add_argument("--unit-norm-decoder", action="store_true")
     sp.add_argument("--steps", type=int)
-    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--batch-size", type=int, help="tokens per step (256 to 8192 typical)")
     sp.add_argument("--grad-accumulation", type=int)
-    sp.add_argument("--lr", type=float)
+    sp.add_argument("--lr", type=num_list(float))
+    sp.add_argument("--warmup-steps", type=int)
+    sp.add_argument("--mixed-precision", choices=["auto", "none", "bfloat16", "float16"])
     sp.add_argument("--checkpoint-every", type=int)
+    sp.add_argument("--early-stop-patience", type=int,
+                    help="stop after N log intervals without a 1%% MSE improvement")
     sp.add_argument("--resample-dead-every", type=int,
                     help="give dead latents new directions every N steps (default: off)")
     sp.add_argument("--seed", type=int)
     sp.add_argument("--device")
+    sp.add_argument("--resume", action="store_true",
+                    help="require an interrupted run to continue (re-running resumes anyway)")
     sp.add_argument("--overwrite", action="store_true")
     actions(add("saes", cmd_saes, "list, show and remove trained SAEs"), cmd_saes)
     sp = add("import", cmd_import, "import an SAE (SAELens, sparsify, Gemma Scope, dictionary_learning)")
@@ -139,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default="smollm2-135m")
     sp.add_argument("--hook", required=True, help="hook point it reads, e.g. layers.15.resid_post")
     sp.add_argument("--overwrite", action="store_true")
-    sp = add("export", cmd_export, "export an SAE (SAELens layout)")
+    sp = add("export", cmd_export, "export an SAE (SAELens layout, or ONNX for edge inference)")
     sp.add_argument("sae")
-    sp.add_argument("--format", choices=["saelens"], default="saelens")
+    sp.add_argument("--format", choices=["saelens", "onnx"], default="saelens")
     sp.add_argument("--out", required=True)
     sp = add("eval", cmd_eval, "evaluate an SAE spliced into its model (CE loss score, KL)")
     sp.add_argument("sae")

@@ -3,38 +3,105 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
+from collections.abc import Callable
+from typing import Any
 
 from mistudio.cli.output import cli_task, emit, fmt_dict, fmt_num, table
 from mistudio.core.errors import MiStudioError
 from mistudio.core.workspace import Workspace
 
+ARCH_CHOICES = ("topk", "batchtopk", "jumprelu", "relu", "skip", "transcoder")
+# CLI option -> TrainConfig field, for the options that may list several values (a sweep)
+SWEEP_OPTIONS = {"architecture": "arch", "expansion": "expansion", "k": "k", "l1": "l1",
+                 "l0": "l0", "target_l0": "target-l0", "lr": "lr", "optimizer": "optimizer"}
+
+
+def num_list(kind: type) -> Callable[[str], list[Any]]:
+    """argparse type: one number or a comma-separated list of them."""
+    def parse(text: str) -> list[Any]:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__} values like 16,32") from err
+    return parse
+
+
+def str_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}")
+        return values
+    return parse
+
+
+def train_configs(args: argparse.Namespace) -> list[tuple[Any, str]]:
+    """Every combination of the listed values, each with a name that says what varies."""
+    from mistudio.core.sae.trainer import TrainConfig
+
+    fixed = ("hook", "target_hook", "skip", "steps", "batch_size", "seed", "device",
+             "grad_accumulation", "checkpoint_every", "resample_dead_every", "warmup_steps",
+             "mixed_precision", "early_stop_patience")
+    base = {f: getattr(args, f) for f in fixed if getattr(args, f) is not None}
+    for flag in ("ghost_grads", "unit_norm_decoder"):
+        if getattr(args, flag):
+            base[flag] = True
+    lists = {k: getattr(args, k) for k in SWEEP_OPTIONS if getattr(args, k)}
+    varying = [k for k, v in lists.items() if len(v) > 1]
+    out = []
+    for combo in itertools.product(*lists.values()):
+        chosen = dict(zip(lists, combo, strict=True))
+        kw = dict(base)
+        arch = chosen.pop("architecture", None)
+        if arch == "skip":  # the spec's skip SAE: ReLU + alpha * x
+            kw["architecture"] = "relu"
+            kw.setdefault("skip", "fixed")
+        elif arch == "transcoder":
+            if not args.target_hook:
+                raise MiStudioError("A transcoder needs the hook point it reconstructs.",
+                                    "Pass --target-hook (e.g. --hook layers.6.mlp_in "
+                                    "--target-hook layers.6.mlp_out).")
+            kw["architecture"] = "topk"
+        elif arch:
+            kw["architecture"] = arch
+        l1, l0 = chosen.pop("l1", None), chosen.pop("l0", None)
+        if l1 is not None or l0 is not None:
+            kw["sparsity_coefficient"] = l1 if l1 is not None else l0
+        kw.update(chosen)
+        cfg = TrainConfig(args.activations, **kw)
+        name = args.name or f"{args.activations}.{cfg.architecture}"
+        suffix = "-".join(f"{SWEEP_OPTIONS[k].replace('-', '')}{v}" for k, v in
+                          zip(lists, combo, strict=True) if k in varying)
+        out.append((cfg, f"{name}-{suffix}" if suffix else name))
+    return out
+
 
 def cmd_train(args: argparse.Namespace, ws: Workspace) -> None:
-    from mistudio.core.sae.trainer import TrainConfig, train_sae
+    from mistudio.core.sae.trainer import CHECKPOINT, train_saes
 
-    fields = ("hook", "target_hook", "architecture", "expansion", "k", "skip", "steps",
-              "batch_size", "lr", "seed", "device", "grad_accumulation", "checkpoint_every",
-              "resample_dead_every")
-    kwargs = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
-    if kwargs.get("architecture") == "skip":  # the spec's skip SAE: ReLU + alpha * x
-        kwargs["architecture"] = "relu"
-        kwargs.setdefault("skip", "fixed")
-    elif kwargs.get("architecture") == "transcoder":
-        if not args.target_hook:
-            raise MiStudioError("A transcoder needs the hook point it reconstructs.",
-                                "Pass --target-hook (e.g. --hook layers.6.mlp_in "
-                                "--target-hook layers.6.mlp_out).")
-        kwargs["architecture"] = "topk"
-    if args.l1 is not None or args.l0 is not None:
-        kwargs["sparsity_coefficient"] = args.l1 if args.l1 is not None else args.l0
-    cfg = TrainConfig(args.activations, **kwargs)
-    name = args.name or f"{args.activations}.{cfg.architecture}"
+    runs = train_configs(args)
+    if args.resume:
+        missing = [n for _, n in runs if not (ws.partial_path("sae", n) / CHECKPOINT).is_file()]
+        if missing:
+            raise MiStudioError(f"No interrupted training run named {missing[0]!r} to resume.",
+                                "Drop --resume to start it, or check the name with "
+                                "`mistudio saes list`.")
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
+        manifests = train_saes(ws, runs, overwrite=args.overwrite)
+        return
     with cli_task(args) as task:
-        m = train_sae(ws, cfg, name, task, overwrite=args.overwrite)
-    s = m["summary"]
-    emit(args, m, lambda m: f"SAE {m['name']}: {s['architecture']}, {s['d_in']} -> {s['d_sae']}, "
-         f"{s['steps']:,} steps on {s['tokens']:,} tokens; explained variance "
-         f"{s['explained_variance']:.3f}, L0 {s['l0']:.1f}, dead {s['dead_fraction']:.1%}.")
+        manifests = train_saes(ws, runs, task, overwrite=args.overwrite)
+    lines = []
+    for m in manifests:
+        s = m["summary"]
+        lines.append(f"SAE {m['name']}: {s['architecture']}, {s['d_in']} -> {s['d_sae']}, "
+                     f"{s['steps']:,} steps on {s['tokens']:,} tokens; explained variance "
+                     f"{s['explained_variance']:.3f}, L0 {s['l0']:.1f}, dead "
+                     f"{s['dead_fraction']:.1%}.")
+    emit(args, manifests[0] if len(manifests) == 1 else manifests, "\n".join(lines))
 
 
 def cmd_saes(args: argparse.Namespace, ws: Workspace) -> None:
@@ -84,23 +151,15 @@ def cmd_import(args: argparse.Namespace, ws: Workspace) -> None:
 
 
 def cmd_export(args: argparse.Namespace, ws: Workspace) -> None:
-    import shutil
     from pathlib import Path
 
-    art = ws.catalog.get("sae", args.sae)
-    out = Path(args.out).expanduser()
-    if out.exists() and any(out.iterdir()):
-        raise MiStudioError(f"{out} exists and is not empty.", "Choose a new or empty --out folder.")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    from mistudio.core.sae.io import CFG_FILE, EXTRA_FILE, SPARSITY_FILE, WEIGHTS_FILE
+    from mistudio.core.sae.formats import export_sae
 
-    for f in (CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE, EXTRA_FILE):
-        if (Path(art.path) / f).exists():
-            shutil.copy2(Path(art.path) / f, tmp / f)
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
-    emit(args, {"sae": args.sae, "out": str(out), "format": args.format},
-         f"Exported {args.sae} in the SAELens layout to {out}.")
+    info = export_sae(ws, args.sae, Path(args.out), args.format)
+    if args.format == "onnx":
+        text = (f"Exported {args.sae} as ONNX (encoder.onnx, sae.onnx) to {info['out']}; "
+                f"onnxruntime matches PyTorch within {info['max_abs_diff']:.2g} on "
+                f"{info['checked_on']}.")
+    else:
+        text = f"Exported {args.sae} in the SAELens layout to {info['out']}."
+    emit(args, info, text)

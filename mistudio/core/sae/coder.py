@@ -25,7 +25,7 @@ class ForwardOutput(NamedTuple):
     x_hat: Tensor
     """Reconstruction [B, O], skip connection included."""
     losses: dict[str, Tensor]
-    """Unweighted loss terms (scalars): ``mse`` and the architecture's ``l1``, ``l0`` or ``aux``."""
+    """Unweighted loss terms (scalars): ``mse`` and the architecture's ``l1``, ``l0_penalty`` or ``aux``."""
     fired_F: Tensor
     """Which latents were active on at least one token of the batch (bool [F])."""
     l0: Tensor

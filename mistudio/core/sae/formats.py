@@ -137,3 +137,59 @@ def import_sae(ws: Workspace, folder: Path, name: str, model: str, hook: str,
         write_json_atomic(out / MANIFEST, manifest)
     ws.register(manifest)
     return manifest
+
+
+def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens") -> dict[str, Any]:
+    """Copy ``saes/NAME`` to ``out`` in the SAELens layout, or write ONNX graphs there.
+
+    ``out`` must be new or empty; it is built under a temporary name and renamed when complete.
+    ONNX exports are checked in onnxruntime on rows of the SAE's own activation set (when the
+    workspace still has it) and the result is written to ``out/export.json``.
+    """
+    import shutil
+
+    from mistudio.core.sae.io import EXTRA_FILE, SPARSITY_FILE, load_sae
+
+    if fmt not in ("saelens", "onnx"):
+        raise InvalidInputError(f"Unknown export format {fmt!r}.", "Use saelens or onnx.")
+    art = ws.catalog.get("sae", name)
+    if art.status != "complete":
+        raise InvalidInputError(f"SAE {name!r} has not finished training.",
+                                "Resume its training first.")
+    out = out.expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InvalidInputError(f"{out} exists and is not an empty folder.",
+                                "Choose a new or empty --out folder.")
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    src = Path(art.path)
+    info: dict[str, Any] = {"sae": name, "format": fmt, "out": str(out)}
+    if out.exists():
+        out.rmdir()  # empty: nothing is lost, and building() renames the result into place
+    with building(out, tmp):
+        if fmt == "saelens":
+            for f in (CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE, EXTRA_FILE):
+                if (src / f).exists():
+                    shutil.copy2(src / f, tmp / f)
+        else:
+            from mistudio.core.sae.onnx_export import export_onnx
+
+            sae, _ = load_sae(src)
+            sample = _sample_rows(ws, art.provenance.get("activations"), art.summary.get("hook"))
+            result = export_onnx(sae, tmp, sample)
+            info.update(max_abs_diff=result.max_abs_diff, max_abs_value=result.max_abs_value,
+                        files=[result.encoder.name, result.full.name],
+                        checked_on="activations" if sample is not None else "random inputs")
+            write_json_atomic(tmp / "export.json", info)
+    return info
+
+
+def _sample_rows(ws: Workspace, activations: str | None, hook: str | None) -> np.ndarray | None:
+    from mistudio.core.activations import open_activations
+
+    if not activations or not hook or ws.catalog.find("activations", activations) is None:
+        return None
+    acts = open_activations(ws, activations)
+    if hook not in acts.keys:
+        return None
+    return acts.rows(hook, 0, min(256, acts.n_rows)).astype(np.float32)

@@ -63,12 +63,25 @@ class JumpReLUSAE(SparseCoder):
     def threshold_F(self) -> Tensor:
         return self.log_threshold_F.exp()
 
+    @torch.no_grad()
+    def init_threshold_for_l0(self, x_BD: Tensor, l0: float) -> None:
+        """One threshold for all latents, chosen so that ``l0`` latents per token fire on ``x``.
+
+        The threshold's scale depends on the data and the encoder, and the optimiser moves its
+        logarithm only about one learning rate per step: starting at a fixed 0.001 (Gemma
+        Scope's value for unit-norm inputs), a run of a few hundred steps never becomes sparse.
+        """
+        pre = self.pre_acts(x_BD[:1024]).flatten()
+        n_above = int(min(max(l0, 1.0) * x_BD[:1024].shape[0], pre.numel() - 1))
+        t = pre.kthvalue(pre.numel() - n_above).values  # n_above values lie above t
+        self.log_threshold_F.fill_(float(torch.log(t.clamp_min(1e-6))))
+
     def activate(self, pre_BF: Tensor) -> Tensor:
         return _JumpReLU.apply(pre_BF, self.threshold_F, self.cfg.jumprelu_bandwidth)
 
     def sparsity_loss(self, extra: dict[str, Tensor]) -> dict[str, Tensor]:
         step_BF = _Step.apply(extra["pre"], self.threshold_F, self.cfg.jumprelu_bandwidth)
-        return {"l0": step_BF.sum(-1).mean()}
+        return {"l0_penalty": step_BF.sum(-1).mean()}
 
     def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
                  dead_F: Tensor) -> Tensor | None:

@@ -116,8 +116,10 @@ def adam_schedule(warmup_steps: int, steps: int, end_fraction: float) -> Any:
 class SAEOptimizer:
     """One interface over both optimisers: step, current lr, eval/train swap, state."""
 
-    def __init__(self, kind: Optimizer, params: list[Tensor], lr: float, warmup_steps: int,
+    def __init__(self, kind: Optimizer, params: list[Tensor] | list[dict[str, Any]], lr: float,
+                 warmup_steps: int,
                  steps: int, lr_end_fraction: float) -> None:
+        """``params``: tensors, or parameter groups (dicts) that may set their own ``lr``."""
         self.kind = kind
         self.sched: torch.optim.lr_scheduler.LambdaLR | None = None
         self.opt: torch.optim.Optimizer

@@ -17,16 +17,20 @@ from torch import Tensor
 from mistudio.core.errors import InvalidInputError
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
 from mistudio.core.sae.distributed import Ranks
+from mistudio.core.sae.jumprelu import JumpReLUSAE
 from mistudio.core.sae.metrics import batch_explained_variance
 from mistudio.core.sae.optim import SAEOptimizer
 from mistudio.core.sae.resample import resample_dead
 from mistudio.core.sae.sparsity import SparsityController
 from mistudio.core.sae.train_config import TrainConfig
 
+THRESHOLD_LR_SCALE = 30.0
+"""JumpReLU log-thresholds learn this many times faster than the weights."""
+
 
 class SAERun:
     def __init__(self, cfg: TrainConfig, name: str, d_in: int, d_out: int,
-                 init_sample_BO: Tensor, device: torch.device, ranks: Ranks) -> None:
+                 sample_BD: Tensor, sample_BO: Tensor, device: torch.device, ranks: Ranks) -> None:
         self.cfg, self.name, self.device, self.ranks = cfg, name, device, ranks
         self.sae_cfg = SAEConfig(cfg.architecture, d_in, cfg.expansion * d_in,
                                  d_out if d_out != d_in else None, cfg.k, cfg.skip,
@@ -34,13 +38,22 @@ class SAERun:
         torch.manual_seed(cfg.seed)
         self.sae: SparseCoder = build_sae(self.sae_cfg)
         self.sae.reset_parameters(seed=cfg.seed)
-        self.sae.init_b_dec(init_sample_BO)
+        self.sae.init_b_dec(sample_BO)
         if cfg.unit_norm_decoder:
             self.sae.normalize_decoder()
+        if isinstance(self.sae, JumpReLUSAE):  # start at the L0 we aim for
+            self.sae.init_threshold_for_l0(sample_BD, cfg.target_l0 or cfg.k)
         self.sae.to(device).train()
         self.params = [p for p in self.sae.parameters() if p.requires_grad]
         self.lr = cfg.peak_lr(self.sae_cfg.d_sae)
-        self.opt = SAEOptimizer(cfg.optimizer, self.params, self.lr, cfg.warmup_steps, cfg.steps,
+        groups: list[dict[str, Any]] = [{"params": [p for n, p in self.sae.named_parameters()
+                                                    if n != "log_threshold_F"]}]
+        if isinstance(self.sae, JumpReLUSAE):
+            # Each step moves log(threshold) by about lr; thresholds must follow pre-activations
+            # that grow several-fold during a run of a few hundred steps.
+            groups.append({"params": [self.sae.log_threshold_F],
+                           "lr": self.lr * THRESHOLD_LR_SCALE})
+        self.opt = SAEOptimizer(cfg.optimizer, groups, self.lr, cfg.warmup_steps, cfg.steps,
                                 cfg.lr_end_fraction)
         self.sparsity = SparsityController(cfg.default_coefficient(),
                                            max(1, int(cfg.sparsity_warmup_fraction * cfg.steps)),
@@ -68,7 +81,7 @@ class SAERun:
             out = self.sae(x, y, dead_F=dead, want_l0=want_l0)
         losses = out.losses
         loss = losses["mse"] + self.sparsity.coefficient(step) * (
-            losses.get("l1", 0) + losses.get("l0", 0)) + cfg.aux_weight() * losses.get("aux", 0)
+            losses.get("l1", 0) + losses.get("l0_penalty", 0)) + cfg.aux_weight() * losses.get("aux", 0)
         if not torch.isfinite(loss):
             raise InvalidInputError(
                 f"The loss of {self.name} became {float(loss)} at step {step}; the last "

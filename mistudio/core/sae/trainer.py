@@ -28,8 +28,8 @@ from mistudio.core.errors import Cancelled, InvalidInputError, ResourceError
 from mistudio.core.jobs import TaskState, check_cancelled, silent_task
 from mistudio.core.sae import SparseCoder
 from mistudio.core.sae.data import ActivationBatches
-from mistudio.core.sae.distributed import Ranks, parameter_checksum
-from mistudio.core.sae.io import save_sae
+from mistudio.core.sae.distributed import Ranks, tensors_checksum
+from mistudio.core.sae.io import export_tensors, save_sae
 from mistudio.core.sae.metrics import evaluate
 from mistudio.core.sae.run import SAERun
 from mistudio.core.sae.train_config import TrainConfig, check_sweep
@@ -78,9 +78,11 @@ def train_saes(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskSta
     scale_out = (acts.norm_stats(cfg0.target_hook).scale_to_sqrt_d
                  if cfg0.target_hook and cfg0.normalize_activations else scale_in)
     n_eval = min(cfg0.eval_tokens, acts.n_rows // 10)
-    target_key = cfg0.target_hook or key
-    sample = _sample_targets(acts, target_key, scale_out)
-    states = [SAERun(c, n, acts.d_model, acts.d_model, sample, device, ranks) for c, n in runs]
+    sample_in = _sample_targets(acts, key, scale_in)
+    sample_out = (_sample_targets(acts, cfg0.target_hook, scale_out) if cfg0.target_hook
+                  else sample_in)
+    states = [SAERun(c, n, acts.d_model, acts.d_model, sample_in, sample_out, device, ranks)
+              for c, n in runs]
     loader = ActivationBatches(acts, key, cfg0.target_hook, cfg0.batch_size // ranks.world,
                                cfg0.seed, scale_in, scale_out, device, rank=ranks.rank,
                                world_size=ranks.world, n_rows=acts.n_rows - n_eval)
@@ -173,7 +175,8 @@ def train_saes(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskSta
                 f"{cfg0.grad_accumulation * 2} (the same tokens per step).") from err
         task.set_status("Evaluating")
         manifests = []
-        checksums = ranks.gather([_final_checksum(r) for r in states])
+        # what each rank would save: equal on every rank when they stayed in sync
+        checksums = ranks.gather([_final_checksum(r, scale_in, scale_out) for r in states])
         for i, (run, partial) in enumerate(zip(states, partials, strict=True)):
             run.opt.eval_mode()  # schedule-free: the averaged weights are the model
             summary = {"steps": run.steps_done, "tokens": run.tokens_done,
@@ -194,9 +197,9 @@ def _finals(ws: Workspace, names: list[str]) -> list[Path]:
     return [ws.artifact_path("sae", n) for n in names]
 
 
-def _final_checksum(run: SAERun) -> float:
+def _final_checksum(run: SAERun, scale_in: float, scale_out: float) -> float:
     run.opt.eval_mode()
-    return parameter_checksum(run.sae)
+    return tensors_checksum(export_tensors(run.sae, scale_in, scale_out))
 
 
 def _resume(states: list[SAERun], partials: list[Path], loader: ActivationBatches, ranks: Ranks,
