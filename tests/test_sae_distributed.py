@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -17,17 +16,12 @@ ARGS = ["--activations", "acts", "--expansion", "4", "--k", "8", "--steps", "40"
         "--batch-size", "512", "--lr", "0.003", "--checkpoint-every", "20", "--warmup-steps", "5"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_two_processes_train_in_sync_and_match_one(acts_ws: Workspace) -> None:
     env = {**os.environ, "MISTUDIO_DIST_BACKEND": "gloo", "OMP_NUM_THREADS": "1",
            "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "mistudio",
+    # --standalone: a rendezvous on localhost at a port torchrun picks itself (no port race)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "mistudio",
            "train", *ARGS, "--name", "ddp", "--device", "cpu", "--workspace", str(acts_ws.root)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -44,7 +44,8 @@ class TrainConfig:
     """relu / jumprelu: train dead latents with ghost gradients (Anthropic, 2024)."""
     optimizer: Optimizer = "adam"
     """adam (warm-up + cosine decay) or signum (schedule-free sign-SGD, sparsify's default).
-    Adam is the default: on the embedded model it reached a higher explained variance per step
+    Adam is the default, measured: on the embedded model (TopK 8x, 400 x 2048 tokens, one sweep)
+    held-out explained variance 0.963 against 0.661 for signum at sparsify's learning rate
     (benchmarks/optimizers.py; figures in the README)."""
     steps: int = 1000
     """Optimiser steps (1000 x 2048 tokens: about 5 minutes on two CPU cores)."""
