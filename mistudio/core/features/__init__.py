@@ -1,0 +1,1 @@
+"""Feature discovery and analysis: statistics, examples, logit lens, neighbours, labels, map."""

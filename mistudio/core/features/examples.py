@@ -1,0 +1,159 @@
+"""Examples of a feature, read lazily from an analysis: max-activating contexts, contexts from
+activation quantiles, non-activating contexts (random and hard), and per-token features.
+
+Every context is a window of tokens around one token, with the feature's activation on each
+token of the window, so the browser can draw a heatmap and the explainers can read it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from mistudio.core.workspace import read_json
+
+BEFORE, AFTER = 24, 8
+"""Tokens shown before and after the marked token (a 33-token window, as delphi uses ~32)."""
+
+
+class Example(NamedTuple):
+    """One context of a feature."""
+
+    sequence: int
+    """Sequence index in the tokenized set."""
+    positions: np.ndarray
+    """Position in the sequence of each window token."""
+    token_ids: np.ndarray
+    activations: np.ndarray
+    """The feature's activation on each window token (0 where it is silent)."""
+    marked: int
+    """Index in the window of the token the example was chosen for (the peak, for top examples)."""
+    activation: float
+    """The feature's activation on the marked token."""
+    kind: str
+    """top, quantile N (1 = lowest band), random or hard negative."""
+
+
+class FeatureReader:
+    """Lazy per-feature access to an analysis folder (the sparse store is memory-mapped)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.manifest = read_json(folder / "manifest.json", f"analysis at {folder}",
+                                  "Run `mistudio analyze` again with --overwrite.")
+        load = lambda n: np.load(folder / n, mmap_mode="r")  # noqa: E731
+        self.rows = load("rows.npy")  # [n_rows, 3]: sequence, position, token
+        self.top_values, self.top_sequences = load("top_values.npy"), load("top_sequences.npy")
+        self.col_ptr, self.col_rows, self.col_vals = (load("csc_indptr.npy"), load("csc_rows.npy"),
+                                                      load("csc_values.npy"))
+        self.row_ptr, self.row_feats, self.row_vals = (load("csr_indptr.npy"),
+                                                       load("csr_features.npy"),
+                                                       load("csr_values.npy"))
+        self.histograms = load("histograms.npy")
+        self.n_rows = len(self.rows)
+        self.d_sae = len(self.col_ptr) - 1
+
+    # -- sparse lookups -------------------------------------------------------------------------
+    def firing(self, feature: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (ascending) where ``feature`` fires, and its activations there."""
+        lo, hi = int(self.col_ptr[feature]), int(self.col_ptr[feature + 1])
+        return np.asarray(self.col_rows[lo:hi]), np.asarray(self.col_vals[lo:hi])
+
+    def token_features(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Features active on one analysed token, and their activations (strongest first)."""
+        lo, hi = int(self.row_ptr[row]), int(self.row_ptr[row + 1])
+        feats, vals = np.asarray(self.row_feats[lo:hi]), np.asarray(self.row_vals[lo:hi])
+        order = np.argsort(-vals, kind="stable")
+        return feats[order], vals[order]
+
+    def sequence_rows(self, sequence: int) -> tuple[int, int]:
+        seqs = self.rows[:, 0]
+        return (int(np.searchsorted(seqs, sequence, "left")),
+                int(np.searchsorted(seqs, sequence, "right")))
+
+    def _window(self, feature: int, row: int, kind: str,
+                firing: tuple[np.ndarray, np.ndarray] | None = None) -> Example:
+        seq = int(self.rows[row, 0])
+        r0, r1 = self.sequence_rows(seq)
+        lo, hi = max(r0, row - BEFORE), min(r1, row + AFTER + 1)
+        f_rows, f_vals = firing if firing is not None else self.firing(feature)
+        a, z = np.searchsorted(f_rows, lo), np.searchsorted(f_rows, hi)
+        acts = np.zeros(hi - lo, np.float32)
+        acts[f_rows[a:z] - lo] = f_vals[a:z]
+        return Example(seq, np.asarray(self.rows[lo:hi, 1]), np.asarray(self.rows[lo:hi, 2]), acts,
+                       row - lo, float(acts[row - lo]), kind)
+
+    # -- examples -------------------------------------------------------------------------------
+    def top_examples(self, feature: int, n: int | None = None) -> list[Example]:
+        """The contexts with the highest per-sequence maxima, each centred on its peak."""
+        firing = self.firing(feature)
+        f_rows, f_vals = firing
+        out = []
+        for seq, val in zip(self.top_sequences[feature], self.top_values[feature], strict=True):
+            if seq < 0 or val <= 0 or (n is not None and len(out) >= n):
+                break
+            r0, r1 = self.sequence_rows(int(seq))
+            a, z = np.searchsorted(f_rows, r0), np.searchsorted(f_rows, r1)
+            if z <= a:
+                continue
+            peak = int(f_rows[a + int(np.argmax(f_vals[a:z]))])
+            out.append(self._window(feature, peak, "top", firing))
+        return out
+
+    def quantile_examples(self, feature: int, n_bins: int = 10, per_bin: int = 2,
+                          seed: int = 0) -> list[Example]:
+        """Contexts sampled from equal-count bands of the feature's activations (lowest band
+        first), so that descriptions are not drawn only from the extremes."""
+        firing = self.firing(feature)
+        f_rows, f_vals = firing
+        if len(f_rows) == 0:
+            return []
+        rng = np.random.default_rng([seed, feature])
+        order = np.argsort(f_vals, kind="stable")
+        out = []
+        for b, band in enumerate(np.array_split(order, n_bins)):
+            if len(band) == 0:
+                continue
+            for i in rng.choice(band, size=min(per_bin, len(band)), replace=False):
+                out.append(self._window(feature, int(f_rows[i]), f"quantile {b + 1}", firing))
+        return out
+
+    def random_negatives(self, feature: int, n: int, seed: int = 0) -> list[Example]:
+        """Random tokens where the feature is silent."""
+        f_rows, _ = self.firing(feature)
+        rng = np.random.default_rng([seed, feature, 1])
+        silent = np.setdiff1d(rng.choice(self.n_rows, size=min(self.n_rows, 4 * n + 8),
+                                         replace=False), f_rows)
+        return [self._window(feature, int(r), "random negative") for r in silent[:n]]
+
+    def hard_negatives(self, feature: int, token_ids: np.ndarray, n: int,
+                       seed: int = 0) -> list[Example]:
+        """Tokens equal to ``token_ids`` (the feature's usual triggers) where it stays silent."""
+        f_rows, _ = self.firing(feature)
+        same = np.flatnonzero(np.isin(np.asarray(self.rows[:, 2]), token_ids))
+        silent = np.setdiff1d(same, f_rows)
+        if len(silent) == 0:
+            return []
+        rng = np.random.default_rng([seed, feature, 2])
+        pick = rng.choice(silent, size=min(n, len(silent)), replace=False)
+        return [self._window(feature, int(r), "hard negative") for r in np.sort(pick)]
+
+
+class TokenText:
+    """Readable text of single tokens, cached (leading spaces kept, newlines shown as ⏎)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        t = self._cache.get(int(token_id))
+        if t is None:
+            t = self.tokenizer.decode([int(token_id)]).replace("\n", "⏎")
+            self._cache[int(token_id)] = t
+        return t
+
+    def many(self, ids: Any) -> list[str]:
+        return [self(int(i)) for i in ids]

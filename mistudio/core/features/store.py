@@ -1,0 +1,245 @@
+"""The feature table as the browser reads it: numeric columns in one Arrow file, labels in SQLite.
+
+Numbers never change after an analysis, so they live in ``features.arrow`` (Arrow IPC,
+memory-mapped: opening 100,000 features reads no data until a column is touched). Labels are
+edited by people and written by explainers while the table is open, so they live in
+``labels.sqlite`` with an FTS5 index for search. Filtering and sorting are numpy permutations
+over the columns, the form a ``QAbstractTableModel`` wants (``benchmarks/browse.py`` times them).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from mistudio.core.errors import CorruptedError, InvalidInputError, NotFoundError
+from mistudio.core.workspace import Workspace
+
+TABLE_FILE = "features.arrow"
+LABELS_FILE = "labels.sqlite"
+SORT_COLUMNS = ("feature", "frequency", "max_activation", "mean_activation", "score", "label")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS labels (
+    feature INTEGER PRIMARY KEY,
+    label TEXT NOT NULL,
+    source TEXT NOT NULL,      -- pattern, llm:MODEL, endpoint:MODEL or human
+    scorer TEXT,               -- simulation, detection:MODEL or NULL
+    score REAL,                -- balanced accuracy on held-out contexts, or NULL
+    status TEXT NOT NULL DEFAULT 'ok',  -- ok, or failed (the explainer gave nothing usable)
+    detail TEXT,
+    updated REAL NOT NULL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS labels_fts USING fts5(
+    label, content='labels', content_rowid='feature', tokenize='unicode61');
+CREATE TRIGGER IF NOT EXISTS labels_ai AFTER INSERT ON labels BEGIN
+    INSERT INTO labels_fts(rowid, label) VALUES (new.feature, new.label); END;
+CREATE TRIGGER IF NOT EXISTS labels_ad AFTER DELETE ON labels BEGIN
+    INSERT INTO labels_fts(labels_fts, rowid, label) VALUES ('delete', old.feature, old.label); END;
+CREATE TRIGGER IF NOT EXISTS labels_au AFTER UPDATE ON labels BEGIN
+    INSERT INTO labels_fts(labels_fts, rowid, label) VALUES ('delete', old.feature, old.label);
+    INSERT INTO labels_fts(rowid, label) VALUES (new.feature, new.label); END;
+"""
+
+
+class Label(NamedTuple):
+    """A feature's description and how good it is."""
+
+    feature: int
+    label: str
+    source: str
+    """pattern, llm:MODEL, endpoint:MODEL or human."""
+    scorer: str | None
+    score: float | None
+    """Balanced accuracy on held-out activating and non-activating contexts."""
+    status: str
+    """ok, or failed: the explainer wrote nothing usable (the label says so, nothing invented)."""
+    detail: str | None
+
+
+def write_table(folder: Path, columns: dict[str, np.ndarray]) -> None:
+    """Write the numeric columns (1-D arrays, or 2-D ones stored as fixed-size lists)."""
+    arrays, names = [], []
+    for name, col in columns.items():
+        col = np.asarray(col)
+        if col.ndim == 1:
+            arrays.append(pa.array(col))
+        else:
+            flat = pa.array(np.ascontiguousarray(col).reshape(-1))
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, col.shape[1]))
+        names.append(name)
+    table = pa.Table.from_arrays(arrays, names=names)
+    tmp = folder / f".{TABLE_FILE}.tmp"
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, folder / TABLE_FILE)
+    with open_labels(folder):
+        pass  # create the labels database beside it
+
+
+def open_labels(folder: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(str(folder / LABELS_FILE), timeout=10)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(_SCHEMA)
+    return con
+
+
+class FeatureStore:
+    """An analysis's feature table: columns as numpy arrays, labels, filters and sorts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        try:
+            source = pa.memory_map(str(folder / TABLE_FILE), "r")
+            self._table = pa.ipc.open_file(source).read_all()
+        except (OSError, pa.ArrowInvalid) as err:
+            raise CorruptedError(f"The feature table in {folder} cannot be read ({err}).",
+                                 "Run `mistudio analyze` again with --overwrite.") from err
+        self.n = self._table.num_rows
+        self._cache: dict[str, np.ndarray] = {}
+        self._labels: np.ndarray | None = None
+        self._scores: np.ndarray | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._table.column_names)
+
+    def column(self, name: str) -> np.ndarray:
+        """A numeric column as numpy (zero-copy for 1-D columns); 2-D for list columns."""
+        if name in ("label", "score"):
+            self._load_labels()
+            return self._labels if name == "label" else self._scores  # type: ignore[return-value]
+        if name not in self._cache:
+            if name not in self._table.column_names:
+                raise InvalidInputError(f"The feature table has no column {name!r}.",
+                                        f"It has: {', '.join(self.columns)}.")
+            col = self._table.column(name).combine_chunks()
+            if pa.types.is_fixed_size_list(col.type):
+                width = col.type.list_size
+                self._cache[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            else:
+                self._cache[name] = col.to_numpy(zero_copy_only=False)
+        return self._cache[name]
+
+    # -- labels -----------------------------------------------------------------------------
+    def _load_labels(self) -> None:
+        if self._labels is not None:
+            return
+        labels = np.full(self.n, "", dtype=object)
+        scores = np.full(self.n, np.nan, dtype=np.float32)
+        with open_labels(self.folder) as con:
+            rows = con.execute("SELECT feature, label, score FROM labels").fetchall()
+        if rows:
+            idx = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            labels[idx] = [r[1] for r in rows]
+            scores[idx] = np.array([np.nan if r[2] is None else r[2] for r in rows], np.float32)
+        self._labels, self._scores = labels, scores
+
+    def label(self, feature: int) -> Label | None:
+        self.check_index(feature)
+        with open_labels(self.folder) as con:
+            row = con.execute("SELECT feature, label, source, scorer, score, status, detail "
+                              "FROM labels WHERE feature = ?", (int(feature),)).fetchone()
+        return Label(*row) if row else None
+
+    def set_labels(self, labels: Sequence[Label]) -> None:
+        """Insert or replace labels (one transaction), and refresh the in-memory columns."""
+        now = time.time()
+        with open_labels(self.folder) as con:
+            con.executemany(
+                "INSERT INTO labels(feature, label, source, scorer, score, status, detail, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(feature) DO UPDATE SET "
+                "label=excluded.label, source=excluded.source, scorer=excluded.scorer, "
+                "score=excluded.score, status=excluded.status, detail=excluded.detail, "
+                "updated=excluded.updated",
+                [(int(lb.feature), lb.label, lb.source, lb.scorer, lb.score, lb.status, lb.detail,
+                  now) for lb in labels])
+        if self._labels is not None and self._scores is not None:
+            for lb in labels:
+                self._labels[lb.feature] = lb.label
+                self._scores[lb.feature] = np.nan if lb.score is None else lb.score
+
+    def labelled(self) -> np.ndarray:
+        """Indices of features that have a label (any status)."""
+        with open_labels(self.folder) as con:
+            return np.array([r[0] for r in con.execute("SELECT feature FROM labels")], np.int64)
+
+    # -- browsing ---------------------------------------------------------------------------
+    def check_index(self, feature: int) -> None:
+        if not 0 <= int(feature) < self.n:
+            raise InvalidInputError(f"Feature {feature} is out of range: this SAE has "
+                                    f"{self.n:,} features (0 to {self.n - 1:,}).",
+                                    "Pick an index in that range.")
+
+    def search(self, text: str) -> np.ndarray:
+        """Features whose label matches ``text`` (FTS5 prefix match on every word), ascending."""
+        words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
+        if not words:
+            return np.arange(self.n)
+        query = " ".join(f'"{w}"*' for w in words)
+        with open_labels(self.folder) as con:
+            hits = con.execute("SELECT rowid FROM labels_fts WHERE labels_fts MATCH ? "
+                               "ORDER BY rowid", (query,)).fetchall()
+        return np.array([h[0] for h in hits], dtype=np.int64)
+
+    def select(self, ranges: dict[str, tuple[float | None, float | None]] | None = None,
+               search: str | None = None, alive_only: bool = False,
+               subset: np.ndarray | None = None) -> np.ndarray:
+        """Indices of the features inside every (low, high) range and matching ``search``."""
+        mask = np.ones(self.n, dtype=bool)
+        if alive_only:
+            mask &= ~self.column("dead")
+        for name, (lo, hi) in (ranges or {}).items():
+            col = self.column(name)
+            if lo is not None:
+                mask &= col >= lo
+            if hi is not None:
+                mask &= col <= hi
+        idx = np.flatnonzero(mask) if subset is None else subset[mask[subset]]
+        if search:
+            idx = np.intersect1d(idx, self.search(search), assume_unique=True)
+        return idx
+
+    def order(self, idx: np.ndarray, by: str = "frequency", descending: bool = True) -> np.ndarray:
+        """``idx`` sorted by a column (labels alphabetically; unscored features last)."""
+        if by not in SORT_COLUMNS:
+            raise InvalidInputError(f"Cannot sort by {by!r}.", f"Use one of {', '.join(SORT_COLUMNS)}.")
+        values = self.column(by)[idx]
+        if by == "label":
+            keys = np.array([s.lower() for s in values], dtype=object)
+            order = np.argsort(keys, kind="stable")
+            return idx[order[::-1]] if descending else idx[order]
+        values = values.astype(np.float64)
+        values = np.where(np.isnan(values), -np.inf if descending else np.inf, values)
+        order = np.argsort(-values if descending else values, kind="stable")
+        return idx[order]
+
+
+def open_features(ws: Workspace, name: str) -> FeatureStore:
+    try:
+        art = ws.catalog.get("features", name)
+    except NotFoundError as err:
+        raise NotFoundError(f"No analysis named {name!r}.",
+                            f"Run `mistudio analyze {name}` first (analyses are named after "
+                            "their SAE).") from err
+    if art.status != "complete":
+        raise InvalidInputError(f"The analysis {name!r} is incomplete.",
+                                f"Run `mistudio analyze {name} --overwrite`.")
+    return FeatureStore(Path(art.path))
+
+
+def describe_columns(store: FeatureStore, feature: int) -> dict[str, Any]:
+    """One feature's numbers as plain Python values."""
+    store.check_index(feature)
+    out: dict[str, Any] = {}
+    for name in store.columns:
+        v = store.column(name)[feature]
+        out[name] = v.tolist() if isinstance(v, np.ndarray) else v.item()
+    return out

@@ -1,0 +1,147 @@
+"""Feature analysis: statistics, examples, logit lens, neighbours, co-occurrence, storage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from toy import small_train_config as small
+
+from mistudio.core.activations import open_activations
+from mistudio.core.errors import InvalidInputError
+from mistudio.core.features.analysis import AnalyzeConfig, analyze
+from mistudio.core.features.examples import FeatureReader
+from mistudio.core.features.store import open_features
+from mistudio.core.sae.trainer import open_sae, train_sae
+from mistudio.core.workspace import Workspace
+
+HOOK = "layers.1.resid_post"
+
+
+@pytest.fixture
+def analysed(acts_ws: Workspace) -> Workspace:
+    train_sae(acts_ws, small(steps=60), "sae")
+    analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_k=5))
+    return acts_ws
+
+
+def _dense_latents(ws: Workspace, n: int) -> tuple[np.ndarray, np.ndarray]:
+    acts = open_activations(ws, "acts")
+    sae, _ = open_sae(ws, "sae")
+    with torch.no_grad():
+        lat = sae.encode(torch.from_numpy(acts.rows(HOOK, 0, n))).numpy()
+    return lat, acts.row_positions(0, n)
+
+
+def test_statistics_match_a_dense_computation(analysed: Workspace) -> None:
+    store = open_features(analysed, "sae")
+    n = analysed.catalog.get("features", "sae").summary["n_tokens"]
+    assert 1800 <= n <= 2000
+    lat, _ = _dense_latents(analysed, n)
+    fires = lat > 0
+    np.testing.assert_allclose(store.column("frequency"), fires.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(store.column("max_activation"), lat.max(0), rtol=1e-5)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(fires.any(0), lat.sum(0) / np.maximum(fires.sum(0), 1), 0)
+    np.testing.assert_allclose(store.column("mean_activation"), mean, rtol=1e-4, atol=1e-6)
+    assert (store.column("dead") == ~fires.any(0)).all()
+    reader = FeatureReader(store.folder)
+    assert reader.histograms.sum(1).tolist() == fires.sum(0).tolist()
+    # the token-major store says which features fire on a token
+    feats, vals = reader.token_features(7)
+    assert set(feats.tolist()) == set(np.flatnonzero(fires[7]).tolist())
+    assert (np.diff(vals) <= 0).all()
+
+
+def test_top_examples_are_the_highest_sequence_maxima(analysed: Workspace) -> None:
+    store = open_features(analysed, "sae")
+    n = analysed.catalog.get("features", "sae").summary["n_tokens"]
+    lat, pos = _dense_latents(analysed, n)
+    reader = FeatureReader(store.folder)
+    for f in np.flatnonzero(~store.column("dead"))[:20]:
+        seq_max: dict[int, float] = {}
+        for s, v in zip(pos[:, 0], lat[:, f], strict=True):
+            seq_max[int(s)] = max(seq_max.get(int(s), 0.0), float(v))
+        expected = sorted((v for v in seq_max.values() if v > 0), reverse=True)[:5]
+        examples = reader.top_examples(int(f))
+        got = [e.activation for e in examples]
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+        assert len({e.sequence for e in examples}) == len(examples)  # distinct contexts
+        for e in examples:
+            assert e.activations[e.marked] == e.activations.max() == pytest.approx(e.activation)
+            assert len(e.token_ids) == len(e.activations) <= 33
+
+
+def test_quantile_and_negative_examples(analysed: Workspace) -> None:
+    store = open_features(analysed, "sae")
+    reader = FeatureReader(store.folder)
+    f = int(store.order(store.select(alive_only=True), "frequency")[0])
+    q = reader.quantile_examples(f, n_bins=5, per_bin=2)
+    assert len(q) == 10 and all(e.activation > 0 for e in q)
+    bands = [int(e.kind.split()[1]) for e in q]
+    assert bands == sorted(bands)
+    lows = [e.activation for e in q if e.kind == "quantile 1"]
+    highs = [e.activation for e in q if e.kind == "quantile 5"]
+    assert max(lows) <= min(highs)
+    assert all(e.activation == 0 for e in reader.random_negatives(f, 10))
+    top_tok = np.array([q[-1].token_ids[q[-1].marked]])
+    for e in reader.hard_negatives(f, top_tok, 5):
+        assert e.activation == 0 and e.token_ids[e.marked] == top_tok[0]
+
+
+def test_logit_lens_neighbours_and_cooccurrence(analysed: Workspace) -> None:
+    from mistudio.core.models import load_model
+
+    store = open_features(analysed, "sae")
+    sae, _ = open_sae(analysed, "sae")
+    loaded = load_model(analysed, "toy", device="cpu", dtype="float32")
+    f = 3
+    d = sae.W_dec_FO[f].detach()
+    norm = loaded.model.model.norm  # LLaMA's final RMSNorm
+    logits = (norm(d[None]) @ loaded.model.lm_head.weight.T)[0]
+    assert store.column("logit_pos_ids")[f].tolist() == logits.topk(10).indices.tolist()
+    assert store.column("logit_neg_ids")[f].tolist() == (-logits).topk(10).indices.tolist()
+    unit = sae.W_dec_FO / sae.W_dec_FO.norm(dim=-1, keepdim=True)
+    cos = (unit @ unit[f]).detach()
+    cos[f] = -2
+    assert store.column("neighbour_ids")[f].tolist() == cos.topk(10).indices.tolist()
+    # co-occurrence against the dense firing matrix
+    n = analysed.catalog.get("features", "sae").summary["n_tokens"]
+    fires = (_dense_latents(analysed, n)[0] > 0).astype(np.float64)
+    g = int(np.flatnonzero(~store.column("dead"))[0])
+    both = fires.T @ fires[:, g]
+    score = both / np.sqrt(np.maximum(fires.sum(0) * fires[:, g].sum(), 1))
+    score[g] = 0
+    best = store.column("cooccur_ids")[g][0]
+    assert score[best] == pytest.approx(score.max(), rel=1e-5)
+    assert store.column("cooccur_score")[g][0] == pytest.approx(score.max(), rel=1e-5)
+
+
+def test_labels_search_filter_and_sort(analysed: Workspace) -> None:
+    from mistudio.core.features.store import Label
+
+    store = open_features(analysed, "sae")
+    store.set_labels([Label(3, '"class" (keyword)', "pattern", "simulation", 0.9, "ok", None),
+                      Label(5, "closing brackets", "human", None, None, "ok", None)])
+    assert store.search("clas").tolist() == [3]
+    assert store.search("brack").tolist() == [5]
+    store.set_labels([Label(5, "open brackets", "human", None, None, "ok", None)])
+    assert store.search("closing").tolist() == []
+    assert store.column("label")[5] == "open brackets"
+    by_score = store.order(np.arange(store.n), "score")
+    assert by_score[0] == 3  # unscored features last
+    freq = store.column("frequency")
+    sel = store.select({"frequency": (0.01, 0.5)})
+    assert ((freq[sel] >= 0.01) & (freq[sel] <= 0.5)).all()
+    assert len(sel) == int(((freq >= 0.01) & (freq <= 0.5)).sum())
+    again = open_features(analysed, "sae")  # labels persist
+    assert again.label(3).score == pytest.approx(0.9)
+    with pytest.raises(InvalidInputError, match="out of range"):
+        again.label(10_000)
+
+
+def test_bad_input(analysed: Workspace) -> None:
+    with pytest.raises(InvalidInputError, match="already exists"):
+        analyze(analysed, AnalyzeConfig("sae"))
+    with pytest.raises(InvalidInputError, match="top-k"):
+        AnalyzeConfig("sae", top_k=500)
