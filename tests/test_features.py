@@ -10,7 +10,7 @@ from toy import small_train_config as small
 from mistudio.core.activations import open_activations
 from mistudio.core.errors import InvalidInputError
 from mistudio.core.features.analysis import AnalyzeConfig, analyze
-from mistudio.core.features.examples import FeatureReader
+from mistudio.core.features.examples import Example, FeatureReader
 from mistudio.core.features.store import open_features
 from mistudio.core.sae.trainer import open_sae, train_sae
 from mistudio.core.workspace import Workspace
@@ -145,3 +145,76 @@ def test_bad_input(analysed: Workspace) -> None:
         analyze(analysed, AnalyzeConfig("sae"))
     with pytest.raises(InvalidInputError, match="top-k"):
         AnalyzeConfig("sae", top_k=500)
+
+
+def _ex(tokens: list[int], acts: list[float], marked: int, kind: str = "top") -> Example:
+
+    a = np.array(acts, np.float32)
+    return Example(0, np.arange(len(tokens)), np.array(tokens), a, marked, float(a[marked]), kind)
+
+
+VOCAB_TEXT = {1: " a", 2: " class", 3: " def", 4: ":", 5: " the", 6: " Class", 7: "x", 8: " b"}
+
+
+def test_pattern_explainer_names_the_token_and_context() -> None:
+    from mistudio.core.features.explain import explain_pattern, simulation_score
+
+    text = VOCAB_TEXT.__getitem__
+    examples = [_ex([5, 1, 2, 4], [0, 0, 3.0, 0], 2), _ex([1, 6, 7], [0, 2.0, 0], 1),
+                _ex([8, 1, 2], [0, 0, 1.0], 2), _ex([3, 1, 2, 4], [0, 0, 2.5, 0.1], 2)]
+    exp = explain_pattern(examples, text, [" class"])
+    assert exp.label == '"class" (keyword), mostly after "a"'
+    assert exp.rule is not None and exp.rule.tokens == frozenset({"class"})
+    assert exp.rule.after == frozenset({"a"})  # every example had " a" before it
+    held_out = [_ex([1, 2], [0, 1.0], 1), _ex([5, 2], [0, 2.0], 1)]
+    negatives = [_ex([1, 5], [0, 0], 1), _ex([3, 4], [0, 0], 1), _ex([1, 2], [0, 0], 1)]
+    # " the class" fires but breaks the rule; "a class" silent is a hard negative it gets wrong
+    assert simulation_score(exp.rule, held_out, negatives, text) == pytest.approx(
+        0.5 * (1 / 2 + 2 / 3))
+    # no shared token: falls back to what it promotes, with no rule to score
+    mixed = [_ex([5, t], [0, 1.0], 1) for t in (1, 2, 3, 4, 7, 8)]
+    assert explain_pattern(mixed, text, [" x", " y"]).label.startswith("tokens after")
+    spread = [_ex([t], [1.0], 0) for t in (1, 2, 3, 4, 7, 8)]
+    exp = explain_pattern(spread, text, [" x", " y"])
+    assert exp.label == 'varied tokens; promotes "x", "y"' and exp.rule is None
+
+
+def test_label_features_scores_and_keeps_human_labels(analysed: Workspace) -> None:
+    from mistudio.core.features.labels import LabelConfig, choose_features, label_features
+    from mistudio.core.features.store import Label
+
+    store = open_features(analysed, "sae")
+    first = int(choose_features(store, 1)[0])
+    store.set_labels([Label(first, "my own words", "human", None, None, "ok", None)])
+    r = label_features(analysed, "sae", LabelConfig(top=12))
+    assert r["requested"] == 12 and r["skipped"] == 1 and r["labelled_now"] == 11
+    store = open_features(analysed, "sae")
+    assert store.label(first).label == "my own words"
+    labelled = [store.label(int(f)) for f in store.labelled()]
+    assert len(labelled) == 12
+    scored = [lb for lb in labelled if lb.score is not None]
+    assert scored and all(0 <= lb.score <= 1 and lb.scorer == "simulation" for lb in scored)
+    again = label_features(analysed, "sae", LabelConfig(top=12))  # cached
+    assert again["labelled_now"] == 0
+
+
+def test_an_explainer_that_writes_nothing_marks_the_label_failed(
+        analysed: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mistudio.core.features.labels as labels_mod
+
+    class Mute:
+        name = "llm:mute"
+
+        def complete(self, prompts: list[str], max_new_tokens: int = 24) -> list[str]:
+            return ["  \n<<>>\n"] * len(prompts)
+
+        def yes_probability(self, prompts: list[str]) -> list[float]:
+            raise AssertionError("nothing to score")
+
+    monkeypatch.setattr(labels_mod, "_explainer", lambda ws, cfg: Mute())
+    r = labels_mod.label_features(analysed, "sae", labels_mod.LabelConfig(top=3, explainer="llm"))
+    assert r["labelled_now"] == 3 and r["scored"] == 0
+    store = open_features(analysed, "sae")
+    for f in store.labelled():
+        lb = store.label(int(f))
+        assert lb.status == "failed" and lb.score is None and lb.source == "llm:mute"

@@ -1,0 +1,164 @@
+"""Labelling many features: pick them, explain each, score each label on held-out contexts, store.
+
+Batched over the top N live features (by firing frequency, dense ones last), cached (features
+already labelled by the same explainer are skipped unless ``overwrite``), resumable (labels are
+committed every few features, so a cancelled run keeps what it finished) and cancellable.
+Human labels are never overwritten by an explainer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from mistudio.core.errors import InvalidInputError
+from mistudio.core.features.examples import FeatureReader, TokenText
+from mistudio.core.features.explain import (
+    explain_pattern,
+    negatives_for,
+    rule_token_ids,
+    simulation_score,
+    split_examples,
+)
+from mistudio.core.features.store import FeatureStore, Label, open_features
+from mistudio.core.jobs import TaskState, check_cancelled, silent_task
+from mistudio.core.workspace import Workspace
+
+COMMIT_EVERY = 16
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Which features to describe, and with what."""
+
+    top: int = 100
+    """How many features (the most frequent live ones, dense ones last)."""
+    features: tuple[int, ...] = ()
+    """Exactly these features instead of the top N."""
+    explainer: str = "pattern"
+    """pattern, llm (the embedded model), llm:MODEL (a workspace model) or endpoint:MODEL."""
+    endpoint: str = "http://localhost:11434/v1"
+    """OpenAI-compatible server for endpoint:MODEL (must be on this machine unless online)."""
+    judge: str | None = None
+    """Model that scores LLM labels by detection; None = the explainer itself."""
+    negatives: int = 20
+    """Non-activating contexts per score (half hard negatives)."""
+    overwrite: bool = False
+    """Relabel features this explainer already labelled."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        kind = self.explainer.split(":")[0]
+        if kind not in ("pattern", "llm", "endpoint"):
+            raise InvalidInputError(f"Unknown explainer {self.explainer!r}.",
+                                    "Use pattern, llm, llm:MODEL or endpoint:MODEL.")
+        if kind == "endpoint" and ":" not in self.explainer:
+            raise InvalidInputError("endpoint needs the served model's name.",
+                                    "Use --explainer endpoint:MODEL (e.g. endpoint:llama3.1).")
+        if self.top <= 0 and not self.features:
+            raise InvalidInputError("--top must be positive.", f"Got {self.top}.")
+
+
+def choose_features(store: FeatureStore, top: int) -> np.ndarray:
+    """The ``top`` most frequent live features, non-dense first."""
+    alive = store.select(alive_only=True)
+    order = store.order(alive, "frequency")
+    dense = store.column("dense")[order]
+    return np.concatenate([order[~dense], order[dense]])[:top]
+
+
+def _explainer(ws: Workspace, cfg: LabelConfig) -> Any:
+    from mistudio.core.features.llm import EndpointLLM, LocalLLM
+    from mistudio.core.models import EMBEDDED_NAME, ensure_embedded_model
+
+    kind, _, model = cfg.explainer.partition(":")
+    if kind == "pattern":
+        return None
+    if kind == "endpoint":
+        return EndpointLLM(cfg.endpoint, model)
+    if not model:
+        ensure_embedded_model(ws)
+    return LocalLLM(ws, model or EMBEDDED_NAME)
+
+
+def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
+                   task: TaskState | None = None) -> dict[str, Any]:
+    """Describe and score features of ``analysis``; returns counts and the score distribution."""
+    from mistudio.core.features.llm import detection_score, explain_with_llm
+    from mistudio.core.models import load_tokenizer
+
+    task = task or silent_task()
+    store = open_features(ws, analysis)
+    reader = FeatureReader(store.folder)
+    feats = (np.array(cfg.features, dtype=np.int64) if cfg.features
+             else choose_features(store, cfg.top))
+    for f in feats:
+        store.check_index(int(f))
+    text = TokenText(load_tokenizer(ws, reader.manifest["provenance"]["model"]))
+    llm = _explainer(ws, cfg)
+    judge = llm
+    if llm is not None and cfg.judge:
+        from mistudio.core.features.llm import LocalLLM
+
+        judge = LocalLLM(ws, cfg.judge)
+    source = "pattern" if llm is None else llm.name
+    existing = {}
+    for f in store.labelled():
+        lb = store.label(int(f))
+        if lb is not None:
+            existing[int(f)] = lb
+    todo = [int(f) for f in feats if int(f) not in existing or (
+        existing[int(f)].source == source and cfg.overwrite)]
+    todo = [f for f in todo if f not in existing or existing[f].source != "human"]
+    pending: list[Label] = []
+    done = 0
+    t0 = time.perf_counter()
+    logit_ids = store.column("logit_pos_ids")
+    try:
+        for i, f in enumerate(todo):
+            check_cancelled(task)
+            explain_ex, held_out = split_examples(reader, f)
+            if llm is None:
+                exp = explain_pattern(explain_ex, text, text.many(logit_ids[f]))
+                if exp.rule is None:
+                    pending.append(Label(f, exp.label, source, None, None, "ok", None))
+                else:
+                    neg = negatives_for(reader, f, rule_token_ids(exp.rule, explain_ex, text),
+                                        cfg.negatives, cfg.seed)
+                    score = simulation_score(exp.rule, held_out, neg, text)
+                    pending.append(Label(f, exp.label, source, "simulation", score, "ok", None))
+            else:
+                label = explain_with_llm(llm, explain_ex, text)
+                if label is None:
+                    pending.append(Label(f, "(no usable description)", source, None, None,
+                                         "failed", "the explainer wrote nothing usable"))
+                else:
+                    tokens = np.unique(np.concatenate(
+                        [e.token_ids[e.activations > 0] for e in explain_ex] or [np.zeros(0)]))
+                    neg = negatives_for(reader, f, tokens.astype(np.int64), cfg.negatives,
+                                        cfg.seed)
+                    score = detection_score(judge, label, held_out, neg, text)
+                    pending.append(Label(f, label, source, f"detection:{judge.name}", score,
+                                         "ok", None))
+            done += 1
+            if len(pending) >= COMMIT_EVERY:
+                store.set_labels(pending)
+                pending = []
+            task.set_progress((i + 1) / max(len(todo), 1))
+            task.set_status(f"Labelled {i + 1:,}/{len(todo):,} features")
+    finally:
+        if pending:
+            store.set_labels(pending)  # a cancelled run keeps what it finished
+    scores = [lb.score for f in feats if (lb := store.label(int(f))) is not None
+              and lb.score is not None and lb.source == source]
+    summary = {"analysis": analysis, "explainer": source, "requested": len(feats),
+               "labelled_now": done, "skipped": len(feats) - len(todo),
+               "scored": len(scores), "score_ge_0_7": int(sum(s >= 0.7 for s in scores)),
+               "mean_score": float(np.mean(scores)) if scores else None,
+               "score_histogram": np.histogram(scores, bins=10, range=(0, 1))[0].tolist()
+               if scores else [], "wall_s": round(time.perf_counter() - t0, 2),
+               "config": asdict(cfg)}
+    return summary

@@ -1,0 +1,171 @@
+"""Language models as explainers and judges: a local causal LM, or an OpenAI-compatible server on
+this machine (Ollama, llama.cpp server, LM Studio, vLLM).
+
+Measured on the embedded SmolLM2-135M-Instruct (as explainer and judge of its own layer 15):
+scores at chance. It is offered, but the pattern explainer stays the default and the app says so
+where the LLM explainer is chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import torch
+
+from mistudio.core.errors import InvalidInputError, ResourceError
+from mistudio.core.features.examples import Example
+from mistudio.core.hub import is_online
+
+EXPLAIN_PROMPT = """We are studying a feature inside a language model. Below are text excerpts where \
+it is active; the tokens where it is most active are marked with << >>.
+
+{examples}
+
+In at most eight words, what does the feature detect? Answer with the description only."""
+
+DETECT_PROMPT = """A feature of a language model is described as: {label}
+Excerpt (the token in question is marked with << >>): {context}
+Is the feature active on the marked token? Answer yes or no."""
+
+SMALL_MODEL_WARNING = ("The embedded SmolLM2-135M scored at chance as explainer and judge here; "
+                       "use the pattern explainer or a bigger local model for useful labels.")
+
+
+class Explainer(Protocol):
+    name: str
+
+    def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]: ...
+
+    def yes_probability(self, prompts: list[str]) -> list[float]: ...
+
+
+def render(example: Example, text: Any, threshold: float = 0.5) -> str:
+    """The example's window as text, marking tokens at >= threshold x its marked activation."""
+    peak = max(example.activation, float(example.activations.max()), 1e-9)
+    out = []
+    for tid, a in zip(example.token_ids, example.activations, strict=True):
+        t = text(int(tid)).replace("⏎", "\n")
+        out.append(f"<<{t}>>" if a > 0 and a >= threshold * peak else t)
+    return "".join(out).strip()
+
+
+def render_marked(example: Example, text: Any) -> str:
+    """The window with only the marked token marked (for yes/no detection)."""
+    out = []
+    for i, tid in enumerate(example.token_ids):
+        t = text(int(tid)).replace("⏎", "\n")
+        out.append(f"<<{t}>>" if i == example.marked else t)
+    return "".join(out).strip()
+
+
+def clean_label(raw: str) -> str | None:
+    """The first meaningful line of a reply, or None if there is nothing usable."""
+    for line in raw.strip().splitlines():
+        line = re.sub(r"^(label|description|answer)\s*:\s*", "", line.strip(), flags=re.I)
+        line = line.strip(" \"'`*.-")
+        if len(line) >= 3 and any(c.isalpha() for c in line) and "<<" not in line:
+            return line[:80]
+    return None
+
+
+class LocalLLM:
+    """A causal LM from the workspace (HF folder or GGUF; the embedded model by default)."""
+
+    def __init__(self, ws: Any, model: str, device: str = "auto") -> None:
+        from mistudio.core.models import load_model
+
+        self.loaded = load_model(ws, model, device=device)
+        self.tok = self.loaded.tokenizer
+        self.name = f"llm:{model}"
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.tok.padding_side = "left"
+
+    def _prompt(self, text: str) -> str:
+        if getattr(self.tok, "chat_template", None):
+            return self.tok.apply_chat_template([{"role": "user", "content": text}],
+                                                tokenize=False, add_generation_prompt=True)
+        return text + "\n"
+
+    @torch.no_grad()
+    def complete(self, prompts: list[str], max_new_tokens: int = 24) -> list[str]:
+        model = self.loaded.model
+        enc = self.tok([self._prompt(p) for p in prompts], return_tensors="pt", padding=True,
+                       add_special_tokens=False).to(model.device)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=self.tok.pad_token_id)
+        return self.tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    @torch.no_grad()
+    def yes_probability(self, prompts: list[str]) -> list[float]:
+        """P(yes) / (P(yes) + P(no)) for the first answer token."""
+        model = self.loaded.model
+        yes = [self.tok.encode(w, add_special_tokens=False)[0] for w in ("yes", "Yes")]
+        no = [self.tok.encode(w, add_special_tokens=False)[0] for w in ("no", "No")]
+        enc = self.tok([self._prompt(p) for p in prompts], return_tensors="pt", padding=True,
+                       add_special_tokens=False).to(model.device)
+        logits = model(**enc).logits[:, -1].float()
+        probs = logits.softmax(-1)
+        p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
+        return (p_yes / (p_yes + p_no).clamp_min(1e-9)).tolist()
+
+
+class EndpointLLM:
+    """An OpenAI-compatible chat endpoint on this machine, e.g. http://localhost:11434/v1."""
+
+    def __init__(self, url: str, model: str, timeout: float = 120.0) -> None:
+        host = urlparse(url).hostname or ""
+        if host not in ("localhost", "127.0.0.1", "::1") and not is_online():
+            raise InvalidInputError(f"{url} is not on this machine; miStudio sends nothing "
+                                    "elsewhere while offline.",
+                                    "Use a localhost endpoint, or pass --online to allow it.")
+        self.url = url.rstrip("/")
+        self.model, self.timeout, self.name = model, timeout, f"endpoint:{model}"
+
+    def _chat(self, prompt: str, max_tokens: int) -> str:
+        body = json.dumps({"model": self.model, "max_tokens": max_tokens, "temperature": 0,
+                           "messages": [{"role": "user", "content": prompt}]}).encode()
+        req = urllib.request.Request(f"{self.url}/chat/completions", body,
+                                     {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                data = json.loads(resp.read())
+            return str(data["choices"][0]["message"]["content"])
+        except (urllib.error.URLError, OSError, KeyError, ValueError) as err:
+            raise ResourceError(f"The endpoint {self.url} did not answer ({err}).",
+                                "Start the server (e.g. `ollama serve`) and check --endpoint.") from err
+
+    def complete(self, prompts: list[str], max_new_tokens: int = 24) -> list[str]:
+        return [self._chat(p, max_new_tokens) for p in prompts]
+
+    def yes_probability(self, prompts: list[str]) -> list[float]:
+        return [1.0 if self._chat(p, 3).strip().lower().startswith("yes") else 0.0
+                for p in prompts]
+
+
+def explain_with_llm(llm: Explainer, examples: list[Example], text: Any) -> str | None:
+    shown = "\n".join(f"{i + 1}. {render(e, text)}" for i, e in enumerate(examples[:12]))
+    return clean_label(llm.complete([EXPLAIN_PROMPT.format(examples=shown)])[0])
+
+
+def detection_score(llm: Explainer, label: str, positives: list[Example],
+                    negatives: list[Example], text: Any, batch: int = 8) -> float | None:
+    """Balanced accuracy of the judge's yes/no on held-out activating and silent tokens."""
+    if not positives or not negatives:
+        return None
+    items = [(e, True) for e in positives] + [(e, False) for e in negatives]
+    probs: list[float] = []
+    for i in range(0, len(items), batch):
+        chunk = items[i:i + batch]
+        probs += llm.yes_probability([DETECT_PROMPT.format(label=label,
+                                                          context=render_marked(e, text))
+                                      for e, _ in chunk])
+    said = [p > 0.5 for p in probs]
+    tpr = sum(s for s, (_, y) in zip(said, items, strict=True) if y) / len(positives)
+    tnr = sum(not s for s, (_, y) in zip(said, items, strict=True) if not y) / len(negatives)
+    return 0.5 * (tpr + tnr)
