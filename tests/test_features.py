@@ -218,3 +218,31 @@ def test_an_explainer_that_writes_nothing_marks_the_label_failed(
     for f in store.labelled():
         lb = store.label(int(f))
         assert lb.status == "failed" and lb.score is None and lb.source == "llm:mute"
+
+
+def test_cli_analyze_features_feature_label(acts_ws: Workspace,
+                                            capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from mistudio.cli import main
+
+    w = ["--workspace", str(acts_ws.root)]
+    train_sae(acts_ws, small(steps=40), "s")
+    assert main(["analyze", "s", "--tokens", "1500", "--top-k", "5", *w]) == 0
+    assert "Analysed s:" in capsys.readouterr().out
+    assert main(["label", "s", "--top", "5", *w]) == 0
+    assert "Labelled 5 features with pattern" in capsys.readouterr().out
+    assert main(["features", "s", "--sort", "score", "--limit", "3", "--json", *w]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed["features"]) == 3 and listed["features"][0]["label"]
+    f = listed["features"][0]["feature"]
+    assert main(["feature", "s", str(f), "--quantiles", *w]) == 0
+    out = capsys.readouterr().out
+    assert f"Feature {f} of s" in out and "Promotes:" in out and "[[" in out
+    assert main(["label", "s", "--feature", str(f), "--set", "my label", *w]) == 0
+    assert main(["features", "s", "--search", "my", *w]) == 0
+    assert "my label" in capsys.readouterr().out
+    assert main(["feature", "s", "99999", *w]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(["features", "nope", *w]) == 2
+    assert "mistudio analyze nope" in capsys.readouterr().err

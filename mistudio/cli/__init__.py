@@ -24,6 +24,7 @@ from mistudio.cli.data_commands import (
     cmd_tokenize,
     cmd_tokenized,
 )
+from mistudio.cli.feature_commands import add_feature_commands
 from mistudio.cli.output import CliProgress, cli_task, emit
 from mistudio.cli.sae_commands import (
     ARCH_CHOICES,
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("catalog", cmd_catalog, "maintain the workspace catalog")
     sp.add_argument("action", choices=["rebuild"])
     add("jobs", cmd_jobs, "recent jobs and their outcome")
+    add_feature_commands(add)
+
     sp = add("quickstart", cmd_quickstart, "the whole workflow on the embedded defaults")
     sp.add_argument("--headless", action="store_true", help="run in the terminal")
     sp.add_argument("--max-tokens", type=int, help="tokens to extract (default: the whole corpus)")

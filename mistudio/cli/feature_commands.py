@@ -1,0 +1,224 @@
+"""CLI commands for features: analyze, features (the table), feature (one feature), label."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+
+from mistudio.cli.output import cli_task, emit, table
+from mistudio.core.errors import MiStudioError
+from mistudio.core.workspace import Workspace
+
+SORT_KEYS = {"freq": "frequency", "max": "max_activation", "mean": "mean_activation",
+             "score": "score", "label": "label", "index": "feature"}
+
+
+def cmd_analyze(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.features.analysis import AnalyzeConfig, analyze
+
+    activations = args.activations
+    with cli_task(args) as task:
+        if args.dataset:
+            activations = activations_for_dataset(ws, args.sae, args.dataset, args.tokens, task)
+        cfg = AnalyzeConfig(args.sae, activations, args.tokens, args.top_k, device=args.device)
+        m = analyze(ws, cfg, args.name, task, overwrite=args.overwrite)
+    s = m["summary"]
+    emit(args, m, f"Analysed {m['name']}: {s['n_tokens']:,} tokens, {s['alive']:,} live features, "
+         f"{s['dead']:,} dead, {s['dense']:,} dense ({s['tokens_per_s']:,} tokens/s). "
+         f"Next: `mistudio features {m['name']}`.")
+
+
+def activations_for_dataset(ws: Workspace, sae: str, dataset: str, tokens: int, task: Any) -> str:
+    """Extract the SAE's hook point from another dataset (reused when already there)."""
+    from mistudio.core.adapters import parse_hook_key
+    from mistudio.core.extraction import ExtractConfig, extract_activations
+
+    art = ws.catalog.get("sae", sae)
+    model, hook = art.provenance.get("model"), art.summary.get("hook")
+    if not model or not hook:
+        raise MiStudioError(f"SAE {sae!r} does not record its model and hook point.",
+                            "Pass --activations with a matching set instead.")
+    layer, site = parse_hook_key(hook)
+    name = f"{dataset}.{model}.{layer}.{site}.{tokens}"
+    if ws.catalog.find("activations", name) is None:
+        task.set_status(f"Extracting {hook} from {dataset}")
+        extract_activations(ws, ExtractConfig(model, dataset, (layer,), (site,), max_tokens=tokens),
+                            name)
+    return name
+
+
+def cmd_features(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.features.store import open_features
+
+    store = open_features(ws, args.analysis)
+    ranges = {"frequency": (args.min_freq, args.max_freq)}
+    if args.min_score is not None:
+        ranges["score"] = (args.min_score, None)
+    idx = store.select(ranges, args.search, alive_only=not args.all)
+    idx = store.order(idx, SORT_KEYS[args.sort], descending=args.sort not in ("label", "index"))
+    shown = idx[: args.limit]
+    cols = {c: store.column(c) for c in ("frequency", "max_activation", "mean_activation",
+                                         "score", "label")}
+    rows = [{"feature": int(f), "frequency": float(cols["frequency"][f]),
+             "max_activation": float(cols["max_activation"][f]),
+             "mean_activation": float(cols["mean_activation"][f]),
+             "score": None if np.isnan(cols["score"][f]) else float(cols["score"][f]),
+             "label": cols["label"][f]} for f in shown]
+    emit(args, {"matching": len(idx), "features": rows}, lambda _: table(
+        [[r["feature"], f"{r['frequency']:.4%}", f"{r['max_activation']:.2f}",
+          f"{r['mean_activation']:.2f}", "" if r["score"] is None else f"{r['score']:.2f}",
+          r["label"][:60]] for r in rows],
+        ["FEATURE", "FREQ", "MAX", "MEAN", "SCORE", "LABEL"])
+        + f"\n{len(shown):,} of {len(idx):,} matching features.")
+
+
+def _highlight(tokens: list[str], acts: np.ndarray, marked: int, color: bool) -> str:
+    peak = float(acts.max()) if acts.size and acts.max() > 0 else 1.0
+    out = []
+    for i, (t, a) in enumerate(zip(tokens, acts, strict=True)):
+        if a <= 0:
+            out.append(t)
+        elif color:  # white -> red background by activation; the marked token underlined
+            level = round(4 * float(a) / peak)
+            code = (231, 224, 217, 210, 203)[level]
+            underline = "\x1b[4m" if i == marked else ""
+            out.append(f"\x1b[48;5;{code}m\x1b[30m{underline}{t}\x1b[0m")
+        else:
+            out.append(f"[[{t}]]" if i == marked else f"[{t}]")
+    return "".join(out)
+
+
+def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.features.examples import FeatureReader, TokenText
+    from mistudio.core.features.store import describe_columns, open_features
+    from mistudio.core.models import load_tokenizer
+
+    store = open_features(ws, args.analysis)
+    f = args.index
+    info = describe_columns(store, f)
+    reader = FeatureReader(store.folder)
+    text = TokenText(load_tokenizer(ws, reader.manifest["provenance"]["model"]))
+    lb = store.label(f)
+    top = reader.top_examples(f, args.examples)
+    quant = reader.quantile_examples(f, n_bins=5, per_bin=1) if args.quantiles else []
+
+    def example(e: Any) -> dict[str, Any]:
+        return {"sequence": e.sequence, "kind": e.kind, "activation": e.activation,
+                "marked": e.marked, "tokens": text.many(e.token_ids),
+                "activations": [round(float(a), 4) for a in e.activations]}
+
+    data = {"feature": f, "stats": {k: info[k] for k in ("frequency", "log10_density",
+                                                          "max_activation", "mean_activation",
+                                                          "dead", "dense")},
+            "label": lb._asdict() if lb else None,
+            "logit_lens": {"promoted": text.many(info["logit_pos_ids"]),
+                           "suppressed": text.many(info["logit_neg_ids"])},
+            "neighbours": list(zip(info["neighbour_ids"], info["neighbour_cos"], strict=True)),
+            "cooccurring": [(i, s) for i, s in zip(info["cooccur_ids"], info["cooccur_score"],
+                                                    strict=True) if i >= 0],
+            "histogram": reader.histograms[f].tolist(),
+            "examples": [example(e) for e in top + quant]}
+    color = sys.stdout.isatty() and not args.no_color
+
+    def render(d: dict[str, Any]) -> str:
+        s = d["stats"]
+        lines = [f"Feature {f} of {args.analysis}: fires on {s['frequency']:.3%} of tokens, "
+                 f"max {s['max_activation']:.2f}, mean when active {s['mean_activation']:.2f}"
+                 + (" (dead)" if s["dead"] else "") + (" (dense)" if s["dense"] else "")]
+        if lb:
+            score = "unscored" if lb.score is None else f"score {lb.score:.2f} ({lb.scorer})"
+            failed = ", failed" if lb.status != "ok" else ""
+            lines.append(f"Label: {lb.label}   [{lb.source}, {score}{failed}]")
+        lines.append("Promotes:   " + "  ".join(repr(t) for t in d["logit_lens"]["promoted"]))
+        lines.append("Suppresses: " + "  ".join(repr(t) for t in d["logit_lens"]["suppressed"]))
+        labels = store.column("label")
+        lines.append("Nearest (decoder cosine): " + ", ".join(
+            f"{i} ({c:.2f}{': ' + labels[i][:20] if labels[i] else ''})"
+            for i, c in d["neighbours"][:5]))
+        lines.append("Fires with: " + (", ".join(f"{i} ({c:.2f})" for i, c in d["cooccurring"][:5])
+                                       or "(none)"))
+        bars = " ▁▂▃▄▅▆▇█"
+        h = np.array(d["histogram"], dtype=float)
+        if h.max() > 0:
+            lines.append("Activations 0 -> max: " + "".join(
+                bars[round(8 * v / h.max())] for v in h))
+        lines.append("")
+        for e in top + quant:
+            body = _highlight(text.many(e.token_ids), e.activations, e.marked, color)
+            lines.append(f"{e.kind:>11} {e.activation:7.2f}  " + body.replace("⏎", "⏎ "))
+        return "\n".join(lines)
+
+    emit(args, data, render)
+
+
+def cmd_label(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.features.labels import LabelConfig, label_features
+    from mistudio.core.features.store import Label, open_features
+
+    if args.set is not None:
+        if args.feature is None:
+            raise MiStudioError("--set needs the feature to label.", "Add --feature INDEX.")
+        store = open_features(ws, args.analysis)
+        store.check_index(args.feature)
+        store.set_labels([Label(args.feature, args.set, "human", None, None, "ok", None)])
+        emit(args, {"feature": args.feature, "label": args.set},
+             f"Feature {args.feature}: labelled {args.set!r}.")
+        return
+    cfg = LabelConfig(top=args.top, features=tuple(args.feature_list or ()),
+                      explainer=args.explainer, endpoint=args.endpoint, judge=args.judge,
+                      overwrite=args.overwrite)
+    if cfg.explainer.startswith("llm") and cfg.explainer in ("llm", "llm:smollm2-135m"):
+        from mistudio.core.features.llm import SMALL_MODEL_WARNING
+
+        print(f"note: {SMALL_MODEL_WARNING}", file=sys.stderr)
+    with cli_task(args) as task:
+        r = label_features(ws, args.analysis, cfg, task)
+    mean = "n/a" if r["mean_score"] is None else f"{r['mean_score']:.2f}"
+    emit(args, r, f"Labelled {r['labelled_now']:,} features with {r['explainer']} "
+         f"({r['skipped']:,} already labelled); {r['score_ge_0_7']:,} of {r['scored']:,} scored "
+         f"labels reach 0.7 (mean {mean}). See `mistudio features {args.analysis} --sort score`.")
+
+
+def add_feature_commands(add: Any) -> None:
+    sp = add("analyze", cmd_analyze, "run an SAE over tokens: feature statistics, examples, "
+             "logit lens, neighbours")
+    sp.add_argument("sae")
+    sp.add_argument("--activations", help="activation set (default: the SAE's training set)")
+    sp.add_argument("--dataset", help="extract the SAE's hook point from this dataset first")
+    sp.add_argument("--tokens", type=int, default=100_000)
+    sp.add_argument("--top-k", type=int, default=20, help="max-activating contexts per feature")
+    sp.add_argument("--name", help="analysis name (default: the SAE's name)")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--overwrite", action="store_true")
+
+    sp = add("features", cmd_features, "list, filter, sort and search the features of an analysis")
+    sp.add_argument("analysis")
+    sp.add_argument("--sort", choices=list(SORT_KEYS), default="freq")
+    sp.add_argument("--search", help="words in the label (prefix match)")
+    sp.add_argument("--min-freq", type=float)
+    sp.add_argument("--max-freq", type=float)
+    sp.add_argument("--min-score", type=float)
+    sp.add_argument("--all", action="store_true", help="include dead features")
+    sp.add_argument("--limit", type=int, default=30)
+
+    sp = add("feature", cmd_feature, "one feature: examples, logit lens, neighbours, label")
+    sp.add_argument("analysis")
+    sp.add_argument("index", type=int)
+    sp.add_argument("--examples", type=int, default=10)
+    sp.add_argument("--quantiles", action="store_true", help="also examples from 5 quantiles")
+    sp.add_argument("--no-color", action="store_true")
+
+    sp = add("label", cmd_label, "describe features automatically (or set one label by hand)")
+    sp.add_argument("analysis")
+    sp.add_argument("--top", type=int, default=100)
+    sp.add_argument("--features", dest="feature_list", type=int, nargs="+")
+    sp.add_argument("--explainer", default="pattern",
+                    help="pattern (default), llm, llm:MODEL or endpoint:MODEL")
+    sp.add_argument("--endpoint", default="http://localhost:11434/v1")
+    sp.add_argument("--judge", help="model that scores LLM labels (default: the explainer)")
+    sp.add_argument("--feature", type=int, help="with --set: the feature to label")
+    sp.add_argument("--set", help="your own label for --feature")
+    sp.add_argument("--overwrite", action="store_true")
