@@ -157,20 +157,24 @@ VOCAB_TEXT = {1: " a", 2: " class", 3: " def", 4: ":", 5: " the", 6: " Class", 7
 
 
 def test_pattern_explainer_names_the_token_and_context() -> None:
-    from mistudio.core.features.explain import explain_pattern, simulation_score
+    from mistudio.core.features.explain import Rule, explain_pattern, simulation_score
 
     text = VOCAB_TEXT.__getitem__
     examples = [_ex([5, 1, 2, 4], [0, 0, 3.0, 0], 2), _ex([1, 6, 7], [0, 2.0, 0], 1),
                 _ex([8, 1, 2], [0, 0, 1.0], 2), _ex([3, 1, 2, 4], [0, 0, 2.5, 0.1], 2)]
     exp = explain_pattern(examples, text, [" class"])
     assert exp.label == '"class" (keyword), mostly after "a"'
-    assert exp.rule is not None and exp.rule.tokens == frozenset({"class"})
-    assert exp.rule.after == frozenset({"a"})  # every example had " a" before it
+    assert exp.rule == Rule(frozenset({"class"}), frozenset())
     held_out = [_ex([1, 2], [0, 1.0], 1), _ex([5, 2], [0, 2.0], 1)]
     negatives = [_ex([1, 5], [0, 0], 1), _ex([3, 4], [0, 0], 1), _ex([1, 2], [0, 0], 1)]
-    # " the class" fires but breaks the rule; "a class" silent is a hard negative it gets wrong
+    # both positives match; the silent "a class" is a hard negative the rule gets wrong
     assert simulation_score(exp.rule, held_out, negatives, text) == pytest.approx(
-        0.5 * (1 / 2 + 2 / 3))
+        0.5 * (1 + 2 / 3))
+    # where "the class" is silent, the rule that also needs " a" before wins
+    silent = [_ex([5, 2], [0, 0], 1), _ex([5, 6], [0, 0], 1), _ex([8, 1], [0, 0], 1)]
+    exp = explain_pattern(examples, text, [" class"], lambda rule: silent)
+    assert exp.rule == Rule(frozenset({"class"}), frozenset({"a"}))
+    assert exp.label == '"class" (keyword) after "a"'
     # no shared token: falls back to what it promotes, with no rule to score
     mixed = [_ex([5, t], [0, 1.0], 1) for t in (1, 2, 3, 4, 7, 8)]
     assert explain_pattern(mixed, text, [" x", " y"]).label.startswith("tokens after")

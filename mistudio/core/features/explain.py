@@ -63,6 +63,8 @@ def split_examples(reader: FeatureReader, feature: int) -> tuple[list[Example], 
 
 def _kind(text: str) -> str:
     t = text.strip()
+    if "⏎" in text or "\n" in text:
+        return " (newline)"
     if not t:
         return " (whitespace)"
     if keyword.iskeyword(t) or t in ("self", "None", "True", "False"):
@@ -78,9 +80,28 @@ def _show(text: str) -> str:
     return '"' + text.replace('"', "'") + '"'
 
 
-def explain_pattern(examples: list[Example], text: Callable[[int], str],
-                    logit_tokens: list[str]) -> Explanation:
-    """A label and its rule from a feature's examples (see the module docstring)."""
+def _top_covering(counts: Counter[str], n: int, share: float) -> list[str]:
+    """The most common items until they cover ``share`` of ``n`` (at most MAX_TOKENS)."""
+    chosen, covered = [], 0
+    for item, c in counts.most_common(MAX_TOKENS):
+        if c < 2 and chosen:
+            break
+        chosen.append(item)
+        covered += c
+        if covered >= share * n:
+            break
+    return chosen
+
+
+def explain_pattern(examples: list[Example], text: Callable[[int], str], logit_tokens: list[str],
+                    negatives: Callable[[Rule], list[Example]] | None = None) -> Explanation:
+    """A label and its rule from a feature's examples (see the module docstring).
+
+    Candidate rules (the firing tokens; those tokens after their usual predecessors; any token
+    after them) are compared by balanced accuracy on the examples and on ``negatives(rule)``
+    (silent contexts, drawn apart from the ones the label is later scored on); the best wins,
+    the simplest on ties.
+    """
     firing: Counter[str] = Counter()
     shown: dict[str, str] = {}
     before: Counter[str] = Counter()
@@ -88,42 +109,55 @@ def explain_pattern(examples: list[Example], text: Callable[[int], str],
     for e in examples:
         if e.activation <= 0:
             continue
-        strong = np.flatnonzero(e.activations >= 0.5 * e.activation)
-        for i in strong:
+        for i in np.flatnonzero(e.activations >= 0.5 * e.activation):
             t = text(int(e.token_ids[i]))
             firing[norm(t)] += 1
             shown.setdefault(norm(t), t.strip() or t)
             if i > 0:
-                before[norm(text(int(e.token_ids[i - 1])))] += 1
+                p = text(int(e.token_ids[i - 1]))
+                before[norm(p)] += 1
+                shown.setdefault(norm(p), p.strip() or p)
             n += 1
     if n == 0:
         return Explanation("no activating examples", None)
-    chosen: list[str] = []
-    covered = 0
-    for tok, c in firing.most_common(MAX_TOKENS):
-        if c < 2 and chosen:
-            break
-        chosen.append(tok)
-        covered += c
-        if covered >= 0.6 * n:
-            break
-    after_tok, after_n = before.most_common(1)[0] if before else ("", 0)
+    tokens = _top_covering(firing, n, 0.6)
+    afters = _top_covering(before, n, 0.5)
+    covered = sum(firing[t] for t in tokens)
+    after_covered = sum(before[t] for t in afters)
+    candidates: list[Rule] = []
     if covered >= MIN_COVERAGE * n:
-        label = " / ".join(_show(shown[t]) for t in chosen)
-        if len(chosen) == 1:
-            label += _kind(shown[chosen[0]])
-        rule_after: frozenset[str] = frozenset()
-        if after_n >= 0.4 * n:
-            label += f", mostly after {_show(after_tok)}"
-            if after_n >= 0.8 * n:
-                rule_after = frozenset([after_tok])
-        return Explanation(label, Rule(frozenset(chosen), rule_after))
-    if after_n >= 0.5 * n:
-        return Explanation(f"tokens after {_show(after_tok)}", Rule(frozenset(), frozenset([after_tok])))
-    promoted = ", ".join(_show(t.strip()) for t in logit_tokens[:3] if t.strip())
-    if promoted:
-        return Explanation(f"varied tokens; promotes {promoted}", None)
-    return Explanation("no clear pattern", None)
+        candidates.append(Rule(frozenset(tokens), frozenset()))
+        if after_covered >= 0.5 * n:
+            candidates.append(Rule(frozenset(tokens), frozenset(afters)))
+    if after_covered >= 0.5 * n:
+        candidates.append(Rule(frozenset(), frozenset(afters)))
+    if not candidates:
+        promoted = ", ".join(_show(t.strip()) for t in logit_tokens[:3] if t.strip())
+        if promoted:
+            return Explanation(f"varied tokens; promotes {promoted}", None)
+        return Explanation("no clear pattern", None)
+    rule = candidates[0]
+    if negatives is not None and len(candidates) > 1:
+        scored = [(simulation_score(r, examples, negatives(r), text) or 0.0, -i, r)
+                  for i, r in enumerate(candidates)]
+        rule = max(scored, key=lambda s: (s[0], s[1]))[2]
+    return Explanation(_describe(rule, tokens, shown, before, n), rule)
+
+
+def _describe(rule: Rule, tokens: list[str], shown: dict[str, str], before: Counter[str],
+              n: int) -> str:
+    after = " / ".join(_show(shown.get(t, t)) for t in sorted(rule.after, key=lambda t: -before[t]))
+    if not rule.tokens:
+        return f"tokens after {after}"
+    label = " / ".join(_show(shown[t]) for t in tokens)
+    if len(tokens) == 1:
+        label += _kind(shown[tokens[0]])
+    if rule.after:
+        return f"{label} after {after}"
+    top_after, count = before.most_common(1)[0] if before else ("", 0)
+    if count >= 0.4 * n:
+        label += f", mostly after {_show(shown.get(top_after, top_after))}"
+    return label
 
 
 def simulation_score(rule: Rule, positives: list[Example], negatives: list[Example],

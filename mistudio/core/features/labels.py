@@ -122,7 +122,11 @@ def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
             check_cancelled(task)
             explain_ex, held_out = split_examples(reader, f)
             if llm is None:
-                exp = explain_pattern(explain_ex, text, text.many(logit_ids[f]))
+                def train_negatives(rule: Any, f: int = f, ex: Any = explain_ex) -> Any:
+                    return negatives_for(reader, f, rule_token_ids(rule, ex, text),
+                                         cfg.negatives, cfg.seed + 1)
+
+                exp = explain_pattern(explain_ex, text, text.many(logit_ids[f]), train_negatives)
                 if exp.rule is None:
                     pending.append(Label(f, exp.label, source, None, None, "ok", None))
                 else:
