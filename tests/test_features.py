@@ -136,6 +136,11 @@ def test_labels_search_filter_and_sort(analysed: Workspace) -> None:
     assert len(sel) == int(((freq >= 0.01) & (freq <= 0.5)).sum())
     again = open_features(analysed, "sae")  # labels persist
     assert again.label(3).score == pytest.approx(0.9)
+    other = open_features(analysed, "sae")  # another window or process writes a score
+    other.set_labels([Label(7, "seven", "human", "simulation", 0.25, "ok", None)])
+    assert open_features(analysed, "sae").column("score")[7] == pytest.approx(0.25)
+    assert open_features(analysed, "sae").column("score")[3] == pytest.approx(0.9)
+    assert again.labels_for([3, 7, 8]).keys() == {3, 7}
     with pytest.raises(InvalidInputError, match="out of range"):
         again.label(10_000)
 
