@@ -245,9 +245,14 @@ def test_cli_analyze_features_feature_label(acts_ws: Workspace,
     listed = json.loads(capsys.readouterr().out)
     assert len(listed["features"]) == 3 and listed["features"][0]["label"]
     f = listed["features"][0]["feature"]
-    assert main(["feature", "s", str(f), "--quantiles", *w]) == 0
+    assert main(["feature", "s", str(f), "--quantiles", "--ablate", "2", "--attribute", *w]) == 0
     out = capsys.readouterr().out
     assert f"Feature {f} of s" in out and "Promotes:" in out and "[[" in out
+    assert "Ablation on 2 top contexts" in out and "Tokens driving the peak (grad)" in out
+    csv_path = acts_ws.root / "map.csv"
+    assert main(["map", "s", "--csv", str(csv_path), *w]) == 0
+    assert csv_path.read_text().splitlines()[0] == "feature,x,y,frequency,label"
+    assert len(csv_path.read_text().splitlines()) == 129
     assert main(["label", "s", "--feature", str(f), "--set", "my label", *w]) == 0
     assert main(["features", "s", "--search", "my", *w]) == 0
     assert "my label" in capsys.readouterr().out
@@ -255,3 +260,58 @@ def test_cli_analyze_features_feature_label(acts_ws: Workspace,
     assert "out of range" in capsys.readouterr().err
     assert main(["features", "nope", *w]) == 2
     assert "mistudio analyze nope" in capsys.readouterr().err
+
+
+def test_ablation_changes_loss_only_inside_and_leaves_the_model_intact(analysed: Workspace) -> None:
+    from mistudio.core.features.ablation import FeatureModel
+    from mistudio.core.features.labels import choose_features
+
+    store = open_features(analysed, "sae")
+    fm = FeatureModel(analysed, store.folder)
+    ids, mask = fm.sequence(0)
+    with torch.no_grad():
+        before = fm.loaded.model(input_ids=ids, attention_mask=mask).logits
+    f = int(choose_features(store, 1)[0])
+    effect = fm.ablate(f, n_contexts=3)
+    assert effect.tokens > 0 and len(effect.per_context) == 3
+    assert effect.delta == pytest.approx(effect.ce_ablated - effect.ce_clean, abs=1e-5)
+    assert effect.delta != 0.0
+    with torch.no_grad():
+        after = fm.loaded.model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(before, after)  # the hook is gone
+    dead = np.flatnonzero(store.column("dead"))
+    if len(dead):
+        with pytest.raises(InvalidInputError, match="no context"):
+            fm.ablate(int(dead[0]))
+
+
+@pytest.mark.parametrize("method", ["grad", "ig"])
+def test_attribution_explains_the_activation(analysed: Workspace, method: str) -> None:
+    from mistudio.core.features.ablation import FeatureModel
+    from mistudio.core.features.labels import choose_features
+
+    store = open_features(analysed, "sae")
+    fm = FeatureModel(analysed, store.folder)
+    f = int(choose_features(store, 1)[0])
+    ex = fm.reader.top_examples(f, 1)[0]
+    pos = int(ex.positions[ex.marked])
+    att = fm.attribute(f, ex.sequence, pos, method=method, steps=8)
+    assert att.activation == pytest.approx(ex.activation, rel=1e-3)
+    assert att.scores.shape == (pos + 1,) and np.isfinite(att.scores).all()
+    assert np.abs(att.scores).max() > 0
+    if method == "ig":  # completeness: attributions sum to about f(x) - f(0)
+        assert att.scores.sum() == pytest.approx(att.activation, rel=0.5, abs=0.5)
+
+
+def test_feature_map_umap_cached_and_pca_for_tiny_saes(analysed: Workspace) -> None:
+    from mistudio.core.features.feature_map import MAP_FILE, compute_map, feature_map
+
+    fmap = feature_map(analysed, "sae")
+    assert fmap.method == "umap" and fmap.xy.shape == (128, 2)
+    assert fmap.xy.min() >= 0 and fmap.xy.max() <= 1
+    mtime = (open_features(analysed, "sae").folder / MAP_FILE).stat().st_mtime
+    again = feature_map(analysed, "sae")  # cached
+    assert np.array_equal(again.xy, fmap.xy)
+    assert (open_features(analysed, "sae").folder / MAP_FILE).stat().st_mtime == mtime
+    tiny = compute_map(np.random.default_rng(0).standard_normal((40, 16)))
+    assert tiny.method == "pca" and tiny.xy.shape == (40, 2)

@@ -12,6 +12,7 @@ from mistudio.cli.output import cli_task, emit, table
 from mistudio.core.errors import MiStudioError
 from mistudio.core.workspace import Workspace
 
+BEFORE_ATTR = 24  # attribution shown for the last tokens up to the peak
 SORT_KEYS = {"freq": "frequency", "max": "max_activation", "mean": "mean_activation",
              "score": "score", "label": "label", "index": "feature"}
 
@@ -121,6 +122,20 @@ def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
                                                     strict=True) if i >= 0],
             "histogram": reader.histograms[f].tolist(),
             "examples": [example(e) for e in top + quant]}
+    if (args.ablate or args.attribute) and top:
+        from mistudio.core.features.ablation import FeatureModel
+
+        fm = FeatureModel(ws, store.folder)
+        if args.ablate:
+            data["ablation"] = fm.ablate(f, args.ablate)._asdict()
+        if args.attribute:
+            e = top[0]
+            att = fm.attribute(f, e.sequence, int(e.positions[e.marked]), args.attribute)
+            data["attribution"] = {"sequence": att.sequence, "position": att.position,
+                                   "method": att.method, "activation": att.activation,
+                                   "tokens": text.many(att.token_ids[-BEFORE_ATTR:]),
+                                   "scores": [round(float(v), 4)
+                                              for v in att.scores[-BEFORE_ATTR:]]}
     color = sys.stdout.isatty() and not args.no_color
 
     def render(d: dict[str, Any]) -> str:
@@ -145,6 +160,16 @@ def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
         if h.max() > 0:
             lines.append("Activations 0 -> max: " + "".join(
                 bars[round(8 * v / h.max())] for v in h))
+        if "ablation" in d:
+            a = d["ablation"]
+            lines.append(f"Ablation on {len(a['per_context'])} top contexts ({a['tokens']:,} "
+                         f"predictions): CE {a['ce_clean']:.4f} -> {a['ce_ablated']:.4f} "
+                         f"(change {a['delta']:+.4f})")
+        if "attribution" in d:
+            a = d["attribution"]
+            ranked = sorted(zip(a["tokens"], a["scores"], strict=True), key=lambda p: -abs(p[1]))
+            lines.append(f"Tokens driving the peak ({a['method']}): " + ", ".join(
+                f"{t!r} {v:+.3f}" for t, v in ranked[:6]))
         lines.append("")
         for e in top + quant:
             body = _highlight(text.many(e.token_ids), e.activations, e.marked, color)
@@ -152,6 +177,33 @@ def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
         return "\n".join(lines)
 
     emit(args, data, render)
+
+
+def cmd_map(args: argparse.Namespace, ws: Workspace) -> None:
+    import csv
+    import os
+    from pathlib import Path
+
+    from mistudio.core.features.feature_map import MAP_FILE, feature_map
+    from mistudio.core.features.store import open_features
+
+    with cli_task(args) as task:
+        fmap = feature_map(ws, args.analysis, task, recompute=args.recompute)
+    store = open_features(ws, args.analysis)
+    if args.csv:
+        out = Path(args.csv).expanduser()
+        tmp = out.with_name(f".{out.name}.tmp")
+        freq, labels = store.column("frequency"), store.column("label")
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["feature", "x", "y", "frequency", "label"])
+            for i, (x, y) in enumerate(fmap.xy):
+                w.writerow([i, f"{x:.5f}", f"{y:.5f}", f"{freq[i]:.6g}", labels[i]])
+        os.replace(tmp, out)
+    emit(args, {"method": fmap.method, "features": len(fmap.xy),
+                "file": str(store.folder / MAP_FILE), "csv": args.csv},
+         f"Map of {len(fmap.xy):,} features ({fmap.method}) in {store.folder / MAP_FILE}"
+         + (f"; CSV in {args.csv}" if args.csv else "") + ".")
 
 
 def cmd_label(args: argparse.Namespace, ws: Workspace) -> None:
@@ -210,6 +262,16 @@ def add_feature_commands(add: Any) -> None:
     sp.add_argument("--examples", type=int, default=10)
     sp.add_argument("--quantiles", action="store_true", help="also examples from 5 quantiles")
     sp.add_argument("--no-color", action="store_true")
+    sp.add_argument("--ablate", type=int, nargs="?", const=10, metavar="CONTEXTS",
+                    help="loss change with the feature removed, on its top contexts")
+    sp.add_argument("--attribute", nargs="?", const="grad", choices=["grad", "ig"],
+                    help="input tokens driving its top example (activation x gradient, or "
+                    "integrated gradients)")
+
+    sp = add("map", cmd_map, "2D map (UMAP) of the features' decoder directions")
+    sp.add_argument("analysis")
+    sp.add_argument("--csv", help="also write feature,x,y,frequency,label to this file")
+    sp.add_argument("--recompute", action="store_true")
 
     sp = add("label", cmd_label, "describe features automatically (or set one label by hand)")
     sp.add_argument("analysis")

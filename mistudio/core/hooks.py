@@ -57,10 +57,14 @@ def capture(loaded: LoadedModel, sites: Sequence[tuple[int, str]],
             handle.remove()
 
 
-def forward(loaded: LoadedModel, input_ids: torch.Tensor,
-            attention_mask: torch.Tensor | None = None) -> Any:
+def forward(loaded: LoadedModel, input_ids: torch.Tensor | None,
+            attention_mask: torch.Tensor | None = None,
+            inputs_embeds: torch.Tensor | None = None) -> Any:
     """One forward pass that treats an early stop from :func:`capture` as success."""
     try:
+        if inputs_embeds is not None:
+            return loaded.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                use_cache=False)
         return loaded.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     except _StopForward:
         return None

@@ -1,7 +1,8 @@
 """Labelling many features: pick them, explain each, score each label on held-out contexts, store.
 
 Batched over the top N live features (by firing frequency, dense ones last), cached (features
-already labelled by the same explainer are skipped unless ``overwrite``), resumable (labels are
+already labelled by the same explainer are skipped unless ``overwrite``; another explainer's
+labels are replaced), resumable (labels are
 committed every few features, so a cancelled run keeps what it finished) and cancellable.
 Human labels are never overwritten by an explainer.
 """
@@ -110,9 +111,10 @@ def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
         lb = store.label(int(f))
         if lb is not None:
             existing[int(f)] = lb
-    todo = [int(f) for f in feats if int(f) not in existing or (
-        existing[int(f)].source == source and cfg.overwrite)]
-    todo = [f for f in todo if f not in existing or existing[f].source != "human"]
+    # skip human labels always, and this explainer's own labels unless asked to redo them
+    todo = [int(f) for f in feats if int(f) not in existing
+            or (existing[int(f)].source != "human"
+                and (existing[int(f)].source != source or cfg.overwrite))]
     pending: list[Label] = []
     done = 0
     t0 = time.perf_counter()
