@@ -85,9 +85,13 @@ def test_quickstart_headless_runs_offline(embedded_ws: Workspace) -> None:
     assert (sae["architecture"], sae["d_in"], sae["d_sae"], sae["steps"]) == ("topk", 576, 4608, 30)
     assert sae["explained_variance"] > 0.2 and sae["l0"] <= 32
     assert 0.0 < sae["ce_loss_score"] <= 1.05 and sae["kl_div"] > 0  # noise can pass 1
+    feats = report["features"]
+    assert feats["n_tokens"] <= 1500 and feats["alive"] > 100 and feats["labelled"] > 50
+    assert all(0 <= b["score"] <= 1 and b["label"] for b in feats["best"])
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env,
                                       timeout=600).stdout)
     assert again["activations"]["reused"] is True and again["sae"]["reused"] is True
+    assert again["features"]["reused"] is True
 
 
 def test_quickstart_sae_improves_on_zero_ablation(embedded_ws: Workspace) -> None:

@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--headless", action="store_true", help="run in the terminal")
     sp.add_argument("--max-tokens", type=int, help="tokens to extract (default: the whole corpus)")
     sp.add_argument("--train-steps", type=int, default=400)
+    sp.add_argument("--label-top", type=int, default=300,
+                    help="features to label with the pattern explainer")
     sp.add_argument("--batch-size", type=int, default=2048)
     sp.add_argument("--device", default="auto")
     return p

@@ -177,7 +177,8 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
 
     with cli_task(args) as task:
         r = run_quickstart(ws, task, args.max_tokens, device=args.device,
-                           train_steps=args.train_steps, batch_size=args.batch_size)
+                           train_steps=args.train_steps, batch_size=args.batch_size,
+                           label_top=args.label_top)
     a = r["activations"]
     emit(args, r, lambda r: "\n".join([
         "miStudio quick start: done in {:.0f} s".format(r["seconds"]),
@@ -193,5 +194,10 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
         "{explained_variance:.3f}, L0 {l0:.1f}, dead {dead_fraction:.1%}, CE loss score "
         "{ce_loss_score:.3f}, KL {kl_div:.3f}{reused}".format(
             **{**r["sae"], "reused": " (reused)" if r["sae"]["reused"] else ""}),
-        "Next: `mistudio saes show quickstart-topk`.",
+        "  features    {name}: {alive:,} live, {dead:,} dead on {n_tokens:,} tokens; {score_ge_0_7} "
+        "of {labelled} labelled features score >= 0.7 on held-out contexts{reused}".format(
+            **{**r["features"], "reused": " (analysis reused)" if r["features"]["reused"] else ""}),
+        *[f"      {b['feature']:>5}  {b['score']:.2f}  {b['label']}" for b in r["features"]["best"]],
+        "Next: `mistudio features quickstart-topk --sort score`, "
+        "`mistudio feature quickstart-topk INDEX`.",
     ]))

@@ -20,9 +20,11 @@ QUICKSTART_SAE = "quickstart-topk"
 
 def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int | None = None,
                    context_length: int = 128, device: str = "auto", train_steps: int = 400,
-                   batch_size: int = 2048) -> dict[str, Any]:
+                   batch_size: int = 2048, label_top: int = 300) -> dict[str, Any]:
     """Built-in corpus -> embedded model -> tokenize -> extract a middle layer -> train a TopK
-    SAE with the defaults and evaluate it. Steps already done with the same settings are reused."""
+    SAE with the defaults and evaluate it -> analyse its features and label the most frequent
+    ``label_top`` with the pattern explainer. Steps already done with the same settings are
+    reused."""
     task = task or silent_task()
     t0 = time.perf_counter()
     task.set_status("Registering the embedded model")
@@ -42,7 +44,8 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
     else:
         acts = extract_activations(ws, cfg, QUICKSTART_NAME, SubTask(task, 0.15, 0.5),
                                    overwrite=existing is not None and existing.status == "complete")
-    sae = _train_stage(ws, train_steps, batch_size, device, SubTask(task, 0.5, 1.0))
+    sae = _train_stage(ws, train_steps, batch_size, device, SubTask(task, 0.5, 0.85))
+    features = _feature_stage(ws, label_top, SubTask(task, 0.85, 1.0))
     task.set_progress(1.0)
     return {
         "workspace": str(ws.root),
@@ -53,6 +56,7 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
         "activations": {"name": QUICKSTART_NAME, "layer": layer, "hook": "resid_post",
                         "reused": bool(acts.get("reused")), **acts["summary"]},
         "sae": sae,
+        "features": features,
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -75,3 +79,30 @@ def _train_stage(ws: Workspace, steps: int, batch_size: int, device: str,
         summary = {**summary, **evaluate_in_model(ws, QUICKSTART_SAE, n_sequences=16,
                                                   device=device, task=SubTask(task, 0.9, 1.0))}
     return {"name": QUICKSTART_SAE, "reused": reused, **summary}
+
+
+def _feature_stage(ws: Workspace, label_top: int, task: TaskState) -> dict[str, Any]:
+    """Analyse the quick-start SAE (reused when newer than the SAE) and label its top features."""
+    from mistudio.core.features.analysis import AnalyzeConfig, analyze
+    from mistudio.core.features.labels import LabelConfig, label_features
+    from mistudio.core.features.store import open_features
+
+    sae_art = ws.catalog.get("sae", QUICKSTART_SAE)
+    existing = ws.catalog.find("features", QUICKSTART_SAE)
+    reused = existing is not None and existing.status == "complete" and \
+        existing.provenance.get("created", 0) >= sae_art.provenance.get("created", 0)
+    if not reused:
+        analyze(ws, AnalyzeConfig(QUICKSTART_SAE), QUICKSTART_SAE, SubTask(task, 0.0, 0.6),
+                overwrite=existing is not None)
+    labels = label_features(ws, QUICKSTART_SAE, LabelConfig(top=label_top),
+                            SubTask(task, 0.6, 1.0))
+    store = open_features(ws, QUICKSTART_SAE)
+    scored = store.order(store.labelled(), "score")[:8]
+    best = [{"feature": int(f), "label": lb.label, "score": lb.score,
+             "frequency": float(store.column("frequency")[f])}
+            for f in scored if (lb := store.label(int(f))) is not None and lb.score is not None]
+    summary = ws.catalog.get("features", QUICKSTART_SAE).summary
+    return {"name": QUICKSTART_SAE, "reused": reused, "n_tokens": summary["n_tokens"],
+            "alive": summary["alive"], "dead": summary["dead"],
+            "labelled": labels["scored"], "score_ge_0_7": labels["score_ge_0_7"],
+            "mean_score": labels["mean_score"], "best": best}
