@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -315,3 +318,89 @@ def test_feature_map_umap_cached_and_pca_for_tiny_saes(analysed: Workspace) -> N
     assert (open_features(analysed, "sae").folder / MAP_FILE).stat().st_mtime == mtime
     tiny = compute_map(np.random.default_rng(0).standard_normal((40, 16)))
     assert tiny.method == "pca" and tiny.xy.shape == (40, 2)
+
+
+def test_analysis_refuses_another_models_activations(analysed: Workspace,
+                                                    toy_folder: Callable[[str], Path]) -> None:
+    from mistudio.core.extraction import ExtractConfig, extract_activations
+    from mistudio.core.models import add_model
+
+    add_model(analysed, "other", str(toy_folder("qwen2")))
+    extract_activations(analysed, ExtractConfig("other", "pydoc", (1,), context_length=64,
+                                                max_tokens=600), "other-acts")
+    with pytest.raises(InvalidInputError, match="trained on toy.*comes from other"):
+        analyze(analysed, AnalyzeConfig("sae", "other-acts"), "x")
+
+
+def test_a_cancelled_analysis_is_never_shown_as_complete(acts_ws: Workspace) -> None:
+    from mistudio.core.errors import Cancelled
+    from mistudio.core.jobs import CallbackTask, CancelToken
+
+    train_sae(acts_ws, small(steps=20), "sae")
+    token = CancelToken()
+    task = CallbackTask(lambda p: token.cancel() if p > 0.2 else None, cancel=token)
+    with pytest.raises(Cancelled):
+        analyze(acts_ws, AnalyzeConfig("sae", tokens=2500, block_rows=128), task=task)
+    assert acts_ws.catalog.find("features", "sae") is None
+    assert not (acts_ws.root / "features" / "sae").exists()
+    analyze(acts_ws, AnalyzeConfig("sae", tokens=2500))  # starts clean
+    assert open_features(acts_ws, "sae").n == 128
+
+
+def test_cancelled_labelling_keeps_what_it_finished(analysed: Workspace) -> None:
+    from mistudio.core.errors import Cancelled
+    from mistudio.core.features.labels import LabelConfig, label_features
+    from mistudio.core.jobs import CallbackTask, CancelToken
+
+    token = CancelToken()
+    task = CallbackTask(lambda p: token.cancel() if p >= 0.5 else None, cancel=token)
+    with pytest.raises(Cancelled):
+        label_features(analysed, "sae", LabelConfig(top=20), task)
+    kept = len(open_features(analysed, "sae").labelled())
+    assert 0 < kept < 20
+    r = label_features(analysed, "sae", LabelConfig(top=20))  # resumes
+    assert r["skipped"] == kept and len(open_features(analysed, "sae").labelled()) == 20
+
+
+def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
+    """An OpenAI-compatible server on loopback: the label and the yes/no answers come from it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from mistudio.core.features.labels import LabelConfig, label_features
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body["messages"][0]["content"]
+            seen.append(self.path)
+            reply = "Label: marked tokens" if "eight words" in prompt else (
+                "yes" if "<<" in prompt and len(prompt) % 2 else "no")
+            data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        r = label_features(analysed, "sae", LabelConfig(top=2, explainer="endpoint:stub",
+                                                        endpoint=url, negatives=6))
+    finally:
+        server.shutdown()
+    assert r["explainer"] == "endpoint:stub" and r["scored"] == 2
+    assert seen and all(p == "/v1/chat/completions" for p in seen)
+    store = open_features(analysed, "sae")
+    lb = store.label(int(store.labelled()[0]))
+    assert lb.label == "marked tokens" and lb.scorer == "detection:endpoint:stub"
+    with pytest.raises(InvalidInputError, match="not on this machine"):
+        label_features(analysed, "sae", LabelConfig(top=1, explainer="endpoint:x",
+                                                    endpoint="http://example.com/v1"))
