@@ -161,3 +161,12 @@ def test_cli_sweep_names_each_sae_by_what_varies(acts_ws: Workspace,
     with pytest.raises(SystemExit):  # argparse: usage and "expected int values like 16,32"
         main(["train", "--activations", "acts", "--k", "4,x", *w])
     assert "expected int values" in capsys.readouterr().err
+
+
+def test_early_stopping_ends_only_the_run_that_plateaus(acts_ws: Workspace) -> None:
+    stuck = small(lr=1e-9, early_stop_patience=2, steps=60)  # cannot improve: stops early
+    learning = small(steps=60, early_stop_patience=2, k=4)
+    a, b = train_saes(acts_ws, [(stuck, "stuck"), (learning, "learning")])
+    assert a["summary"]["steps"] < 60 and a["summary"]["tokens"] == a["summary"]["steps"] * 256
+    assert b["summary"]["steps"] > a["summary"]["steps"]
+    assert _metrics(acts_ws, "stuck")[-1]["step"] == a["summary"]["steps"]
