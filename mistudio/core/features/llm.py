@@ -66,7 +66,11 @@ def render_marked(example: Example, text: Any) -> str:
 def clean_label(raw: str) -> str | None:
     """The first meaningful line of a reply, or None if there is nothing usable."""
     for line in raw.strip().splitlines():
-        line = re.sub(r"^(label|description|answer)\s*:\s*", "", line.strip(), flags=re.I)
+        line = re.sub(r"^(\d+\.\s*)?(label|description|answer)?\s*:?\s*", "", line.strip(),
+                      flags=re.I)
+        line = re.sub(r"^the feature (detects|is detecting)( that)?\s*", "", line, flags=re.I)
+        if line.rstrip().endswith(":"):  # "detects the following:" introduces, never says
+            continue
         line = line.strip(" \"'`*.-")
         if len(line) >= 3 and any(c.isalpha() for c in line) and "<<" not in line:
             return line[:80]
