@@ -377,7 +377,7 @@ def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             prompt = body["messages"][0]["content"]
             seen.append(self.path)
-            reply = "Label: marked tokens" if "eight words" in prompt else (
+            reply = "Label: marked tokens" if "MY PROMPT" in prompt else (
                 "yes" if "<<" in prompt and len(prompt) % 2 else "no")
             data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
             self.send_response(200)
@@ -392,8 +392,9 @@ def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/v1"
-        r = label_features(analysed, "sae", LabelConfig(top=2, explainer="endpoint:stub",
-                                                        endpoint=url, negatives=6))
+        r = label_features(analysed, "sae", LabelConfig(
+            top=2, explainer="endpoint:stub", endpoint=url, negatives=6,
+            prompt="MY PROMPT: describe these.\n{examples}\nAnswer:"))
     finally:
         server.shutdown()
     assert r["explainer"] == "endpoint:stub" and r["scored"] == 2
@@ -401,6 +402,8 @@ def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
     store = open_features(analysed, "sae")
     lb = store.label(int(store.labelled()[0]))
     assert lb.label == "marked tokens" and lb.scorer == "detection:endpoint:stub"
+    with pytest.raises(InvalidInputError, match="placeholder"):
+        LabelConfig(explainer="llm", prompt="no slot")
     with pytest.raises(InvalidInputError, match="not on this machine"):
         label_features(analysed, "sae", LabelConfig(top=1, explainer="endpoint:x",
                                                     endpoint="http://example.com/v1"))

@@ -219,9 +219,17 @@ def cmd_label(args: argparse.Namespace, ws: Workspace) -> None:
         emit(args, {"feature": args.feature, "label": args.set},
              f"Feature {args.feature}: labelled {args.set!r}.")
         return
+    prompt = None
+    if args.prompt_file:
+        from pathlib import Path
+
+        path = Path(args.prompt_file).expanduser()
+        if not path.is_file():
+            raise MiStudioError(f"No prompt file at {path}.", "Check --prompt-file.")
+        prompt = path.read_text(encoding="utf-8")
     cfg = LabelConfig(top=args.top, features=tuple(args.feature_list or ()),
                       explainer=args.explainer, endpoint=args.endpoint, judge=args.judge,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, prompt=prompt)
     if cfg.explainer.startswith("llm") and cfg.explainer in ("llm", "llm:smollm2-135m"):
         from mistudio.core.features.llm import SMALL_MODEL_WARNING
 
@@ -281,6 +289,7 @@ def add_feature_commands(add: Any) -> None:
                     help="pattern (default), llm, llm:MODEL or endpoint:MODEL")
     sp.add_argument("--endpoint", default="http://localhost:11434/v1")
     sp.add_argument("--judge", help="model that scores LLM labels (default: the explainer)")
+    sp.add_argument("--prompt-file", help="your explainer prompt, with {examples} in it")
     sp.add_argument("--feature", type=int, help="with --set: the feature to label")
     sp.add_argument("--set", help="your own label for --feature")
     sp.add_argument("--overwrite", action="store_true")

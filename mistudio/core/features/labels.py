@@ -45,6 +45,9 @@ class LabelConfig:
     """OpenAI-compatible server for endpoint:MODEL (must be on this machine unless online)."""
     judge: str | None = None
     """Model that scores LLM labels by detection; None = the explainer itself."""
+    prompt: str | None = None
+    """Explainer prompt for LLM explainers, with ``{examples}`` where the marked examples go;
+    None = :data:`mistudio.core.features.llm.EXPLAIN_PROMPT`."""
     negatives: int = 20
     """Non-activating contexts per score (half hard negatives)."""
     overwrite: bool = False
@@ -59,6 +62,9 @@ class LabelConfig:
         if kind == "endpoint" and ":" not in self.explainer:
             raise InvalidInputError("endpoint needs the served model's name.",
                                     "Use --explainer endpoint:MODEL (e.g. endpoint:llama3.1).")
+        if self.prompt is not None and "{examples}" not in self.prompt:
+            raise InvalidInputError("The explainer prompt has no {examples} placeholder.",
+                                    "Put {examples} where the examples should go.")
         if self.top <= 0 and not self.features:
             raise InvalidInputError("--top must be positive.", f"Got {self.top}.")
 
@@ -137,7 +143,7 @@ def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
                     score = simulation_score(exp.rule, held_out, neg, text)
                     pending.append(Label(f, exp.label, source, "simulation", score, "ok", None))
             else:
-                label = explain_with_llm(llm, explain_ex, text)
+                label = explain_with_llm(llm, explain_ex, text, cfg.prompt)
                 if label is None:
                     pending.append(Label(f, "(no usable description)", source, None, None,
                                          "failed", "the explainer wrote nothing usable"))

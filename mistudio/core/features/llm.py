@@ -152,9 +152,11 @@ class EndpointLLM:
                 for p in prompts]
 
 
-def explain_with_llm(llm: Explainer, examples: list[Example], text: Any) -> str | None:
+def explain_with_llm(llm: Explainer, examples: list[Example], text: Any,
+                     prompt: str | None = None) -> str | None:
     shown = "\n".join(f"{i + 1}. {render(e, text)}" for i, e in enumerate(examples[:12]))
-    return clean_label(llm.complete([EXPLAIN_PROMPT.format(examples=shown)])[0])
+    template = prompt or EXPLAIN_PROMPT
+    return clean_label(llm.complete([template.replace("{examples}", shown)])[0])
 
 
 def detection_score(llm: Explainer, label: str, positives: list[Example],
