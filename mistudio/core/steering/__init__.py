@@ -1,0 +1,1 @@
+"""Steering the model with SAE features: interventions, side-by-side generation, presets."""

@@ -1,0 +1,149 @@
+"""Steering: interventions, KV-cache generation, side-by-side comparison, presets, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from toy import small_train_config as small
+
+from mistudio.core.errors import Cancelled, InvalidInputError, NotFoundError
+from mistudio.core.jobs import CallbackTask, CancelToken
+from mistudio.core.models import load_model
+from mistudio.core.sae.trainer import open_sae, train_sae
+from mistudio.core.steering.generate import GenerationConfig, compare
+from mistudio.core.steering.interventions import Intervention, SiteSteer, steering
+from mistudio.core.steering.session import Steerer, SteeringSpec
+from mistudio.core.workspace import Workspace
+
+HOOK = "layers.1.resid_post"
+PROMPT = "The module defines a class"
+
+
+@pytest.fixture
+def steer_ws(acts_ws: Workspace) -> Workspace:
+    train_sae(acts_ws, small(steps=30, architecture="relu"), "sae")
+    return acts_ws
+
+
+def _spec(*ivs: Intervention, **gen: object) -> SteeringSpec:
+    return SteeringSpec(("sae",), ivs, generation=GenerationConfig(**gen))  # type: ignore[arg-type]
+
+
+def test_each_method_changes_h_as_documented(steer_ws: Workspace) -> None:
+    sae, _ = open_sae(steer_ws, "sae")
+    h = torch.randn(1, 5, 32) * 3
+    W = sae.W_dec_FO
+    a = sae.encode(h)[..., 3]
+
+    def run(iv: Intervention) -> torch.Tensor:
+        return SiteSteer(sae, [iv], 1.0, 1)(h) - h
+
+    torch.testing.assert_close(run(Intervention(3, 2.0, "add"))[0, 1:], (2.0 * W[3]).expand(4, -1))
+    torch.testing.assert_close(run(Intervention(3, 1.5, "clamp"))[0, 1:],
+                               (1.5 - a[0, 1:, None]) * W[3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(run(Intervention(3, 0, "ablate"))[0, 1:],
+                               -a[0, 1:, None] * W[3], atol=1e-5, rtol=1e-5)
+    d = W[3] / W[3].norm()
+    capped = h + run(Intervention(3, 0.5, "cap"))
+    assert float((capped[0, 1:] @ d).max()) <= 0.5 + 1e-5
+    assert torch.equal(run(Intervention(3, 2.0, "add"))[0, 0], torch.zeros(32))  # position 0 kept
+    with pytest.raises(InvalidInputError, match="out of range"):
+        SiteSteer(sae, [Intervention(10_000, 1.0)], 1.0, 1)
+
+
+def test_kv_cache_generation_matches_recomputing_each_step(steer_ws: Workspace) -> None:
+    loaded = load_model(steer_ws, "toy", device="cpu", dtype="float32")
+    sae, _ = open_sae(steer_ws, "sae")
+    sites = {HOOK: SiteSteer(sae, [Intervention(5, 8.0), Intervention(9, 0, "ablate")], 1.0, 1)}
+    result = compare(loaded, sites, PROMPT, GenerationConfig(max_tokens=12))
+    ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    for _ in range(12):  # no cache: the whole sequence every step, steering restarted
+        sites[HOOK].reset()
+        with torch.no_grad(), steering(loaded, sites):
+            logits = loaded.model(input_ids=ids, use_cache=False).logits[0, -1]
+        ids = torch.cat([ids, logits.argmax().view(1, 1)], dim=1)
+    assert result.steered.token_ids == ids[0, -12:].tolist()
+
+
+def test_steering_leaves_the_model_untouched_even_when_cancelled(steer_ws: Workspace) -> None:
+    loaded = load_model(steer_ws, "toy", device="cpu", dtype="float32")
+    ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        before = loaded.model(input_ids=ids).logits
+    steerer = Steerer(steer_ws, _spec(Intervention(5, 20.0), max_tokens=20), loaded=loaded)
+    token = CancelToken()
+    task = CallbackTask(on_partial=lambda r: token.cancel() if r["index"] >= 3 else None,
+                        cancel=token)
+    with pytest.raises(Cancelled):
+        steerer.run(PROMPT, task=task)
+    steerer.run(PROMPT)
+    with torch.no_grad():
+        after = loaded.model(input_ids=ids).logits
+    assert torch.equal(before, after)
+
+
+def test_comparison_reports_divergence_kl_and_feature_change(steer_ws: Workspace) -> None:
+    streamed: list[dict] = []
+    steerer = Steerer(steer_ws, _spec(Intervention(5, 30.0), max_tokens=10, temperature=0.8,
+                                      seed=3), device="cpu")
+    r = steerer.run(PROMPT, task=CallbackTask(on_partial=streamed.append))
+    assert {e["side"] for e in streamed} == {"plain", "steered"}
+    assert "".join(e["text"] for e in streamed if e["side"] == "steered") == r.steered.text
+    assert r.diverges_at is not None and r.kl_mean > 0
+    assert len(r.kl_per_position) == len(r.steered.token_ids) == len(r.gained) == len(r.lost)
+    assert all(v > 0 for _, v in r.gained[0]) and all(v > 0 for _, v in r.lost[0])
+    assert r.perplexity_plain > 1 and r.perplexity_steered > 1 and -1 <= r.similarity <= 1
+    act = r.feature_activations[f"{HOOK}#5"]
+    sae, _ = open_sae(steer_ws, "sae")
+    gain = 30.0 * float(sae.W_enc_DF[:, 5] @ sae.W_dec_FO[5])  # what the encoder reads back
+    assert gain > 1 and act["steered"] > act["plain"] + 0.5 * gain
+    same = steerer.run(PROMPT, _spec(Intervention(5, 0.0), max_tokens=10, temperature=0.8,
+                                     seed=3))
+    assert same.steered.token_ids == same.plain.token_ids and same.diverges_at is None
+    assert max(same.kl_per_position) < 1e-6
+
+
+def test_bad_input(steer_ws: Workspace) -> None:
+    steerer = Steerer(steer_ws, _spec(Intervention(5, 1.0), max_tokens=4), device="cpu")
+    with pytest.raises(InvalidInputError, match="prompt is empty"):
+        steerer.run("   ")
+    with pytest.raises(InvalidInputError, match="the model reads at most 256"):
+        steerer.run("word " * 400)
+    with pytest.raises(InvalidInputError, match="out of range"):
+        steerer.run(PROMPT, _spec(Intervention(9999, 1.0)))
+    nan = steerer.run(PROMPT, _spec(Intervention(5, float("inf")), max_tokens=4))
+    assert nan.steered.error and "NaN/Inf" in nan.steered.error and not nan.steered.token_ids
+    assert len(nan.plain.token_ids) == 4 and nan.plain.error is None  # the other side goes on
+    loaded = steerer.loaded
+    loaded.info = dataclasses.replace(loaded.info, d_model=64)
+    with pytest.raises(InvalidInputError, match="hidden size 64"):
+        Steerer(steer_ws, _spec(Intervention(5, 1.0)), loaded=loaded)
+    sae, _ = open_sae(steer_ws, "sae")
+    with pytest.raises(InvalidInputError, match="no layer 9"), \
+            steering(steerer.loaded, {"layers.9.resid_post": SiteSteer(sae, [], 1.0, 1)}):
+        pass
+    with pytest.raises(InvalidInputError, match="No feature"):
+        SteeringSpec(("sae",), ())
+
+
+def test_presets_save_load_rate_export_import(steer_ws: Workspace, tmp_path: Path) -> None:
+    from mistudio.core.steering import presets
+
+    spec = _spec(Intervention(5, 4.0), Intervention(7, -2.0, "clamp"), max_tokens=5)
+    presets.save_preset(steer_ws, "class-up", spec, note="more classes")
+    assert presets.load_preset(steer_ws, "class-up") == spec
+    with pytest.raises(InvalidInputError, match="exists"):
+        presets.save_preset(steer_ws, "class-up", spec)
+    result = {"prompt": "p", "plain": {"text": "a"}, "steered": {"text": "b"}}
+    assert presets.rate(steer_ws, "class-up", result, "steered", "on topic") == 1
+    out = presets.export_preset(steer_ws, "class-up", tmp_path)
+    presets.delete_preset(steer_ws, "class-up")
+    assert presets.list_presets(steer_ws) == []
+    with pytest.raises(NotFoundError):
+        presets.load_preset(steer_ws, "class-up")
+    back = presets.import_preset(steer_ws, out)
+    assert back["name"] == "class-up" and len(back["ratings"]) == 1
+    assert presets.list_presets(steer_ws)[0]["ratings"] == 1
