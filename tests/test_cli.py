@@ -17,7 +17,8 @@ COMMANDS = ["datasets", "datasets add", "datasets list", "datasets show", "datas
             "tokenized list", "tokenized show", "extract", "activations list", "activations show",
             "activations remove", "train", "saes list", "saes show", "saes remove", "eval",
             "import", "export", "doctor",
-            "catalog", "jobs", "quickstart", "analyze", "features", "feature", "label", "map"]
+            "catalog", "jobs", "quickstart", "analyze", "features", "feature", "label", "map",
+            "steer", "presets"]
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:

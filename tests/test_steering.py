@@ -147,3 +147,35 @@ def test_presets_save_load_rate_export_import(steer_ws: Workspace, tmp_path: Pat
     back = presets.import_preset(steer_ws, out)
     assert back["name"] == "class-up" and len(back["ratings"]) == 1
     assert presets.list_presets(steer_ws)[0]["ratings"] == 1
+
+
+def test_cli_steer_presets_and_rating(steer_ws: Workspace, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from mistudio.cli import main
+
+    w = ["--workspace", str(steer_ws.root)]
+    assert main(["steer", "--sae", "sae", "--feature", "5=+30", "--feature", "7=-2",
+                 "--max-tokens", "6", "--prompt", PROMPT, "--save", "up", "--rate", "steered",
+                 *w]) == 0
+    out = capsys.readouterr().out
+    assert "UNSTEERED" in out and "STEERED" in out and "KL(steered || unsteered)" in out
+    assert "Feature 5 mean activation" in out
+    assert main(["steer", "--preset", "up", "--json", "--prompt", PROMPT, *w]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert len(r["steered"]["token_ids"]) == 6 and r["spec"]["interventions"][1]["coefficient"] == -2
+    assert main(["presets", "list", *w]) == 0
+    assert "up" in capsys.readouterr().out
+    assert main(["presets", "show", "up", *w]) == 0
+    assert "rating: steered" in capsys.readouterr().out
+    assert main(["presets", "export", "up", str(tmp_path), *w]) == 0
+    assert main(["presets", "delete", "up", *w]) == 0
+    assert main(["presets", "import", str(tmp_path / "up.json"), "--as", "again", *w]) == 0
+    capsys.readouterr()
+    assert main(["steer", "--sae", "sae", "--feature", "99999=1", "--prompt", PROMPT, *w]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(["steer", "--sae", "sae", "--feature", "5=1", "--prompt", " ", *w]) == 2
+    assert "prompt is empty" in capsys.readouterr().err
+    assert main(["steer", "--sae", "sae", "--feature", "5=1", "--rate", "plain", *w]) == 2
+    assert main(["presets", "show", *w]) == 2

@@ -36,6 +36,7 @@ from mistudio.cli.sae_commands import (
     num_list,
     str_list,
 )
+from mistudio.cli.steer_commands import add_steer_commands
 from mistudio.core.errors import Cancelled, MiStudioError
 from mistudio.core.workspace import Workspace
 
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=["rebuild"])
     add("jobs", cmd_jobs, "recent jobs and their outcome")
     add_feature_commands(add)
+    add_steer_commands(add)
 
     sp = add("quickstart", cmd_quickstart, "the whole workflow on the embedded defaults")
     sp.add_argument("--headless", action="store_true", help="run in the terminal")
