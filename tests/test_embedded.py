@@ -88,6 +88,9 @@ def test_quickstart_headless_runs_offline(embedded_ws: Workspace) -> None:
     feats = report["features"]
     assert feats["n_tokens"] <= 1500 and feats["alive"] > 100 and feats["labelled"] > 50
     assert all(0 <= b["score"] <= 1 and b["label"] for b in feats["best"])
+    steer = report["steering"]
+    assert steer["feature"] == feats["best"][0]["feature"] and steer["plain"] and steer["steered"]
+    assert steer["plain"] != steer["steered"] and steer["kl_mean"] > 0
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env,
                                       timeout=600).stdout)
     assert again["activations"]["reused"] is True and again["sae"]["reused"] is True

@@ -179,3 +179,17 @@ def test_cli_steer_presets_and_rating(steer_ws: Workspace, tmp_path: Path,
     assert "prompt is empty" in capsys.readouterr().err
     assert main(["steer", "--sae", "sae", "--feature", "5=1", "--rate", "plain", *w]) == 2
     assert main(["presets", "show", *w]) == 2
+
+
+def test_a_watched_sae_at_a_later_layer_reports_what_changed(steer_ws: Workspace) -> None:
+    from mistudio.core.extraction import ExtractConfig, extract_activations
+
+    extract_activations(steer_ws, ExtractConfig("toy", "pydoc", (0,), context_length=64,
+                                                max_tokens=3000, dtype="float32"), "early")
+    train_sae(steer_ws, small(activations="early", steps=30, architecture="relu"), "early-sae")
+    spec = SteeringSpec(("early-sae", "sae"), (Intervention(5, 30.0, "add", "early-sae"),),
+                        generation=GenerationConfig(max_tokens=6))
+    r = Steerer(steer_ws, spec, device="cpu").run(PROMPT)
+    later = {k: v for k, v in r.feature_activations.items() if k.startswith(HOOK)}
+    assert len(later) == 5 and any(abs(v["steered"] - v["plain"]) > 0 for v in later.values())
+    assert "layers.0.resid_post#5" in r.feature_activations

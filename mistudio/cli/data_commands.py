@@ -198,6 +198,17 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
         "of {labelled} labelled features score >= 0.7 on held-out contexts{reused}".format(
             **{**r["features"], "reused": " (analysis reused)" if r["features"]["reused"] else ""}),
         *[f"      {b['feature']:>5}  {b['score']:.2f}  {b['label']}" for b in r["features"]["best"]],
+        *_steer_lines(r.get("steering")),
         "Next: `mistudio features quickstart-topk --sort score`, "
-        "`mistudio feature quickstart-topk INDEX`.",
+        "`mistudio feature quickstart-topk INDEX`, "
+        "`mistudio steer --sae quickstart-topk --feature INDEX=+20`.",
     ]))
+
+
+def _steer_lines(s: dict | None) -> list[str]:
+    if not s:
+        return []
+    return [f"  steering    feature {s['feature']} ({s['label']}) at {s['coefficient']}, "
+            f"prompt {s['prompt']!r}:",
+            f"      unsteered: {s['plain'].strip()!r}",
+            f"      steered:   {s['steered'].strip()!r}  (KL {s['kl_mean']:.3f})"]

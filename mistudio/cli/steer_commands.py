@@ -38,8 +38,9 @@ def _spec_from_args(args: argparse.Namespace, ws: Workspace) -> Any:
                             gen if args.override_sampling else spec.generation)
     if not args.sae:
         raise MiStudioError("No SAE to steer with.", "Pass --sae NAME (or --preset NAME).")
-    ivs = tuple(Intervention(i, c, args.method) for i, c in (args.feature or []))
-    return SteeringSpec((args.sae,), ivs, args.strength, args.units, args.model, gen)
+    ivs = tuple(Intervention(i, c, args.method, args.sae) for i, c in (args.feature or []))
+    saes = (args.sae, *[w for w in (args.watch or []) if w != args.sae])
+    return SteeringSpec(saes, ivs, args.strength, args.units, args.model, gen)
 
 
 def _mark_diff(tokens_a: list[str], tokens_b: list[str], color: bool) -> tuple[str, str]:
@@ -157,6 +158,9 @@ def cmd_presets(args: argparse.Namespace, ws: Workspace) -> None:
 
 def _steer_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--sae", help="SAE whose features to steer with")
+    sp.add_argument("--watch", action="append",
+                    help="another SAE (e.g. at a later layer) whose most changed features to "
+                    "report; repeatable")
     sp.add_argument("--feature", type=parse_feature, action="append",
                     help="INDEX=COEFFICIENT, repeatable (e.g. --feature 123=+4 --feature 77=-2)")
     sp.add_argument("--method", choices=["add", "clamp", "ablate", "cap"], default="add")

@@ -45,7 +45,8 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
         acts = extract_activations(ws, cfg, QUICKSTART_NAME, SubTask(task, 0.15, 0.5),
                                    overwrite=existing is not None and existing.status == "complete")
     sae = _train_stage(ws, train_steps, batch_size, device, SubTask(task, 0.5, 0.85))
-    features = _feature_stage(ws, label_top, SubTask(task, 0.85, 1.0))
+    features = _feature_stage(ws, label_top, SubTask(task, 0.85, 0.95))
+    steer = _steer_stage(ws, features, device, SubTask(task, 0.95, 1.0))
     task.set_progress(1.0)
     return {
         "workspace": str(ws.root),
@@ -57,6 +58,7 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
                         "reused": bool(acts.get("reused")), **acts["summary"]},
         "sae": sae,
         "features": features,
+        "steering": steer,
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -106,3 +108,25 @@ def _feature_stage(ws: Workspace, label_top: int, task: TaskState) -> dict[str, 
             "alive": summary["alive"], "dead": summary["dead"],
             "labelled": labels["scored"], "score_ge_0_7": labels["score_ge_0_7"],
             "mean_score": labels["mean_score"], "best": best}
+
+
+STEER_PROMPT = "The most important thing about Python is"
+
+
+def _steer_stage(ws: Workspace, features: dict[str, Any], device: str,
+                 task: TaskState) -> dict[str, Any] | None:
+    """Steer with the best-labelled feature that has a token rule (3 x its max activation)."""
+    from mistudio.core.steering.generate import GenerationConfig
+    from mistudio.core.steering.interventions import Intervention
+    from mistudio.core.steering.session import SteeringSpec, run_steering
+
+    if not features["best"]:
+        return None
+    best = features["best"][0]
+    spec = SteeringSpec((QUICKSTART_SAE,), (Intervention(best["feature"], 3.0),), units="max",
+                        generation=GenerationConfig(max_tokens=24))
+    task.set_status(f"Steering with feature {best['feature']} ({best['label']})")
+    r = run_steering(ws, spec, STEER_PROMPT, task, device)
+    return {"feature": best["feature"], "label": best["label"], "coefficient": "3 x max",
+            "prompt": STEER_PROMPT, "plain": r["plain"]["text"], "steered": r["steered"]["text"],
+            "kl_mean": r["kl_mean"], "diverges_at": r["diverges_at"]}

@@ -106,11 +106,11 @@ class _Stream:
 @torch.no_grad()
 def compare(loaded: LoadedModel, sites: dict[str, SiteSteer], prompt: str,
             cfg: GenerationConfig, task: TaskState | None = None,
-            watch: dict[str, tuple[Any, list[int]]] | None = None) -> Comparison:
+            watch: dict[str, tuple[Any, list[int] | None]] | None = None) -> Comparison:
     """Generate plain and steered continuations of ``prompt`` and compare them.
 
-    ``watch``: hook key -> (SAE, features) whose mean activations are reported per side (the
-    steered SAE's own features at least).
+    ``watch``: hook key -> (SAE, features, or None for its most changed ones) whose mean
+    activations are reported per side.
     """
     task = task or silent_task()
     tok = loaded.tokenizer
@@ -178,7 +178,8 @@ def _forward_hidden(loaded: LoadedModel, ids: Tensor) -> Any:
 
 
 def _compare(loaded: LoadedModel, sites: dict[str, SiteSteer], prompt: str, n_prompt: int,
-             sides: list[_Stream], watch: dict[str, tuple[Any, list[int]]]) -> Comparison:
+             sides: list[_Stream], watch: dict[str, tuple[Any, list[int] | None]]
+             ) -> Comparison:
     plain, steered = sides
     tok = loaded.tokenizer
     common = min(len(plain.new), len(steered.new))
@@ -219,20 +220,21 @@ def _compare(loaded: LoadedModel, sites: dict[str, SiteSteer], prompt: str, n_pr
 
 
 def _feature_activations(loaded: LoadedModel, sites: dict[str, SiteSteer], sides: list[_Stream],
-                         n_prompt: int, watch: dict[str, tuple[Any, list[int]]]
+                         n_prompt: int, watch: dict[str, tuple[Any, list[int] | None]]
                          ) -> dict[str, dict[str, float]]:
-    """Mean activation of the watched features over generated positions, plain vs steered (the
-    steered text read with the steering applied, as it was generated)."""
+    """Mean activation of watched features over generated positions, plain vs steered (the
+    steered text read with the steering applied, as it was generated). ``None`` instead of a
+    feature list watches a whole SAE (e.g. at a later layer) and reports its five features whose
+    mean activation changed most."""
     from mistudio.core.adapters import parse_hook_key
     from mistudio.core.hooks import capture
 
     out: dict[str, dict[str, float]] = {}
-    if not watch:
+    if not watch or not all(s.new for s in sides):
         return out
     keys = [parse_hook_key(k) for k in watch]
+    means: dict[str, dict[str, Tensor]] = {}
     for side in sides:
-        if not side.new:
-            continue
         for s in sites.values():
             s.reset()
         if side.name == "steered":
@@ -241,8 +243,13 @@ def _feature_activations(loaded: LoadedModel, sites: dict[str, SiteSteer], sides
         else:
             with capture(loaded, keys, stop_early=False) as seen:
                 loaded.model(input_ids=side.ids, use_cache=False)
-        for key, (sae, feats) in watch.items():
-            acts = sae.encode(seen[key][0, n_prompt:].float())
-            for f in feats:
-                out.setdefault(f"{key}#{f}", {})[side.name] = float(acts[:, f].mean())
+        for key, (sae, _) in watch.items():
+            means.setdefault(key, {})[side.name] = sae.encode(seen[key][0, n_prompt:].float()
+                                                              ).mean(0)
+    for key, (_, feats) in watch.items():
+        plain, steered = means[key]["plain"], means[key]["steered"]
+        chosen = feats if feats is not None else \
+            (steered - plain).abs().topk(min(5, plain.numel())).indices.tolist()
+        for f in chosen:
+            out[f"{key}#{f}"] = {"plain": float(plain[f]), "steered": float(steered[f])}
     return out

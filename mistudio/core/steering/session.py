@@ -24,7 +24,8 @@ class SteeringSpec:
     """Everything that defines a steering experiment (saved as a preset)."""
 
     saes: tuple[str, ...]
-    """SAEs whose features are steered (each at its own hook point)."""
+    """SAEs whose features are steered (each at its own hook point); an SAE without
+    interventions is watched: its most changed features are reported."""
     interventions: tuple[Intervention, ...]
     strength: float = 1.0
     """Global multiplier of every coefficient."""
@@ -104,7 +105,7 @@ class Steerer:
                                         "loaded.", f"Add --sae {name}.")
             by_sae.setdefault(name, []).append(self._scaled(iv, name))
         sites: dict[str, SiteSteer] = {}
-        for name, items in by_sae.items():
+        for name, items in by_sae.items():  # SAEs without interventions are only watched
             sae, _, hook = self.saes[name]
             if hook in sites:
                 raise InvalidInputError(f"Two SAEs steer {hook}.", "Steer one SAE per hook point.")
@@ -116,10 +117,14 @@ class Steerer:
         """Generate both sides (``spec`` may change coefficients of the loaded SAEs)."""
         spec = spec or self.spec
         sites = self.sites(spec)
-        watch = {}
+        watch: dict[str, tuple[Any, list[int] | None]] = {}
         for iv in spec.interventions:
             sae, _, hook = self.saes[iv.sae or spec.saes[0]]
-            watch.setdefault(hook, (sae, []))[1].append(iv.feature)
+            feats = watch.setdefault(hook, (sae, []))[1]
+            if feats is not None:
+                feats.append(iv.feature)
+        for sae, _, hook in self.saes.values():  # loaded without interventions: watched
+            watch.setdefault(hook, (sae, None))
         return compare(self.loaded, sites, prompt, spec.generation, task, watch)
 
 
