@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach for the hub
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # Qt tests draw without a screen
+# Qt settings of the tests go to a temporary folder, never the user's own
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="mistudio-test-config-")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from toy import save_toy

@@ -18,7 +18,7 @@ COMMANDS = ["datasets", "datasets add", "datasets list", "datasets show", "datas
             "activations remove", "train", "saes list", "saes show", "saes remove", "eval",
             "import", "export", "doctor",
             "catalog", "jobs", "quickstart", "analyze", "features", "feature", "label", "map",
-            "steer", "presets"]
+            "steer", "presets", "gui"]
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:

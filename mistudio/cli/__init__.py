@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("jobs", cmd_jobs, "recent jobs and their outcome")
     add_feature_commands(add)
     add_steer_commands(add)
+    sp = add("gui", cmd_gui, "open the desktop app (also: `mistudio` with no command)")
+    sp.add_argument("--quit-after", type=int, metavar="MS", help="close after MS (smoke tests)")
 
     sp = add("quickstart", cmd_quickstart, "the whole workflow on the embedded defaults")
     sp.add_argument("--headless", action="store_true", help="run in the terminal")
@@ -194,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
+        if argv is None and _gui_available():  # `mistudio` alone, or a double click: the app
+            from mistudio.gui.app import run_app
+
+            return run_app(args.workspace)
         parser.print_help()
         print("\nStart with: mistudio quickstart --headless", file=sys.stderr)
         return 0
@@ -216,6 +222,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if ws is not None:
             ws.close()
+
+
+def _gui_available() -> bool:
+    try:
+        from mistudio.gui.app import can_show_window
+    except ImportError:  # a build without PySide6: the CLI still works
+        return False
+    return can_show_window()
+
+
+def cmd_gui(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.gui.app import can_show_window, run_app
+
+    if not can_show_window():
+        raise MiStudioError("There is no display to show the window on.",
+                            "Run it on a desktop, or set QT_QPA_PLATFORM=offscreen to test.")
+    ws.close()
+    code = run_app(str(ws.root), args.quit_after)
+    if code:
+        raise MiStudioError(f"The app ended with status {code}.", "See the messages above.")
 
 
 if __name__ == "__main__":

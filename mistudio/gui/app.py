@@ -1,0 +1,34 @@
+"""Starting the desktop app."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from mistudio.gui.common import apply_theme
+from mistudio.gui.main_window import MainWindow, settings
+
+
+def can_show_window() -> bool:
+    """A display exists (or Qt was told to draw offscreen)."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def run_app(workspace: str | None = None, quit_after_ms: int | None = None) -> int:
+    """Open the main window and run until it closes (``quit_after_ms``: for smoke tests)."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("miStudio")
+    app.setOrganizationName("miStudio")
+    apply_theme(app, str(settings().value("theme") or "light"))
+    window = MainWindow(workspace)
+    window.show()
+    if quit_after_ms is not None:
+        QTimer.singleShot(quit_after_ms, window.close)
+    return int(app.exec())

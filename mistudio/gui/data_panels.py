@@ -1,0 +1,229 @@
+"""Datasets and Models panels: what the workspace holds, and the jobs that add to it.
+
+Every job runs through the panel's :class:`JobRunner` with its own ``Workspace`` handle on the
+worker thread (SQLite connections are per thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mistudio.core.workspace import Workspace, human_bytes
+from mistudio.gui.common import RowsModel, show_error
+from mistudio.gui.worker import JobRunner
+
+
+def in_worker(ws: Workspace, fn: Callable[[Workspace, Any], Any]) -> Callable[[Any], Any]:
+    root = ws.root
+
+    def job(task: Any) -> Any:
+        own = Workspace(root)
+        try:
+            return fn(own, task)
+        finally:
+            own.close()
+    return job
+
+
+class ArtifactPanel(QWidget):
+    """A table of one kind of artifact plus a column of actions."""
+
+    kind = ""
+    headers: tuple[str, ...] = ()
+
+    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ws = ws
+        self.runner = JobRunner(self)
+        self.runner.failed.connect(lambda m, d: show_error(self, m, d))
+        self.runner.finished.connect(lambda _: self.refresh())
+        self.runner.cancelled.connect(self.refresh)
+        self.layout_ = QHBoxLayout(self)
+        self.model = RowsModel(self.headers)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.layout_.addWidget(self.table, 3)
+        self.side = QVBoxLayout()
+        self.layout_.addLayout(self.side, 1)
+
+    def rows(self) -> list[list[Any]]:
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        self.model.set_rows(self.rows())
+        self.table.resizeColumnsToContents()
+
+
+class DatasetsPanel(ArtifactPanel):
+    kind = "dataset"
+    headers = ("Name", "Source", "Documents", "Characters", "Status")
+
+    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+        super().__init__(ws, parent)
+        add = QGroupBox("Add a dataset")
+        a = QVBoxLayout(add)
+        builtin = QPushButton("Built-in corpus (Python docs)")
+        builtin.clicked.connect(self.add_builtin)
+        files = QPushButton("Text files or a folder...")
+        files.clicked.connect(self.add_files)
+        a.addWidget(builtin)
+        a.addWidget(files)
+        self.side.addWidget(add)
+        tok = QGroupBox("Tokenize the selected dataset")
+        f = QFormLayout(tok)
+        self.tok_model = QComboBox()
+        self.ctx = QSpinBox(minimum=16, maximum=8192, value=128, singleStep=64)
+        go = QPushButton("Tokenize")
+        go.clicked.connect(self.tokenize)
+        f.addRow("Model", self.tok_model)
+        f.addRow("Context length", self.ctx)
+        f.addRow(go)
+        self.side.addWidget(tok)
+        self.side.addStretch(1)
+        self.refresh()
+
+    def rows(self) -> list[list[Any]]:
+        self.tok_model.clear()
+        self.tok_model.addItems([m.name for m in self.ws.catalog.list("model")])
+        return [[a.name, a.config.get("source"), a.summary.get("documents"),
+                 a.summary.get("characters"), a.status] for a in self.ws.catalog.list("dataset")]
+
+    def selected(self) -> str | None:
+        idx = self.table.selectionModel().selectedRows()
+        return self.model.rows[idx[0].row()][0] if idx else None
+
+    def add_builtin(self) -> None:
+        from mistudio.core.datasets import ensure_builtin_dataset
+
+        self.runner.start("Adding the built-in corpus",
+                          in_worker(self.ws, lambda ws, t: ensure_builtin_dataset(ws, "pydoc", t)))
+
+    def add_files(self) -> None:
+        from mistudio.core.datasets import DatasetConfig, add_dataset
+
+        path, _ = QFileDialog.getOpenFileName(self, "Dataset file", str(Path.home()),
+                                              "Text data (*.txt *.jsonl *.json *.csv *.parquet)")
+        if not path:
+            return
+        name = Path(path).stem.replace(" ", "-")
+        self.runner.start(f"Adding {name}", in_worker(
+            self.ws, lambda ws, t: add_dataset(ws, name, DatasetConfig(path), task=t)))
+
+    def tokenize(self) -> None:
+        from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
+
+        ds, model = self.selected(), self.tok_model.currentText()
+        if not ds or not model:
+            show_error(self, "Select a dataset in the table and a model to tokenize with.")
+            return
+        cfg = TokenizeConfig(ds, model, self.ctx.value())
+        self.runner.start(f"Tokenizing {ds}", in_worker(
+            self.ws, lambda ws, t: tokenize_dataset(ws, cfg, task=t)))
+
+
+class ModelsPanel(ArtifactPanel):
+    kind = "model"
+    headers = ("Name", "Family", "Parameters", "Layers", "d_model", "Context")
+
+    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+        super().__init__(ws, parent)
+        embedded = QPushButton("Register the embedded model")
+        embedded.clicked.connect(self.add_embedded)
+        self.side.addWidget(embedded)
+        ext = QGroupBox("Extract activations")
+        f = QFormLayout(ext)
+        self.model_box = QComboBox()
+        self.dataset = QComboBox()
+        self.layer = QSpinBox(minimum=0, maximum=200, value=15)
+        self.hook = QComboBox()
+        self.hook.addItems(["resid_post", "resid_pre", "mlp_in", "mlp_out", "attn_out"])
+        self.max_tokens = QSpinBox(minimum=1000, maximum=100_000_000, value=100_000,
+                                   singleStep=10_000)
+        go = QPushButton("Extract")
+        go.clicked.connect(self.extract)
+        for label, w in (("Model", self.model_box), ("Dataset", self.dataset),
+                         ("Layer", self.layer), ("Hook point", self.hook),
+                         ("Max tokens", self.max_tokens)):
+            f.addRow(label, w)
+        f.addRow(go)
+        self.side.addWidget(ext)
+        self.acts = QLabel("")
+        self.acts.setWordWrap(True)
+        self.side.addWidget(self.acts)
+        self.side.addStretch(1)
+        self.refresh()
+
+    def rows(self) -> list[list[Any]]:
+        models = self.ws.catalog.list("model")
+        self.model_box.clear()
+        self.model_box.addItems([m.name for m in models])
+        self.dataset.clear()
+        self.dataset.addItems([d.name for d in self.ws.catalog.list("dataset")])
+        sets = self.ws.catalog.list("activations")
+        self.acts.setText("Activation sets:\n" + "\n".join(
+            f"  {a.name}: {a.summary.get('tokens', 0):,} tokens, "
+            f"{human_bytes(a.summary.get('bytes', 0))} ({a.status})" for a in sets)
+            if sets else "No activation sets yet.")
+        return [[m.name, m.summary.get("family"), m.summary.get("n_params"),
+                 m.summary.get("n_layers"), m.summary.get("d_model"),
+                 m.summary.get("max_context")] for m in models]
+
+    def add_embedded(self) -> None:
+        from mistudio.core.models import ensure_embedded_model
+
+        self.runner.start("Registering the embedded model", in_worker(
+            self.ws, lambda ws, t: ensure_embedded_model(ws)))
+
+    def extract(self) -> None:
+        from mistudio.core.extraction import ExtractConfig, extract_activations
+
+        model, ds = self.model_box.currentText(), self.dataset.currentText()
+        if not model or not ds:
+            show_error(self, "Choose a model and a dataset (add them first).")
+            return
+        cfg = ExtractConfig(model, ds, (self.layer.value(),), (self.hook.currentText(),),
+                            max_tokens=self.max_tokens.value())
+        name = f"{ds}.{model}.{self.layer.value()}.{self.hook.currentText()}"
+        self.runner.start(f"Extracting {name}", in_worker(
+            self.ws, lambda ws, t: extract_activations(ws, cfg, name, t)))
+
+
+class ListPanel(QWidget):
+    """What exists of a kind whose full panel comes later (features, steering presets)."""
+
+    def __init__(self, ws: Workspace, title: str, lister: Callable[[Workspace], list[str]],
+                 hint: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ws, self.lister = ws, lister
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(f"<b>{title}</b>"))
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        layout.addWidget(self.label)
+        tip = QLabel(hint)
+        tip.setWordWrap(True)
+        layout.addWidget(tip)
+        layout.addStretch(1)
+        self.refresh()
+
+    def refresh(self) -> None:
+        items = self.lister(self.ws)
+        self.label.setText("\n".join(items) if items else "(none yet)")

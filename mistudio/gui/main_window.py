@@ -1,0 +1,246 @@
+"""The main window: tabs over the workspace, the running job in the status bar, a monitor dock.
+
+Settings (workspace, theme, geometry, recent workspaces, online mode) persist with QSettings.
+The panels re-read the catalog whenever the window gains focus, so artifacts made from the CLI
+appear. Closing the window cancels running jobs and joins their threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTabWidget,
+    QWidget,
+)
+
+from mistudio import __version__
+from mistudio.core.steering.presets import list_presets
+from mistudio.core.workspace import Workspace
+from mistudio.gui.common import apply_theme
+from mistudio.gui.data_panels import DatasetsPanel, ListPanel, ModelsPanel
+from mistudio.gui.monitor import SystemMonitor
+from mistudio.gui.training_panel import TrainingPanel
+from mistudio.gui.worker import JobRunner
+
+
+def settings() -> QSettings:
+    return QSettings("miStudio", "miStudio")
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, workspace: str | None = None, monitor_interval: float = 1.0) -> None:
+        super().__init__()
+        self.settings = settings()
+        root = workspace or self.settings.value("workspace") or None
+        self.ws = Workspace(root)
+        self.setWindowTitle(f"miStudio {__version__} - {self.ws.root}")
+        self.tabs = QTabWidget()
+        self.setCentralWidget(self.tabs)
+        self.datasets = DatasetsPanel(self.ws)
+        self.models = ModelsPanel(self.ws)
+        self.training = TrainingPanel(self.ws)
+        self.features = ListPanel(self.ws, "Feature analyses", lambda ws: [
+            f"{a.name}: {a.summary.get('alive', 0):,} live features, {a.summary.get('n_tokens', 0):,}"
+            " tokens" for a in ws.catalog.list("features")],
+            "Analyse an SAE with `mistudio analyze NAME`; the feature browser comes next.")
+        self.steering = ListPanel(self.ws, "Steering presets", _presets,
+                                  "Steer with `mistudio steer`; the steering panel comes next.")
+        for panel, title in ((self.datasets, "&Datasets"), (self.models, "&Models"),
+                             (self.training, "&Training"), (self.features, "&Features"),
+                             (self.steering, "&Steering")):
+            self.tabs.addTab(panel, title)
+        self.runners: list[JobRunner] = [self.datasets.runner, self.models.runner,
+                                         self.training.runner]
+        self._status_bar()
+        self.monitor = SystemMonitor(interval=monitor_interval)
+        self.dock = QDockWidget("System monitor", self)
+        self.dock.setObjectName("monitor")
+        self.dock.setWidget(self.monitor)
+        self.monitor.setMaximumHeight(170)  # a strip under the tabs: the panels keep the width
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.dock)
+        self._menus()
+        geometry = self.settings.value("geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 720)
+        # Load torch's lazily imported machinery (optimiser step, distributed, compile
+        # helpers: ~800 modules) in the background now, not in the middle of the first job.
+        self.warmup = JobRunner(self)
+        self.warmup.start("Preparing", _warm_up)
+        self.settings.setValue("workspace", str(self.ws.root))
+        recent = [str(self.ws.root), *[r for r in self.recent() if r != str(self.ws.root)]][:8]
+        self.settings.setValue("recent", recent)
+
+    # -- status bar: the running job, its progress, Cancel --------------------------------------
+    def _status_bar(self) -> None:
+        bar = self.statusBar()
+        self.job_label = QLabel("Ready")
+        self.job_progress = QProgressBar()
+        self.job_progress.setMaximumWidth(240)
+        self.job_progress.setRange(0, 1000)
+        self.job_progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        bar.addWidget(self.job_label, 1)
+        bar.addPermanentWidget(self.job_progress)
+        bar.addPermanentWidget(self.cancel_button)
+        self.online_label = QLabel("")
+        bar.addPermanentWidget(self.online_label)
+        self._active: JobRunner | None = None
+        for r in self.runners:
+            r.status.connect(lambda text, r=r: self._on_status(r, text))
+            r.progress.connect(lambda f, r=r: self._on_progress(r, f))
+            r.running_changed.connect(lambda running, r=r: self._on_running(r, running))
+        self.cancel_button.clicked.connect(lambda: self._active and self._active.cancel())
+
+    def _on_running(self, runner: JobRunner, running: bool) -> None:
+        if running:
+            self._active = runner
+        elif runner is self._active:
+            self._active = next((r for r in self.runners if r.running), None)
+        busy = self._active is not None
+        self.job_progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        if not busy:
+            self.job_label.setText("Ready")
+            self.job_progress.setValue(0)
+        if not running:  # a finished job may have added artifacts
+            self.refresh()
+
+    def _on_status(self, runner: JobRunner, text: str) -> None:
+        if runner is self._active:
+            self.job_label.setText(text)
+
+    def _on_progress(self, runner: JobRunner, fraction: float) -> None:
+        if runner is self._active:
+            self.job_progress.setValue(int(fraction * 1000))
+
+    # -- menus ----------------------------------------------------------------------------------
+    def _menus(self) -> None:
+        m = self.menuBar()
+        file = m.addMenu("&File")
+        self._action(file, "&Open workspace...", self.open_workspace, QKeySequence.StandardKey.Open)
+        self.recent_menu = file.addMenu("Recent workspaces")
+        for path in self.recent():
+            self.recent_menu.addAction(path, lambda p=path: self.switch_workspace(p))
+        file.addSeparator()
+        self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        view = m.addMenu("&View")
+        self._action(view, "&Dark theme", lambda: self.set_theme("dark"))
+        self._action(view, "&Light theme", lambda: self.set_theme("light"))
+        view.addAction(self.dock.toggleViewAction())
+        self._action(view, "&Refresh", self.refresh, QKeySequence.StandardKey.Refresh)
+        help_ = m.addMenu("&Help")
+        self._action(help_, "&About miStudio", self.about)
+        self._action(help_, "&Doctor (versions, device, memory)", self.doctor)
+
+    def _action(self, menu: Any, text: str, fn: Any, shortcut: Any = None) -> QAction:
+        act = menu.addAction(text)
+        act.triggered.connect(fn)
+        if shortcut is not None:
+            act.setShortcut(QKeySequence(shortcut))
+        return act
+
+    def recent(self) -> list[str]:
+        value = self.settings.value("recent") or []
+        return [value] if isinstance(value, str) else list(value)
+
+    def open_workspace(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Workspace folder", str(self.ws.root))
+        if path:
+            self.switch_workspace(path)
+
+    def switch_workspace(self, path: str) -> None:
+        """Open another workspace in a fresh window (jobs of this one finish first)."""
+        if any(r.running for r in self.runners):
+            QMessageBox.information(self, "miStudio", "Wait for the running job, or cancel it.")
+            return
+        self.settings.setValue("workspace", path)
+        new = MainWindow(path)
+        new.show()
+        self.close()
+
+    def set_theme(self, theme: str) -> None:
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_theme(app, theme)
+        self.settings.setValue("theme", theme)
+
+    def about(self) -> None:
+        import torch
+        from PySide6 import __version__ as qt_version
+
+        QMessageBox.about(self, "About miStudio", f"miStudio {__version__}\nPyTorch "
+                          f"{torch.__version__}\nQt (PySide6) {qt_version}\nWorkspace: "
+                          f"{self.ws.root}")
+
+    def doctor(self) -> None:
+        from mistudio.core.doctor import doctor
+
+        report = doctor(self.ws)
+        box = QMessageBox(QMessageBox.Icon.Information, "Doctor",
+                          "\n".join(f"{k}: {v}" for k, v in report.items()
+                                    if not isinstance(v, dict | list)), parent=self)
+        box.show()
+
+    # -- catalog refresh and shutdown ---------------------------------------------------------
+    def refresh(self) -> None:
+        for panel in (self.datasets, self.models, self.training, self.features, self.steering):
+            panel.refresh()
+        from mistudio.core.hub import is_online
+
+        self.online_label.setText("ONLINE" if is_online() else "")
+
+    def event(self, e: QEvent) -> bool:
+        if e.type() == QEvent.Type.WindowActivate:  # back from the terminal: CLI changes show
+            self.refresh()
+        return super().event(e)
+
+    def closeEvent(self, e: Any) -> None:
+        for r in (*self.runners, self.warmup):
+            r.wait()
+        self.monitor.shutdown()
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.ws.close()
+        super().closeEvent(e)
+
+
+def _warm_up(task: Any) -> None:
+    """One tiny training step of each architecture: the first call of several torch kernels
+    (sparse products, embedding_bag, the optimiser, which imports torch._dynamo and sympy) holds
+    the interpreter for tens of milliseconds, better at start-up than during a job."""
+    import torch
+    import torch.distributed
+
+    from mistudio.core.sae import SAEConfig, build_sae
+
+    x = torch.randn(16, 8)
+    for arch in ("topk", "relu"):
+        sae = build_sae(SAEConfig(arch, d_in=8, d_sae=32, k=4))
+        opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
+        dead = torch.zeros(32, dtype=torch.bool)
+        dead[:4] = True
+        sum(sae(x, dead_F=dead).losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+        opt.step()
+
+
+def _presets(ws: Workspace) -> list[str]:
+    return [f"{p['name']}: {', '.join(p.get('saes', []))}, {p.get('features', 0)} features"
+            for p in list_presets(ws)]
+
+
+def widget_screenshot(widget: QWidget, path: str) -> None:
+    widget.grab().save(path)

@@ -1,0 +1,150 @@
+"""System monitor: CPU, RAM and GPU over time, sampled off the UI thread.
+
+GPUs are read through NVML (nvidia-ml-py). Jetson boards have no NVML: their GPU load comes from
+``tegrastats`` (GR3D_FREQ), and their memory is the system RAM (unified). Where neither exists,
+the monitor shows CPU and RAM and says that no GPU reading is available.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+from collections import deque
+from typing import Any
+
+import numpy as np
+import psutil
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+HISTORY = 120
+"""Samples kept (two minutes at one a second)."""
+
+
+class GpuReader:
+    """Utilisation and memory of GPU 0 from NVML or tegrastats; ``source`` says which."""
+
+    def __init__(self) -> None:
+        self.source = "none"
+        self._handle: Any = None
+        self._tegra: subprocess.Popen[str] | None = None
+        self._tegra_last: tuple[float, float] | None = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            if pynvml.nvmlDeviceGetCount() > 0:
+                self._nvml = pynvml
+                self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+                self.source = "nvml"
+                return
+        except Exception:  # no driver, no library, no GPU: all mean "no NVML"
+            pass
+        if shutil.which("tegrastats"):
+            self._tegra = subprocess.Popen(["tegrastats", "--interval", "1000"],
+                                           stdout=subprocess.PIPE, text=True)
+            threading.Thread(target=self._read_tegra, daemon=True).start()
+            self.source = "tegrastats"
+
+    def _read_tegra(self) -> None:
+        assert self._tegra is not None and self._tegra.stdout is not None
+        for line in self._tegra.stdout:
+            gpu = re.search(r"GR3D_FREQ (\d+)%", line)
+            ram = re.search(r"RAM (\d+)/(\d+)MB", line)
+            if gpu and ram:
+                self._tegra_last = (float(gpu.group(1)),
+                                    100.0 * int(ram.group(1)) / max(int(ram.group(2)), 1))
+
+    def read(self) -> tuple[float, float] | None:
+        """(utilisation %, memory used %) or None."""
+        if self.source == "nvml":
+            util = self._nvml.nvmlDeviceGetUtilizationRates(self._handle)
+            mem = self._nvml.nvmlDeviceGetMemoryInfo(self._handle)
+            return float(util.gpu), 100.0 * mem.used / max(mem.total, 1)
+        if self.source == "tegrastats":
+            return self._tegra_last
+        return None
+
+    def close(self) -> None:
+        if self._tegra is not None:
+            self._tegra.terminate()
+
+
+class Sampler:
+    """Samples once a second on its own thread into ring buffers."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.gpu = GpuReader()
+        self.cpu: deque[float] = deque(maxlen=HISTORY)
+        self.ram: deque[float] = deque(maxlen=HISTORY)
+        self.gpu_util: deque[float] = deque(maxlen=HISTORY)
+        self.gpu_mem: deque[float] = deque(maxlen=HISTORY)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="mistudio-monitor", daemon=True)
+        psutil.cpu_percent(None)  # prime: the first reading is always 0
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            cpu, ram = psutil.cpu_percent(None), psutil.virtual_memory().percent
+            gpu = self.gpu.read()
+            with self._lock:
+                self.cpu.append(cpu)
+                self.ram.append(ram)
+                if gpu is not None:
+                    self.gpu_util.append(gpu[0])
+                    self.gpu_mem.append(gpu[1])
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        with self._lock:
+            return {k: np.array(getattr(self, k), dtype=float)
+                    for k in ("cpu", "ram", "gpu_util", "gpu_mem")}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2 * self.interval)
+        self.gpu.close()
+
+
+class SystemMonitor(QWidget):
+    """Rolling curves of CPU, RAM and (if readable) GPU utilisation and memory, in percent."""
+
+    def __init__(self, parent: QWidget | None = None, interval: float = 1.0) -> None:
+        super().__init__(parent)
+        self.sampler = Sampler(interval)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 2, 4, 2)
+        source = {"nvml": "GPU: NVML", "tegrastats": "GPU: tegrastats (Jetson; memory is "
+                  "shared with the CPU)", "none": "No GPU reading on this machine: CPU and RAM "
+                  "only."}[self.sampler.gpu.source]
+        self.info = QLabel(source)
+        self.info.setWordWrap(True)
+        layout.addWidget(self.info)
+        self.plot = pg.PlotWidget()
+        self.plot.setYRange(0, 100)
+        self.plot.setLabel("left", "%")
+        self.plot.addLegend(offset=(5, 5), colCount=4)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.curves = {k: self.plot.plot(name=label, pen=pg.mkPen(color, width=2))
+                       for k, label, color in (("cpu", "CPU", "#e06c75"), ("ram", "RAM", "#61afef"),
+                                               ("gpu_util", "GPU", "#98c379"),
+                                               ("gpu_mem", "GPU memory", "#e5c07b"))}
+        layout.addWidget(self.plot)
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(interval * 1000))
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    def refresh(self) -> None:
+        for key, values in self.sampler.snapshot().items():
+            x = np.arange(-len(values) + 1, 1, dtype=float) * self.sampler.interval
+            self.curves[key].setData(x, values)
+
+    def shutdown(self) -> None:
+        self.timer.stop()
+        self.sampler.stop()

@@ -1,0 +1,181 @@
+"""The desktop app: worker mechanism, main window, training panel, screenshots, clean exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from mistudio.core.errors import InvalidInputError
+from mistudio.core.jobs import check_cancelled
+from mistudio.core.workspace import Workspace
+from mistudio.gui.worker import JobRunner
+
+SHOTS = Path(__file__).parent / "screenshots"  # git-ignored; look at them
+
+
+def test_worker_throttles_reports_and_cancels(qtbot: QtBot) -> None:
+    runner = JobRunner()
+    batches: list[list] = []
+    progress: list[float] = []
+    runner.partial.connect(batches.append)
+    runner.progress.connect(progress.append)
+
+    def job(task: Any) -> str:
+        for i in range(20_000):  # far more reports than a UI could draw
+            task.set_progress(i / 20_000)
+            task.emit_partial(i)
+        return "done"
+
+    with qtbot.waitSignal(runner.finished, timeout=10_000) as done:
+        assert runner.start("count", job)
+    assert done.args == ["done"]
+    assert [x for b in batches for x in b] == list(range(20_000))  # nothing lost, in order
+    assert len(batches) < 200 and len(progress) < 200  # delivered in a few batches
+
+    def slow(task: Any) -> None:
+        while True:
+            check_cancelled(task)
+            time.sleep(0.01)
+
+    with qtbot.waitSignal(runner.cancelled, timeout=10_000):
+        runner.start("slow", slow)
+        QTimer.singleShot(100, runner.cancel)
+
+    def bad(task: Any) -> None:
+        raise InvalidInputError("The thing is wrong.", "Do the other thing.")
+
+    with qtbot.waitSignal(runner.failed, timeout=10_000) as failed:
+        runner.start("bad", bad)
+    assert failed.args[0] == "The thing is wrong. Do the other thing."
+    assert "Traceback" in failed.args[1]
+
+
+def test_training_from_the_panel_keeps_the_ui_responsive(qtbot: QtBot, acts_ws: Workspace) -> None:
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(acts_ws.root), monitor_interval=0.2)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: not win.warmup.running, timeout=60_000)  # as a user would
+    panel = win.training
+    win.tabs.setCurrentWidget(panel)
+    panel.refresh()
+    assert panel.activations.currentText() == "acts"
+    panel.preset.setCurrentText("Quick demo")
+    panel.steps.setValue(300)
+    panel.batch.setValue(256)
+    panel.expansion.setValue(4)
+    panel.k.setValue(8)
+    panel.name.setText("gui-sae")
+    qtbot.wait(300)  # the tab and the form are drawn, as before any real click
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    timer.start()
+    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+        panel.start_btn.click()
+        assert not panel.start_btn.isEnabled() and win.cancel_button.isVisible()
+    timer.stop()
+    big = [(i, round(g, 3)) for i, g in enumerate(gaps) if g > 0.05]
+    assert len(gaps) > 50 and max(gaps) < 0.1, (big, len(gaps))  # no gap over 100 ms
+    assert "gui-sae: explained variance" in panel.result.text()
+    assert panel.dashboard.buffers.n == 30  # every logged row reached the dashboard
+    assert acts_ws.catalog.get("sae", "gui-sae").status == "complete"
+    assert "gui-sae" in [panel.runs.item(i).text() for i in range(panel.runs.count())]
+    assert win.job_label.text() == "Ready"
+
+
+def test_cancel_and_resume_from_the_panel(qtbot: QtBot, acts_ws: Workspace) -> None:
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(acts_ws.root))
+    qtbot.addWidget(win)
+    panel = win.training
+    panel.preset.setCurrentText("Quick demo")
+    panel.steps.setValue(400)
+    panel.batch.setValue(256)
+    panel.expansion.setValue(4)
+    panel.name.setText("resumable")
+    with qtbot.waitSignal(panel.runner.cancelled, timeout=120_000):
+        panel.start_btn.click()
+        qtbot.waitUntil(lambda: panel.dashboard.buffers.n >= 3, timeout=60_000)
+        win.cancel_button.click()
+    assert "Cancelled" in panel.result.text()
+    assert acts_ws.catalog.get("sae", "resumable").status == "partial"
+    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+        panel.start_btn.click()
+    assert acts_ws.catalog.get("sae", "resumable").summary["steps"] == 400
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_every_panel_renders_at_1280x720(qtbot: QtBot, acts_ws: Workspace, theme: str) -> None:
+    from mistudio.gui.common import apply_theme
+    from mistudio.gui.main_window import MainWindow
+
+    app = QApplication.instance()
+    apply_theme(app, theme)  # type: ignore[arg-type]
+    win = MainWindow(str(acts_ws.root))
+    qtbot.addWidget(win)
+    win.resize(1280, 720)
+    win.show()
+    SHOTS.mkdir(exist_ok=True)
+    for i in range(win.tabs.count()):
+        win.tabs.setCurrentIndex(i)
+        qtbot.wait(50)
+        name = win.tabs.tabText(i).replace("&", "").lower()
+        image = win.grab()
+        assert image.width() >= 1280 and image.height() >= 700
+        assert image.save(str(SHOTS / f"{name}-{theme}.png"))
+    apply_theme(app, "light")  # type: ignore[arg-type]
+
+
+def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace) -> None:
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(toy_ws.root))
+    qtbot.addWidget(win)
+    ds = win.datasets
+    assert [r[0] for r in ds.model.rows] == ["pydoc"]
+    ds.table.selectRow(0)
+    ds.tok_model.setCurrentText("toy")
+    ds.ctx.setValue(64)
+    with qtbot.waitSignal(ds.runner.finished, timeout=60_000):
+        ds.tokenize()
+    assert toy_ws.catalog.find("tokenized", "pydoc.toy.ctx64") is not None
+    models = win.models
+    models.model_box.setCurrentText("toy")
+    models.dataset.setCurrentText("pydoc")
+    models.layer.setValue(1)
+    models.max_tokens.setValue(1000)
+    with qtbot.waitSignal(models.runner.finished, timeout=60_000):
+        models.extract()
+    assert "pydoc.toy.1.resid_post: 1,000 tokens" in models.acts.text()
+    win.training.refresh()
+    assert "pydoc.toy.1.resid_post" in [win.training.activations.itemText(i)
+                                        for i in range(win.training.activations.count())]
+
+
+def test_app_opens_plots_and_quits_cleanly(tmp_path: Path) -> None:
+    """The pinned PySide6 must exit cleanly after drawing pyqtgraph plots (6.12.0 aborted)."""
+    code = ("from mistudio.cli import main; import sys; "
+            f"sys.exit(main(['gui', '--quit-after', '1500', '--workspace', r'{tmp_path / 'ws'}']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**__import__("os").environ,
+                                           "QT_QPA_PLATFORM": "offscreen"})
+    assert res.returncode == 0, res.stderr[-2000:]
