@@ -127,6 +127,7 @@ class SystemMonitor(QWidget):
         layout.addWidget(self.info)
         self.plot = pg.PlotWidget()
         self.plot.setYRange(0, 100)
+        self.plot.getAxis("left").setTicks([[(0, "0"), (50, "50"), (100, "100")]])
         self.plot.setLabel("left", "%")
         self.plot.addLegend(offset=(5, 5), colCount=4)
         self.plot.setMouseEnabled(x=False, y=False)
