@@ -84,6 +84,7 @@ def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws:
     # the dashboard was fed while the job ran (how smoothly: benchmarks/ui.py, not a test)
     assert len(seen_while_running) >= 2
     assert "gui-sae: explained variance" in panel.result.text()
+    assert "in the model: CE loss score" in panel.result.text()
     assert panel.dashboard.buffers.n == 30  # every logged row reached the dashboard
     assert acts_ws.catalog.get("sae", "gui-sae").status == "complete"
     assert "gui-sae" in [panel.runs.item(i).text() for i in range(panel.runs.count())]
@@ -138,14 +139,27 @@ def test_every_panel_renders_at_1280x720(qtbot: QtBot, acts_ws: Workspace, theme
     apply_theme(app, "light")  # type: ignore[arg-type]
 
 
-def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace) -> None:
+def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
+                                             toy_folder: Any, tmp_path: Path) -> None:
     from mistudio.gui.main_window import MainWindow
 
     win = MainWindow(str(toy_ws.root))
     qtbot.addWidget(win)
     ds = win.datasets
-    assert [r[0] for r in ds.model.rows] == ["pydoc"]
-    ds.table.selectRow(0)
+    docs = tmp_path / "notes"
+    docs.mkdir()
+    for i in range(5):
+        (docs / f"n{i}.txt").write_text(f"note number {i} " * 20)
+    ds.max_samples.setValue(3)
+    with qtbot.waitSignal(ds.runner.finished, timeout=60_000):
+        ds.add_files(folder=True, path=str(docs))
+    assert toy_ws.catalog.get("dataset", "notes").summary["documents"] == 3
+    assert "notes" in [r[0] for r in ds.model.rows]
+    with qtbot.waitSignal(win.models.runner.finished, timeout=60_000):
+        win.models.add_model(folder=True, path=str(toy_folder("gpt2")))
+    assert any(r[1] == "GPT-2" for r in win.models.model.rows)
+    ds.table.clearSelection()
+    ds.table.selectRow([r[0] for r in ds.model.rows].index("pydoc"))
     ds.tok_model.setCurrentText("toy")
     ds.ctx.setValue(64)
     with qtbot.waitSignal(ds.runner.finished, timeout=60_000):

@@ -82,10 +82,18 @@ class DatasetsPanel(ArtifactPanel):
         a = QVBoxLayout(add)
         builtin = QPushButton("Built-in corpus (Python docs)")
         builtin.clicked.connect(self.add_builtin)
-        files = QPushButton("Text files or a folder...")
+        files = QPushButton("A text file...")
         files.clicked.connect(self.add_files)
+        folder = QPushButton("A folder of text files...")
+        folder.clicked.connect(lambda: self.add_files(folder=True))
+        self.max_samples = QSpinBox(minimum=0, maximum=100_000_000, value=0, singleStep=1000)
+        self.max_samples.setSpecialValueText("all documents")
         a.addWidget(builtin)
         a.addWidget(files)
+        a.addWidget(folder)
+        row = QFormLayout()
+        row.addRow("Max documents", self.max_samples)
+        a.addLayout(row)
         self.side.addWidget(add)
         tok = QGroupBox("Tokenize the selected dataset")
         f = QFormLayout(tok)
@@ -116,16 +124,20 @@ class DatasetsPanel(ArtifactPanel):
         self.runner.start("Adding the built-in corpus",
                           in_worker(self.ws, lambda ws, t: ensure_builtin_dataset(ws, "pydoc", t)))
 
-    def add_files(self) -> None:
+    def add_files(self, folder: bool = False, path: str | None = None) -> None:
         from mistudio.core.datasets import DatasetConfig, add_dataset
 
-        path, _ = QFileDialog.getOpenFileName(self, "Dataset file", str(Path.home()),
-                                              "Text data (*.txt *.jsonl *.json *.csv *.parquet)")
+        if path is None:
+            path = (QFileDialog.getExistingDirectory(self, "Folder of documents")
+                    if folder else QFileDialog.getOpenFileName(
+                        self, "Dataset file", str(Path.home()),
+                        "Text data (*.txt *.jsonl *.json *.csv *.parquet)")[0])
         if not path:
             return
         name = Path(path).stem.replace(" ", "-")
+        cfg = DatasetConfig(path, max_samples=self.max_samples.value() or None)
         self.runner.start(f"Adding {name}", in_worker(
-            self.ws, lambda ws, t: add_dataset(ws, name, DatasetConfig(path), task=t)))
+            self.ws, lambda ws, t: add_dataset(ws, name, cfg, task=t)))
 
     def tokenize(self) -> None:
         from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
@@ -148,6 +160,12 @@ class ModelsPanel(ArtifactPanel):
         embedded = QPushButton("Register the embedded model")
         embedded.clicked.connect(self.add_embedded)
         self.side.addWidget(embedded)
+        folder = QPushButton("Add a model folder...")
+        folder.clicked.connect(lambda: self.add_model(folder=True))
+        gguf = QPushButton("Add a GGUF file...")
+        gguf.clicked.connect(lambda: self.add_model(folder=False))
+        self.side.addWidget(folder)
+        self.side.addWidget(gguf)
         ext = QGroupBox("Extract activations")
         f = QFormLayout(ext)
         self.model_box = QComboBox()
@@ -191,6 +209,19 @@ class ModelsPanel(ArtifactPanel):
 
         self.runner.start("Registering the embedded model", in_worker(
             self.ws, lambda ws, t: ensure_embedded_model(ws)))
+
+    def add_model(self, folder: bool, path: str | None = None) -> None:
+        from mistudio.core.models import add_model
+
+        if path is None:
+            path = (QFileDialog.getExistingDirectory(self, "Hugging Face model folder")
+                    if folder else QFileDialog.getOpenFileName(
+                        self, "GGUF model", str(Path.home()), "GGUF (*.gguf)")[0])
+        if not path:
+            return
+        name = Path(path).stem.replace(" ", "-").replace(".", "-")[:40]
+        self.runner.start(f"Registering {name}", in_worker(
+            self.ws, lambda ws, t: add_model(ws, name, path)))
 
     def extract(self) -> None:
         from mistudio.core.extraction import ExtractConfig, extract_activations

@@ -7,6 +7,7 @@ appear. Closing the window cancels running jobs and joins their threads.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt
@@ -27,7 +28,7 @@ from PySide6.QtWidgets import (
 from mistudio import __version__
 from mistudio.core.steering.presets import list_presets
 from mistudio.core.workspace import Workspace
-from mistudio.gui.common import apply_theme
+from mistudio.gui.common import apply_theme, show_error
 from mistudio.gui.data_panels import DatasetsPanel, ListPanel, ModelsPanel
 from mistudio.gui.monitor import SystemMonitor
 from mistudio.gui.training_panel import TrainingPanel
@@ -62,6 +63,12 @@ class MainWindow(QMainWindow):
             self.tabs.addTab(panel, title)
         self.runners: list[JobRunner] = [self.datasets.runner, self.models.runner,
                                          self.training.runner]
+        self.file_runner = JobRunner(self)  # import / export from the File menu
+        self.runners.append(self.file_runner)
+        self.file_runner.failed.connect(lambda m, d: show_error(self, m, d))
+        self.file_runner.finished.connect(lambda r: self.statusBar().showMessage(str(r), 8000))
+        self.device = str(self.settings.value("device") or "auto")
+        self.training.device = self.device
         self._status_bar()
         self.monitor = SystemMonitor(interval=monitor_interval)
         self.dock = QDockWidget("System monitor", self)
@@ -137,12 +144,25 @@ class MainWindow(QMainWindow):
         for path in self.recent():
             self.recent_menu.addAction(path, lambda p=path: self.switch_workspace(p))
         file.addSeparator()
+        self._action(file, "&Import SAE...", self.import_sae, "Ctrl+I")
+        self._action(file, "&Export SAE...", self.export_sae, "Ctrl+E")
+        file.addSeparator()
         self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         view = m.addMenu("&View")
         self._action(view, "&Dark theme", lambda: self.set_theme("dark"))
         self._action(view, "&Light theme", lambda: self.set_theme("light"))
         view.addAction(self.dock.toggleViewAction())
         self._action(view, "&Refresh", self.refresh, QKeySequence.StandardKey.Refresh)
+        settings_menu = m.addMenu("&Settings")
+        device_menu = settings_menu.addMenu("&Device")
+        for dev in ("auto", "cpu", "cuda", "mps"):
+            act = device_menu.addAction(dev)
+            act.setCheckable(True)
+            act.setChecked(dev == self.device)
+            act.triggered.connect(lambda _=False, d=dev: self.set_device(d))
+        self.online_action = settings_menu.addAction("Allow &online downloads (Hugging Face hub)")
+        self.online_action.setCheckable(True)
+        self.online_action.triggered.connect(self.set_online)
         help_ = m.addMenu("&Help")
         self._action(help_, "&About miStudio", self.about)
         self._action(help_, "&Doctor (versions, device, memory)", self.doctor)
@@ -173,6 +193,80 @@ class MainWindow(QMainWindow):
         new.show()
         self.close()
 
+    def set_device(self, device: str) -> None:
+        self.device = self.training.device = device
+        self.settings.setValue("device", device)
+        for act in self.menuBar().findChildren(QAction):
+            if act.text() in ("auto", "cpu", "cuda", "mps"):
+                act.setChecked(act.text() == device)
+
+    def set_online(self, on: bool) -> None:
+        """Off by default and not remembered across starts: a clear, deliberate choice."""
+        from mistudio.core.hub import set_online
+
+        set_online(on)
+        self.refresh()
+
+    def import_sae(self, folder: str | None = None) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        from mistudio.core.sae.formats import import_sae
+
+        folder = folder or QFileDialog.getExistingDirectory(self, "SAE folder (SAELens, "
+                                                            "sparsify, Gemma Scope, ...)")
+        if not folder:
+            return
+        models = [m.name for m in self.ws.catalog.list("model")]
+        model, ok = QInputDialog.getItem(self, "Import SAE", "Model it belongs to", models, 0,
+                                         False)
+        if not ok:
+            return
+        hook, ok = QInputDialog.getText(self, "Import SAE", "Hook point (layers.L.HOOK)",
+                                        text="layers.0.resid_post")
+        if not ok:
+            return
+        name = Path(folder).name.replace(" ", "-")
+        root = self.ws.root
+
+        def job(task: Any) -> str:
+            ws = Workspace(root)
+            try:
+                import_sae(ws, Path(folder), name, model, hook)
+            finally:
+                ws.close()
+            return f"Imported SAE {name}."
+
+        self.file_runner.start(f"Importing {name}", job)
+
+    def export_sae(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        from mistudio.core.sae.formats import export_sae
+
+        saes = [a.name for a in self.ws.catalog.list("sae") if a.status == "complete"]
+        if not saes:
+            show_error(self, "There is no trained SAE to export yet.")
+            return
+        name, ok = QInputDialog.getItem(self, "Export SAE", "SAE", saes, 0, False)
+        if not ok:
+            return
+        fmt, ok = QInputDialog.getItem(self, "Export SAE", "Format", ["saelens", "onnx"], 0,
+                                       False)
+        out = QFileDialog.getExistingDirectory(self, "Empty folder to export into")
+        if not ok or not out:
+            return
+        root = self.ws.root
+
+        def job(task: Any) -> str:
+            ws = Workspace(root)
+            try:
+                info = export_sae(ws, name, Path(out), fmt)
+            finally:
+                ws.close()
+            return f"Exported {name} ({fmt}) to {info['out']}."
+
+        self.file_runner.start(f"Exporting {name}", job)
+
     def set_theme(self, theme: str) -> None:
         app = QApplication.instance()
         if isinstance(app, QApplication):
@@ -202,7 +296,12 @@ class MainWindow(QMainWindow):
             panel.refresh()
         from mistudio.core.hub import is_online
 
-        self.online_label.setText("ONLINE" if is_online() else "")
+        online = is_online()
+        self.online_label.setText("ONLINE: hub downloads allowed" if online else "")
+        self.online_label.setStyleSheet("color: white; background: #c0392b; padding: 2px 6px;"
+                                        if online else "")
+        if hasattr(self, "online_action"):
+            self.online_action.setChecked(online)
 
     def event(self, e: QEvent) -> bool:
         if e.type() == QEvent.Type.WindowActivate:  # back from the terminal: CLI changes show

@@ -140,9 +140,14 @@ class Dashboard(QWidget):
                 self.hist.setOpts(x=(edges[:-1] + edges[1:]) / 2, height=h["counts"],
                                   width=float(edges[1] - edges[0]) * 0.9)
             if "tokens_per_s" in r and r.get("tokens_per_s"):
+                eta = ""
+                if self._planned and r["step"] < self._planned:
+                    per_step = r["tokens"] / max(r["step"], 1)
+                    left = (self._planned - r["step"]) * per_step / r["tokens_per_s"]
+                    eta = f"  ETA {int(left // 60)}:{int(left % 60):02d}"
                 self.summary.setText(f"step {r['step']:,}  EV {r['explained_variance']:.3f}  "
                                      f"L0 {r['l0']:.1f}  dead {r['dead_fraction']:.1%}  "
-                                     f"{r['tokens_per_s']:,.0f} tokens/s")
+                                     f"{r['tokens_per_s']:,.0f} tokens/s{eta}")
         self._dirty = True
 
     def show_compare(self, rows: list[dict[str, Any]]) -> None:
@@ -163,6 +168,8 @@ class TrainingPanel(QWidget):
     def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ws = ws
+        self.device = "auto"
+        """Set from the window's settings."""
         self.runner = JobRunner(self)
         outer = QHBoxLayout(self)
         split = QSplitter()
@@ -251,6 +258,7 @@ class TrainingPanel(QWidget):
 
     def config(self) -> Any:
         return TrainConfig(self.activations.currentText(), architecture=self.arch.currentText(),
+                           device=self.device,
                            expansion=self.expansion.value(), k=self.k.value(),
                            steps=self.steps.value(), batch_size=self.batch.value(),
                            lr=self.lr.value() or None, optimizer=self.optimizer.currentText(),
@@ -271,10 +279,21 @@ class TrainingPanel(QWidget):
         self.dashboard.reset(cfg.steps)
         self.result.setText("")
 
+        device = self.device
+
         def job(task: Any) -> Any:
+            from mistudio.core.jobs import SubTask
+            from mistudio.core.sae.evaluation import evaluate_in_model
+
             ws = Workspace(ws_root)  # SQLite connections stay on their own thread
             try:
-                return train_sae(ws, cfg, name, task)
+                manifest = train_sae(ws, cfg, name, SubTask(task, 0.0, 0.9))
+                try:  # CE loss score and KL with the SAE spliced into its model
+                    manifest["summary"].update(evaluate_in_model(
+                        ws, name, n_sequences=16, device=device, task=SubTask(task, 0.9, 1.0)))
+                except MiStudioError as err:  # e.g. the tokenized set is gone
+                    manifest["summary"]["in_model_error"] = str(err)
+                return manifest
             finally:
                 ws.close()
 
@@ -282,9 +301,14 @@ class TrainingPanel(QWidget):
 
     def done(self, manifest: dict[str, Any]) -> None:
         s = manifest["summary"]
-        self.result.setText(f"{manifest['name']}: explained variance {s['explained_variance']:.3f}, "
-                            f"L0 {s['l0']:.1f}, dead {s['dead_fraction']:.1%} "
-                            f"({s['steps']:,} steps, {s['tokens']:,} tokens)")
+        text = (f"{manifest['name']}: explained variance {s['explained_variance']:.3f}, "
+                f"L0 {s['l0']:.1f}, dead {s['dead_fraction']:.1%} "
+                f"({s['steps']:,} steps, {s['tokens']:,} tokens)")
+        if "ce_loss_score" in s:
+            text += f"; in the model: CE loss score {s['ce_loss_score']:.3f}, KL {s['kl_div']:.3f}"
+        elif "in_model_error" in s:
+            text += f"; not evaluated in the model: {s['in_model_error']}"
+        self.result.setText(text)
         self.refresh()
 
     def _running(self, running: bool) -> None:
