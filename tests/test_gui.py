@@ -134,7 +134,7 @@ def test_every_panel_renders_at_1280x720(qtbot: QtBot, acts_ws: Workspace, theme
         qtbot.wait(50)
         name = win.tabs.tabText(i).replace("&", "").lower()
         image = win.grab()
-        assert image.width() >= 1280 and image.height() >= 700
+        assert (image.width(), image.height()) == (1280, 720)  # fits, nothing forced larger
         assert image.save(str(SHOTS / f"{name}-{theme}.png"))
     apply_theme(app, "light")  # type: ignore[arg-type]
 
@@ -165,6 +165,10 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     with qtbot.waitSignal(ds.runner.finished, timeout=60_000):
         ds.tokenize()
     assert toy_ws.catalog.find("tokenized", "pydoc.toy.ctx64") is not None
+    ds.preview.choice.setCurrentText("pydoc.toy.ctx64")
+    html = ds.preview.text.toHtml()
+    assert html.count('href="tok:') > 50  # every token a hoverable span
+    assert ds.preview.lengths.listDataItems() or ds.preview.lengths.items
     models = win.models
     models.model_box.setCurrentText("toy")
     models.dataset.setCurrentText("pydoc")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import Qt, QUrl
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -19,7 +20,10 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QTableView,
+    QTextBrowser,
+    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -60,7 +64,9 @@ class ArtifactPanel(QWidget):
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self.layout_.addWidget(self.table, 3)
+        self.main = QSplitter(Qt.Orientation.Vertical)  # subclasses add views below the table
+        self.main.addWidget(self.table)
+        self.layout_.addWidget(self.main, 3)
         self.side = QVBoxLayout()
         self.layout_.addLayout(self.side, 1)
 
@@ -106,7 +112,15 @@ class DatasetsPanel(ArtifactPanel):
         f.addRow(go)
         self.side.addWidget(tok)
         self.side.addStretch(1)
+        self.preview = TokenizedPreview(ws)
+        self.main.addWidget(self.preview)
+        self.main.setStretchFactor(1, 2)
         self.refresh()
+
+    def refresh(self) -> None:
+        super().refresh()
+        if hasattr(self, "preview"):
+            self.preview.refresh()
 
     def rows(self) -> list[list[Any]]:
         self.tok_model.clear()
@@ -149,6 +163,92 @@ class DatasetsPanel(ArtifactPanel):
         cfg = TokenizeConfig(ds, model, self.ctx.value())
         self.runner.start(f"Tokenizing {ds}", in_worker(
             self.ws, lambda ws, t: tokenize_dataset(ws, cfg, task=t)))
+
+
+class TokenizedPreview(QWidget):
+    """A tokenized set's first sequences with token boundaries visible (alternating
+    backgrounds, the id on hover), its document-length histogram and its top tokens."""
+
+    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+        import pyqtgraph as pg
+
+        super().__init__(parent)
+        self.ws = ws
+        layout = QHBoxLayout(self)
+        left = QVBoxLayout()
+        self.choice = QComboBox()
+        self.choice.currentTextChanged.connect(self.show_set)
+        left.addWidget(self.choice)
+        self.text = QTextBrowser()
+        self.text.setOpenLinks(False)
+        self.text.highlighted.connect(self._hover)
+        left.addWidget(self.text)
+        layout.addLayout(left, 3)
+        charts = pg.GraphicsLayoutWidget()
+        self.lengths = charts.addPlot(row=0, col=0, title="Document length (tokens)")
+        self.top = charts.addPlot(row=1, col=0, title="Most frequent tokens")
+        for plot in (self.lengths, self.top):
+            plot.setMouseEnabled(x=False, y=False)
+            plot.getAxis("left").setWidth(48)
+        layout.addWidget(charts, 2)
+
+    def refresh(self) -> None:
+        current = self.choice.currentText()
+        names = [a.name for a in self.ws.catalog.list("tokenized") if a.status == "complete"]
+        self.choice.blockSignals(True)
+        self.choice.clear()
+        self.choice.addItems(names)
+        self.choice.blockSignals(False)
+        if names:
+            self.choice.setCurrentText(current if current in names else names[0])
+            self.show_set(self.choice.currentText())
+
+    def show_set(self, name: str) -> None:
+        import html
+
+        import numpy as np
+        import pyqtgraph as pg
+
+        from mistudio.core.models import load_tokenizer
+        from mistudio.core.tokenization import open_tokenized
+
+        if not name:
+            return
+        tokens = open_tokenized(self.ws, name)
+        tok = load_tokenizer(self.ws, tokens.manifest["config"]["model"])
+        ids, mask = tokens.slice(0, min(3, tokens.n_sequences))
+        parts = []
+        for row, m in zip(ids, mask, strict=True):
+            for i, t in enumerate(row[m.astype(bool)][:160]):
+                shade = "#f3d9d9" if i % 2 else "#d9e6f3"
+                text = html.escape(tok.decode([int(t)])).replace("\n", "⏎")
+                parts.append(f'<a href="tok:{int(t)}" style="background:{shade};color:#111;'
+                             f'text-decoration:none">{text}</a>')
+            parts.append("<br><br>")
+        self.text.setHtml("".join(parts))
+        stats = tokens.manifest.get("stats", {})
+        h = stats.get("doc_length_histogram")
+        self.lengths.clear()
+        self.top.clear()
+        if h:
+            edges = np.array(h["edges"], dtype=float)
+            self.lengths.addItem(pg.BarGraphItem(x=(edges[:-1] + edges[1:]) / 2,
+                                                 height=h["counts"],
+                                                 width=float(edges[1] - edges[0]) * 0.9,
+                                                 brush="#61afef"))
+        top = stats.get("top_tokens", [])[:12]
+        if top:
+            self.top.addItem(pg.BarGraphItem(x=np.arange(len(top)), height=[t["count"] for t in top],
+                                             width=0.8, brush="#e06c75"))
+            self.top.getAxis("bottom").setTicks([[(i, repr(t["token"])[1:-1][:6])
+                                                  for i, t in enumerate(top)]])
+
+    def _hover(self, url: QUrl) -> None:
+        from PySide6.QtGui import QCursor
+
+        text = url.toString()
+        if text.startswith("tok:"):
+            QToolTip.showText(QCursor.pos(), f"token id {text[4:]}", self.text)
 
 
 class ModelsPanel(ArtifactPanel):

@@ -74,8 +74,8 @@ class MainWindow(QMainWindow):
         self.dock = QDockWidget("System monitor", self)
         self.dock.setObjectName("monitor")
         self.dock.setWidget(self.monitor)
-        self.monitor.setMinimumHeight(150)
-        self.monitor.setMaximumHeight(190)  # a strip under the tabs: the panels keep the width
+        self.monitor.setMinimumHeight(80)
+        self.monitor.setMaximumHeight(160)  # a strip under the tabs: the panels keep the width
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.dock)
         self._menus()
         geometry = self.settings.value("geometry")
