@@ -170,3 +170,19 @@ def test_early_stopping_ends_only_the_run_that_plateaus(acts_ws: Workspace) -> N
     assert a["summary"]["steps"] < 60 and a["summary"]["tokens"] == a["summary"]["steps"] * 256
     assert b["summary"]["steps"] > a["summary"]["steps"]
     assert _metrics(acts_ws, "stuck")[-1]["step"] == a["summary"]["steps"]
+
+
+def test_training_that_cannot_fit_is_refused_before_it_starts(
+        acts_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mistudio.core.sae.trainer as trainer_mod
+    from mistudio.core.errors import ResourceError
+    from mistudio.core.sae.train_config import training_bytes
+
+    cfg = small()
+    need = training_bytes(cfg, 32)
+    assert training_bytes(small(expansion=8), 32) > need  # wider costs more
+    assert training_bytes(small(batch_size=512), 32) > need
+    monkeypatch.setattr(trainer_mod, "available_memory", lambda device: need // 2)
+    with pytest.raises(ResourceError, match="smaller --batch-size"):
+        train_sae(acts_ws, cfg, "too-big")
+    assert acts_ws.catalog.find("sae", "too-big") is None

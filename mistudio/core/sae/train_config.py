@@ -135,6 +135,19 @@ class TrainConfig:
         return self.lr if self.lr is not None else default_lr(self.optimizer, d_sae)
 
 
+def training_bytes(cfg: TrainConfig, d_in: int) -> int:
+    """What training one SAE needs in memory: weights, gradients and two Adam moments (or one
+    schedule-free copy), the dense [batch, d_sae] pre-activations with their ReLU'd copy for the
+    dense architectures, and the prefetched data buffers."""
+    d_sae = cfg.expansion * d_in
+    params = 2 * d_in * d_sae + d_sae + d_in
+    states = 4 if cfg.optimizer == "adam" else 3  # weights, grads, moments / z
+    dense = 2 if cfg.architecture in ("topk", "batchtopk") else 4  # pre-acts (+ latents, grads)
+    batch = cfg.batch_size * (dense * d_sae + 4 * d_in)
+    buffers = 2 * 65_536 * d_in * 2  # two float16 read buffers of the loader
+    return 4 * (params * states + batch) + buffers
+
+
 def check_sweep(configs: list[TrainConfig]) -> None:
     """SAEs trained in one pass must read the same batches for the same number of steps."""
     first = configs[0]

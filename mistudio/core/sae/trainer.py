@@ -23,7 +23,7 @@ import torch
 
 from mistudio import __version__
 from mistudio.core.activations import ActivationSet, open_activations
-from mistudio.core.devices import resolve_device
+from mistudio.core.devices import available_memory, resolve_device
 from mistudio.core.errors import Cancelled, InvalidInputError, ResourceError
 from mistudio.core.jobs import TaskState, check_cancelled, silent_task
 from mistudio.core.sae import SparseCoder
@@ -32,8 +32,14 @@ from mistudio.core.sae.distributed import Ranks, tensors_checksum
 from mistudio.core.sae.io import export_tensors, save_sae
 from mistudio.core.sae.metrics import evaluate
 from mistudio.core.sae.run import SAERun
-from mistudio.core.sae.train_config import TrainConfig, check_sweep
-from mistudio.core.workspace import MANIFEST, Workspace, building, write_json_atomic
+from mistudio.core.sae.train_config import TrainConfig, check_sweep, training_bytes
+from mistudio.core.workspace import (
+    MANIFEST,
+    Workspace,
+    building,
+    human_bytes,
+    write_json_atomic,
+)
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -74,6 +80,14 @@ def train_saes(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskSta
                                 f"{ranks.world} processes.",
                                 f"Use a multiple of {ranks.world}.")
     device = ranks.device(resolve_device(cfg0.device))
+    need = sum(training_bytes(c, acts.d_model) for c in configs)
+    have = available_memory(device)
+    if need > have:
+        raise ResourceError(
+            f"Training {'these SAEs' if len(configs) > 1 else 'this SAE'} needs about "
+            f"{human_bytes(need)} on {device.type}, but only {human_bytes(have)} is free.",
+            "Use a smaller --batch-size (with --grad-accumulation for the same tokens per "
+            "step) or --expansion, train fewer SAEs at once, or close other programs.")
     scale_in = acts.norm_stats(key).scale_to_sqrt_d if cfg0.normalize_activations else 1.0
     scale_out = (acts.norm_stats(cfg0.target_hook).scale_to_sqrt_d
                  if cfg0.target_hook and cfg0.normalize_activations else scale_in)
