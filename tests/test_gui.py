@@ -117,8 +117,10 @@ def test_cancel_and_resume_from_the_panel(qtbot: QtBot, acts_ws: Workspace) -> N
     assert acts_ws.catalog.get("sae", "resumable").summary["steps"] == 400
 
 
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_every_panel_renders_at_1280x720(qtbot: QtBot, acts_ws: Workspace, theme: str) -> None:
+def test_every_panel_renders(qtbot: QtBot, acts_ws: Workspace, theme: str,
+                             size: tuple[int, int]) -> None:
     from mistudio.gui.common import apply_theme
     from mistudio.gui.main_window import MainWindow
 
@@ -126,7 +128,7 @@ def test_every_panel_renders_at_1280x720(qtbot: QtBot, acts_ws: Workspace, theme
     apply_theme(app, theme)  # type: ignore[arg-type]
     win = MainWindow(str(acts_ws.root))
     qtbot.addWidget(win)
-    win.resize(1280, 720)
+    win.resize(*size)
     win.show()
     SHOTS.mkdir(exist_ok=True)
     for i in range(win.tabs.count()):
@@ -134,8 +136,9 @@ def test_every_panel_renders_at_1280x720(qtbot: QtBot, acts_ws: Workspace, theme
         qtbot.wait(50)
         name = win.tabs.tabText(i).replace("&", "").lower()
         image = win.grab()
-        assert (image.width(), image.height()) == (1280, 720)  # fits, nothing forced larger
-        assert image.save(str(SHOTS / f"{name}-{theme}.png"))
+        assert (image.width(), image.height()) == size  # fits, nothing forced larger
+        suffix = "" if size == (1280, 720) else f"-{size[0]}"
+        assert image.save(str(SHOTS / f"{name}-{theme}{suffix}.png"))
     apply_theme(app, "light")  # type: ignore[arg-type]
 
 
@@ -180,6 +183,41 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     win.training.refresh()
     assert "pydoc.toy.1.resid_post" in [win.training.activations.itemText(i)
                                         for i in range(win.training.activations.count())]
+    # the hook-point browser fills the extraction form
+    toy_row = [r[0] for r in models.model.rows].index("toy")
+    models.table.selectRow(toy_row)
+    models.show_hooks()
+    from mistudio.core.models import model_info
+
+    n_layers = model_info(toy_ws, "toy").n_layers
+    assert models.hooks_model.rowCount() == n_layers and "mlp_out" in models.hooks_model.headers
+    col = models.hooks_model.headers.index("mlp_out")
+    models.pick_hook(models.hooks_model.index(0, col))
+    assert (models.layer.value(), models.hook.currentText()) == (0, "mlp_out")
+
+
+def test_selections_presentation_mode_and_cli_changes_show(qtbot: QtBot, acts_ws: Workspace) -> None:
+    from mistudio.cli import main
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(acts_ws.root))
+    qtbot.addWidget(win)
+    win.training.preset.setCurrentText("Wide")
+    win.training.arch.setCurrentText("jumprelu")
+    size = QApplication.font().pointSizeF()
+    win.set_presentation(True)
+    assert QApplication.font().pointSizeF() == pytest.approx(size * 1.6)
+    win.set_presentation(False)
+    assert QApplication.font().pointSizeF() == pytest.approx(size)
+    qtbot.waitUntil(lambda: not win.warmup.running, timeout=60_000)
+    win.close()
+    again = MainWindow(str(acts_ws.root))
+    qtbot.addWidget(again)
+    assert again.training.preset.currentText() == "Wide"
+    assert again.training.arch.currentText() == "jumprelu"
+    assert main(["datasets", "add", "more", "--source", "builtin:pydoc", "--max-samples", "2",
+                 "--workspace", str(acts_ws.root)]) == 0  # another process would do the same
+    qtbot.waitUntil(lambda: "more" in [r[0] for r in again.datasets.model.rows], timeout=10_000)
 
 
 def test_app_opens_plots_and_quits_cleanly(tmp_path: Path) -> None:

@@ -287,7 +287,43 @@ class ModelsPanel(ArtifactPanel):
         self.acts.setWordWrap(True)
         self.side.addWidget(self.acts)
         self.side.addStretch(1)
+        self.hooks_model = RowsModel(("Layer",))
+        self.hooks = QTableView()
+        self.hooks.setModel(self.hooks_model)
+        self.hooks.clicked.connect(self.pick_hook)
+        self.hooks.setToolTip("Hook points of the selected model: click one to extract it.")
+        self.main.addWidget(self.hooks)
+        self.table.clicked.connect(lambda _: self.show_hooks())
         self.refresh()
+
+    def refresh(self) -> None:
+        super().refresh()
+        if hasattr(self, "hooks") and self.model.rows:
+            if not self.table.selectionModel().selectedRows():
+                self.table.selectRow(0)
+            self.show_hooks()
+
+    def show_hooks(self) -> None:
+        """The hook-point browser: layers x hook points of the selected model."""
+        from mistudio.core.models import model_info
+
+        idx = self.table.selectionModel().selectedRows()
+        if not idx:
+            return
+        name = self.model.rows[idx[0].row()][0]
+        info = model_info(self.ws, name)
+        self.hooks_model.headers = ["Layer", *info.hook_points]
+        self.hooks_model.set_rows([[layer, *(f"layers.{layer}.{h}" for h in info.hook_points)]
+                                   for layer in range(info.n_layers)])
+        self.hooks.resizeColumnsToContents()
+        self.model_box.setCurrentText(name)
+        self.layer.setMaximum(info.n_layers - 1)
+
+    def pick_hook(self, index: Any) -> None:
+        if index.column() == 0:
+            return
+        self.layer.setValue(int(self.hooks_model.rows[index.row()][0]))
+        self.hook.setCurrentText(self.hooks_model.headers[index.column()])
 
     def rows(self) -> list[list[Any]]:
         models = self.ws.catalog.list("model")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -69,6 +69,7 @@ class MainWindow(QMainWindow):
         self.file_runner.finished.connect(lambda r: self.statusBar().showMessage(str(r), 8000))
         self.device = str(self.settings.value("device") or "auto")
         self.training.device = self.device
+        self.training.restore(self.settings)
         self._status_bar()
         self.monitor = SystemMonitor(interval=monitor_interval)
         self.dock = QDockWidget("System monitor", self)
@@ -83,6 +84,11 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1280, 720)
+        self._catalog_mtime = self._catalog_stamp()
+        self.watch = QTimer(self)
+        self.watch.setInterval(2000)
+        self.watch.timeout.connect(self._catalog_changed)
+        self.watch.start()
         # Load torch's lazily imported machinery (optimiser step, distributed, compile
         # helpers: ~800 modules) in the background now, not in the middle of the first job.
         self.warmup = JobRunner(self)
@@ -152,6 +158,10 @@ class MainWindow(QMainWindow):
         self._action(view, "&Dark theme", lambda: self.set_theme("dark"))
         self._action(view, "&Light theme", lambda: self.set_theme("light"))
         view.addAction(self.dock.toggleViewAction())
+        self.presentation_action = view.addAction("&Presentation mode (large text)")
+        self.presentation_action.setCheckable(True)
+        self.presentation_action.setShortcut(QKeySequence("F11"))
+        self.presentation_action.triggered.connect(self.set_presentation)
         self._action(view, "&Refresh", self.refresh, QKeySequence.StandardKey.Refresh)
         settings_menu = m.addMenu("&Settings")
         device_menu = settings_menu.addMenu("&Device")
@@ -192,6 +202,19 @@ class MainWindow(QMainWindow):
         new = MainWindow(path)
         new.show()
         self.close()
+
+    def set_presentation(self, on: bool) -> None:
+        """Text 1.6 times larger, for a projector at the back of a classroom."""
+        app = QApplication.instance()
+        if not isinstance(app, QApplication):
+            return
+        if not hasattr(self, "_base_point_size"):
+            self._base_point_size = app.font().pointSizeF()
+        font = app.font()
+        font.setPointSizeF(self._base_point_size * (1.6 if on else 1.0))
+        app.setFont(font)
+        self.presentation_action.setChecked(on)
+        self.settings.setValue("presentation", on)
 
     def set_device(self, device: str) -> None:
         self.device = self.training.device = device
@@ -303,6 +326,17 @@ class MainWindow(QMainWindow):
         if hasattr(self, "online_action"):
             self.online_action.setChecked(online)
 
+    def _catalog_stamp(self) -> float:
+        files = [self.ws.root / "metadata" / n for n in ("catalog.sqlite", "catalog.sqlite-wal")]
+        return max((f.stat().st_mtime_ns for f in files if f.exists()), default=0) / 1e9
+
+    def _catalog_changed(self) -> None:
+        """Refresh when another process (the CLI) wrote to the catalog."""
+        stamp = self._catalog_stamp()
+        if stamp != self._catalog_mtime and not any(r.running for r in self.runners):
+            self._catalog_mtime = stamp
+            self.refresh()
+
     def event(self, e: QEvent) -> bool:
         if e.type() == QEvent.Type.WindowActivate:  # back from the terminal: CLI changes show
             self.refresh()
@@ -313,6 +347,7 @@ class MainWindow(QMainWindow):
             r.wait()
         self.monitor.shutdown()
         self.settings.setValue("geometry", self.saveGeometry())
+        self.training.remember(self.settings)
         self.ws.close()
         super().closeEvent(e)
 

@@ -239,6 +239,21 @@ class TrainingPanel(QWidget):
         self.apply_preset("Standard")
         self.refresh()
 
+    def remember(self, settings: Any) -> None:
+        """The last selections, for the next start."""
+        settings.setValue("training/preset", self.preset.currentText())
+        settings.setValue("training/activations", self.activations.currentText())
+        settings.setValue("training/architecture", self.arch.currentText())
+
+    def restore(self, settings: Any) -> None:
+        preset = settings.value("training/preset")
+        if preset in PRESETS:
+            self.preset.setCurrentText(str(preset))
+        for key, box in (("activations", self.activations), ("architecture", self.arch)):
+            value = settings.value(f"training/{key}")
+            if value and box.findText(str(value)) >= 0:
+                box.setCurrentText(str(value))
+
     def apply_preset(self, name: str) -> None:
         p = PRESETS[name]
         self.steps.setValue(p["steps"])
