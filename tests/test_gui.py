@@ -177,11 +177,21 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     models.dataset.setCurrentText("pydoc")
     models.layer.setValue(1)
     models.max_tokens.setValue(1000)
+    models.more_layers.setText("0")
+    models.dtype.setCurrentText("float32")
     with qtbot.waitSignal(models.runner.finished, timeout=60_000):
         models.extract()
-    assert "pydoc.toy.1.resid_post: 1,000 tokens" in models.acts.text()
+    assert "pydoc.toy.0-1.resid_post: 1,000 tokens" in models.acts.text()
+    from mistudio.core.activations import open_activations
+
+    acts = open_activations(toy_ws, "pydoc.toy.0-1.resid_post")
+    assert acts.keys == ["layers.0.resid_post", "layers.1.resid_post"]
+    assert str(acts.dtype) == "float32"
+    models.hub_id.setText("hf:someone/model")
+    models.add_hub_model()  # offline: refused with a message, nothing started
+    assert not models.runner.running
     win.training.refresh()
-    assert "pydoc.toy.1.resid_post" in [win.training.activations.itemText(i)
+    assert "pydoc.toy.0-1.resid_post" in [win.training.activations.itemText(i)
                                         for i in range(win.training.activations.count())]
     # the hook-point browser fills the extraction form
     toy_row = [r[0] for r in models.model.rows].index("toy")
@@ -228,3 +238,31 @@ def test_app_opens_plots_and_quits_cleanly(tmp_path: Path) -> None:
                          timeout=120, env={**__import__("os").environ,
                                            "QT_QPA_PLATFORM": "offscreen"})
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_add_dataset_dialog_previews_and_uses_the_chosen_column(qtbot: QtBot, toy_ws: Workspace,
+                                                                tmp_path: Path) -> None:
+    import json
+
+    from mistudio.gui.dataset_dialog import AddDatasetDialog
+    from mistudio.gui.main_window import MainWindow
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"answer {i} " * 5,
+                                        "n": i}) + "\n" for i in range(10)))
+    win = MainWindow(str(toy_ws.root))
+    qtbot.addWidget(win)
+    dialog = AddDatasetDialog(win)
+    qtbot.addWidget(dialog)
+    dialog.source.setText(str(data))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=30_000):
+        dialog.preview()
+    assert [dialog.column.itemText(i) for i in range(dialog.column.count())] == ["question",
+                                                                                 "answer"]
+    assert dialog.rows.rowCount() == 5 and dialog.name.text() == "qa"
+    dialog.column.setCurrentText("answer")
+    dialog.max_samples.setValue(4)
+    with qtbot.waitSignal(win.datasets.runner.finished, timeout=30_000):
+        win.datasets.add_with_dialog(dialog)
+    art = toy_ws.catalog.get("dataset", "qa")
+    assert art.summary["documents"] == 4 and art.config["text_column"] == "answer"

@@ -92,6 +92,18 @@ def open_source(cfg: DatasetConfig) -> SourceReader:
     )
 
 
+def preview_source(cfg: DatasetConfig, n: int = 5) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The columns of a source and its first ``n`` rows (for choosing the text column)."""
+    reader = open_source(cfg)
+    rows: list[dict[str, Any]] = []
+    for batch in reader.batches:
+        width = len(next(iter(batch.values()), []))
+        rows += [{k: v[i] for k, v in batch.items()} for i in range(width)]
+        if len(rows) >= n:
+            break
+    return reader.columns, rows[:n]
+
+
 def _pydoc_reader() -> SourceReader:
     from pydoc_data import topics
 

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -92,11 +93,14 @@ class DatasetsPanel(ArtifactPanel):
         files.clicked.connect(self.add_files)
         folder = QPushButton("A folder of text files...")
         folder.clicked.connect(lambda: self.add_files(folder=True))
+        other = QPushButton("Any source, with a preview...")
+        other.clicked.connect(self.add_with_dialog)
         self.max_samples = QSpinBox(minimum=0, maximum=100_000_000, value=0, singleStep=1000)
         self.max_samples.setSpecialValueText("all documents")
         a.addWidget(builtin)
         a.addWidget(files)
         a.addWidget(folder)
+        a.addWidget(other)
         row = QFormLayout()
         row.addRow("Max documents", self.max_samples)
         a.addLayout(row)
@@ -150,6 +154,20 @@ class DatasetsPanel(ArtifactPanel):
             return
         name = Path(path).stem.replace(" ", "-")
         cfg = DatasetConfig(path, max_samples=self.max_samples.value() or None)
+        self.runner.start(f"Adding {name}", in_worker(
+            self.ws, lambda ws, t: add_dataset(ws, name, cfg, task=t)))
+
+    def add_with_dialog(self, dialog: Any = None) -> None:
+        """The Add-dataset dialog (hub, saved datasets, text-column choice); ``dialog``:
+        an already accepted one (tests)."""
+        from mistudio.core.datasets import add_dataset
+        from mistudio.gui.dataset_dialog import AddDatasetDialog
+
+        if dialog is None:
+            dialog = AddDatasetDialog(self)
+            if not dialog.exec():
+                return
+        name, cfg = dialog.name.text().strip(), dialog.config()
         self.runner.start(f"Adding {name}", in_worker(
             self.ws, lambda ws, t: add_dataset(ws, name, cfg, task=t)))
 
@@ -253,7 +271,7 @@ class TokenizedPreview(QWidget):
 
 class ModelsPanel(ArtifactPanel):
     kind = "model"
-    headers = ("Name", "Family", "Parameters", "Layers", "d_model", "Context")
+    headers = ("Name", "Family", "Parameters", "Layers", "d_model", "Context", "Memory (est.)")
 
     def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(ws, parent)
@@ -266,11 +284,24 @@ class ModelsPanel(ArtifactPanel):
         gguf.clicked.connect(lambda: self.add_model(folder=False))
         self.side.addWidget(folder)
         self.side.addWidget(gguf)
+        hub = QHBoxLayout()
+        self.hub_id = QLineEdit()
+        self.hub_id.setPlaceholderText("hf:OWNER/NAME (online mode)")
+        hub_btn = QPushButton("Add")
+        hub_btn.clicked.connect(self.add_hub_model)
+        hub.addWidget(self.hub_id)
+        hub.addWidget(hub_btn)
+        self.side.addLayout(hub)
         ext = QGroupBox("Extract activations")
         f = QFormLayout(ext)
         self.model_box = QComboBox()
         self.dataset = QComboBox()
         self.layer = QSpinBox(minimum=0, maximum=200, value=15)
+        self.more_layers = QLineEdit()
+        self.more_layers.setPlaceholderText("more layers, e.g. 6, 12")
+        self.batch = QSpinBox(minimum=1, maximum=512, value=8)
+        self.dtype = QComboBox()
+        self.dtype.addItems(["float16", "float32"])
         self.hook = QComboBox()
         self.hook.addItems(["resid_post", "resid_pre", "mlp_in", "mlp_out", "attn_out"])
         self.max_tokens = QSpinBox(minimum=1000, maximum=100_000_000, value=100_000,
@@ -278,8 +309,9 @@ class ModelsPanel(ArtifactPanel):
         go = QPushButton("Extract")
         go.clicked.connect(self.extract)
         for label, w in (("Model", self.model_box), ("Dataset", self.dataset),
-                         ("Layer", self.layer), ("Hook point", self.hook),
-                         ("Max tokens", self.max_tokens)):
+                         ("Layer", self.layer), ("Also layers", self.more_layers),
+                         ("Hook point", self.hook), ("Max tokens", self.max_tokens),
+                         ("Batch (sequences)", self.batch), ("Stored as", self.dtype)):
             f.addRow(label, w)
         f.addRow(go)
         self.side.addWidget(ext)
@@ -336,15 +368,37 @@ class ModelsPanel(ArtifactPanel):
             f"  {a.name}: {a.summary.get('tokens', 0):,} tokens, "
             f"{human_bytes(a.summary.get('bytes', 0))} ({a.status})" for a in sets)
             if sets else "No activation sets yet.")
-        return [[m.name, m.summary.get("family"), m.summary.get("n_params"),
+        import torch
+
+        from mistudio.core.devices import estimate_model_bytes
+
+        return [[m.name, m.summary.get("family"), f"{(m.summary.get('n_params') or 0) / 1e6:.1f}M",
                  m.summary.get("n_layers"), m.summary.get("d_model"),
-                 m.summary.get("max_context")] for m in models]
+                 m.summary.get("max_context"),
+                 human_bytes(estimate_model_bytes(int(m.summary.get("n_params") or 0),
+                                                  torch.float32))] for m in models]
 
     def add_embedded(self) -> None:
         from mistudio.core.models import ensure_embedded_model
 
         self.runner.start("Registering the embedded model", in_worker(
             self.ws, lambda ws, t: ensure_embedded_model(ws)))
+
+    def add_hub_model(self) -> None:
+        from mistudio.core.hub import is_online
+        from mistudio.core.models import add_model
+
+        repo = self.hub_id.text().strip()
+        if not repo:
+            return
+        if not is_online():
+            show_error(self, "Adding a model from the Hugging Face hub needs online mode. "
+                       "Turn it on in Settings, or add a folder or GGUF file instead.")
+            return
+        source = repo if repo.startswith("hf:") else f"hf:{repo}"
+        name = repo.removeprefix("hf:").split("/")[-1].replace(".", "-")[:40]
+        self.runner.start(f"Registering {name}", in_worker(
+            self.ws, lambda ws, t: add_model(ws, name, source)))
 
     def add_model(self, folder: bool, path: str | None = None) -> None:
         from mistudio.core.models import add_model
@@ -366,9 +420,16 @@ class ModelsPanel(ArtifactPanel):
         if not model or not ds:
             show_error(self, "Choose a model and a dataset (add them first).")
             return
-        cfg = ExtractConfig(model, ds, (self.layer.value(),), (self.hook.currentText(),),
-                            max_tokens=self.max_tokens.value())
-        name = f"{ds}.{model}.{self.layer.value()}.{self.hook.currentText()}"
+        try:
+            extra = [int(x) for x in self.more_layers.text().replace(",", " ").split()]
+        except ValueError:
+            show_error(self, "Write the other layers as numbers separated by commas (6, 12).")
+            return
+        layers = tuple(sorted({self.layer.value(), *extra}))
+        cfg = ExtractConfig(model, ds, layers, (self.hook.currentText(),),
+                            max_tokens=self.max_tokens.value(), batch_size=self.batch.value(),
+                            dtype=self.dtype.currentText())  # type: ignore[arg-type]
+        name = f"{ds}.{model}.{'-'.join(map(str, layers))}.{self.hook.currentText()}"
         self.runner.start(f"Extracting {name}", in_worker(
             self.ws, lambda ws, t: extract_activations(ws, cfg, name, t)))
 
