@@ -289,6 +289,8 @@ class TrainingPanel(QWidget):
         except MiStudioError as err:  # validated before anything starts
             show_error(self, str(err))
             return
+        if not self._fits(cfg):
+            return
         name = self.name.text().strip() or f"{cfg.activations}.{cfg.architecture}"
         ws_root = self.ws.root
         self.dashboard.reset(cfg.steps)
@@ -313,6 +315,29 @@ class TrainingPanel(QWidget):
                 ws.close()
 
         self.runner.start(f"Training {name}", job)
+
+    def _fits(self, cfg: Any) -> bool:
+        """Shapes and memory checked before anything starts (the core checks again)."""
+        from mistudio.core.devices import available_memory, resolve_device
+        from mistudio.core.sae.train_config import training_bytes
+        from mistudio.core.workspace import human_bytes
+
+        art = self.ws.catalog.find("activations", cfg.activations)
+        d_in = int((art.summary if art else {}).get("d_model") or 0)
+        if not d_in:
+            return True  # the core will say what is wrong with the set
+        need = training_bytes(cfg, d_in)
+        try:
+            have = available_memory(resolve_device(cfg.device))
+        except MiStudioError as err:
+            show_error(self, str(err))
+            return False
+        if need > have:
+            show_error(self, f"This SAE ({cfg.expansion * d_in:,} latents, batches of "
+                       f"{cfg.batch_size:,} tokens) needs about {human_bytes(need)}, but only "
+                       f"{human_bytes(have)} is free. Lower the expansion or the batch size.")
+            return False
+        return True
 
     def done(self, manifest: dict[str, Any]) -> None:
         s = manifest["summary"]
