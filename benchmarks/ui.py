@@ -63,9 +63,15 @@ def main() -> None:
     gaps: list[float] = []
     last = [time.perf_counter()]
 
+    steps_seen: list[int] = [0]
+    panel.runner.partial.connect(lambda rows: steps_seen.__setitem__(
+        0, max([steps_seen[0], *[r.get("step", 0) for r in rows]])))
+    at_step: list[int] = []
+
     def tick() -> None:
         now = time.perf_counter()
         gaps.append(now - last[0])
+        at_step.append(steps_seen[0])
         last[0] = now
 
     timer = QTimer()
@@ -86,7 +92,9 @@ def main() -> None:
                       "max_gap_ms": round(float(g.max()), 1),
                       "p99_gap_ms": round(float(np.percentile(g, 99)), 1),
                       "median_gap_ms": round(float(np.median(g)), 1),
-                      "gaps_over_100ms": int((g > 100).sum()), "target_max_gap_ms": 100},
+                      "gaps_over_100ms": int((g > 100).sum()), "target_max_gap_ms": 100,
+                      "worst_gaps": [{"ms": round(float(g[i]), 1), "after_step": at_step[i]}
+                                     for i in np.argsort(-g)[:5]]},
                      indent=2))
     win.close()
 

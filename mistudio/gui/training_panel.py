@@ -300,19 +300,21 @@ class TrainingPanel(QWidget):
 
         def job(task: Any) -> Any:
             from mistudio.core.jobs import SubTask
-            from mistudio.core.sae.evaluation import evaluate_in_model
+            from mistudio.core.sae.evaluation import evaluate_in_child
 
             ws = Workspace(ws_root)  # SQLite connections stay on their own thread
             try:
                 manifest = train_sae(ws, cfg, name, SubTask(task, 0.0, 0.9))
-                try:  # CE loss score and KL with the SAE spliced into its model
-                    manifest["summary"].update(evaluate_in_model(
-                        ws, name, n_sequences=16, device=device, task=SubTask(task, 0.9, 1.0)))
-                except MiStudioError as err:  # e.g. the tokenized set is gone
-                    manifest["summary"]["in_model_error"] = str(err)
-                return manifest
             finally:
                 ws.close()
+            task.set_status(f"Evaluating {name} inside the model")
+            try:  # CE loss score and KL with the SAE spliced in; a child process loads the
+                # model, so its interpreter-heavy loading cannot stall the UI thread
+                manifest["summary"].update(evaluate_in_child(str(ws_root), name, 16, device))
+            except MiStudioError as err:  # e.g. the tokenized set is gone
+                manifest["summary"]["in_model_error"] = str(err)
+            task.set_progress(1.0)
+            return manifest
 
         self.runner.start(f"Training {name}", job)
 

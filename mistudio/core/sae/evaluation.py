@@ -38,3 +38,25 @@ def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: s
     s = manifest["summary"]
     return {"sae": name, "model": meta["model_name"], "hook": meta["hook_name"], **result,
             **{k: s.get(k) for k in ("explained_variance", "l0", "dead_fraction", "mse")}}
+
+
+def evaluate_in_child(root: str, name: str, n_sequences: int = 32,
+                      device: str = "auto") -> dict[str, Any]:
+    """:func:`evaluate_in_model` in a fresh process, for callers that must stay responsive.
+
+    Loading a model runs long stretches of Python and C code that hold the interpreter lock;
+    in a separate process it cannot stall the caller's other threads (the app's UI thread).
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_evaluate_at, (root, name, n_sequences, device))
+
+
+def _evaluate_at(root: str, name: str, n_sequences: int, device: str) -> dict[str, Any]:
+    ws = Workspace(root)
+    try:
+        return evaluate_in_model(ws, name, n_sequences, device)
+    finally:
+        ws.close()
