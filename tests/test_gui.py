@@ -266,3 +266,41 @@ def test_add_dataset_dialog_previews_and_uses_the_chosen_column(qtbot: QtBot, to
         win.datasets.add_with_dialog(dialog)
     art = toy_ws.catalog.get("dataset", "qa")
     assert art.summary["documents"] == 4 and art.config["text_column"] == "answer"
+
+
+def test_settings_menus_choose_device_and_dtype(qtbot: QtBot, toy_ws: Workspace) -> None:
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(toy_ws.root))
+    qtbot.addWidget(win)
+    cpu = next(a for a in win.device_group.actions() if a.text() == "cpu")
+    cpu.trigger()
+    assert win.training.device == win.models.device == "cpu"
+    half = next(a for a in win.dtype_group.actions() if a.text() == "float16")
+    half.trigger()
+    assert win.models.dtype_setting == "float16"
+    assert [a.text() for a in win.device_group.actions() if a.isChecked()] == ["cpu"]
+    assert [a.text() for a in win.dtype_group.actions() if a.isChecked()] == ["float16"]
+    win.set_online(True)
+    assert "ONLINE" in win.online_label.text()
+    win.set_online(False)
+    assert win.online_label.text() == ""
+
+
+def test_high_dpi_scale_renders_at_twice_the_pixels(tmp_path: Path) -> None:
+    """With a scale factor of 2 the window keeps its logical size and draws twice the pixels."""
+    import os
+
+    code = ("import sys; from PySide6.QtWidgets import QApplication; app = QApplication([]); "
+            "from mistudio.gui.main_window import MainWindow; "
+            f"w = MainWindow(r'{tmp_path / 'ws'}'); w.resize(1280, 720); w.show(); "
+            "app.processEvents(); img = w.grab(); "
+            "print(w.width(), w.height(), img.width(), img.height(), img.devicePixelRatio()); "
+            "w.close()")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    w, h, iw, ih, ratio = res.stdout.split()[-5:]
+    assert (int(w), int(h)) == (1280, 720) and float(ratio) == 2.0
+    assert (int(iw), int(ih)) == (2560, 1440)

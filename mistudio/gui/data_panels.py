@@ -271,6 +271,9 @@ class TokenizedPreview(QWidget):
 
 class ModelsPanel(ArtifactPanel):
     kind = "model"
+    device = "auto"
+    """From the window's settings."""
+    dtype_setting = "auto"
     headers = ("Name", "Family", "Parameters", "Layers", "d_model", "Context", "Memory (est.)")
 
     def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
@@ -428,7 +431,8 @@ class ModelsPanel(ArtifactPanel):
         layers = tuple(sorted({self.layer.value(), *extra}))
         cfg = ExtractConfig(model, ds, layers, (self.hook.currentText(),),
                             max_tokens=self.max_tokens.value(), batch_size=self.batch.value(),
-                            dtype=self.dtype.currentText())  # type: ignore[arg-type]
+                            dtype=self.dtype.currentText(),  # type: ignore[arg-type]
+                            device=self.device, model_dtype=self.dtype_setting)
         name = f"{ds}.{model}.{'-'.join(map(str, layers))}.{self.hook.currentText()}"
         self.runner.start(f"Extracting {name}", in_worker(
             self.ws, lambda ws, t: extract_activations(ws, cfg, name, t)))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -72,7 +72,9 @@ class MainWindow(QMainWindow):
         self.file_runner.failed.connect(lambda m, d: show_error(self, m, d))
         self.file_runner.finished.connect(lambda r: self.statusBar().showMessage(str(r), 8000))
         self.device = str(self.settings.value("device") or "auto")
-        self.training.device = self.device
+        self.dtype = str(self.settings.value("dtype") or "auto")
+        self.training.device = self.models.device = self.device
+        self.models.dtype_setting = self.dtype
         self.training.restore(self.settings)
         self._status_bar()
         self.monitor = SystemMonitor(interval=monitor_interval)
@@ -168,18 +170,28 @@ class MainWindow(QMainWindow):
         self.presentation_action.triggered.connect(self.set_presentation)
         self._action(view, "&Refresh", self.refresh, QKeySequence.StandardKey.Refresh)
         settings_menu = m.addMenu("&Settings")
-        device_menu = settings_menu.addMenu("&Device")
-        for dev in ("auto", "cpu", "cuda", "mps"):
-            act = device_menu.addAction(dev)
-            act.setCheckable(True)
-            act.setChecked(dev == self.device)
-            act.triggered.connect(lambda _=False, d=dev: self.set_device(d))
+        self.device_group = self._choices(settings_menu.addMenu("&Device"),
+                                          ("auto", "cpu", "cuda", "mps"), self.device,
+                                          self.set_device)
+        self.dtype_group = self._choices(settings_menu.addMenu("Model &dtype"),
+                                         ("auto", "float32", "float16", "bfloat16"), self.dtype,
+                                         self.set_dtype)
         self.online_action = settings_menu.addAction("Allow &online downloads (Hugging Face hub)")
         self.online_action.setCheckable(True)
         self.online_action.triggered.connect(self.set_online)
         help_ = m.addMenu("&Help")
         self._action(help_, "&About miStudio", self.about)
         self._action(help_, "&Doctor (versions, device, memory)", self.doctor)
+
+    def _choices(self, menu: Any, values: tuple[str, ...], current: str, fn: Any) -> QActionGroup:
+        group = QActionGroup(self)  # exclusive: one checked at a time
+        for value in values:
+            act = menu.addAction(value)
+            act.setCheckable(True)
+            act.setChecked(value == current)
+            group.addAction(act)
+            act.triggered.connect(lambda _=False, v=value: fn(v))
+        return group
 
     def _action(self, menu: Any, text: str, fn: Any, shortcut: Any = None) -> QAction:
         act = menu.addAction(text)
@@ -220,12 +232,15 @@ class MainWindow(QMainWindow):
         self.presentation_action.setChecked(on)
         self.settings.setValue("presentation", on)
 
+    def set_dtype(self, dtype: str) -> None:
+        """How models are loaded for extraction (auto: float32 on CPU, bfloat16/float16 on GPU)."""
+        self.dtype = self.models.dtype_setting = dtype
+        self.settings.setValue("dtype", dtype)
+
     def set_device(self, device: str) -> None:
+        self.models.device = device
         self.device = self.training.device = device
         self.settings.setValue("device", device)
-        for act in self.menuBar().findChildren(QAction):
-            if act.text() in ("auto", "cpu", "cuda", "mps"):
-                act.setChecked(act.text() == device)
 
     def set_online(self, on: bool) -> None:
         """Off by default and not remembered across starts: a clear, deliberate choice."""
