@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup quickstart test lint bench clean
+.PHONY: setup quickstart app test lint bench clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 
 quickstart: $(STAMP)
 	$(VENV)/bin/mistudio quickstart --headless
+
+app: $(STAMP)
+	$(VENV)/bin/mistudio
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mistudio tests benchmarks

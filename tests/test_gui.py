@@ -21,6 +21,14 @@ from mistudio.gui.worker import JobRunner
 SHOTS = Path(__file__).parent / "screenshots"  # git-ignored; look at them
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings() -> None:
+    """Each test starts from default settings (they live in a temporary folder anyway)."""
+    from mistudio.gui.main_window import settings
+
+    settings().clear()
+
+
 def test_worker_throttles_reports_and_cancels(qtbot: QtBot) -> None:
     runner = JobRunner()
     batches: list[list] = []
@@ -75,6 +83,7 @@ def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws:
     panel.expansion.setValue(4)
     panel.k.setValue(8)
     panel.name.setText("gui-sae")
+    panel.arch.setCurrentText("relu")
     seen_while_running: list[int] = []
     panel.runner.partial.connect(lambda rows: seen_while_running.append(len(rows))
                                  if panel.runner.running else None)
@@ -86,6 +95,8 @@ def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws:
     assert "gui-sae: explained variance" in panel.result.text()
     assert "in the model: CE loss score" in panel.result.text()
     assert panel.dashboard.buffers.n == 30  # every logged row reached the dashboard
+    panel.dashboard.redraw()
+    assert len(panel.dashboard.extra["l1"].getData()[0]) == 30  # ReLU's L1 term drawn too
     assert acts_ws.catalog.get("sae", "gui-sae").status == "complete"
     assert "gui-sae" in [panel.runs.item(i).text() for i in range(panel.runs.count())]
     assert win.job_label.text() == "Ready"
@@ -168,7 +179,9 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     with qtbot.waitSignal(ds.runner.finished, timeout=60_000):
         ds.tokenize()
     assert toy_ws.catalog.find("tokenized", "pydoc.toy.ctx64") is not None
-    ds.preview.choice.setCurrentText("pydoc.toy.ctx64")
+    qtbot.waitUntil(lambda: not ds.preview.runner.running, timeout=30_000)
+    with qtbot.waitSignal(ds.preview.runner.finished, timeout=30_000):
+        ds.preview.show_set("pydoc.toy.ctx64")
     html = ds.preview.text.toHtml()
     assert html.count('href="tok:') > 50  # every token a hoverable span
     assert ds.preview.lengths.listDataItems() or ds.preview.lengths.items
@@ -285,6 +298,9 @@ def test_settings_menus_choose_device_and_dtype(qtbot: QtBot, toy_ws: Workspace)
     assert "ONLINE" in win.online_label.text()
     win.set_online(False)
     assert win.online_label.text() == ""
+    with qtbot.waitSignal(win.doctor_runner.finished, timeout=60_000) as report:
+        win.doctor()
+    assert "torch" in report.args[0].lower() or "device" in report.args[0].lower()
 
 
 def test_high_dpi_scale_renders_at_twice_the_pixels(tmp_path: Path) -> None:

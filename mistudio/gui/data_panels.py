@@ -209,6 +209,9 @@ class TokenizedPreview(QWidget):
             plot.setMouseEnabled(x=False, y=False)
             plot.getAxis("left").setWidth(48)
         layout.addWidget(charts, 2)
+        self.runner = JobRunner(self)
+        self.runner.finished.connect(self._show)
+        self.runner.failed.connect(lambda m, d: show_error(self, m, d))
 
     def refresh(self) -> None:
         current = self.choice.currentText()
@@ -222,29 +225,18 @@ class TokenizedPreview(QWidget):
             self.show_set(self.choice.currentText())
 
     def show_set(self, name: str) -> None:
-        import html
+        """Load (in a worker: a tokenizer can take seconds the first time) and show a set."""
+        if not name or self.runner.running:
+            return
+        root = self.ws.root
+        self.runner.start(f"Reading {name}", lambda task: _tokenized_preview(root, name))
 
+    def _show(self, result: dict[str, Any]) -> None:
         import numpy as np
         import pyqtgraph as pg
 
-        from mistudio.core.models import load_tokenizer
-        from mistudio.core.tokenization import open_tokenized
-
-        if not name:
-            return
-        tokens = open_tokenized(self.ws, name)
-        tok = load_tokenizer(self.ws, tokens.manifest["config"]["model"])
-        ids, mask = tokens.slice(0, min(3, tokens.n_sequences))
-        parts = []
-        for row, m in zip(ids, mask, strict=True):
-            for i, t in enumerate(row[m.astype(bool)][:160]):
-                shade = "#f3d9d9" if i % 2 else "#d9e6f3"
-                text = html.escape(tok.decode([int(t)])).replace("\n", "⏎")
-                parts.append(f'<a href="tok:{int(t)}" style="background:{shade};color:#111;'
-                             f'text-decoration:none">{text}</a>')
-            parts.append("<br><br>")
-        self.text.setHtml("".join(parts))
-        stats = tokens.manifest.get("stats", {})
+        self.text.setHtml(result["html"])
+        stats = result["stats"]
         h = stats.get("doc_length_histogram")
         self.lengths.clear()
         self.top.clear()
@@ -267,6 +259,31 @@ class TokenizedPreview(QWidget):
         text = url.toString()
         if text.startswith("tok:"):
             QToolTip.showText(QCursor.pos(), f"token id {text[4:]}", self.text)
+
+
+def _tokenized_preview(root: Path, name: str) -> dict[str, Any]:
+    """HTML of a tokenized set's first sequences, one hoverable span per token, and its stats."""
+    import html
+
+    from mistudio.core.models import load_tokenizer
+    from mistudio.core.tokenization import open_tokenized
+
+    ws = Workspace(root)
+    try:
+        tokens = open_tokenized(ws, name)
+        tok = load_tokenizer(ws, tokens.manifest["config"]["model"])
+        ids, mask = tokens.slice(0, min(3, tokens.n_sequences))
+        parts = []
+        for row, m in zip(ids, mask, strict=True):
+            for i, t in enumerate(row[m.astype(bool)][:160]):
+                shade = "#f3d9d9" if i % 2 else "#d9e6f3"
+                text = html.escape(tok.decode([int(t)])).replace("\n", "⏎")
+                parts.append(f'<a href="tok:{int(t)}" style="background:{shade};color:#111;'
+                             f'text-decoration:none">{text}</a>')
+            parts.append("<br><br>")
+        return {"html": "".join(parts), "stats": tokens.manifest.get("stats", {})}
+    finally:
+        ws.close()
 
 
 class ModelsPanel(ArtifactPanel):

@@ -71,6 +71,10 @@ class MainWindow(QMainWindow):
         self.runners.append(self.file_runner)
         self.file_runner.failed.connect(lambda m, d: show_error(self, m, d))
         self.file_runner.finished.connect(lambda r: self.statusBar().showMessage(str(r), 8000))
+        self.doctor_runner = JobRunner(self)
+        self.doctor_runner.finished.connect(lambda text: self._doctor_show(text))
+        self.doctor_runner.failed.connect(lambda m, d: show_error(self, m, d))
+        self.runners.append(self.doctor_runner)
         self.device = str(self.settings.value("device") or "auto")
         self.dtype = str(self.settings.value("dtype") or "auto")
         self.training.device = self.models.device = self.device
@@ -324,13 +328,25 @@ class MainWindow(QMainWindow):
                           f"{self.ws.root}")
 
     def doctor(self) -> None:
-        from mistudio.core.doctor import doctor
+        """The doctor report (device, memory, disk, model), gathered in a worker."""
+        root = self.ws.root
 
-        report = doctor(self.ws)
-        box = QMessageBox(QMessageBox.Icon.Information, "Doctor",
-                          "\n".join(f"{k}: {v}" for k, v in report.items()
-                                    if not isinstance(v, dict | list)), parent=self)
-        box.show()
+        def job(task: Any) -> str:
+            from mistudio.core.doctor import doctor
+
+            ws = Workspace(root)
+            try:
+                report = doctor(ws)
+            finally:
+                ws.close()
+            return "\n".join(f"{k}: {v}" for k, v in report.items()
+                             if not isinstance(v, dict | list))
+
+        def show(text: str) -> None:
+            QMessageBox(QMessageBox.Icon.Information, "Doctor", text, parent=self).show()
+
+        self.doctor_runner.start("Doctor", job)
+        self._doctor_show = show
 
     # -- catalog refresh and shutdown ---------------------------------------------------------
     def refresh(self) -> None:

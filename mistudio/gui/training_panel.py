@@ -41,8 +41,11 @@ PRESETS = {
     "Standard": {"steps": 1000, "batch_size": 2048, "expansion": 8, "k": 32},
     "Wide": {"steps": 2000, "batch_size": 4096, "expansion": 16, "k": 64},
 }
-CURVES = (("mse", "MSE"), ("explained_variance", "Explained variance"), ("l0", "L0"),
+CURVES = (("mse", "Loss terms"), ("explained_variance", "Explained variance"), ("l0", "L0"),
           ("dead_fraction", "Dead fraction"), ("lr", "Learning rate"))
+EXTRA_LOSSES = (("aux", "aux (dead latents)", "#e5c07b"), ("l1", "L1", "#c678dd"),
+                ("l0_penalty", "L0 penalty", "#c678dd"))
+"""Loss terms drawn with the MSE, when the architecture has them."""
 
 
 class MetricBuffers:
@@ -57,7 +60,7 @@ class MetricBuffers:
         if not rows:
             return
         need = self.n + len(rows)
-        for key in ("step", *(k for k, _ in CURVES)):
+        for key in ("step", *(k for k, _ in CURVES), *(k for k, _, _ in EXTRA_LOSSES)):
             col = self.cols.get(key)
             if col is None or len(col) < need:
                 grown = np.full(max(need, 2 * (len(col) if col is not None else 256)), np.nan)
@@ -91,8 +94,13 @@ class Dashboard(QWidget):
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.getAxis("left").setWidth(52)  # tick labels of new widths never re-lay out
             self.plots[key] = plot
-            self.curves[key] = plot.plot(pen=pg.mkPen("#e06c75", width=2))
+            if key == "mse":
+                plot.addLegend(offset=(-5, 5))
+            self.curves[key] = plot.plot(pen=pg.mkPen("#e06c75", width=2),
+                                         name="MSE" if key == "mse" else None)
             self.compare[key] = plot.plot(pen=pg.mkPen("#61afef", width=1))
+        self.extra = {k: self.plots["mse"].plot(pen=pg.mkPen(color, width=1.5), name=label)
+                      for k, label, color in EXTRA_LOSSES}
         self.hist_plot = grid.addPlot(row=1, col=2, title="Feature density (log10)")
         self.hist_plot.getAxis("left").setWidth(52)
         self.hist_plot.setXRange(-5, 0, padding=0.02)
@@ -159,9 +167,14 @@ class Dashboard(QWidget):
         if not self._dirty:
             return
         self._dirty = False
+        steps = self.buffers.get("step")
         for key, _ in CURVES:
-            self.curves[key].setData(self.buffers.get("step"), self.buffers.get(key))
+            self.curves[key].setData(steps, self.buffers.get(key))
             self.compare[key].setData(self.other.get("step"), self.other.get(key))
+        for key, curve in self.extra.items():
+            values = self.buffers.get(key)
+            seen = ~np.isnan(values)
+            curve.setData(steps[seen], values[seen])
 
 
 class TrainingPanel(QWidget):
