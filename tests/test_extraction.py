@@ -210,3 +210,11 @@ def test_tokenized_set_of_another_model_is_refused(toy_ws: Workspace,
     tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 64), name="t")
     with pytest.raises(InvalidInputError, match="made with model 'toy', not 'other'"):
         extract_activations(toy_ws, ExtractConfig("other", "t", (0,)), "a")
+
+
+def test_status_line_shows_rate_and_time_left() -> None:
+    from mistudio.core.extraction import _status
+
+    assert _status(500, 2000, 500, 0.5) == ("Extracted 500 / 2,000 tokens, 1,000 tokens/s, "
+                                            "about 0:01 left")
+    assert _status(0, 2000, 0, 0.0) == "Extracted 0 tokens"

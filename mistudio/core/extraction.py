@@ -220,7 +220,8 @@ def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
                     seq = stop
                     if chunks.fill >= cfg.chunk_rows:
                         chunks.flush(seq)
-                    task.set_status(f"Extracted {done_rows:,} tokens")
+                    task.set_status(_status(done_rows, target, forwarded,
+                                            time.perf_counter() - t0))
                     task.set_progress(0.1 + 0.9 * min(done_rows / target, 1.0))
                 chunks.flush(seq)
         except Cancelled:
@@ -298,3 +299,14 @@ def _mark_partial(ws: Workspace, name: str, partial: Path, manifest: dict[str, A
 
 def _discard(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _status(done: int, target: int, forwarded: int, elapsed: float) -> str:
+    """"Extracted 41,656 / 112,141 tokens, 1,050 tokens/s, about 1:07 left"."""
+    if elapsed <= 0 or forwarded == 0:
+        return f"Extracted {done:,} tokens"
+    rate = done / elapsed
+    left = max(target - done, 0) / max(rate, 1e-9)
+    return (f"Extracted {done:,} / {target:,} tokens, {forwarded / elapsed:,.0f} tokens/s, "
+            f"about {int(left // 60)}:{int(left % 60):02d} left")
+
