@@ -27,15 +27,13 @@ import torch
 from mistudio.core.activations import open_activations
 from mistudio.core.features.analysis import AnalyzeConfig, _stream, _whole_sequences, analyze
 from mistudio.core.jobs import silent_task
-from mistudio.core.sae.trainer import TrainConfig, open_sae, train_sae
+from mistudio.core.sae.trainer import open_sae
 from mistudio.core.workspace import Workspace
 
 try:
-    from benchmarks.quality import prepare
+    from benchmarks.quality import prepare_sae
 except ImportError:  # run as a script from benchmarks/
-    from quality import prepare  # type: ignore[no-redef]
-
-SAE = "analyze-bench"
+    from quality import prepare_sae  # type: ignore[no-redef]
 
 
 def main() -> None:
@@ -46,14 +44,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     ws = Workspace(args.workspace)
-    acts_name = prepare(ws)
-    if ws.catalog.find("sae", SAE) is None:
-        train_sae(ws, TrainConfig(acts_name, steps=200, batch_size=2048), SAE)
-    sae, _ = open_sae(ws, SAE)
-    hook = ws.catalog.get("sae", SAE).summary["hook"]
+    acts_name, sae_name = prepare_sae(ws)
+    sae, _ = open_sae(ws, sae_name)
+    hook = ws.catalog.get("sae", sae_name).summary["hook"]
     acts = open_activations(ws, acts_name)
     n = _whole_sequences(acts, min(args.tokens, acts.n_rows))
-    cfg = AnalyzeConfig(SAE, acts_name, n)
+    cfg = AnalyzeConfig(sae_name, acts_name, n)
 
     @torch.no_grad()
     def encode_only() -> float:

@@ -22,15 +22,12 @@ import numpy as np
 from mistudio.core.features.analysis import AnalyzeConfig, analyze
 from mistudio.core.features.labels import LabelConfig, label_features
 from mistudio.core.features.store import open_features
-from mistudio.core.sae.trainer import TrainConfig, train_sae
 from mistudio.core.workspace import Workspace
 
 try:
-    from benchmarks.quality import prepare
+    from benchmarks.quality import prepare_sae
 except ImportError:  # run as a script from benchmarks/
-    from quality import prepare  # type: ignore[no-redef]
-
-SAE = "analyze-bench"
+    from quality import prepare_sae  # type: ignore[no-redef]
 
 
 def main() -> None:
@@ -40,16 +37,14 @@ def main() -> None:
     p.add_argument("--skip-llm", action="store_true")
     args = p.parse_args()
     ws = Workspace(args.workspace)
-    acts_name = prepare(ws)
-    if ws.catalog.find("sae", SAE) is None:
-        train_sae(ws, TrainConfig(acts_name, steps=200, batch_size=2048), SAE)
+    acts_name, sae_name = prepare_sae(ws)
     t0 = time.perf_counter()
-    analyze(ws, AnalyzeConfig(SAE, acts_name), "interp-bench", overwrite=True)
+    analyze(ws, AnalyzeConfig(sae_name, acts_name), "interp-bench", overwrite=True)
     store = open_features(ws, "interp-bench")
     live = store.select(alive_only=True)
     r = label_features(ws, "interp-bench", LabelConfig(top=len(live)))
     out: dict[str, object] = {
-        "sae": SAE, "d_sae": store.n, "live_features": len(live),
+        "sae": sae_name, "d_sae": store.n, "live_features": len(live),
         "explainer": "pattern", "scorer": "simulation (held-out, half hard negatives)",
         "features_labelled": r["requested"], "features_scored": r["scored"],
         "features_score_ge_0_7": r["score_ge_0_7"],

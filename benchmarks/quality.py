@@ -41,6 +41,18 @@ def prepare(ws: Workspace) -> str:
     return name
 
 
+BENCH_SAE = "analyze-bench"
+
+
+def prepare_sae(ws: Workspace) -> tuple[str, str]:
+    """The activation set and an SAE of 4,608 features trained on it for 200 steps (made once;
+    the analysis, labelling and steering benchmarks share it)."""
+    acts = prepare(ws)
+    if ws.catalog.find("sae", BENCH_SAE) is None:
+        train_sae(ws, TrainConfig(acts, steps=200, batch_size=2048), BENCH_SAE)
+    return acts, BENCH_SAE
+
+
 def baseline(x_train: torch.Tensor, x_eval: torch.Tensor, d_sae: int, k: int, steps: int,
              batch: int) -> float:
     torch.manual_seed(0)

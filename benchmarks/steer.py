@@ -21,18 +21,15 @@ from pathlib import Path
 import torch
 
 from mistudio.core.models import EMBEDDED_NAME, load_model
-from mistudio.core.sae.trainer import TrainConfig, train_sae
 from mistudio.core.steering.generate import _cache_argument
 from mistudio.core.steering.interventions import Intervention, steering
 from mistudio.core.steering.session import Steerer, SteeringSpec
 from mistudio.core.workspace import Workspace
 
 try:
-    from benchmarks.quality import prepare
+    from benchmarks.quality import prepare_sae
 except ImportError:  # run as a script from benchmarks/
-    from quality import prepare  # type: ignore[no-redef]
-
-SAE = "analyze-bench"
+    from quality import prepare_sae  # type: ignore[no-redef]
 PROMPT = "The most important thing about Python classes is"
 
 
@@ -67,11 +64,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     ws = Workspace(args.workspace)
-    acts = prepare(ws)
-    if ws.catalog.find("sae", SAE) is None:
-        train_sae(ws, TrainConfig(acts, steps=200, batch_size=2048), SAE)
+    _, sae_name = prepare_sae(ws)
     loaded = load_model(ws, EMBEDDED_NAME, device="cpu")
-    spec = SteeringSpec((SAE,), (Intervention(100, 8.0), Intervention(200, -4.0),
+    spec = SteeringSpec((sae_name,), (Intervention(100, 8.0), Intervention(200, -4.0),
                                  Intervention(300, 5.0, "clamp")))
     steerer = Steerer(ws, spec, loaded=loaded)
     ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
@@ -81,13 +76,13 @@ def main() -> None:
     for _ in range(args.repeats):
         plain.append(generate(loaded, ids, args.tokens, None))
         steered.append(generate(loaded, ids, args.tokens, sites))
-    add_only = steerer.sites(SteeringSpec((SAE,), spec.interventions[:2]))
+    add_only = steerer.sites(SteeringSpec((sae_name,), spec.interventions[:2]))
     add_ms = statistics.median(generate(loaded, ids, args.tokens, add_only)
                                for _ in range(args.repeats))
     firsts = []
     for coef in (2.0, 4.0, 6.0):  # a slider moves: new interventions, prompt, first token
         t = time.perf_counter()
-        new = SteeringSpec((SAE,), (Intervention(100, coef), *spec.interventions[1:]))
+        new = SteeringSpec((sae_name,), (Intervention(100, coef), *spec.interventions[1:]))
         generate(loaded, ids, 0, steerer.sites(new))
         firsts.append((time.perf_counter() - t) * 1000)
     mp, ms = statistics.median(plain), statistics.median(steered)
