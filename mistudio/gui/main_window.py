@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QTabWidget,
-    QWidget,
 )
 
 from mistudio import __version__
@@ -411,6 +410,3 @@ def _presets(ws: Workspace) -> list[str]:
     return [f"{p['name']}: {', '.join(p.get('saes', []))}, {p.get('features', 0)} features"
             for p in list_presets(ws)]
 
-
-def widget_screenshot(widget: QWidget, path: str) -> None:
-    widget.grab().save(path)
