@@ -209,6 +209,7 @@ class TokenizedPreview(QWidget):
             plot.setMouseEnabled(x=False, y=False)
             plot.getAxis("left").setWidth(48)
         layout.addWidget(charts, 2)
+        self._shown = ""
         self.runner = JobRunner(self)
         self.runner.finished.connect(self._show)
         self.runner.failed.connect(lambda m, d: show_error(self, m, d))
@@ -222,13 +223,15 @@ class TokenizedPreview(QWidget):
         self.choice.blockSignals(False)
         if names:
             self.choice.setCurrentText(current if current in names else names[0])
-            self.show_set(self.choice.currentText())
+            if self.choice.currentText() != self._shown:  # a refresh re-reads nothing shown
+                self.show_set(self.choice.currentText())
 
     def show_set(self, name: str) -> None:
         """Load (in a worker: a tokenizer can take seconds the first time) and show a set."""
         if not name or self.runner.running:
             return
         root = self.ws.root
+        self._shown = name
         self.runner.start(f"Reading {name}", lambda task: _tokenized_preview(root, name))
 
     def _show(self, result: dict[str, Any]) -> None:

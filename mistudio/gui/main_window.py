@@ -349,6 +349,7 @@ class MainWindow(QMainWindow):
 
     # -- catalog refresh and shutdown ---------------------------------------------------------
     def refresh(self) -> None:
+        self._catalog_mtime = self._catalog_stamp()  # what is shown now; the watch skips it
         for panel in (self.datasets, self.models, self.training, self.features, self.steering):
             panel.refresh()
         from mistudio.core.hub import is_online
@@ -368,7 +369,6 @@ class MainWindow(QMainWindow):
         """Refresh when another process (the CLI) wrote to the catalog."""
         stamp = self._catalog_stamp()
         if stamp != self._catalog_mtime and not any(r.running for r in self.runners):
-            self._catalog_mtime = stamp
             self.refresh()
 
     def event(self, e: QEvent) -> bool:

@@ -53,6 +53,7 @@ class FeatureReader:
                                                        load("csr_values.npy"))
         self.histograms = load("histograms.npy")
         self.n_rows = len(self.rows)
+        self._by_token: tuple[np.ndarray, np.ndarray] | None = None
         self.d_sae = len(self.col_ptr) - 1
 
     # -- sparse lookups -------------------------------------------------------------------------
@@ -128,12 +129,26 @@ class FeatureReader:
                                          replace=False), f_rows)
         return [self._window(feature, int(r), "random negative") for r in silent[:n]]
 
+    def rows_with_tokens(self, token_ids: np.ndarray) -> np.ndarray:
+        """Rows whose token is one of ``token_ids`` (ascending), from a token index built once
+        per reader instead of a scan of every row per feature."""
+        if self._by_token is None:
+            tokens = np.asarray(self.rows[:, 2])
+            order = np.argsort(tokens, kind="stable")
+            self._by_token = (tokens[order], order)
+        sorted_tokens, order = self._by_token
+        ids = np.asarray(token_ids)
+        lo = np.searchsorted(sorted_tokens, ids, "left")
+        hi = np.searchsorted(sorted_tokens, ids, "right")
+        if not len(ids):
+            return np.zeros(0, dtype=np.int64)
+        return np.sort(np.concatenate([order[a:z] for a, z in zip(lo, hi, strict=True)]))
+
     def hard_negatives(self, feature: int, token_ids: np.ndarray, n: int,
                        seed: int = 0) -> list[Example]:
         """Tokens equal to ``token_ids`` (the feature's usual triggers) where it stays silent."""
         f_rows, _ = self.firing(feature)
-        same = np.flatnonzero(np.isin(np.asarray(self.rows[:, 2]), token_ids))
-        silent = np.setdiff1d(same, f_rows)
+        silent = np.setdiff1d(self.rows_with_tokens(token_ids), f_rows)
         if len(silent) == 0:
             return []
         rng = np.random.default_rng([seed, feature, 2])

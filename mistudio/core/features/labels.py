@@ -112,11 +112,7 @@ def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
 
         judge = LocalLLM(ws, cfg.judge)
     source = "pattern" if llm is None else llm.name
-    existing = {}
-    for f in store.labelled():
-        lb = store.label(int(f))
-        if lb is not None:
-            existing[int(f)] = lb
+    existing = store.all_labels()
     # skip human labels always, and this explainer's own labels unless asked to redo them
     todo = [int(f) for f in feats if int(f) not in existing
             or (existing[int(f)].source != "human"
@@ -164,7 +160,8 @@ def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
     finally:
         if pending:
             store.set_labels(pending)  # a cancelled run keeps what it finished
-    scores = [lb.score for f in feats if (lb := store.label(int(f))) is not None
+    final = store.all_labels()
+    scores = [lb.score for f in feats if (lb := final.get(int(f))) is not None
               and lb.score is not None and lb.source == source]
     summary = {"analysis": analysis, "explainer": source, "requested": len(feats),
                "labelled_now": done, "skipped": len(feats) - len(todo),

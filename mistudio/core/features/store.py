@@ -184,6 +184,13 @@ class FeatureStore:
         np.save(tmp, self._scores)
         os.replace(tmp, self.folder / SCORES_FILE)
 
+    def all_labels(self) -> dict[int, Label]:
+        """Every stored label in one query (labelling many features reads them once)."""
+        with open_labels(self.folder) as con:
+            rows = con.execute("SELECT feature, label, source, scorer, score, status, detail "
+                               "FROM labels").fetchall()
+        return {r[0]: Label(*r) for r in rows}
+
     def labels_for(self, features: Sequence[int]) -> dict[int, Label]:
         """Labels of a few features (a page of the table) without loading them all."""
         ids = [int(f) for f in features]
