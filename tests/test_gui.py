@@ -172,6 +172,11 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     with qtbot.waitSignal(win.models.runner.finished, timeout=60_000):
         win.models.add_model(folder=True, path=str(toy_folder("gpt2")))
     assert any(r[1] == "GPT-2" for r in win.models.model.rows)
+    device_col = win.models.headers.index("Device")
+    assert {r[device_col] for r in win.models.model.rows} == {"cpu (float32)"}
+    win.set_dtype("bfloat16")  # the Settings menu: the table shows where models would load
+    assert {r[device_col] for r in win.models.model.rows} == {"cpu (bfloat16)"}
+    win.set_dtype("auto")
     ds.table.clearSelection()
     ds.table.selectRow([r[0] for r in ds.model.rows].index("pydoc"))
     ds.tok_model.setCurrentText("toy")

@@ -294,7 +294,8 @@ class ModelsPanel(ArtifactPanel):
     device = "auto"
     """From the window's settings."""
     dtype_setting = "auto"
-    headers = ("Name", "Family", "Parameters", "Layers", "d_model", "Context", "Memory (est.)")
+    headers = ("Name", "Family", "Parameters", "Layers", "d_model", "Context", "Device",
+               "Memory (est.)")
 
     def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(ws, parent)
@@ -391,15 +392,20 @@ class ModelsPanel(ArtifactPanel):
             f"  {a.name}: {a.summary.get('tokens', 0):,} tokens, "
             f"{human_bytes(a.summary.get('bytes', 0))} ({a.status})" for a in sets)
             if sets else "No activation sets yet.")
-        import torch
+        from mistudio.core.devices import estimate_model_bytes, resolve_device, resolve_dtype
+        from mistudio.core.errors import MiStudioError
 
-        from mistudio.core.devices import estimate_model_bytes
-
+        try:  # where the Settings menu's device and dtype would load the models
+            device = resolve_device(self.device)
+            dtype = resolve_dtype(self.dtype_setting, device)
+            where = f"{device.type} ({str(dtype).removeprefix('torch.')})"
+        except MiStudioError:  # e.g. cuda chosen on a machine without one
+            device, dtype, where = None, None, f"{self.device}: not available"
         return [[m.name, m.summary.get("family"), f"{(m.summary.get('n_params') or 0) / 1e6:.1f}M",
                  m.summary.get("n_layers"), m.summary.get("d_model"),
-                 m.summary.get("max_context"),
-                 human_bytes(estimate_model_bytes(int(m.summary.get("n_params") or 0),
-                                                  torch.float32))] for m in models]
+                 m.summary.get("max_context"), where,
+                 human_bytes(estimate_model_bytes(int(m.summary.get("n_params") or 0), dtype))
+                 if dtype is not None else "-"] for m in models]
 
     def add_embedded(self) -> None:
         from mistudio.core.models import ensure_embedded_model

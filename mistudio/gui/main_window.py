@@ -239,11 +239,13 @@ class MainWindow(QMainWindow):
         """How models are loaded for extraction (auto: float32 on CPU, bfloat16/float16 on GPU)."""
         self.dtype = self.models.dtype_setting = dtype
         self.settings.setValue("dtype", dtype)
+        self.models.refresh()
 
     def set_device(self, device: str) -> None:
         self.models.device = device
         self.device = self.training.device = device
         self.settings.setValue("device", device)
+        self.models.refresh()
 
     def set_online(self, on: bool) -> None:
         """Off by default and not remembered across starts: a clear, deliberate choice."""
