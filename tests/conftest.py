@@ -69,3 +69,16 @@ def acts_ws(toy_ws: Workspace) -> Workspace:
                         context_length=64, max_tokens=3000, dtype="float32")
     extract_activations(toy_ws, cfg, "acts")
     return toy_ws
+
+
+@pytest.fixture
+def analysed(acts_ws: Workspace) -> Workspace:
+    """acts_ws plus a small TopK SAE "sae" on layers.1.resid_post, analysed over 2,000 tokens."""
+    from toy import small_train_config
+
+    from mistudio.core.features.analysis import AnalyzeConfig, analyze
+    from mistudio.core.sae.trainer import train_sae
+
+    train_sae(acts_ws, small_train_config(steps=60), "sae")
+    analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_k=5))
+    return acts_ws

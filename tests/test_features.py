@@ -21,13 +21,6 @@ from mistudio.core.workspace import Workspace
 HOOK = "layers.1.resid_post"
 
 
-@pytest.fixture
-def analysed(acts_ws: Workspace) -> Workspace:
-    train_sae(acts_ws, small(steps=60), "sae")
-    analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_k=5))
-    return acts_ws
-
-
 def _dense_latents(ws: Workspace, n: int) -> tuple[np.ndarray, np.ndarray]:
     acts = open_activations(ws, "acts")
     sae, _ = open_sae(ws, "sae")
@@ -407,3 +400,57 @@ def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
     with pytest.raises(InvalidInputError, match="not on this machine"):
         label_features(analysed, "sae", LabelConfig(top=1, explainer="endpoint:x",
                                                     endpoint="http://example.com/v1"))
+
+
+def test_text_probe_matches_the_analysis(analysed: Workspace) -> None:
+    from mistudio.core.features.probe import TextProbe, describe
+    from mistudio.core.tokenization import open_tokenized
+
+    store = open_features(analysed, "sae")
+    reader = FeatureReader(store.folder)
+    probe = TextProbe(analysed, "sae", device="cpu")
+    seq = int(reader.rows[0, 0])
+    ids, mask = open_tokenized(analysed, reader.manifest["provenance"]["tokenized"]).slice(
+        seq, seq + 1)
+    r0, r1 = reader.sequence_rows(seq)
+    feature = int(np.argmax(np.diff(reader.col_ptr)))  # the most frequent feature
+    acts = probe.run_ids(ids[0][mask[0].astype(bool)], k=4, watch=(feature,))
+    for row in range(r0, r1):  # every analysed token of the sequence: same features, same values
+        pos = int(reader.rows[row, 1])
+        feats, vals = reader.token_features(row)
+        assert acts.token_ids[pos] == reader.rows[row, 2]
+        assert acts.top_features_TK[pos, 0] == feats[0]
+        np.testing.assert_allclose(acts.top_values_TK[pos, 0], vals[0], rtol=1e-3, atol=1e-4)
+        on = dict(zip(feats.tolist(), vals.tolist(), strict=True))
+        np.testing.assert_allclose(acts.watched_TW[pos, 0], on.get(feature, 0.0), rtol=1e-3,
+                                   atol=1e-4)
+    assert (acts.top_values_TK[0] == 0).all()  # position 0 stays silent
+    text = probe.run("def main():\n    return 42", k=3)
+    assert len(text.tokens) == len(text.token_ids) and "⏎" in "".join(text.tokens)
+    rows = describe(text, store.column("label"), n=5)
+    assert rows and rows == sorted(rows, key=lambda r: -r["activation"])
+    with pytest.raises(InvalidInputError, match="no text"):
+        probe.run("   ")
+    with pytest.raises(InvalidInputError, match="out of range"):
+        probe.run("x y", watch=(10**6,))
+
+
+def test_feature_correlation_matches_numpy(analysed: Workspace) -> None:
+    from mistudio.core.features.interpret import feature_correlation
+
+    store = open_features(analysed, "sae")
+    reader = FeatureReader(store.folder)
+    n = reader.n_rows
+    feats = [int(f) for f in np.argsort(-store.column("frequency"))[:6]]
+    dead = np.flatnonzero(store.column("dead"))
+    feats += [int(dead[0])] if len(dead) else []
+    dense = np.zeros((n, len(feats)))
+    for j, f in enumerate(feats):
+        rows, vals = reader.firing(f)
+        dense[rows, j] = vals
+    C = feature_correlation(store.folder, feats)
+    live = dense.std(0) > 0
+    np.testing.assert_allclose(C[np.ix_(live, live)], np.corrcoef(dense[:, live].T), atol=1e-4)
+    assert np.allclose(np.diag(C), 1.0)
+    if len(dead):
+        assert (C[-1, :-1] == 0).all()

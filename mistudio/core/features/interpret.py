@@ -131,3 +131,28 @@ def cooccurrence(folder: Path, d_sae: int, k: int, block: int = 256) -> tuple[np
             ids[start:stop] = np.where(top.values.numpy() > 0, top.indices.numpy(), -1)
             scores[start:stop] = top.values.numpy()
     return ids, scores
+
+
+def feature_correlation(folder: Path, features: list[int] | np.ndarray) -> np.ndarray:
+    """Pearson correlation of the chosen features' activations over every analysed token
+    ([n, n]; 0 where a feature never fires). Meant for the few dozen features a person picks:
+    it builds a dense [tokens, n] matrix."""
+    col_ptr = np.load(folder / "csc_indptr.npy", mmap_mode="r")
+    col_rows = np.load(folder / "csc_rows.npy", mmap_mode="r")
+    col_vals = np.load(folder / "csc_values.npy", mmap_mode="r")
+    n_tokens = len(np.load(folder / "csr_indptr.npy", mmap_mode="r")) - 1
+    feats = [int(f) for f in features]
+    if len(feats) > 512:
+        raise ValueError("feature_correlation is for a few hundred features at most")
+    X_TN = np.zeros((n_tokens, len(feats)), np.float32)
+    for j, f in enumerate(feats):
+        lo, hi = int(col_ptr[f]), int(col_ptr[f + 1])
+        X_TN[np.asarray(col_rows[lo:hi]), j] = col_vals[lo:hi]
+    X_TN -= X_TN.mean(axis=0)
+    norms = np.linalg.norm(X_TN, axis=0)
+    live = norms > 0
+    C = np.zeros((len(feats), len(feats)), np.float32)
+    Xl = X_TN[:, live] / norms[live]
+    C[np.ix_(live, live)] = Xl.T @ Xl
+    np.fill_diagonal(C, 1.0)
+    return C
