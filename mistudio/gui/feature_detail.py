@@ -1,0 +1,276 @@
+"""One feature in detail: its label (editable), examples as token heatmaps, activation
+histogram, logit lens, nearest and co-occurring features, ablation and "Describe".
+
+Everything shown is read from the analysis folder (memory-mapped, a few milliseconds per
+feature); what needs the model (ablation, describing with an explainer) is asked of the panel,
+which runs it in its worker, through signals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mistudio.core.features.examples import Example, FeatureReader, TokenText
+from mistudio.core.features.store import FeatureStore, Label, describe_columns
+from mistudio.gui.token_view import TokenHeatmap
+
+EXPLAINERS = (("pattern", "Pattern rules (fast, scored on held-out tokens)"),
+              ("llm", "Local LLM (embedded SmolLM2: slow, weak)"),
+              ("endpoint", "Local server (OpenAI-compatible, localhost)"))
+
+
+class ExampleList(QWidget):
+    """Contexts of a feature, one heatmap per line, the activation on the left."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.box = QVBoxLayout(self)
+        self.box.setSpacing(2)
+        self.heatmaps: list[TokenHeatmap] = []
+
+    def set_examples(self, examples: list[Example], text: TokenText, peak: float) -> None:
+        while self.box.count():
+            item = self.box.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.heatmaps = []
+        for e in examples:
+            row = QWidget()
+            line = QHBoxLayout(row)
+            line.setContentsMargins(0, 0, 0, 0)
+            value = QLabel(f"{e.activation:.2f}")
+            value.setFixedWidth(value.fontMetrics().horizontalAdvance("00000.00"))
+            value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+            value.setToolTip(f"{e.kind}: activation on the underlined token, sequence "
+                             f"{e.sequence}")
+            heat = TokenHeatmap()
+            heat.set_tokens(text.many(e.token_ids), e.activations, e.marked, peak)
+            heat.tooltip = lambda i, e=e, heat=heat: (
+                f"{heat.tokens[i]!r}  activation {e.activations[i]:.3f}  "
+                f"(sequence {e.sequence}, position {int(e.positions[i])})")
+            line.addWidget(value)
+            line.addWidget(heat, 1)
+            self.box.addWidget(row)
+            self.heatmaps.append(heat)
+        if not examples:
+            self.box.addWidget(QLabel("No examples: this feature never fired on the analysed "
+                                      "tokens."))
+        self.box.addStretch(1)
+
+
+class FeatureDetail(QWidget):
+    featureRequested = Signal(int)
+    """A linked feature (neighbour, co-occurring) was clicked."""
+    steerRequested = Signal(int)
+    describeRequested = Signal(object, str, str)
+    """Features to describe (a list, or N for the top N), the explainer as the core names it
+    (pattern, llm, endpoint:MODEL), the endpoint URL."""
+    ablateRequested = Signal(int)
+    labelEdited = Signal(int, str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store: FeatureStore | None = None
+        self.reader: FeatureReader | None = None
+        self.text: TokenText | None = None
+        self.feature = -1
+        v = QVBoxLayout(self)
+        self.title = QLabel("Pick a feature in the table or on the map.")
+        font = QFont(self.title.font())
+        font.setBold(True)
+        font.setPointSizeF(font.pointSizeF() * 1.2)
+        self.title.setFont(font)
+        self.stats = QLabel("")
+        self.stats.setWordWrap(True)
+        v.addWidget(self.title)
+        v.addWidget(self.stats)
+        row = QHBoxLayout()
+        self.label_edit = QLineEdit()
+        self.label_edit.setPlaceholderText("No label yet: type one, or Describe")
+        save = QPushButton("Save label")
+        save.clicked.connect(self._save_label)
+        self.label_edit.returnPressed.connect(self._save_label)
+        self.label_info = QLabel("")
+        row.addWidget(self.label_edit, 1)
+        row.addWidget(save)
+        row.addWidget(self.label_info)
+        v.addLayout(row)
+        actions = QHBoxLayout()
+        self.explainer = QComboBox()
+        for key, text in EXPLAINERS:
+            self.explainer.addItem(text, key)
+        self.endpoint = QLineEdit("http://localhost:11434/v1")
+        self.endpoint.setToolTip("Only localhost servers are used (nothing leaves the machine).")
+        self.endpoint_model = QLineEdit()
+        self.endpoint_model.setPlaceholderText("served model, e.g. llama3.1")
+        for w in (self.endpoint, self.endpoint_model):
+            w.setVisible(False)
+            self.explainer.currentIndexChanged.connect(
+                lambda _, w=w: w.setVisible(self.explainer.currentData() == "endpoint"))
+        self.describe_button = QPushButton("Describe")
+        self.describe_button.clicked.connect(lambda: self._describe([self.feature]))
+        self.top_n = QSpinBox(minimum=1, maximum=100_000, value=50)
+        self.top_n.setToolTip("How many of the most frequent unlabelled features to describe")
+        top = QPushButton("Describe top")
+        top.clicked.connect(lambda: self._describe(None))
+        self.ablate_button = QPushButton("Ablation effect")
+        self.ablate_button.setToolTip("Remove this feature in the model on its top contexts "
+                                      "and measure the change in next-token loss")
+        self.ablate_button.clicked.connect(lambda: self.ablateRequested.emit(self.feature))
+        self.steer_button = QPushButton("Steer with this feature")
+        self.steer_button.clicked.connect(lambda: self.steerRequested.emit(self.feature))
+        for w in (self.explainer, self.endpoint, self.endpoint_model, self.describe_button, top,
+                  self.top_n,
+                  self.ablate_button, self.steer_button):
+            actions.addWidget(w)
+        actions.addStretch(1)
+        v.addLayout(actions)
+        self.ablation = QLabel("")
+        self.ablation.setWordWrap(True)
+        v.addWidget(self.ablation)
+        self.tabs = QTabWidget()
+        self.top_examples, self.quantiles = ExampleList(), ExampleList()
+        examples = QWidget()
+        ev = QVBoxLayout(examples)
+        for title, w in (("Max-activating contexts", self.top_examples),
+                         ("Contexts across the activation range (lowest band first)",
+                          self.quantiles)):
+            group = QGroupBox(title)
+            QVBoxLayout(group).addWidget(w)
+            ev.addWidget(group)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(examples)
+        self.tabs.addTab(scroll, "Examples")
+        self.tabs.addTab(self._effects(), "Logit lens and neighbours")
+        v.addWidget(self.tabs, 1)
+        for w in (self.describe_button, self.ablate_button, self.steer_button):
+            w.setEnabled(False)
+
+    def _effects(self) -> QWidget:
+        w = QWidget()
+        grid = QGridLayout(w)
+        self.promoted, self.suppressed = QListWidget(), QListWidget()
+        self.nearest, self.cooccurring = QListWidget(), QListWidget()
+        for lst in (self.nearest, self.cooccurring):
+            lst.itemClicked.connect(lambda item: self.featureRequested.emit(
+                int(item.data(Qt.ItemDataRole.UserRole))))
+            lst.setToolTip("Click to open that feature")
+        self.hist = pg.PlotWidget(title="Activations when firing (count per bin)")
+        self.hist.setMinimumHeight(140)
+        self.hist_bars = pg.BarGraphItem(x=[], height=[], width=1.0, brush="#d62728")
+        self.hist.addItem(self.hist_bars)
+        self.hist.getAxis("left").setWidth(48)
+        for col, (title, lst) in enumerate((("Promotes (logit lens)", self.promoted),
+                                            ("Suppresses", self.suppressed),
+                                            ("Nearest (decoder cosine)", self.nearest),
+                                            ("Fires together with", self.cooccurring))):
+            grid.addWidget(QLabel(title), 0, col)
+            grid.addWidget(lst, 1, col)
+        grid.addWidget(self.hist, 2, 0, 1, 4)
+        return w
+
+    # -- content --------------------------------------------------------------------------------
+    def set_source(self, store: FeatureStore | None, reader: FeatureReader | None,
+                   text: TokenText | None) -> None:
+        self.store, self.reader, self.text = store, reader, text
+        self.feature = -1
+        for w in (self.describe_button, self.ablate_button, self.steer_button):
+            w.setEnabled(False)
+
+    def show_feature(self, f: int) -> None:
+        if self.store is None or self.reader is None or self.text is None:
+            return
+        self.feature = f
+        info = describe_columns(self.store, f)
+        text = self.text
+        self.title.setText(f"Feature {f}")
+        flags = (" - dead" if info["dead"] else "") + (" - dense" if info["dense"] else "")
+        self.stats.setText(f"Fires on {info['frequency']:.3%} of analysed tokens; max "
+                           f"activation {info['max_activation']:.3f}, mean when firing "
+                           f"{info['mean_activation']:.3f}{flags}")
+        self.show_label(self.store.label(f))
+        self.ablation.setText("")
+        peak = float(info["max_activation"]) or 1.0
+        self.top_examples.set_examples(self.reader.top_examples(f, 12), text, peak)
+        self.quantiles.set_examples(self.reader.quantile_examples(f, n_bins=5, per_bin=1),
+                                    text, peak)
+        self._fill(self.promoted, [(text(i), f"{v:+.2f}", None) for i, v in zip(
+            info.get("logit_pos_ids", []), info.get("logit_pos_values", []), strict=True)])
+        self._fill(self.suppressed, [(text(i), f"{v:+.2f}", None) for i, v in zip(
+            info.get("logit_neg_ids", []), info.get("logit_neg_values", []), strict=True)])
+        labels = self.store.labels_for([*info.get("neighbour_ids", []),
+                                        *info.get("cooccur_ids", [])])
+        self._fill(self.nearest, [(self._named(i, labels), f"{c:.2f}", i) for i, c in zip(
+            info.get("neighbour_ids", []), info.get("neighbour_cos", []), strict=True)])
+        self._fill(self.cooccurring, [(self._named(i, labels), f"{c:.2f}", i) for i, c in zip(
+            info.get("cooccur_ids", []), info.get("cooccur_score", []), strict=True) if i >= 0])
+        counts = np.asarray(self.reader.histograms[f], dtype=float)
+        width = peak / len(counts)
+        self.hist_bars.setOpts(x=(np.arange(len(counts)) + 0.5) * width, height=counts,
+                               width=width * 0.9)
+        self.hist.setLabel("bottom", "activation")
+        for w in (self.describe_button, self.ablate_button, self.steer_button):
+            w.setEnabled(not info["dead"])
+
+    @staticmethod
+    def _named(i: int, labels: dict[int, Label]) -> str:
+        lb = labels.get(int(i))
+        return f"{i}: {lb.label[:40]}" if lb else str(i)
+
+    @staticmethod
+    def _fill(lst: QListWidget, rows: list[tuple[str, str, int | None]]) -> None:
+        lst.clear()
+        for name, value, feature in rows:
+            item = QListWidgetItem(f"{value}  {name!r}" if feature is None else f"{value}  {name}")
+            if feature is not None:
+                item.setData(Qt.ItemDataRole.UserRole, int(feature))
+            lst.addItem(item)
+
+    def show_label(self, lb: Label | None) -> None:
+        self.label_edit.setText(lb.label if lb else "")
+        if lb is None:
+            self.label_info.setText("unlabelled")
+        else:
+            score = "unscored" if lb.score is None else f"score {lb.score:.2f}"
+            failed = ", failed" if lb.status != "ok" else ""
+            self.label_info.setText(f"{lb.source}, {score}{failed}")
+            self.label_info.setToolTip(lb.detail or "")
+
+    def show_ablation(self, effect: Any) -> None:
+        self.ablation.setText(
+            f"Ablating feature {effect.feature} on {len(effect.per_context)} top contexts "
+            f"({effect.tokens:,} predictions): next-token loss {effect.ce_clean:.4f} -> "
+            f"{effect.ce_ablated:.4f} ({effect.delta:+.4f}).")
+
+    def _save_label(self) -> None:
+        if self.feature >= 0:
+            self.labelEdited.emit(self.feature, self.label_edit.text().strip())
+
+    def _describe(self, features: list[int] | None) -> None:
+        explainer = str(self.explainer.currentData())
+        if explainer == "endpoint":
+            explainer = f"endpoint:{self.endpoint_model.text().strip()}"
+        self.describeRequested.emit(features if features is not None else self.top_n.value(),
+                                    explainer, self.endpoint.text().strip())

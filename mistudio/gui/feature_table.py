@@ -1,0 +1,201 @@
+"""The feature table: a Qt model over an analysis's numpy columns, and the filter bar above it.
+
+The model holds one permutation (``order``: the feature indices shown, in display order) and
+answers ``data()`` from the store's columns, so 100,000 features cost one int64 array, not
+100,000 Python rows. Filtering and sorting compute a new permutation with numpy (the store's
+``select`` and ``order``) and reset the model once. Label texts are fetched per page of rows
+from SQLite when a row is first drawn: loading all of them takes longer than a filter step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mistudio.core.features.store import FeatureStore
+
+Index = QModelIndex | QPersistentModelIndex
+PAGE = 256
+"""Rows whose labels are fetched together when one of them is first drawn."""
+COLUMNS = (("feature", "Feature"), ("label", "Label"), ("score", "Score"),
+           ("frequency", "Frequency"), ("max_activation", "Max act."),
+           ("mean_activation", "Mean act."))
+DESCENDING_FIRST = {"score", "frequency", "max_activation", "mean_activation"}
+
+
+class FeatureTableModel(QAbstractTableModel):
+    """Rows are features of one analysis, in the order of a numpy permutation."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.store: FeatureStore | None = None
+        self.order = np.zeros(0, np.int64)
+        self.sort_key, self.descending = "frequency", True
+        self.ranges: dict[str, tuple[float | None, float | None]] = {}
+        self.search = ""
+        self.alive_only = True
+        self._labels: dict[int, str] = {}
+        self._pages: set[int] = set()
+        self._cols: dict[str, np.ndarray] = {}
+
+    # -- content --------------------------------------------------------------------------------
+    def set_store(self, store: FeatureStore | None) -> None:
+        self.store = store
+        self._cols = {}
+        if store is not None:
+            for key, _ in COLUMNS:
+                if key not in ("feature", "label"):
+                    self._cols[key] = store.column(key)
+        self.refilter()
+
+    def labels_changed(self) -> None:
+        """Labels were written (describe, edit): re-read texts and scores."""
+        if self.store is None:
+            return
+        self._cols["score"] = self.store.column("score")
+        self._labels, self._pages = {}, set()
+        self.dataChanged.emit(self.index(0, 1), self.index(self.rowCount() - 1, 2))
+
+    def refilter(self) -> None:
+        """Apply the ranges, search and sort: one new permutation, one model reset."""
+        self.beginResetModel()
+        if self.store is None:
+            self.order = np.zeros(0, np.int64)
+        else:
+            idx = self.store.select(self.ranges, self.search or None, self.alive_only)
+            self.order = self.store.order(idx, self.sort_key, self.descending)
+        self._labels, self._pages = {}, set()
+        self.endResetModel()
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        key = COLUMNS[column][0]
+        descending = order == Qt.SortOrder.DescendingOrder
+        if (key, descending) != (self.sort_key, self.descending):
+            self.sort_key, self.descending = key, descending
+            self.refilter()
+
+    def feature_at(self, row: int) -> int:
+        return int(self.order[row])
+
+    def row_of(self, feature: int) -> int:
+        """The row showing ``feature``, or -1 when the filter hides it."""
+        hits = np.flatnonzero(self.order == feature)
+        return int(hits[0]) if len(hits) else -1
+
+    # -- Qt model ---------------------------------------------------------------------------------
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.order)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def _label(self, row: int) -> str:
+        f = int(self.order[row])
+        if f not in self._labels:
+            page = row // PAGE
+            if page not in self._pages and self.store is not None:
+                self._pages.add(page)
+                feats = self.order[page * PAGE:(page + 1) * PAGE]
+                found = self.store.labels_for(feats)
+                for g in feats.tolist():
+                    lb = found.get(g)
+                    self._labels[g] = lb.label if lb else ""
+        return self._labels.get(f, "")
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        key = COLUMNS[index.column()][0]
+        if role == Qt.ItemDataRole.DisplayRole:
+            f = int(self.order[index.row()])
+            if key == "feature":
+                return str(f)
+            if key == "label":
+                return self._label(index.row())
+            v = float(self._cols[key][f])
+            if np.isnan(v):
+                return ""
+            if key == "frequency":
+                return f"{v:.3%}" if v >= 1e-3 else f"{v:.1e}"
+            return f"{v:.2f}" if key == "score" else f"{v:.3g}"
+        if role == Qt.ItemDataRole.TextAlignmentRole and key != "label":
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole and key == "label":
+            return self._label(index.row()) or None
+        return None
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section][1]
+        return None
+
+
+class FilterBar(QWidget):
+    """Search as you type, frequency and score ranges, live-only: feeds the table model."""
+
+    changed = Signal()
+
+    def __init__(self, model: FeatureTableModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = model
+        rows = QVBoxLayout(self)
+        rows.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search labels as you type (e.g. newline, import)")
+        self.search.setClearButtonEnabled(True)
+        self.min_freq = self._spin("Fires on at least this % of tokens", 100.0, 4)
+        self.max_freq = self._spin("Fires on at most this % of tokens", 100.0, 4, 100.0)
+        self.min_score = self._spin("Label score at least (0: any, scored or not)", 1.0, 2)
+        self.alive = QCheckBox("Live only")
+        self.alive.setChecked(True)
+        self.count = QLabel("")
+        rows.addWidget(self.search)
+        rows.addLayout(row)
+        for text, w in (("Freq %", self.min_freq), ("to", self.max_freq),
+                        ("Score >=", self.min_score)):
+            row.addWidget(QLabel(text))
+            row.addWidget(w)
+        row.addWidget(self.alive)
+        row.addStretch(1)
+        row.addWidget(self.count)
+        # Typing coalesces: one filter step per pause of 60 ms, not one per key.
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(60)
+        self.timer.timeout.connect(self.apply)
+        self.search.textChanged.connect(lambda _: self.timer.start())
+        for spin in (self.min_freq, self.max_freq, self.min_score):
+            spin.valueChanged.connect(lambda _: self.timer.start())
+        self.alive.toggled.connect(lambda _: self.apply())
+
+    def _spin(self, tip: str, top: float, decimals: int, value: float = 0.0) -> QDoubleSpinBox:
+        spin = QDoubleSpinBox(decimals=decimals, minimum=0.0, maximum=top, value=value)
+        spin.setToolTip(tip)
+        spin.setSingleStep(10 ** -(decimals - 1) if decimals > 1 else 0.1)
+        return spin
+
+    def apply(self) -> None:
+        m = self.model
+        lo, hi = self.min_freq.value() / 100, self.max_freq.value() / 100
+        m.ranges = {"frequency": (lo or None, hi if hi < 1 else None)}
+        if self.min_score.value() > 0:
+            m.ranges["score"] = (self.min_score.value(), None)
+        m.search = self.search.text().strip()
+        m.alive_only = self.alive.isChecked()
+        m.refilter()
+        total = m.store.n if m.store is not None else 0
+        self.count.setText(f"{m.rowCount():,} of {total:,}")
+        self.changed.emit()
