@@ -48,7 +48,7 @@ def main() -> None:
         app.processEvents()
         time.sleep(0.01)
     panel = win.training
-    win.tabs.setCurrentWidget(panel)
+    win.show_panel(panel)
     panel.refresh()
     panel.activations.setCurrentText(acts)
     panel.preset.setCurrentText("Quick demo")

@@ -74,7 +74,7 @@ def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws:
     win.show()
     qtbot.waitUntil(lambda: not win.warmup.running, timeout=60_000)  # as a user would
     panel = win.training
-    win.tabs.setCurrentWidget(panel)
+    win.show_panel(panel)
     panel.refresh()
     assert panel.activations.currentText() == "acts"
     panel.preset.setCurrentText("Quick demo")

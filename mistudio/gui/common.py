@@ -61,27 +61,64 @@ def show_error(parent: QWidget | None, message: str, details: str = "") -> QMess
     return box
 
 
+THEMES = {
+    # window, text, base, highlight, plot background, plot foreground
+    "dark": ((45, 48, 54), (230, 230, 230), (30, 32, 36), (200, 60, 60), "#1e2024", "#dcdcdc"),
+    "contrast": ((0, 0, 0), (255, 255, 255), (0, 0, 0), (255, 210, 0), "#000000", "#ffffff"),
+}
+"""Palettes besides the light default; "contrast" (white on black, yellow selection) is the
+presentation mode's, for projectors that wash out greys."""
+
+
 def apply_theme(app: QApplication, theme: str) -> None:
-    """Fusion with a dark or light palette (readable when projected)."""
+    """Fusion with a light, dark or high-contrast palette; plots already drawn follow."""
     import pyqtgraph as pg
 
     app.setStyle("Fusion")
-    dark = theme == "dark"
-    pg.setConfigOptions(background="#1e2024" if dark else "w", foreground="#dcdcdc" if dark
-                        else "#202020", antialias=False)
-    if not dark:
+    colors = THEMES.get(theme)
+    pg.setConfigOptions(background=colors[4] if colors else "w",
+                        foreground=colors[5] if colors else "#202020", antialias=False)
+    if colors is None:
         app.setPalette(app.style().standardPalette())
-        return
-    p = QPalette()
-    base, text, mid = QColor(30, 32, 36), QColor(230, 230, 230), QColor(45, 48, 54)
-    for role, color in ((QPalette.ColorRole.Window, mid), (QPalette.ColorRole.WindowText, text),
-                        (QPalette.ColorRole.Base, base), (QPalette.ColorRole.AlternateBase, mid),
-                        (QPalette.ColorRole.Text, text), (QPalette.ColorRole.Button, mid),
-                        (QPalette.ColorRole.ButtonText, text),
-                        (QPalette.ColorRole.ToolTipBase, base),
-                        (QPalette.ColorRole.ToolTipText, text),
-                        (QPalette.ColorRole.Highlight, QColor(200, 60, 60)),
-                        (QPalette.ColorRole.HighlightedText, QColor(255, 255, 255)),
-                        (QPalette.ColorRole.PlaceholderText, QColor(150, 150, 150))):
-        p.setColor(role, color)
-    app.setPalette(p)
+    else:
+        window, text, base, highlight = (QColor(*c) for c in colors[:4])
+        selected_text = QColor(0, 0, 0) if theme == "contrast" else QColor(255, 255, 255)
+        p = QPalette()
+        for role, color in ((QPalette.ColorRole.Window, window),
+                            (QPalette.ColorRole.WindowText, text),
+                            (QPalette.ColorRole.Base, base),
+                            (QPalette.ColorRole.AlternateBase, window),
+                            (QPalette.ColorRole.Text, text), (QPalette.ColorRole.Button, window),
+                            (QPalette.ColorRole.ButtonText, text),
+                            (QPalette.ColorRole.ToolTipBase, base),
+                            (QPalette.ColorRole.ToolTipText, text),
+                            (QPalette.ColorRole.Highlight, highlight),
+                            (QPalette.ColorRole.HighlightedText, selected_text),
+                            (QPalette.ColorRole.PlaceholderText, QColor(150, 150, 150))):
+            p.setColor(role, color)
+        app.setPalette(p)
+    for top in app.topLevelWidgets():
+        restyle_plots(top)
+
+
+def restyle_plots(root: QWidget, line_scale: float | None = None) -> None:
+    """Plots under ``root`` take the current plot colours and the application font (their axes
+    do not follow either by themselves); ``line_scale`` multiplies curve widths."""
+    import pyqtgraph as pg
+
+    background = pg.getConfigOption("background")
+    foreground = pg.getConfigOption("foreground")
+    font = QApplication.font()
+    for view in root.findChildren(pg.GraphicsView):
+        view.setBackground(background)
+        for item in view.items():
+            if isinstance(item, pg.AxisItem):
+                item.setPen(foreground)
+                item.setTextPen(foreground)
+                item.setStyle(tickFont=font)
+            elif isinstance(item, pg.PlotDataItem) and line_scale:
+                pen = pg.mkPen(item.opts["pen"])
+                pen.setWidthF(max(pen.widthF(), 1.0) * line_scale)
+                item.setPen(pen)
+            elif isinstance(item, pg.LabelItem):
+                item.setText(item.text, color=foreground, size=f"{font.pointSizeF():.0f}pt")

@@ -463,25 +463,3 @@ class ModelsPanel(ArtifactPanel):
         self.runner.start(f"Extracting {name}", in_worker(
             self.ws, lambda ws, t: extract_activations(ws, cfg, name, t)))
 
-
-class ListPanel(QWidget):
-    """What exists of a kind whose full panel comes later (features, steering presets)."""
-
-    def __init__(self, ws: Workspace, title: str, lister: Callable[[Workspace], list[str]],
-                 hint: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ws, self.lister = ws, lister
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel(f"<b>{title}</b>"))
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        layout.addWidget(self.label)
-        tip = QLabel(hint)
-        tip.setWordWrap(True)
-        layout.addWidget(tip)
-        layout.addStretch(1)
-        self.refresh()
-
-    def refresh(self) -> None:
-        items = self.lister(self.ws)
-        self.label.setText("\n".join(items) if items else "(none yet)")

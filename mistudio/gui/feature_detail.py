@@ -35,9 +35,12 @@ from mistudio.core.features.examples import Example, FeatureReader, TokenText
 from mistudio.core.features.store import FeatureStore, Label, describe_columns
 from mistudio.gui.token_view import TokenHeatmap
 
-EXPLAINERS = (("pattern", "Pattern rules (fast, scored on held-out tokens)"),
-              ("llm", "Local LLM (embedded SmolLM2: slow, weak)"),
-              ("endpoint", "Local server (OpenAI-compatible, localhost)"))
+EXPLAINERS = (("pattern", "Pattern rules", "Fast token and context rules, each scored on "
+                "held-out examples"),
+              ("llm", "Local LLM", "The embedded SmolLM2 as explainer and judge: slow, and too "
+               "small to describe most features well"),
+              ("endpoint", "Local server", "An OpenAI-compatible server on this machine "
+               "(Ollama, llama.cpp, vLLM); nothing leaves the machine"))
 
 
 class ExampleList(QWidget):
@@ -118,8 +121,9 @@ class FeatureDetail(QWidget):
         v.addLayout(row)
         actions = QHBoxLayout()
         self.explainer = QComboBox()
-        for key, text in EXPLAINERS:
+        for i, (key, text, tip) in enumerate(EXPLAINERS):
             self.explainer.addItem(text, key)
+            self.explainer.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
         self.endpoint = QLineEdit("http://localhost:11434/v1")
         self.endpoint.setToolTip("Only localhost servers are used (nothing leaves the machine).")
         self.endpoint_model = QLineEdit()
@@ -141,11 +145,15 @@ class FeatureDetail(QWidget):
         self.steer_button = QPushButton("Steer with this feature")
         self.steer_button.clicked.connect(lambda: self.steerRequested.emit(self.feature))
         for w in (self.explainer, self.endpoint, self.endpoint_model, self.describe_button, top,
-                  self.top_n,
-                  self.ablate_button, self.steer_button):
+                  self.top_n):
             actions.addWidget(w)
         actions.addStretch(1)
         v.addLayout(actions)
+        more = QHBoxLayout()
+        for w in (self.ablate_button, self.steer_button):
+            more.addWidget(w)
+        more.addStretch(1)
+        v.addLayout(more)
         self.ablation = QLabel("")
         self.ablation.setWordWrap(True)
         v.addWidget(self.ablation)

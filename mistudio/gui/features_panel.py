@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -51,6 +51,8 @@ class FeaturesPanel(QWidget):
         self.loader = JobRunner(self)
         self.loader.finished.connect(self._tokenizer_ready)
         self.loader.failed.connect(lambda m, d: show_error(self, m, d))
+        self.loader.running_changed.connect(self._loader_running)
+        self._reopen = ""
         self.analysis = ""
         self._stamp: Any = None
         self.store: FeatureStore | None = None
@@ -187,8 +189,13 @@ class FeaturesPanel(QWidget):
                 ws.close()
 
         if not self.loader.start(f"Loading the tokenizer of {model}", load):
-            self.loader.finished.connect(lambda _: self.open_analysis(name),
-                                         Qt.ConnectionType.SingleShotConnection)
+            self._stamp = None  # opened again when the running load ends
+            self._reopen = name
+
+    def _loader_running(self, running: bool) -> None:
+        if not running and self._reopen:
+            name, self._reopen = self._reopen, ""
+            QTimer.singleShot(0, lambda: self.open_analysis(name))
 
     def _tokenizer_ready(self, result: tuple[str, Any]) -> None:
         name, tokenizer = result

@@ -17,23 +17,31 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
+    QFrame,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QTabWidget,
+    QWidget,
 )
 
 from mistudio import __version__
-from mistudio.core.steering.presets import list_presets
 from mistudio.core.workspace import Workspace
-from mistudio.gui.common import apply_theme, show_error
-from mistudio.gui.data_panels import DatasetsPanel, ListPanel, ModelsPanel
+from mistudio.gui.common import apply_theme, restyle_plots, show_error
+from mistudio.gui.data_panels import DatasetsPanel, ModelsPanel
 from mistudio.gui.features_panel import FeaturesPanel
 from mistudio.gui.monitor import SystemMonitor
+from mistudio.gui.steering_panel import SteeringPanel
 from mistudio.gui.training_panel import TrainingPanel
 from mistudio.gui.worker import JobRunner
+
+PRESENTATION_FONT = 1.6
+"""Text size in presentation mode, relative to the desktop's."""
+PRESENTATION_LINES = 2.0
+"""Curve widths in presentation mode, relative to normal."""
 
 
 def settings() -> QSettings:
@@ -47,6 +55,7 @@ class MainWindow(QMainWindow):
         # handing the interpreter over every 2 ms instead of 5 keeps the UI thread's waits short.
         sys.setswitchinterval(0.002)
         self.settings = settings()
+        self.presenting = False
         root = workspace or self.settings.value("workspace") or None
         self.ws = Workspace(root)
         self.setWindowTitle(f"miStudio {__version__} - {self.ws.root}")
@@ -56,15 +65,21 @@ class MainWindow(QMainWindow):
         self.models = ModelsPanel(self.ws)
         self.training = TrainingPanel(self.ws)
         self.features = FeaturesPanel(self.ws)
-        self.steering = ListPanel(self.ws, "Steering presets", _presets,
-                                  "Steer with `mistudio steer`; the steering panel comes next.")
-        for panel, title in ((self.datasets, "&Datasets"), (self.models, "&Models"),
-                             (self.training, "&Training"), (self.features, "&Features"),
-                             (self.steering, "&Steering")):
-            self.tabs.addTab(panel, title)
+        self.steering = SteeringPanel(self.ws)
+        self.features.steerRequested.connect(self.steer_with)
+        self.panels = (self.datasets, self.models, self.training, self.features, self.steering)
+        for panel, title in zip(self.panels, ("&Datasets", "&Models", "&Training", "&Features",
+                                              "&Steering"), strict=True):
+            # In a scroll area, so that large text (presentation mode, high DPI) scrolls
+            # instead of forcing the window past the screen; at normal sizes it never scrolls.
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setWidget(panel)
+            self.tabs.addTab(scroll, title)
         self.runners: list[JobRunner] = [self.datasets.runner, self.models.runner,
                                          self.training.runner, self.features.runner,
-                                         self.features.loader]
+                                         self.features.loader, self.steering.runner]
         self.file_runner = JobRunner(self)  # import / export from the File menu
         self.runners.append(self.file_runner)
         self.file_runner.failed.connect(lambda m, d: show_error(self, m, d))
@@ -76,6 +91,7 @@ class MainWindow(QMainWindow):
         self.device = str(self.settings.value("device") or "auto")
         self.dtype = str(self.settings.value("dtype") or "auto")
         self.training.device = self.models.device = self.features.device = self.device
+        self.steering.device = self.device
         self.models.dtype_setting = self.dtype
         self.training.restore(self.settings)
         self._status_bar()
@@ -170,6 +186,10 @@ class MainWindow(QMainWindow):
         self.presentation_action.setCheckable(True)
         self.presentation_action.setShortcut(QKeySequence("F11"))
         self.presentation_action.triggered.connect(self.set_presentation)
+        leave = QAction(self)
+        leave.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        leave.triggered.connect(lambda: self.presenting and self.set_presentation(False))
+        self.addAction(leave)
         self._action(view, "&Refresh", self.refresh, QKeySequence.StandardKey.Refresh)
         settings_menu = m.addMenu("&Settings")
         self.device_group = self._choices(settings_menu.addMenu("&Device"),
@@ -221,17 +241,47 @@ class MainWindow(QMainWindow):
         new.show()
         self.close()
 
+    def steer_with(self, analysis: str, feature: int) -> None:
+        """From the feature browser: this feature (its SAE is named like its analysis) in the
+        Steering tab, ready to generate."""
+        art = self.ws.catalog.find("features", analysis)
+        sae = art.provenance.get("sae", analysis) if art is not None else analysis
+        self.steering.refresh()
+        self.steering.add_feature(sae, feature)
+        self.show_panel(self.steering)
+
+    def show_panel(self, panel: QWidget) -> None:
+        self.tabs.setCurrentIndex(self.panels.index(panel))
+
+    def current_panel(self) -> QWidget:
+        return self.panels[self.tabs.currentIndex()]
+
     def set_presentation(self, on: bool) -> None:
-        """Text 1.6 times larger, for a projector at the back of a classroom."""
+        """For a projector at the back of a classroom: text 1.6 times larger, curves twice as
+        thick, white on black, the monitor hidden and the window full screen. F11 or Esc
+        returns to what was there before."""
         app = QApplication.instance()
-        if not isinstance(app, QApplication):
+        self.presentation_action.setChecked(on)
+        if not isinstance(app, QApplication) or on == self.presenting:
             return
+        self.presenting = on
         if not hasattr(self, "_base_point_size"):
             self._base_point_size = app.font().pointSizeF()
         font = app.font()
-        font.setPointSizeF(self._base_point_size * (1.6 if on else 1.0))
+        font.setPointSizeF(self._base_point_size * (PRESENTATION_FONT if on else 1.0))
         app.setFont(font)
-        self.presentation_action.setChecked(on)
+        if on:
+            self._before_presentation = (self.dock.isVisible(), self.windowState())
+            self.dock.hide()
+            apply_theme(app, "contrast")
+            restyle_plots(self, PRESENTATION_LINES)
+            self.showFullScreen()
+        else:
+            dock_visible, state = self._before_presentation
+            self.dock.setVisible(dock_visible)
+            apply_theme(app, str(self.settings.value("theme") or "light"))
+            restyle_plots(self, 1 / PRESENTATION_LINES)
+            self.setWindowState(state)
         self.settings.setValue("presentation", on)
 
     def set_dtype(self, dtype: str) -> None:
@@ -243,6 +293,8 @@ class MainWindow(QMainWindow):
     def set_device(self, device: str) -> None:
         self.models.device = device
         self.device = self.training.device = self.features.device = device
+        self.steering.device = device
+        self.steering.steerer = None  # loaded on the old device: load again
         self.settings.setValue("device", device)
         self.models.refresh()
 
@@ -314,8 +366,9 @@ class MainWindow(QMainWindow):
         self.file_runner.start(f"Exporting {name}", job)
 
     def set_theme(self, theme: str) -> None:
+        """Light or dark (presentation mode keeps its own until it ends)."""
         app = QApplication.instance()
-        if isinstance(app, QApplication):
+        if isinstance(app, QApplication) and not self.presenting:
             apply_theme(app, theme)
         self.settings.setValue("theme", theme)
 
@@ -378,6 +431,8 @@ class MainWindow(QMainWindow):
         return super().event(e)
 
     def closeEvent(self, e: Any) -> None:
+        if self.presenting:  # fonts, theme and geometry as they were, before saving them
+            self.set_presentation(False)
         for r in (*self.runners, self.warmup):
             r.wait()
         self.monitor.shutdown()
@@ -405,9 +460,4 @@ def _warm_up(task: Any) -> None:
         sum(sae(x, dead_F=dead).losses.values()).backward()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         opt.step()
-
-
-def _presets(ws: Workspace) -> list[str]:
-    return [f"{p['name']}: {', '.join(p.get('saes', []))}, {p.get('features', 0)} features"
-            for p in list_presets(ws)]
 
