@@ -16,22 +16,30 @@ from mistudio.core.workspace import Workspace
 
 QUICKSTART_NAME = "quickstart"
 QUICKSTART_SAE = "quickstart-topk"
+STAGES = (("Add the built-in corpus and the embedded model", 0.0),
+          ("Tokenize", 0.05), ("Extract a middle layer's activations", 0.15),
+          ("Train a TopK SAE", 0.5), ("Evaluate it inside the model", 0.815),
+          ("Analyse its features", 0.85), ("Label the most frequent features", 0.91),
+          ("Steer with the best-labelled feature", 0.95))
+"""The stages and the fraction of the job's progress at which each starts (a UI shows them)."""
 
 
 def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int | None = None,
                    context_length: int = 128, device: str = "auto", train_steps: int = 400,
-                   batch_size: int = 2048, label_top: int = 300) -> dict[str, Any]:
+                   batch_size: int = 2048, label_top: int = 300, model: str | None = None,
+                   dataset: str | None = None, analyze_tokens: int = 100_000) -> dict[str, Any]:
     """Built-in corpus -> embedded model -> tokenize -> extract a middle layer -> train a TopK
     SAE with the defaults and evaluate it -> analyse its features and label the most frequent
-    ``label_top`` with the pattern explainer. Steps already done with the same settings are
-    reused."""
+    ``label_top`` with the pattern explainer -> steer with the best. Steps already done with
+    the same settings are reused. ``model`` and ``dataset`` name registered ones instead of the
+    embedded defaults (the tests use tiny ones)."""
     task = task or silent_task()
     t0 = time.perf_counter()
     task.set_status("Registering the embedded model")
-    model = ensure_embedded_model(ws)
+    model = model or ensure_embedded_model(ws)
     info = model_info(ws, model)
     task.set_status("Adding the built-in corpus")
-    dataset = ensure_builtin_dataset(ws, "pydoc", SubTask(task, 0.0, 0.05))
+    dataset = dataset or ensure_builtin_dataset(ws, "pydoc", SubTask(task, 0.0, 0.05))
     tok = tokenize_dataset(ws, TokenizeConfig(dataset, model, context_length),
                            task=SubTask(task, 0.05, 0.15))
     layer = default_layer(info.n_layers)
@@ -45,7 +53,7 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
         acts = extract_activations(ws, cfg, QUICKSTART_NAME, SubTask(task, 0.15, 0.5),
                                    overwrite=existing is not None and existing.status == "complete")
     sae = _train_stage(ws, train_steps, batch_size, device, SubTask(task, 0.5, 0.85))
-    features = _feature_stage(ws, label_top, SubTask(task, 0.85, 0.95))
+    features = _feature_stage(ws, label_top, analyze_tokens, SubTask(task, 0.85, 0.95))
     steer = _steer_stage(ws, features, device, SubTask(task, 0.95, 1.0))
     task.set_progress(1.0)
     return {
@@ -83,7 +91,8 @@ def _train_stage(ws: Workspace, steps: int, batch_size: int, device: str,
     return {"name": QUICKSTART_SAE, "reused": reused, **summary}
 
 
-def _feature_stage(ws: Workspace, label_top: int, task: TaskState) -> dict[str, Any]:
+def _feature_stage(ws: Workspace, label_top: int, tokens: int,
+                   task: TaskState) -> dict[str, Any]:
     """Analyse the quick-start SAE (reused when newer than the SAE) and label its top features."""
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
     from mistudio.core.features.labels import LabelConfig, label_features
@@ -94,7 +103,8 @@ def _feature_stage(ws: Workspace, label_top: int, task: TaskState) -> dict[str, 
     reused = existing is not None and existing.status == "complete" and \
         existing.provenance.get("created", 0) >= sae_art.provenance.get("created", 0)
     if not reused:
-        analyze(ws, AnalyzeConfig(QUICKSTART_SAE), QUICKSTART_SAE, SubTask(task, 0.0, 0.6),
+        analyze(ws, AnalyzeConfig(QUICKSTART_SAE, tokens=tokens), QUICKSTART_SAE,
+                SubTask(task, 0.0, 0.6),
                 overwrite=existing is not None)
     labels = label_features(ws, QUICKSTART_SAE, LabelConfig(top=label_top),
                             SubTask(task, 0.6, 1.0))

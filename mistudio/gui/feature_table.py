@@ -162,7 +162,10 @@ class FilterBar(QWidget):
         self.alive = QCheckBox("Live only")
         self.alive.setChecked(True)
         self.count = QLabel("")
-        rows.addWidget(self.search)
+        first = QHBoxLayout()
+        first.addWidget(self.search, 1)
+        first.addWidget(self.count)
+        rows.addLayout(first)
         rows.addLayout(row)
         for text, w in (("Freq %", self.min_freq), ("to", self.max_freq),
                         ("Score >=", self.min_score)):
@@ -170,7 +173,6 @@ class FilterBar(QWidget):
             row.addWidget(w)
         row.addWidget(self.alive)
         row.addStretch(1)
-        row.addWidget(self.count)
         # Typing coalesces: one filter step per pause of 60 ms, not one per key.
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)

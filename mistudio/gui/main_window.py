@@ -56,6 +56,8 @@ class MainWindow(QMainWindow):
         sys.setswitchinterval(0.002)
         self.settings = settings()
         self.presenting = False
+        self.quickstart: Any = None
+        first_launch = workspace is None and not self.settings.value("workspace")
         root = workspace or self.settings.value("workspace") or None
         self.ws = Workspace(root)
         self.setWindowTitle(f"miStudio {__version__} - {self.ws.root}")
@@ -117,6 +119,8 @@ class MainWindow(QMainWindow):
         # helpers: ~800 modules) in the background now, not in the middle of the first job.
         self.warmup = JobRunner(self)
         self.warmup.start("Preparing", _warm_up)
+        if first_launch and not self.ws.catalog.list("sae"):  # nothing here yet: guide
+            QTimer.singleShot(0, self.quick_start)
         self.settings.setValue("workspace", str(self.ws.root))
         recent = [str(self.ws.root), *[r for r in self.recent() if r != str(self.ws.root)]][:8]
         self.settings.setValue("recent", recent)
@@ -202,6 +206,7 @@ class MainWindow(QMainWindow):
         self.online_action.setCheckable(True)
         self.online_action.triggered.connect(self.set_online)
         help_ = m.addMenu("&Help")
+        self._action(help_, "&Quick start...", self.quick_start, "Ctrl+Shift+Q")
         self._action(help_, "&About miStudio", self.about)
         self._action(help_, "&Doctor (versions, device, memory)", self.doctor)
 
@@ -240,6 +245,39 @@ class MainWindow(QMainWindow):
         new = MainWindow(path)
         new.show()
         self.close()
+
+    def quick_start(self, options: dict[str, Any] | None = None) -> Any:
+        """The guided run of the whole workflow (one dialog per window, kept while it runs)."""
+        from mistudio.gui.quickstart_dialog import QuickStartDialog
+
+        if self.quickstart is None:
+            self.quickstart = QuickStartDialog(self.ws, self.device, options, self)
+            self.quickstart.finishedRun.connect(self._quickstart_done)
+            runner = self.quickstart.runner
+            self.runners.append(runner)
+            runner.status.connect(lambda text: self._on_status(runner, text))
+            runner.progress.connect(lambda f: self._on_progress(runner, f))
+            runner.running_changed.connect(lambda running: self._on_running(runner, running))
+        elif options is not None:
+            self.quickstart.options = options
+        self.quickstart.show()
+        self.quickstart.raise_()
+        return self.quickstart
+
+    def _quickstart_done(self, result: dict[str, Any]) -> None:
+        """Open the Feature browser on the result and set up a steering experiment."""
+        self.refresh()
+        features = result["features"]
+        best = features["best"][0]["feature"] if features["best"] else -1
+        self.features.open_analysis(features["name"], best)
+        self.show_panel(self.features)
+        steer = result.get("steering")
+        if steer:
+            self.steering.refresh()
+            self.steering.clear_features()
+            self.steering.units.setCurrentIndex(self.steering.units.findData("max"))
+            self.steering.add_feature(result["sae"]["name"], steer["feature"], 3.0)
+            self.steering.prompt.setPlainText(steer["prompt"])
 
     def steer_with(self, analysis: str, feature: int) -> None:
         """From the feature browser: this feature (its SAE is named like its analysis) in the

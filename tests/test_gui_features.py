@@ -1,0 +1,257 @@
+"""The app, part 2: feature browser, steering tab, quick start, presentation mode (offscreen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from mistudio.core.features.store import FeatureStore, Label, write_table
+from mistudio.core.workspace import Workspace
+
+SHOTS = Path(__file__).parent / "screenshots"  # git-ignored; look at them
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> None:
+    from mistudio.gui.main_window import settings
+
+    settings().clear()
+
+
+def _synthetic_store(folder: Path, n: int) -> FeatureStore:
+    rng = np.random.default_rng(0)
+    freq = (10 ** rng.uniform(-6, -0.5, n)).astype(np.float32)
+    folder.mkdir(parents=True)
+    write_table(folder, {"feature": np.arange(n, dtype=np.int32), "frequency": freq,
+                         "max_activation": rng.gamma(2.0, 2.0, n).astype(np.float32),
+                         "mean_activation": rng.gamma(2.0, 1.0, n).astype(np.float32),
+                         "dead": rng.random(n) < 0.02, "dense": freq > 0.1})
+    store = FeatureStore(folder)
+    words = ["newline", "bracket", "import", "keyword", "string"]
+    store.set_labels([Label(i, f"{words[(i // 10) % 5]} token #{i}", "pattern", "simulation",
+                            float(i % 100) / 100, "ok", None) for i in range(0, n, 10)])
+    return store
+
+
+def test_feature_table_model_over_100k_features(qtbot: QtBot, tmp_path: Path) -> None:
+    """Filter, sort and search through the Qt model agree with numpy on 100,000 features (their
+    speed is measured by benchmarks/browse.py, not here)."""
+    from mistudio.gui.feature_table import COLUMNS, FeatureTableModel, FilterBar
+
+    store = _synthetic_store(tmp_path / "f", 100_000)
+    model = FeatureTableModel()
+    bar = FilterBar(model)
+    model.set_store(store)
+    bar.apply()
+    alive = ~store.column("dead")
+    assert model.rowCount() == int(alive.sum())
+    freq = store.column("frequency")
+    shown = [model.feature_at(r) for r in range(model.rowCount())]
+    assert (np.diff(freq[shown]) <= 0).all()  # most frequent first
+    bar.min_freq.setValue(1.0)  # percent
+    bar.apply()
+    assert model.rowCount() == int((alive & (freq >= 0.01)).sum())
+    bar.min_freq.setValue(0.0)
+    bar.search.setText("bracket")
+    bar.apply()
+    expected = {i for i in range(0, 100_000, 10) if (i // 10) % 5 == 1 and alive[i]}
+    assert {model.feature_at(r) for r in range(model.rowCount())} == expected
+    row0 = model.index(0, [k for k, _ in COLUMNS].index("label"))
+    assert "bracket" in model.data(row0)
+    model.sort([k for k, _ in COLUMNS].index("score"), Qt.SortOrder.DescendingOrder)
+    scores = store.column("score")[[model.feature_at(r) for r in range(model.rowCount())]]
+    assert (np.diff(scores) <= 0).all()
+    assert "of 100,000" in bar.count.text()
+
+
+def _wait_ready(qtbot: QtBot, win: Any) -> None:
+    qtbot.waitUntil(lambda: win.features.text is not None and win.features.detail.feature >= 0,
+                    timeout=60_000)
+
+
+def _shot(win: Any, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    image = win.grab()
+    assert image.save(str(SHOTS / f"{name}.png"))
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_feature_browser_on_a_real_analysis(qtbot: QtBot, analysed: Workspace,
+                                            theme: str) -> None:
+    from mistudio.gui.common import apply_theme
+    from mistudio.gui.main_window import MainWindow
+
+    app = QApplication.instance()
+    apply_theme(app, theme)  # type: ignore[arg-type]
+    win = MainWindow(str(analysed.root))
+    qtbot.addWidget(win)
+    win.resize(1280, 720)
+    win.show()
+    win.show_panel(win.features)
+    panel = win.features
+    _wait_ready(qtbot, win)
+    store = panel.store
+    assert store is not None and panel.model.rowCount() == int((~store.column("dead")).sum())
+    f = panel.detail.feature
+    assert f == panel.model.feature_at(0)  # the most frequent feature opens first
+    heat = panel.detail.top_examples.heatmaps
+    assert heat and all(h.tokens for h in heat)
+    peak_row = heat[0]
+    assert peak_row.values[peak_row.marked] == pytest.approx(float(peak_row.values.max()))
+    assert "activation" in peak_row.tooltip(peak_row.marked)
+    _shot(win, f"features-detail-{theme}")
+    # a neighbour opens on click; the edited label is stored as a human label
+    nearest = panel.detail.nearest
+    assert nearest.count() > 0
+    g = int(nearest.item(0).data(Qt.ItemDataRole.UserRole))
+    panel.detail.featureRequested.emit(g)
+    assert panel.detail.feature == g and panel.model.feature_at(
+        panel.table.currentIndex().row()) == g
+    panel.detail.label_edit.setText("my label")
+    panel.detail._save_label()
+    assert store.label(g).label == "my label" and store.label(g).source == "human"
+    panel.filters.search.setText("my label")
+    panel.filters.apply()
+    assert [panel.model.feature_at(r) for r in range(panel.model.rowCount())] == [g]
+    panel.filters.search.clear()
+    panel.filters.apply()
+    # describe with the pattern explainer, in the worker
+    with qtbot.waitSignal(panel.runner.finished, timeout=60_000):
+        panel.describe([f], "pattern", "")
+    lb = store.label(f)
+    assert lb is not None and lb.source == "pattern"
+    assert panel.detail.label_edit.text() == lb.label
+    # map, correlations, analyze text
+    panel.views.setCurrentWidget(panel.map)
+    qtbot.waitUntil(lambda: len(panel.map.xy) == store.n, timeout=120_000)
+    assert panel.map.points.data["data"].tolist() == list(range(store.n))
+    _shot(win, f"features-map-{theme}")
+    with qtbot.waitSignal(panel.runner.finished, timeout=60_000):
+        panel.correlate([])  # no rows picked: the feature and its co-occurring ones
+    assert panel.correlation.matrix.shape[0] >= 2
+    assert np.allclose(np.diag(panel.correlation.matrix), 1.0)
+    _shot(win, f"features-correlations-{theme}")
+    panel.views.setCurrentWidget(panel.probe)
+    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+        panel.analyze_text("import os\nprint(os.getcwd())")
+    assert panel.probe.acts is not None and panel.probe.heat.tokens
+    assert panel.probe.strongest.count() > 0
+    assert "\n" in panel.probe._tip(2) or "no feature fires" in panel.probe._tip(2)
+    _shot(win, f"features-analyze-text-{theme}")
+    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+        panel.ablate(f)
+    assert "next-token loss" in panel.detail.ablation.text()
+    apply_theme(app, "light")  # type: ignore[arg-type]
+
+
+def test_steering_tab_streams_two_different_continuations(qtbot: QtBot,
+                                                          analysed: Workspace) -> None:
+    from mistudio.core.steering.presets import load_preset_data
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(analysed.root))
+    qtbot.addWidget(win)
+    win.resize(1280, 720)
+    win.show()
+    _wait_ready(qtbot, win)
+    f = win.features.detail.feature
+    win.features.detail.steerRequested.emit(f)  # "Steer with this feature"
+    panel = win.steering
+    assert win.current_panel() is panel and [r.feature for r in panel.rows] == [f]
+    panel.units.setCurrentIndex(panel.units.findData("activation"))
+    panel.rows[0].box.setValue(40.0)
+    assert panel.rows[0].slider.value() == 400 or panel.rows[0].slider.value() == \
+        panel.rows[0].slider.maximum()
+    panel.max_tokens.setValue(12)
+    streamed: list[dict] = []
+    panel.runner.partial.connect(streamed.extend)
+    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+        panel.generate()
+    r = panel.result
+    assert {s["side"] for s in streamed} == {"plain", "steered"}  # token by token, both sides
+    assert r.plain.token_ids != r.steered.token_ids
+    assert r.diverges_at is not None
+    i = r.diverges_at
+    assert panel.steered.colors[i] is not None and panel.plain.colors[i] is not None
+    assert len(panel.kl_bars.opts["height"]) == len(r.kl_per_position)
+    assert "gained probability" in panel._steered_tip(i)
+    _shot(win, "steering-light")
+    panel.save_preset("strong")
+    panel.rate("steered")
+    assert load_preset_data(analysed, "strong")["ratings"][0]["better"] == "steered"
+    # the same seed and a zero coefficient: both sides agree again
+    panel.rows[0].box.setValue(0.0)
+    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+        panel.generate()
+    assert panel.result.plain.token_ids == panel.result.steered.token_ids
+    panel.clear_features()
+    panel.preset.setCurrentText("strong")
+    panel.load_preset()
+    assert [(r.feature, r.box.value()) for r in panel.rows] == [(f, 40.0)]
+
+
+def test_presentation_mode_is_readable_at_1280x720(qtbot: QtBot, analysed: Workspace) -> None:
+    import pyqtgraph as pg
+
+    from mistudio.gui.main_window import PRESENTATION_FONT, MainWindow
+
+    win = MainWindow(str(analysed.root))
+    qtbot.addWidget(win)
+    win.resize(1280, 720)
+    win.show()
+    _wait_ready(qtbot, win)
+    size = QApplication.font().pointSizeF()
+    curve = win.training.dashboard.curves["mse"]
+    width = pg.mkPen(curve.opts["pen"]).widthF()
+    win.set_presentation(True)
+    assert QApplication.font().pointSizeF() == pytest.approx(size * PRESENTATION_FONT)
+    assert pg.mkPen(curve.opts["pen"]).widthF() >= 1.5 * width
+    assert not win.dock.isVisible() and win.isFullScreen()
+    assert QApplication.palette().base().color().name() == "#000000"
+    win.setWindowState(Qt.WindowState.WindowNoState)  # the projector's resolution
+    win.resize(1280, 720)
+    for panel in win.panels:
+        win.show_panel(panel)
+        qtbot.wait(30)
+        name = win.tabs.tabText(win.tabs.currentIndex()).replace("&", "").lower()
+        image = win.grab()
+        assert (image.width(), image.height()) == (1280, 720)
+        _shot(win, f"{name}-presentation")
+    win.set_presentation(False)
+    assert QApplication.font().pointSizeF() == pytest.approx(size)
+    assert pg.mkPen(curve.opts["pen"]).widthF() == pytest.approx(width)
+    assert win.dock.isVisible()
+
+
+def test_quick_start_runs_end_to_end_on_a_tiny_model(qtbot: QtBot, toy_ws: Workspace) -> None:
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(toy_ws.root))
+    qtbot.addWidget(win)
+    win.show()
+    dialog = win.quick_start(dict(model="toy", dataset="pydoc", max_tokens=3000,
+                                  context_length=64, train_steps=80, batch_size=256,
+                                  label_top=30, analyze_tokens=2500))
+    rows: list[Any] = []
+    dialog.runner.partial.connect(rows.extend)
+    with qtbot.waitSignal(dialog.finishedRun, timeout=300_000) as done:
+        dialog.start_button.click()
+    result = done.args[0]
+    assert any(isinstance(r, dict) and "step" in r for r in rows)  # live training curves
+    assert len(dialog.dashboard.buffers.get("step")) > 0
+    assert all(lbl.text().startswith("\u2713") for lbl in dialog.stage_labels[:-1])
+    assert "Done in" in dialog.status.text()
+    # the Feature browser opens on the result, a steering experiment is set up
+    assert win.current_panel() is win.features
+    qtbot.waitUntil(lambda: win.features.detail.feature >= 0, timeout=60_000)
+    assert win.features.analysis == "quickstart-topk" and win.features.model.rowCount() > 0
+    assert result["features"]["labelled"] > 0
+    if result["steering"]:
+        assert [r.feature for r in win.steering.rows] == [result["steering"]["feature"]]
+    _shot(dialog, "quickstart-dialog")
