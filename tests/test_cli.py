@@ -36,9 +36,17 @@ def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture) 
 
 
 def test_python_dash_m_and_the_console_script(tmp_path: Path) -> None:
+    import torch
+    from PySide6 import __version__ as qt_version
+
     out = subprocess.run([sys.executable, "-m", "mistudio", "--version"], capture_output=True,
                          text=True, check=True).stdout
-    assert out.strip() == "mistudio 0.1.0"
+    first = out.splitlines()[0]
+    assert first.startswith("miStudio 0.1.0 (") and "unknown commit" not in first  # a checkout
+    assert torch.__version__ in out and qt_version in out and "Device: cpu" in out
+    info = json.loads(subprocess.run([sys.executable, "-m", "mistudio", "--json", "--version"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["commit"] in first and info["torch"] == torch.__version__
     exe = Path(sys.executable).parent / "mistudio"
     res = subprocess.run([str(exe), "datasets", "list", "--workspace", str(tmp_path), "--json"],
                          capture_output=True, text=True)

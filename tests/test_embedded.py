@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,19 @@ def test_quickstart_sae_improves_on_zero_ablation(embedded_ws: Workspace) -> Non
     r = evaluate_in_model(embedded_ws, "quickstart-topk", n_sequences=8)
     assert r["ce_loss_zero"] > r["ce_loss_clean"]
     assert 0.0 < r["ce_loss_score"] <= 1.05 and r["kl_div"] > 0  # noise can pass 1
+
+
+def test_self_test_passes_offline(tmp_path: Path) -> None:
+    """`mistudio --self-test`, as the bundle's build script runs it: no HF variables, no cache."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "QT_QPA_PLATFORM": "offscreen"}
+    res = subprocess.run([sys.executable, "-m", "mistudio", "--self-test", "--json"],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    steps = report["steps"]
+    assert report["ok"] and list(steps) == ["model", "load", "dataset", "tokenize", "extract",
+                                            "train", "analyze", "label", "steer", "window"]
+    assert steps["extract"]["tokens"] == 2048 and steps["train"]["l0"] <= 16
+    assert steps["label"]["labelled"] > 0 and steps["steer"]["tokens"] > 0
+    assert steps["window"]["tabs"] == 5
+    assert not Path(report["workspace"]).exists()  # the temporary workspace is gone

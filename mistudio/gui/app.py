@@ -32,3 +32,22 @@ def run_app(workspace: str | None = None, quit_after_ms: int | None = None) -> i
     if quit_after_ms is not None:
         QTimer.singleShot(quit_after_ms, window.close)
     return int(app.exec())
+
+
+def smoke_window() -> dict[str, object]:
+    """Build the main window on an empty temporary workspace, draw every tab, close it (the
+    self-test's check that the Qt parts of an installation or bundle are complete)."""
+    import tempfile
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    with tempfile.TemporaryDirectory(prefix="mistudio-window-") as tmp:
+        window = MainWindow(tmp)
+        window.resize(1280, 720)
+        window.show()
+        for i in range(window.tabs.count()):
+            window.tabs.setCurrentIndex(i)
+            app.processEvents()
+        size = window.grab().size()
+        window.close()
+        app.processEvents()
+    return {"tabs": window.tabs.count(), "size": f"{size.width()}x{size.height()}"}

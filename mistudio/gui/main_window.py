@@ -411,12 +411,11 @@ class MainWindow(QMainWindow):
         self.settings.setValue("theme", theme)
 
     def about(self) -> None:
-        import torch
-        from PySide6 import __version__ as qt_version
+        from mistudio.buildinfo import version_text
 
-        QMessageBox.about(self, "About miStudio", f"miStudio {__version__}\nPyTorch "
-                          f"{torch.__version__}\nQt (PySide6) {qt_version}\nWorkspace: "
-                          f"{self.ws.root}")
+        QMessageBox.about(self, "About miStudio", f"{version_text()}\nWorkspace: {self.ws.root}"
+                          "\n\nA local workbench for mechanistic interpretability: train sparse "
+                          "autoencoders, browse their features, steer models with them.")
 
     def doctor(self) -> None:
         """The doctor report (device, memory, disk, model), gathered in a worker."""
