@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_steer_commands(add)
     sp = add("gui", cmd_gui, "open the desktop app (also: `mistudio` with no command)")
     sp.add_argument("--quit-after", type=int, metavar="MS", help="close after MS (smoke tests)")
+    sp.add_argument("--startup-time", action="store_true",
+                    help="print the seconds from start to the window drawn, then quit")
 
     sp = add("quickstart", cmd_quickstart, "the whole workflow on the embedded defaults")
     sp.add_argument("--headless", action="store_true", help="run in the terminal")
@@ -289,7 +291,7 @@ def cmd_gui(args: argparse.Namespace, ws: Workspace) -> None:
         raise MiStudioError("There is no display to show the window on.",
                             "Run it on a desktop, or set QT_QPA_PLATFORM=offscreen to test.")
     ws.close()
-    code = run_app(str(ws.root), args.quit_after)
+    code = run_app(str(ws.root), args.quit_after, args.startup_time)
     if code:
         raise MiStudioError(f"The app ended with status {code}.", "See the messages above.")
 
