@@ -130,17 +130,18 @@ def test_cancel_and_resume_from_the_panel(qtbot: QtBot, acts_ws: Workspace) -> N
 
 @pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_every_panel_renders(qtbot: QtBot, acts_ws: Workspace, theme: str,
+def test_every_panel_renders(qtbot: QtBot, analysed: Workspace, theme: str,
                              size: tuple[int, int]) -> None:
     from mistudio.gui.common import apply_theme
     from mistudio.gui.main_window import MainWindow
 
     app = QApplication.instance()
     apply_theme(app, theme)  # type: ignore[arg-type]
-    win = MainWindow(str(acts_ws.root))
+    win = MainWindow(str(analysed.root))
     qtbot.addWidget(win)
     win.resize(*size)
     win.show()
+    qtbot.waitUntil(lambda: win.features.detail.feature >= 0, timeout=60_000)  # examples shown
     SHOTS.mkdir(exist_ok=True)
     for i in range(win.tabs.count()):
         win.tabs.setCurrentIndex(i)
@@ -148,6 +149,9 @@ def test_every_panel_renders(qtbot: QtBot, acts_ws: Workspace, theme: str,
         name = win.tabs.tabText(i).replace("&", "").lower()
         image = win.grab()
         assert (image.width(), image.height()) == size  # fits, nothing forced larger
+        scroll = win.tabs.currentWidget()  # and the panel fits the tab: no scroll bars
+        assert not scroll.verticalScrollBar().isVisible(), name
+        assert not scroll.horizontalScrollBar().isVisible(), name
         suffix = "" if size == (1280, 720) else f"-{size[0]}"
         assert image.save(str(SHOTS / f"{name}-{theme}{suffix}.png"))
     apply_theme(app, "light")  # type: ignore[arg-type]

@@ -5,9 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QEvent,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+)
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
+from PySide6.QtWidgets import QApplication, QFrame, QMessageBox, QScrollArea, QWidget
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -49,6 +56,34 @@ class RowsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.headers[section]
         return None
+
+
+class PanelScroll(QScrollArea):
+    """A panel that fills the tab, and scrolls only when the tab is smaller than the panel's
+    minimum size (large text in presentation mode, a small screen). QScrollArea's own resizing
+    gives height-for-width widgets (anything with a word-wrapping label) their preferred height,
+    which would make every panel scroll."""
+
+    def __init__(self, panel: QWidget) -> None:
+        super().__init__()
+        self.setWidgetResizable(False)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setWidget(panel)
+        panel.installEventFilter(self)
+
+    def _fit(self) -> None:
+        panel, view = self.widget(), self.viewport().size()
+        need = panel.minimumSizeHint().expandedTo(panel.minimumSize())
+        panel.resize(max(view.width(), need.width()), max(view.height(), need.height()))
+
+    def resizeEvent(self, e: Any) -> None:
+        super().resizeEvent(e)
+        self._fit()
+
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        if e.type() == QEvent.Type.LayoutRequest:  # the panel's minimum may have changed
+            self._fit()
+        return False
 
 
 def show_error(parent: QWidget | None, message: str, details: str = "") -> QMessageBox:

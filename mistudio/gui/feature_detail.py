@@ -55,7 +55,8 @@ class ExampleList(QWidget):
     def set_examples(self, examples: list[Example], text: TokenText, peak: float) -> None:
         while self.box.count():
             item = self.box.takeAt(0)
-            if item.widget() is not None:
+            if item.widget() is not None:  # hidden now, deleted when the loop next runs
+                item.widget().hide()
                 item.widget().deleteLater()
         self.heatmaps = []
         for e in examples:
@@ -181,12 +182,14 @@ class FeatureDetail(QWidget):
         grid = QGridLayout(w)
         self.promoted, self.suppressed = QListWidget(), QListWidget()
         self.nearest, self.cooccurring = QListWidget(), QListWidget()
+        for lst in (self.promoted, self.suppressed, self.nearest, self.cooccurring):
+            lst.setMinimumHeight(60)
         for lst in (self.nearest, self.cooccurring):
             lst.itemClicked.connect(lambda item: self.featureRequested.emit(
                 int(item.data(Qt.ItemDataRole.UserRole))))
             lst.setToolTip("Click to open that feature")
         self.hist = pg.PlotWidget(title="Activations when firing (count per bin)")
-        self.hist.setMinimumHeight(140)
+        self.hist.setMinimumHeight(90)
         self.hist_bars = pg.BarGraphItem(x=[], height=[], width=1.0, brush="#d62728")
         self.hist.addItem(self.hist_bars)
         self.hist.getAxis("left").setWidth(48)

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.gui.token_view import TokenHeatmap
+from mistudio.gui.token_view import TokenHeatmap, scrolled
 
 COLOR_STEPS = 32
 """Map colours are quantised: 32 shared brushes draw as fast as one."""
@@ -198,11 +198,7 @@ class TextProbeView(QWidget):
         self.strongest = QListWidget()
         self.strongest.itemClicked.connect(lambda item: self.featureClicked.emit(
             int(item.data(Qt.ItemDataRole.UserRole))))
-        holder = QWidget()
-        hv = QVBoxLayout(holder)
-        hv.addWidget(self.heat)
-        hv.addStretch(1)
-        split.addWidget(holder)
+        split.addWidget(scrolled(self.heat))
         split.addWidget(self.strongest)
         split.setSizes([700, 300])
         v.addWidget(split, 1)

@@ -96,6 +96,12 @@ class FeaturesPanel(QWidget):
             self.table.fontMetrics().height() + 6)  # one line per feature, uniform: fast
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
+        digits = self.table.fontMetrics().horizontalAdvance
+        for col, sample in enumerate(("0000000", "", "Score0", "Frequency0", "Max act.0",
+                                      "Mean act.0")):
+            if sample:  # fixed widths: measuring 100k rows' contents would stall the UI
+                header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+                header.resizeSection(col, digits(sample) + 16)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().currentRowChanged.connect(
             lambda cur, _prev: cur.isValid() and self.show_feature(self.model.feature_at(
@@ -114,7 +120,7 @@ class FeaturesPanel(QWidget):
                          (self.correlation, "Correlations"), (self.probe, "Analyze text")):
             self.views.addTab(w, title)
         split.addWidget(self.views)
-        split.setSizes([520, 760])
+        split.setSizes([560, 720])
         v.addWidget(split, 1)
         self.split = split
 
@@ -173,7 +179,6 @@ class FeaturesPanel(QWidget):
                              f"{art.provenance.get('hook', '?')}")
         self.model.set_store(self.store)
         self.filters.apply()
-        self.table.resizeColumnToContents(0)
         self.map.clear()
         self.detail.set_source(None, None, None)
         model = self.reader.manifest["provenance"]["model"]

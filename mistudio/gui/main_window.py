@@ -17,20 +17,18 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
-    QFrame,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QTabWidget,
     QWidget,
 )
 
 from mistudio import __version__
 from mistudio.core.workspace import Workspace
-from mistudio.gui.common import apply_theme, restyle_plots, show_error
+from mistudio.gui.common import PanelScroll, apply_theme, restyle_plots, show_error
 from mistudio.gui.data_panels import DatasetsPanel, ModelsPanel
 from mistudio.gui.features_panel import FeaturesPanel
 from mistudio.gui.monitor import SystemMonitor
@@ -74,11 +72,7 @@ class MainWindow(QMainWindow):
                                               "&Steering"), strict=True):
             # In a scroll area, so that large text (presentation mode, high DPI) scrolls
             # instead of forcing the window past the screen; at normal sizes it never scrolls.
-            scroll = QScrollArea()
-            scroll.setWidgetResizable(True)
-            scroll.setFrameShape(QFrame.Shape.NoFrame)
-            scroll.setWidget(panel)
-            self.tabs.addTab(scroll, title)
+            self.tabs.addTab(PanelScroll(panel), title)
         self.runners: list[JobRunner] = [self.datasets.runner, self.models.runner,
                                          self.training.runner, self.features.runner,
                                          self.features.loader, self.steering.runner]
@@ -101,9 +95,10 @@ class MainWindow(QMainWindow):
         self.dock = QDockWidget("System monitor", self)
         self.dock.setObjectName("monitor")
         self.dock.setWidget(self.monitor)
-        self.monitor.setMinimumHeight(80)
+        self.monitor.setMinimumHeight(70)
         self.monitor.setMaximumHeight(160)  # a strip under the tabs: the panels keep the width
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.dock)
+        self.resizeDocks([self.dock], [100], Qt.Orientation.Vertical)  # the panels get the rest
         self._menus()
         geometry = self.settings.value("geometry")
         if isinstance(geometry, QByteArray):

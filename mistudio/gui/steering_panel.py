@@ -40,7 +40,7 @@ from mistudio.core.steering.interventions import Intervention
 from mistudio.core.steering.session import SteeringSpec
 from mistudio.core.workspace import Workspace
 from mistudio.gui.common import show_error
-from mistudio.gui.token_view import TokenHeatmap
+from mistudio.gui.token_view import TokenHeatmap, scrolled
 from mistudio.gui.worker import JobRunner
 
 PLAIN_DIFF, STEERED_DIFF = QColor(110, 160, 230), QColor(240, 150, 40)
@@ -161,7 +161,7 @@ class SteeringPanel(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(holder)
-        scroll.setMinimumHeight(90)
+        scroll.setMinimumHeight(60)
         pv.addWidget(scroll, 1)
         self.hint = QLabel("Pick a feature in the Features tab and press \"Steer with this "
                            "feature\", or add one by index.")
@@ -218,9 +218,7 @@ class SteeringPanel(QWidget):
         self.steered.tooltip = self._steered_tip
         for title, view in (("Unsteered", self.plain), ("Steered", self.steered)):
             box = QGroupBox(title)
-            bv = QVBoxLayout(box)
-            bv.addWidget(view)
-            bv.addStretch(1)
+            QVBoxLayout(box).addWidget(scrolled(view))
             sides.addWidget(box, 1)
         v.addLayout(sides, 3)
         rating = QHBoxLayout()
@@ -241,7 +239,7 @@ class SteeringPanel(QWidget):
         self.metrics.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         v.addWidget(self.metrics)
         self.kl_plot = pg.PlotWidget(title="KL(steered || unsteered) per generated token")
-        self.kl_plot.setMinimumHeight(120)
+        self.kl_plot.setMinimumHeight(90)
         self.kl_plot.getAxis("left").setWidth(48)
         self.kl_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#f0962a")
         self.kl_plot.addItem(self.kl_bars)
@@ -295,6 +293,7 @@ class SteeringPanel(QWidget):
 
     def remove_feature(self, row: FeatureRow) -> None:
         self.rows.remove(row)
+        row.hide()
         row.deleteLater()
         self.hint.setVisible(not self.rows)
 

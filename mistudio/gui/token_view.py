@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QMouseEvent, QPainter, QPaintEvent, QPen
-from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
+from PySide6.QtWidgets import QScrollArea, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
 HOT = QColor(214, 39, 40)
 """Full activation: the red of the heatmap."""
@@ -49,9 +49,9 @@ class TokenHeatmap(QWidget):
         self._rects: list[QRect] = []
         self._layout_width = -1
         self.setMouseTracking(True)
-        sp = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        sp.setHeightForWidth(True)
-        self.setSizePolicy(sp)
+        # Not height-for-width to the layouts: that propagates up to every panel holding one
+        # (and through hidden tabs); the widget sets its minimum height from its width instead.
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
 
     # -- content --------------------------------------------------------------------------------
     def set_tokens(self, tokens: Sequence[str], values: Sequence[float] | np.ndarray | None = None,
@@ -86,7 +86,7 @@ class TokenHeatmap(QWidget):
     # -- layout ---------------------------------------------------------------------------------
     def _relayout(self) -> None:
         self._layout_width = -1
-        self.updateGeometry()
+        self._fit_height()
         self.update()
 
     def _layout(self, width: int) -> list[QRect]:
@@ -105,9 +105,6 @@ class TokenHeatmap(QWidget):
         self._rects, self._layout_width = rects, width
         return rects
 
-    def hasHeightForWidth(self) -> bool:
-        return True
-
     def heightForWidth(self, width: int) -> int:
         rects = self._layout(max(width, 50))
         fm = QFontMetrics(self.font())
@@ -122,6 +119,15 @@ class TokenHeatmap(QWidget):
 
     def resizeEvent(self, e: object) -> None:
         self._layout_width = -1
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """Ask for the height the wrapped tokens need at this width: box layouts nested in
+        scroll areas do not all honour height-for-width, and rows would overlap."""
+        if self.width() > 50:
+            need = self.heightForWidth(self.width())
+            if self.minimumHeight() != need:
+                self.setMinimumHeight(need)
         self.updateGeometry()
 
     # -- painting and mouse ---------------------------------------------------------------------
@@ -170,3 +176,16 @@ class TokenHeatmap(QWidget):
         i = self.index_at(e.position().toPoint())
         if i >= 0:
             self.tokenClicked.emit(i)
+
+
+def scrolled(widget: QWidget) -> QScrollArea:
+    """``widget`` at the top of a scroll area (long generations and pasted texts scroll)."""
+    holder = QWidget()
+    box = QVBoxLayout(holder)
+    box.setContentsMargins(2, 2, 2, 2)
+    box.addWidget(widget)
+    box.addStretch(1)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setWidget(holder)
+    return area

@@ -236,6 +236,7 @@ class TrainingPanel(QWidget):
         form_box.addWidget(self.result)
         form_box.addWidget(QLabel("Past runs (click to plot, Ctrl-click to compare):"))
         self.runs = QListWidget()
+        self.runs.setMinimumHeight(48)  # a few rows; it scrolls
         self.runs.itemClicked.connect(self.plot_run)
         form_box.addWidget(self.runs)
         split.addWidget(left)
