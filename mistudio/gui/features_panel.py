@@ -58,7 +58,7 @@ class FeaturesPanel(QWidget):
         self.store: FeatureStore | None = None
         self.reader: FeatureReader | None = None
         self.text: TokenText | None = None
-        self._models: dict[str, Any] = {}  # loaded FeatureModel / TextProbe, per analysis
+        self._models: dict[tuple[str, Any], Any] = {}  # FeatureModel / TextProbe per analysis
         self._pending_feature = -1
 
         v = QVBoxLayout(self)
@@ -330,19 +330,28 @@ class FeaturesPanel(QWidget):
         self._start(f"Describing {what}", "labels",
                     lambda ws, task: label_features(ws, analysis, cfg, task))
 
-    def _loaded(self, kind: str, ws: Workspace, make: Any) -> Any:
-        key = f"{kind}:{self.analysis}"
-        if key not in self._models:
-            self._models = {k: m for k, m in self._models.items() if not k.startswith(kind)}
-            self._models[key] = make(ws)
-        return self._models[key]
+    def _loaded(self, kind: str, make: Any) -> Any:
+        """A function for the worker: the model-holding object of ``kind`` for the analysis
+        shown now (built once, and again when the analysis is rebuilt)."""
+        key = (kind, self._stamp)
+
+        def get(ws: Workspace) -> Any:
+            if key not in self._models:
+                self._models = {k: m for k, m in self._models.items() if k[0] != kind}
+                self._models[key] = make(ws)
+            return self._models[key]
+        return get
+
+    def forget_models(self) -> None:
+        """Drop loaded models (the device changed): the next job loads them again."""
+        self._models = {}
 
     def ablate(self, f: int) -> None:
         from mistudio.core.features.ablation import FeatureModel
 
         folder = self.store.folder if self.store else None
-        self._start(f"Ablating feature {f}", "ablation", lambda ws, task: self._loaded(
-            "ablation", ws, lambda w: FeatureModel(w, folder)).ablate(f))
+        model = self._loaded("ablation", lambda w: FeatureModel(w, folder))
+        self._start(f"Ablating feature {f}", "ablation", lambda ws, task: model(ws).ablate(f))
 
     def correlate(self, feats: list[int]) -> None:
         from mistudio.core.features.interpret import feature_correlation
@@ -381,8 +390,10 @@ class FeaturesPanel(QWidget):
         if store is None:
             return
 
+        make_probe = self._loaded("probe", lambda w: TextProbe(w, analysis, device))
+
         def run(ws: Workspace, task: Any) -> Any:
-            probe = self._loaded("probe", ws, lambda w: TextProbe(w, analysis, device))
+            probe = make_probe(ws)
             acts = probe.run(text, k=8, watch=(feature,) if feature >= 0 else ())
             rows = describe(acts, None, n=15)
             feats = {int(f) for f in acts.top_features_TK.ravel() if f >= 0}

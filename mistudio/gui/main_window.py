@@ -328,6 +328,7 @@ class MainWindow(QMainWindow):
         self.device = self.training.device = self.features.device = device
         self.steering.device = device
         self.steering.steerer = None  # loaded on the old device: load again
+        self.features.forget_models()
         self.settings.setValue("device", device)
         self.models.refresh()
 
