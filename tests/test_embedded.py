@@ -117,8 +117,10 @@ def test_self_test_passes_offline(tmp_path: Path) -> None:
     report = json.loads(res.stdout)
     steps = report["steps"]
     assert report["ok"] and list(steps) == ["model", "load", "dataset", "tokenize", "extract",
-                                            "train", "analyze", "label", "steer", "window"]
+                                            "train", "evaluate", "analyze", "label", "steer",
+                                            "window"]
     assert steps["extract"]["tokens"] == 2048 and steps["train"]["l0"] <= 16
     assert steps["label"]["labelled"] > 0 and steps["steer"]["tokens"] > 0
+    assert steps["evaluate"]["kl_div"] > 0  # the SAE spliced in, in a spawned process
     assert steps["window"]["tabs"] == 5
     assert not Path(report["workspace"]).exists()  # the temporary workspace is gone

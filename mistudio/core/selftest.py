@@ -1,9 +1,10 @@
 """``mistudio --self-test``: proof that an installation (or a PyInstaller bundle) works offline.
 
 In a temporary workspace it registers the embedded model, reads the built-in corpus, and runs a
-tiny version of every core step: tokenize, extract a middle layer, train a TopK SAE, analyse
-and label its features, steer with one. Each step's figures are returned; any failure raises
-with the core's message. Nothing is written outside the temporary folder.
+tiny version of every core step: tokenize, extract a middle layer, train a TopK SAE and evaluate
+it inside the model (in a child process), analyse and label its features, steer with one. Each
+step's figures are returned; any failure raises with the core's message. Nothing is written
+outside the temporary folder.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def _run(ws: Workspace, task: TaskState) -> dict[str, Any]:
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
     from mistudio.core.features.labels import LabelConfig, label_features
     from mistudio.core.models import ensure_embedded_model, load_model, model_info
+    from mistudio.core.sae.evaluation import evaluate_in_child
     from mistudio.core.sae.trainer import TrainConfig, train_sae
     from mistudio.core.steering.generate import GenerationConfig
     from mistudio.core.steering.interventions import Intervention
@@ -72,7 +74,12 @@ def _run(ws: Workspace, task: TaskState) -> dict[str, Any]:
                             eval_tokens=256, device="cpu"), "sae", t))
         steps["train"].update(explained_variance=round(sae["summary"]["explained_variance"], 3),
                               l0=sae["summary"]["l0"])
-        step("analyze", 0.85, 0.92, lambda t: analyze(ws, AnalyzeConfig(
+        # In a child process, as the app's Training panel does it: in a bundle this checks
+        # that a spawned process runs the job (multiprocessing.freeze_support) and not the app.
+        evaluation = step("evaluate", 0.85, 0.87, lambda t: evaluate_in_child(
+            str(ws.root), "sae", 2, "cpu"))
+        steps["evaluate"].update(kl_div=round(evaluation["kl_div"], 3))
+        step("analyze", 0.87, 0.92, lambda t: analyze(ws, AnalyzeConfig(
             "sae", tokens=SELFTEST_TOKENS, top_k=5), "sae", t))
         labels = step("label", 0.92, 0.96, lambda t: label_features(
             ws, "sae", LabelConfig(top=10), t))
