@@ -454,3 +454,17 @@ def test_feature_correlation_matches_numpy(analysed: Workspace) -> None:
     assert np.allclose(np.diag(C), 1.0)
     if len(dead):
         assert (C[-1, :-1] == 0).all()
+
+
+def test_analysis_stores_token_texts_for_browsing_without_a_tokenizer(analysed: Workspace) -> None:
+    from mistudio.core.features.examples import TokenText, stored_token_text
+    from mistudio.core.models import load_tokenizer
+
+    store = open_features(analysed, "sae")
+    reader = FeatureReader(store.folder)
+    stored = stored_token_text(store.folder)
+    assert stored is not None and stored.tokenizer is None
+    live = TokenText(load_tokenizer(analysed, "toy"))
+    ids = np.unique(np.concatenate([np.asarray(reader.rows[:, 2]),
+                                    store.column("logit_pos_ids").ravel()]))
+    assert stored.many(ids) == live.many(ids)  # every token the browser shows, no "<id>"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -184,16 +185,26 @@ class FeaturesPanel(QWidget):
         model = self.reader.manifest["provenance"]["model"]
         root = self.ws.root
 
-        def load(task: Any) -> tuple[str, Any]:
+        def load(task: Any) -> tuple[str, TokenText]:
+            """The analysis's stored token texts; for an analysis made before they were stored,
+            the tokenizer once (it holds the interpreter for seconds), then stored."""
+            from mistudio.core.features.examples import stored_token_text, write_token_texts
             from mistudio.core.models import load_tokenizer
 
-            ws = Workspace(root)
-            try:
-                return name, load_tokenizer(ws, model)
-            finally:
-                ws.close()
+            text = stored_token_text(folder)
+            if text is None:
+                ws = Workspace(root)
+                try:
+                    tokenizer = load_tokenizer(ws, model)
+                finally:
+                    ws.close()
+                store = FeatureStore(folder)
+                write_token_texts(folder, tokenizer, np.concatenate(
+                    [store.column("logit_pos_ids").ravel(), store.column("logit_neg_ids").ravel()]))
+                text = stored_token_text(folder) or TokenText(tokenizer)
+            return name, text
 
-        if not self.loader.start(f"Loading the tokenizer of {model}", load):
+        if not self.loader.start(f"Reading the token texts of {name}", load):
             self._stamp = None  # opened again when the running load ends
             self._reopen = name
 
@@ -203,10 +214,10 @@ class FeaturesPanel(QWidget):
             QTimer.singleShot(0, lambda: self.open_analysis(name))
 
     def _tokenizer_ready(self, result: tuple[str, Any]) -> None:
-        name, tokenizer = result
+        name, text = result
         if name != self.analysis:
             return
-        self.text = TokenText(tokenizer)
+        self.text = text
         self.detail.set_source(self.store, self.reader, self.text)
         first = self._pending_feature if self._pending_feature >= 0 else (
             self.model.feature_at(0) if self.model.rowCount() else -1)

@@ -7,6 +7,8 @@ token of the window, so the browser can draw a heatmap and the explainers can re
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -156,19 +158,50 @@ class FeatureReader:
         return [self._window(feature, int(r), "hard negative") for r in np.sort(pick)]
 
 
-class TokenText:
-    """Readable text of single tokens, cached (leading spaces kept, newlines shown as ⏎)."""
+TOKEN_TEXTS_FILE = "token_texts.json"
+"""Readable text of every token an analysis shows (its rows and logit-lens tokens), so that
+browsing it needs no tokenizer."""
 
-    def __init__(self, tokenizer: Any) -> None:
+
+class TokenText:
+    """Readable text of single tokens, cached (leading spaces kept, newlines shown as ⏎), from
+    a tokenizer or from an analysis's stored token texts."""
+
+    def __init__(self, tokenizer: Any = None, known: dict[int, str] | None = None) -> None:
         self.tokenizer = tokenizer
-        self._cache: dict[int, str] = {}
+        self._cache: dict[int, str] = dict(known or {})
 
     def __call__(self, token_id: int) -> str:
         t = self._cache.get(int(token_id))
         if t is None:
-            t = self.tokenizer.decode([int(token_id)]).replace("\n", "⏎")
+            t = (self.tokenizer.decode([int(token_id)]).replace("\n", "⏎")
+                 if self.tokenizer is not None else f"<{int(token_id)}>")
             self._cache[int(token_id)] = t
         return t
 
     def many(self, ids: Any) -> list[str]:
         return [self(int(i)) for i in ids]
+
+
+def write_token_texts(folder: Path, tokenizer: Any, extra_ids: np.ndarray) -> int:
+    """Store the text of every token in ``rows.npy`` and of ``extra_ids`` (logit lens)."""
+    rows = np.load(folder / "rows.npy", mmap_mode="r")
+    ids = np.union1d(np.unique(np.asarray(rows[:, 2])), np.unique(extra_ids))
+    text = TokenText(tokenizer)
+    tmp = folder / f".{TOKEN_TEXTS_FILE}.tmp"
+    tmp.write_text(json.dumps({str(int(i)): text(int(i)) for i in ids}, ensure_ascii=False),
+                   encoding="utf-8")
+    os.replace(tmp, folder / TOKEN_TEXTS_FILE)
+    return len(ids)
+
+
+def stored_token_text(folder: Path) -> TokenText | None:
+    """The analysis's token texts, or None for analyses made before they were stored."""
+    path = folder / TOKEN_TEXTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        known = {int(k): v for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError):
+        return None
+    return TokenText(None, known)

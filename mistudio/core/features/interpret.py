@@ -37,6 +37,11 @@ def interpret(ws: Workspace, model: str, sae: Any, hook: str, folder: Path, cfg:
     task.set_status("Co-occurring features")
     ids, sims = cooccurrence(folder, W_dec_FO.shape[0], cfg.neighbours_k)
     cols.update(cooccur_ids=ids, cooccur_score=sims)
+    task.set_status("Token texts")
+    from mistudio.core.features.examples import write_token_texts
+
+    write_token_texts(folder, loaded.tokenizer, np.concatenate(
+        [cols["logit_pos_ids"].ravel(), cols["logit_neg_ids"].ravel()]))
     task.set_progress(1.0)
     return cols
 
