@@ -67,8 +67,10 @@ def test_worker_throttles_reports_and_cancels(qtbot: QtBot) -> None:
 
 
 def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws: Workspace) -> None:
+    from mistudio.gui.common import apply_theme
     from mistudio.gui.main_window import MainWindow
 
+    apply_theme(QApplication.instance(), "light")  # type: ignore[arg-type]  # as the app starts
     win = MainWindow(str(acts_ws.root), monitor_interval=0.2)
     qtbot.addWidget(win)
     win.show()
