@@ -105,6 +105,16 @@ THEMES = {
 presentation mode's, for projectors that wash out greys."""
 
 
+CONTRAST_STYLE = """
+QWidget { font-size: %.1fpt; }
+QCheckBox::indicator { width: 0.9em; height: 0.9em; border: 2px solid white; background: black; }
+QCheckBox::indicator:checked { background: #ffd200; }
+"""
+"""Fusion draws check boxes in shades of the window colour, invisible on pure black, so the
+contrast theme outlines them with a style sheet; widgets under a style sheet no longer follow
+the application font, so it carries the text size too."""
+
+
 def apply_theme(app: QApplication, theme: str) -> None:
     """Fusion with a light, dark or high-contrast palette; plots already drawn follow."""
     import pyqtgraph as pg
@@ -132,6 +142,7 @@ def apply_theme(app: QApplication, theme: str) -> None:
                             (QPalette.ColorRole.PlaceholderText, QColor(150, 150, 150))):
             p.setColor(role, color)
         app.setPalette(p)
+    app.setStyleSheet(CONTRAST_STYLE % app.font().pointSizeF() if theme == "contrast" else "")
     for top in app.topLevelWidgets():
         restyle_plots(top)
 

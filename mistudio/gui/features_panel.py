@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -93,17 +93,8 @@ class FeaturesPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.table.verticalHeader().setDefaultSectionSize(
-            self.table.fontMetrics().height() + 6)  # one line per feature, uniform: fast
         self.table.setWordWrap(False)
-        header = self.table.horizontalHeader()
-        digits = self.table.fontMetrics().horizontalAdvance
-        for col, sample in enumerate(("0000000", "", "Score0", "Frequency0", "Max act.0",
-                                      "Mean act.0")):
-            if sample:  # fixed widths: measuring 100k rows' contents would stall the UI
-                header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
-                header.resizeSection(col, digits(sample) + 16)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.fit_columns()
         self.table.selectionModel().currentRowChanged.connect(
             lambda cur, _prev: cur.isValid() and self.show_feature(self.model.feature_at(
                 cur.row())))
@@ -137,6 +128,23 @@ class FeaturesPanel(QWidget):
         self.probe.analyzeRequested.connect(self.analyze_text)
         self.probe.featureClicked.connect(self.select_feature)
         self.refresh()
+
+    def fit_columns(self) -> None:
+        """Column widths from the font (measuring 100k rows' contents would stall the UI)."""
+        header = self.table.horizontalHeader()
+        width = self.table.fontMetrics().horizontalAdvance
+        for col, sample in enumerate(("0000000", "", "Score0", "Frequency0", "Max act.0",
+                                      "Mean act.0")):
+            if sample:
+                header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+                header.resizeSection(col, width(sample) + 16)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
+
+    def changeEvent(self, e: QEvent) -> None:
+        if e.type() == QEvent.Type.FontChange:  # presentation mode: wider columns, taller rows
+            self.fit_columns()
+        super().changeEvent(e)
 
     # -- analyses -------------------------------------------------------------------------------
     def refresh(self) -> None:

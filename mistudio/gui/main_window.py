@@ -302,17 +302,17 @@ class MainWindow(QMainWindow):
             self._base_point_size = app.font().pointSizeF()
         font = app.font()
         font.setPointSizeF(self._base_point_size * (PRESENTATION_FONT if on else 1.0))
-        app.setFont(font)
+        app.setFont(font)  # before the theme: the contrast style sheet takes its size from it
+        apply_theme(app, "contrast" if on else str(self.settings.value("theme") or "light"))
+        self.features.fit_columns()  # widths measured in the new font
         if on:
             self._before_presentation = (self.dock.isVisible(), self.windowState())
             self.dock.hide()
-            apply_theme(app, "contrast")
             restyle_plots(self, PRESENTATION_LINES)
             self.showFullScreen()
         else:
             dock_visible, state = self._before_presentation
             self.dock.setVisible(dock_visible)
-            apply_theme(app, str(self.settings.value("theme") or "light"))
             restyle_plots(self, 1 / PRESENTATION_LINES)
             self.setWindowState(state)
         self.settings.setValue("presentation", on)
