@@ -315,12 +315,17 @@ class FeaturesPanel(QWidget):
             self.probe.show_result(*value)
 
     def compute_map(self, force: bool = False) -> None:
-        from mistudio.core.features.feature_map import feature_map
+        from mistudio.core.features.feature_map import MAP_FILE, feature_map, feature_map_in_child
 
-        analysis = self.analysis
-        if analysis:
-            self._start("Computing the feature map", "map",
-                        lambda ws, task: feature_map(ws, analysis, task, recompute=force))
+        analysis, root = self.analysis, str(self.ws.root)
+        if not analysis or self.store is None:
+            return
+        if not force and (self.store.folder / MAP_FILE).is_file():  # cached: just read it
+            self._start("Reading the feature map", "map",
+                        lambda ws, task: feature_map(ws, analysis, task))
+        else:
+            self._start("Computing the feature map (UMAP)", "map",
+                        lambda ws, task: feature_map_in_child(root, analysis, recompute=force))
 
     def save_label(self, f: int, text: str) -> None:
         if self.store is None:

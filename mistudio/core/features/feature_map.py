@@ -81,3 +81,22 @@ def feature_map(ws: Workspace, analysis: str, task: TaskState | None = None,
     (folder / MAP_INFO).write_text(json.dumps({"method": fmap.method}))
     task.set_progress(1.0)
     return fmap
+
+
+def feature_map_in_child(root: str, analysis: str, recompute: bool = False) -> FeatureMap:
+    """:func:`feature_map` in a fresh process, for the app: UMAP imports numba and scikit-learn
+    and compiles with numba, long stretches that hold the interpreter lock, and importing them
+    on a worker thread of a PySide6 app once hung the app (PySide6 hooks every import)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return FeatureMap(*pool.apply(_map_at, (root, analysis, recompute)))
+
+
+def _map_at(root: str, analysis: str, recompute: bool) -> tuple[np.ndarray, str]:
+    ws = Workspace(root)
+    try:
+        return tuple(feature_map(ws, analysis, recompute=recompute))  # type: ignore[return-value]
+    finally:
+        ws.close()
