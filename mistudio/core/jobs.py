@@ -126,3 +126,13 @@ def check_cancelled(task: TaskState) -> None:
     """Raise :class:`Cancelled` if the caller asked to stop; call between units of work."""
     if task.cancelled():
         raise Cancelled()
+
+
+def run_in_child(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a fresh (spawned) process, for work that imports or loads a lot: loading
+    a model or compiling with numba holds the interpreter lock in long stretches, which would
+    stall a UI thread in the same process. ``fn`` must be a module-level function."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)

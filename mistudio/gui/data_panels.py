@@ -6,7 +6,6 @@ worker thread (SQLite connections are per thread).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +30,7 @@ from PySide6.QtWidgets import (
 
 from mistudio.core.workspace import Workspace, human_bytes
 from mistudio.gui.common import RowsModel, show_error
-from mistudio.gui.worker import JobRunner
-
-
-def in_worker(ws: Workspace, fn: Callable[[Workspace, Any], Any]) -> Callable[[Any], Any]:
-    root = ws.root
-
-    def job(task: Any) -> Any:
-        own = Workspace(root)
-        try:
-            return fn(own, task)
-        finally:
-            own.close()
-    return job
+from mistudio.gui.worker import JobRunner, in_worker
 
 
 class ArtifactPanel(QWidget):

@@ -35,7 +35,7 @@ from mistudio.gui.common import show_error
 from mistudio.gui.feature_detail import FeatureDetail
 from mistudio.gui.feature_table import COLUMNS, FeatureTableModel, FilterBar
 from mistudio.gui.feature_views import CorrelationView, MapView, TextProbeView
-from mistudio.gui.worker import JobRunner
+from mistudio.gui.worker import JobRunner, in_worker
 
 
 class FeaturesPanel(QWidget):
@@ -279,15 +279,8 @@ class FeaturesPanel(QWidget):
 
     # -- jobs -----------------------------------------------------------------------------------
     def _start(self, title: str, kind: str, fn: Any) -> None:
-        root, analysis = self.ws.root, self.analysis
-
-        def job(task: Any) -> tuple[str, str, Any]:
-            ws = Workspace(root)  # SQLite connections stay on their own thread
-            try:
-                return kind, analysis, fn(ws, task)
-            finally:
-                ws.close()
-
+        analysis = self.analysis
+        job = in_worker(self.ws, lambda ws, task: (kind, analysis, fn(ws, task)))
         if not self.runner.start(title, job):
             show_error(self, f"The Features panel is busy ({self.runner.title}). Wait for it, "
                        "or cancel it in the status bar.")

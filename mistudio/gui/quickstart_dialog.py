@@ -26,7 +26,7 @@ from mistudio.core.quickstart import STAGES
 from mistudio.core.workspace import Workspace
 from mistudio.gui.common import show_error
 from mistudio.gui.training_panel import Dashboard
-from mistudio.gui.worker import JobRunner
+from mistudio.gui.worker import JobRunner, in_worker
 
 INTRO = ("Quick start runs the whole workflow on this computer, with nothing to set up: the "
          "built-in corpus (Python's own documentation) is tokenized for the embedded model "
@@ -97,17 +97,10 @@ class QuickStartDialog(QDialog):
     def start(self) -> None:
         from mistudio.core.quickstart import run_quickstart
 
-        root, device, options = self.ws.root, self.device, dict(self.options)
-        steps = int(options.get("train_steps", 400))
-        self.dashboard.reset(steps)
-
-        def job(task: Any) -> dict[str, Any]:
-            ws = Workspace(root)  # SQLite connections stay on their own thread
-            try:
-                return run_quickstart(ws, task, device=device, **options)
-            finally:
-                ws.close()
-
+        device, options = self.device, dict(self.options)
+        self.dashboard.reset(int(options.get("train_steps", 400)))
+        job = in_worker(self.ws, lambda ws, task: run_quickstart(ws, task, device=device,
+                                                                 **options))
         if self.runner.start("Quick start", job):
             self.started_at = time.perf_counter()
             self.start_button.setEnabled(False)

@@ -41,7 +41,7 @@ from mistudio.core.steering.session import SteeringSpec
 from mistudio.core.workspace import Workspace
 from mistudio.gui.common import show_error
 from mistudio.gui.token_view import TokenHeatmap, scrolled
-from mistudio.gui.worker import JobRunner
+from mistudio.gui.worker import JobRunner, in_worker
 
 PLAIN_DIFF, STEERED_DIFF = QColor(110, 160, 230), QColor(240, 150, 40)
 """Backgrounds of tokens after the two sides diverge."""
@@ -340,20 +340,16 @@ class SteeringPanel(QWidget):
             show_error(self, str(err))
             return
         prompt = self.prompt.toPlainText()
-        root, device = self.ws.root, self.device
+        device = self.device
         reuse = self.steerer if self.steerer is not None and \
             self.steerer.spec.saes == spec.saes else None
 
-        def job(task: Any) -> Any:
+        def run(ws: Workspace, task: Any) -> Any:
             from mistudio.core.steering.session import Steerer
 
-            ws = Workspace(root)
-            try:
-                steerer = reuse or Steerer(ws, spec, device)
-                steerer.ws = ws  # this thread's catalog connection (for max-activation units)
-                return steerer, steerer.run(prompt, spec, task)
-            finally:
-                ws.close()
+            steerer = reuse or Steerer(ws, spec, device)
+            steerer.ws = ws  # this thread's catalog connection (for max-activation units)
+            return steerer, steerer.run(prompt, spec, task)
 
         for view in (self.plain, self.steered):
             view.set_tokens([])
@@ -361,7 +357,7 @@ class SteeringPanel(QWidget):
         self.metrics.setText("Generating..." if reuse else "Loading the model and SAEs, then "
                              "generating...")
         self.last_spec = spec
-        self.runner.start("Steering", job)
+        self.runner.start("Steering", in_worker(self.ws, run))
 
     def _running(self, running: bool) -> None:
         self.go.setText("Generating..." if running else "Generate")

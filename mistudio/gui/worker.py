@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from mistudio.core.errors import Cancelled, MiStudioError
 from mistudio.core.jobs import CancelToken
+from mistudio.core.workspace import Workspace
 
 UI_INTERVAL_MS = 50
 """At most this often (20 Hz) progress, status and partial results reach the UI thread."""
@@ -154,3 +155,17 @@ class JobRunner(QObject):
         else:
             self.failed.emit(f"{type(err).__name__}: {err}", thread.details)
         thread.deleteLater()
+
+
+def in_worker(ws: Workspace, fn: Callable[[Workspace, Any], Any]) -> Callable[[Any], Any]:
+    """A job that runs ``fn(workspace, task)`` with the worker thread's own workspace handle
+    (SQLite connections must stay on the thread that opened them)."""
+    root = ws.root
+
+    def job(task: Any) -> Any:
+        own = Workspace(root)
+        try:
+            return fn(own, task)
+        finally:
+            own.close()
+    return job

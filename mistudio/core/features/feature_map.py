@@ -87,11 +87,9 @@ def feature_map_in_child(root: str, analysis: str, recompute: bool = False) -> F
     """:func:`feature_map` in a fresh process, for the app: UMAP imports numba and scikit-learn
     and compiles with numba, long stretches that hold the interpreter lock, and importing them
     on a worker thread of a PySide6 app once hung the app (PySide6 hooks every import)."""
-    import multiprocessing
+    from mistudio.core.jobs import run_in_child
 
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return FeatureMap(*pool.apply(_map_at, (root, analysis, recompute)))
+    return FeatureMap(*run_in_child(_map_at, root, analysis, recompute))
 
 
 def _map_at(root: str, analysis: str, recompute: bool) -> tuple[np.ndarray, str]:

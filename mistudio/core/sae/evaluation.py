@@ -47,11 +47,9 @@ def evaluate_in_child(root: str, name: str, n_sequences: int = 32,
     Loading a model runs long stretches of Python and C code that hold the interpreter lock;
     in a separate process it cannot stall the caller's other threads (the app's UI thread).
     """
-    import multiprocessing
+    from mistudio.core.jobs import run_in_child
 
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(_evaluate_at, (root, name, n_sequences, device))
+    return run_in_child(_evaluate_at, root, name, n_sequences, device)
 
 
 def _evaluate_at(root: str, name: str, n_sequences: int, device: str) -> dict[str, Any]:
