@@ -34,7 +34,7 @@ from mistudio.gui.features_panel import FeaturesPanel
 from mistudio.gui.monitor import SystemMonitor
 from mistudio.gui.steering_panel import SteeringPanel
 from mistudio.gui.training_panel import TrainingPanel
-from mistudio.gui.worker import JobRunner
+from mistudio.gui.worker import JobRunner, in_worker
 
 PRESENTATION_FONT = 1.6
 """Text size in presentation mode, relative to the desktop's."""
@@ -358,17 +358,12 @@ class MainWindow(QMainWindow):
         if not ok:
             return
         name = Path(folder).name.replace(" ", "-")
-        root = self.ws.root
 
-        def job(task: Any) -> str:
-            ws = Workspace(root)
-            try:
-                import_sae(ws, Path(folder), name, model, hook)
-            finally:
-                ws.close()
+        def job(ws: Workspace, task: Any) -> str:
+            import_sae(ws, Path(folder), name, model, hook)
             return f"Imported SAE {name}."
 
-        self.file_runner.start(f"Importing {name}", job)
+        self.file_runner.start(f"Importing {name}", in_worker(self.ws, job))
 
     def export_sae(self) -> None:
         from PySide6.QtWidgets import QInputDialog
@@ -387,17 +382,12 @@ class MainWindow(QMainWindow):
         out = QFileDialog.getExistingDirectory(self, "Empty folder to export into")
         if not ok or not out:
             return
-        root = self.ws.root
 
-        def job(task: Any) -> str:
-            ws = Workspace(root)
-            try:
-                info = export_sae(ws, name, Path(out), fmt)
-            finally:
-                ws.close()
+        def job(ws: Workspace, task: Any) -> str:
+            info = export_sae(ws, name, Path(out), fmt)
             return f"Exported {name} ({fmt}) to {info['out']}."
 
-        self.file_runner.start(f"Exporting {name}", job)
+        self.file_runner.start(f"Exporting {name}", in_worker(self.ws, job))
 
     def set_theme(self, theme: str) -> None:
         """Light or dark (presentation mode keeps its own until it ends)."""
@@ -415,23 +405,18 @@ class MainWindow(QMainWindow):
 
     def doctor(self) -> None:
         """The doctor report (device, memory, disk, model), gathered in a worker."""
-        root = self.ws.root
 
-        def job(task: Any) -> str:
+        def job(ws: Workspace, task: Any) -> str:
             from mistudio.core.doctor import doctor
 
-            ws = Workspace(root)
-            try:
-                report = doctor(ws)
-            finally:
-                ws.close()
+            report = doctor(ws)
             return "\n".join(f"{k}: {v}" for k, v in report.items()
                              if not isinstance(v, dict | list))
 
         def show(text: str) -> None:
             QMessageBox(QMessageBox.Icon.Information, "Doctor", text, parent=self).show()
 
-        self.doctor_runner.start("Doctor", job)
+        self.doctor_runner.start("Doctor", in_worker(self.ws, job))
         self._doctor_show = show
 
     # -- catalog refresh and shutdown ---------------------------------------------------------
