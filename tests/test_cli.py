@@ -66,8 +66,8 @@ def test_workflow_on_a_toy_model(tmp_path: Path, toy_folder: Callable[[str], Pat
     code, out, _ = run(capsys, "datasets", "add", "docs", "--max-samples", "5", *w, "--json")
     assert code == 0 and json.loads(out)["summary"]["documents"] == 5
     code, out, _ = run(capsys, "tokenize", "docs", "--model", "toy", "--context-length", "32", *w)
-    assert code == 0 and "docs.toy.ctx32" in out
-    code, out, _ = run(capsys, "extract", "--model", "toy", "--dataset", "docs.toy.ctx32",
+    assert code == 0 and "docs.toy.ctx32.bos" in out
+    code, out, _ = run(capsys, "extract", "--model", "toy", "--dataset", "docs.toy.ctx32.bos",
                        "--layer", "0", "--layer", "2", "--hook", "resid_post", "--hook", "mlp_out",
                        "--name", "acts", "--max-tokens", "300", *w, "--json")
     m = json.loads(out)
@@ -97,10 +97,10 @@ def test_workflow_on_a_toy_model(tmp_path: Path, toy_folder: Callable[[str], Pat
     assert info["n_layers"] == 3 and "layers.2.attn_out" in info["hook_points"]
     code, out, _ = run(capsys, "models", "list", *w)
     assert "smollm2-135m" in out and "toy" in out  # the embedded model is always registered
-    code, out, _ = run(capsys, "tokenized", "show", "docs.toy.ctx32", *w)
+    code, out, _ = run(capsys, "tokenized", "show", "docs.toy.ctx32.bos", *w)
     assert "top tokens:" in out
     code, out, _ = run(capsys, "datasets", "show", "docs", *w)
-    assert "docs.toy.ctx32" in out
+    assert "docs.toy.ctx32.bos" in out
     code, out, _ = run(capsys, "jobs", *w)
     assert "extract" in out and "done" in out
     code, out, _ = run(capsys, "catalog", "rebuild", *w, "--json")

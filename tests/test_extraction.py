@@ -72,7 +72,7 @@ def test_bos_pad_and_first_position_are_excluded(toy_ws: Workspace) -> None:
 
 
 def test_keep_first_position(toy_ws: Workspace) -> None:
-    tok = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32))  # no BOS for this tokenizer
+    tok = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32, prepend_bos="no"))
     n = open_tokenized(toy_ws, tok["name"]).n_sequences
     with_first = extract_activations(toy_ws, ExtractConfig("toy", tok["name"], (0,),
                                                            keep_first_position=True), "a")
@@ -137,9 +137,9 @@ def test_full_disk_keeps_complete_chunks_and_resumes(toy_ws: Workspace,
     cfg = ExtractConfig("toy", "pydoc", (0,), context_length=64, chunk_rows=200, max_tokens=1200)
     real_save, calls = np.save, {"n": 0}
 
-    def failing_save(fh, arr):  # the third chunk file hits a full disk
+    def failing_save(fh, arr):  # the third chunk's first file hits a full disk (3 files a chunk)
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == 7:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(fh, arr)
 

@@ -189,10 +189,10 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     ds.ctx.setValue(64)
     with qtbot.waitSignal(ds.runner.finished, timeout=60_000):
         ds.tokenize()
-    assert toy_ws.catalog.find("tokenized", "pydoc.toy.ctx64") is not None
+    assert toy_ws.catalog.find("tokenized", "pydoc.toy.ctx64.bos") is not None
     qtbot.waitUntil(lambda: not ds.preview.runner.running, timeout=30_000)
     with qtbot.waitSignal(ds.preview.runner.finished, timeout=30_000):
-        ds.preview.show_set("pydoc.toy.ctx64")
+        ds.preview.show_set("pydoc.toy.ctx64.bos")
     html = ds.preview.text.toHtml()
     assert html.count('href="tok:') > 50  # every token a hoverable span
     assert ds.preview.lengths.listDataItems() or ds.preview.lengths.items

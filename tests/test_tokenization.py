@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from toy import toy_tokenizer
@@ -41,10 +43,51 @@ def test_bos_is_prepended_to_every_sequence(toy_ws: Workspace) -> None:
     assert m["provenance"]["bos_token_id"] == toy_tokenizer().bos_token_id
 
 
-def test_auto_bos_follows_the_tokenizer(toy_ws: Workspace) -> None:
-    # The toy tokenizer adds no BOS by itself, like GPT-2 and SmolLM2.
+def test_bos_is_prepended_by_default_when_the_tokenizer_defines_one(toy_ws: Workspace) -> None:
+    # The toy tokenizer defines BOS but does not add it by itself, like SmolLM2's: the
+    # default puts it first anyway (SAELens's default), so the attention sink lands on it.
+    assert toy_tokenizer()("a")["input_ids"][0] != toy_tokenizer().bos_token_id
     m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32))
-    assert m["provenance"]["bos_token_id"] is None
+    bos = toy_tokenizer().bos_token_id
+    assert m["name"] == "pydoc.toy.ctx32.bos"
+    assert m["provenance"]["bos_token_id"] == bos and m["provenance"]["prepend_bos"] is True
+    assert m["provenance"]["bos_token"] == "<s>"
+    ids, _ = open_tokenized(toy_ws, m["name"]).slice(0, 5)
+    assert (ids[:, 0] == bos).all()
+    # "no" keeps the old behaviour, under its own name
+    plain = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32, prepend_bos="no"))
+    assert plain["name"] == "pydoc.toy.ctx32" and plain["provenance"]["prepend_bos"] is False
+
+
+def test_no_bos_for_a_tokenizer_without_one(toy_ws: Workspace, tmp_path: Path) -> None:
+    from toy import toy_model
+
+    from mistudio.core.models import add_model, load_tokenizer
+
+    folder = tmp_path / "nobos"
+    toy_model("qwen2").save_pretrained(folder)
+    tok = toy_tokenizer()
+    tok = type(tok)(tokenizer_object=tok.backend_tokenizer, eos_token="</s>", pad_token="<pad>")
+    assert tok.bos_token_id is None
+    tok.save_pretrained(folder)
+    add_model(toy_ws, "nobos", str(folder))
+    m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "nobos", 32))
+    assert m["name"] == "pydoc.nobos.ctx32" and m["provenance"]["bos_token_id"] is None
+    ids, _ = open_tokenized(toy_ws, m["name"]).slice(0, 3)
+    first = load_tokenizer(toy_ws, "nobos")(open_dataset(toy_ws, "pydoc").column("text")[0]
+                                             .as_py(), add_special_tokens=False)["input_ids"]
+    assert ids[0].tolist() == first[:32]  # text from the first token on
+    with pytest.raises(InvalidInputError, match="defines no BOS token"):
+        tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "nobos", 32, prepend_bos="yes"))
+
+
+def test_a_set_found_by_name_must_match(toy_ws: Workspace) -> None:
+    tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32), name="mine")
+    with pytest.raises(InvalidInputError, match="exists with other settings: context length 32"):
+        tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 64), name="mine")
+    with pytest.raises(InvalidInputError, match="BOS first"):
+        tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32, prepend_bos="no"),
+                         name="mine")
 
 
 def test_truncate_mode_pads_with_a_mask(toy_ws: Workspace) -> None:

@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default="smollm2-135m")
     sp.add_argument("--context-length", type=int, default=128)
     sp.add_argument("--mode", choices=["concat", "truncate"], default="concat")
-    sp.add_argument("--prepend-bos", choices=["auto", "yes", "no"], default="auto")
-    sp.add_argument("--name", help="default: DATASET.MODEL.ctxN")
+    sp.add_argument("--prepend-bos", choices=["auto", "yes", "no"], default="auto",
+                    help="start each sequence with BOS: auto (default) whenever the tokenizer "
+                    "defines one, so the attention sink sits on a position extraction drops")
+    sp.add_argument("--name", help="default: DATASET.MODEL.ctxN (plus .bos when BOS is first)")
     sp.add_argument("--overwrite", action="store_true")
 
     actions(add("tokenized", cmd_tokenized, "list and show tokenized sets"), cmd_tokenized)
@@ -121,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     sp.add_argument("--chunk-rows", type=int, default=65536)
     sp.add_argument("--keep-first-position", action="store_true")
+    sp.add_argument("--massive-factor", type=float, default=10.0,
+                    help="flag tokens whose norm exceeds this multiple of the median (attention "
+                    "sinks); training, evaluation and analysis leave them out (default 10)")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--model-dtype", default="auto")
     sp.add_argument("--overwrite", action="store_true")
@@ -161,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="give dead latents new directions every N steps (default: off)")
     sp.add_argument("--seed", type=int)
     sp.add_argument("--device")
+    sp.add_argument("--keep-massive", action="store_true",
+                    help="train and evaluate on massive tokens too (flagged at extraction)")
     sp.add_argument("--resume", action="store_true",
                     help="require an interrupted run to continue (re-running resumes anyway)")
     sp.add_argument("--overwrite", action="store_true")

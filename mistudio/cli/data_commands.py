@@ -6,7 +6,9 @@ import argparse
 import time
 
 from mistudio.cli.output import cli_task, emit, fmt_dict, table
+from mistudio.cli.sae_commands import ev_phrase
 from mistudio.core.errors import MiStudioError
+from mistudio.core.massive import describe_positions
 from mistudio.core.workspace import Workspace
 
 
@@ -96,7 +98,11 @@ def cmd_tokenized(args: argparse.Namespace, ws: Workspace) -> None:
         from mistudio.core.tokenization import open_tokenized
 
         m = open_tokenized(ws, args.name).manifest
+        prov = m["provenance"]
+        bos = (f"{prov.get('bos_token') or prov['bos_token_id']!s} first in every sequence"
+               if prov.get("bos_token_id") is not None else "not prepended")
         emit(args, m, lambda m: fmt_dict({k: m[k] for k in ("name", "config", "summary")}) +
+             f"\nBOS: {bos}" +
              "\ntop tokens: " + ", ".join(f"{t['token']!r} ({t['count']})"
                                           for t in m["stats"]["top_tokens"][:15]))
 
@@ -110,14 +116,17 @@ def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
     layers = tuple(args.layer) if args.layer else (default_layer(model_info(ws, args.model).n_layers),)
     cfg = ExtractConfig(args.model, args.dataset, layers, tuple(args.hook or ["resid_post"]),
                         args.context_length, args.max_tokens, args.batch_size, args.dtype,
-                        args.chunk_rows, args.keep_first_position, args.device, args.model_dtype)
+                        args.chunk_rows, args.keep_first_position, args.massive_factor, args.device,
+                        args.model_dtype)
     name = args.name or f"{args.model}.{'-'.join(map(str, layers))}.{'-'.join(cfg.hooks)}"
     with cli_task(args) as task:
         m = extract_activations(ws, cfg, name, task, overwrite=args.overwrite)
     s = m["summary"]
     emit(args, m, lambda m: f"Activation set {m['name']}: {s['tokens']:,} tokens x "
          f"{s['d_model']} at {', '.join(s['hook_points'])} ({s['chunks']} chunks, "
-         f"{(s['tokens_per_s'] or 0):,.0f} tokens/s).")
+         f"{(s['tokens_per_s'] or 0):,.0f} tokens/s).\nMassive tokens: "
+         f"{describe_positions(m.get('massive'))} (kept on disk, left out of training, "
+         "evaluation and analysis unless --keep-massive).")
 
 
 def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
@@ -126,14 +135,16 @@ def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
         emit(args, [a._asdict() for a in arts], lambda _: table(
             [[a.name, a.config.get("model"), ",".join(
                 f"{layer}.{hook}" for layer, hook in a.config.get("sites", [])),
-              a.summary.get("tokens"), a.status] for a in arts],
-            ["NAME", "MODEL", "HOOK POINTS", "TOKENS", "STATUS"]))
+              a.summary.get("tokens"), a.summary.get("massive_tokens", "?"), a.status]
+             for a in arts],
+            ["NAME", "MODEL", "HOOK POINTS", "TOKENS", "MASSIVE", "STATUS"]))
     elif args.action == "show":
         from mistudio.core.activations import open_activations
 
         m = open_activations(ws, args.name).manifest
         emit(args, m, lambda m: fmt_dict({"name": m["name"], "status": m["status"],
-                                            "summary": m["summary"], "stats": m["stats"]}))
+                                            "summary": m["summary"], "stats": m["stats"]})
+             + f"\nmassive tokens: {describe_positions(m.get('massive'))}")
     elif args.action == "remove":
         ws.remove("activations", args.name)
         emit(args, {"removed": args.name}, f"Removed activation set {args.name}.")
@@ -190,10 +201,12 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
         f"  activations {a['name']}: layer {a['layer']} {a['hook']}, {a['tokens']:,} tokens x "
         f"{a['d_model']}" + (" (reused)" if a["reused"] else
                              f", {(a.get('tokens_per_s') or 0):,.0f} tokens/s"),
-        "  sae         {name}: {architecture} {d_in} -> {d_sae}, {steps} steps; explained variance "
-        "{explained_variance:.3f}, L0 {l0:.1f}, dead {dead_fraction:.1%}, CE loss score "
+        f"              massive tokens: {describe_positions(a.get('massive'))}",
+        "  sae         {name}: {architecture} {d_in} -> {d_sae}, {steps} steps; {ev}, "
+        "L0 {l0:.1f}, dead {dead_fraction:.1%}, CE loss score "
         "{ce_loss_score:.3f}, KL {kl_div:.3f}{reused}".format(
-            **{**r["sae"], "reused": " (reused)" if r["sae"]["reused"] else ""}),
+            **{**r["sae"], "ev": ev_phrase(r["sae"]),
+               "reused": " (reused)" if r["sae"]["reused"] else ""}),
         "  features    {name}: {alive:,} live, {dead:,} dead on {n_tokens:,} tokens; {score_ge_0_7} "
         "of {labelled} labelled features score >= 0.7 on held-out contexts{reused}".format(
             **{**r["features"], "reused": " (analysis reused)" if r["features"]["reused"] else ""}),

@@ -18,6 +18,20 @@ SWEEP_OPTIONS = {"architecture": "arch", "expansion": "expansion", "k": "k", "l1
                  "l0": "l0", "target_l0": "target-l0", "lr": "lr", "optimizer": "optimizer"}
 
 
+def ev_phrase(s: dict[str, Any]) -> str:
+    """"explained variance 0.851 (0.960 over all tokens, 1 massive included)": the all-token
+    figure only where massive tokens were left out and it differs."""
+    ev = s.get("explained_variance")
+    if ev is None:
+        return "explained variance n/a"
+    text = f"explained variance {ev:.3f}"
+    ev_all, n = s.get("explained_variance_all_tokens"), s.get("massive_excluded") or 0
+    if n and ev_all is not None and abs(ev_all - ev) >= 0.0005:
+        text += (f" ({ev_all:.3f} over all tokens, {n:,} massive token{'s' if n != 1 else ''} "
+                 "included)")
+    return text
+
+
 def num_list(kind: type) -> Callable[[str], list[Any]]:
     """argparse type: one number or a comma-separated list of them."""
     def parse(text: str) -> list[Any]:
@@ -42,7 +56,7 @@ def train_configs(args: argparse.Namespace) -> list[tuple[Any, str]]:
     """Every combination of the listed values, each with a name that says what varies."""
     from mistudio.core.sae.trainer import TrainConfig
 
-    fixed = ("hook", "target_hook", "skip", "steps", "batch_size", "seed", "device",
+    fixed = ("hook", "target_hook", "skip", "steps", "batch_size", "seed", "device", "keep_massive",
              "grad_accumulation", "checkpoint_every", "resample_dead_every", "warmup_steps",
              "mixed_precision", "early_stop_patience")
     base = {f: getattr(args, f) for f in fixed if getattr(args, f) is not None}
@@ -98,8 +112,8 @@ def cmd_train(args: argparse.Namespace, ws: Workspace) -> None:
     for m in manifests:
         s = m["summary"]
         lines.append(f"SAE {m['name']}: {s['architecture']}, {s['d_in']} -> {s['d_sae']}, "
-                     f"{s['steps']:,} steps on {s['tokens']:,} tokens; explained variance "
-                     f"{s['explained_variance']:.3f}, L0 {s['l0']:.1f}, dead "
+                     f"{s['steps']:,} steps on {s['tokens']:,} tokens; {ev_phrase(s)}, "
+                     f"L0 {s['l0']:.1f}, dead "
                      f"{s['dead_fraction']:.1%}.")
     emit(args, manifests[0] if len(manifests) == 1 else manifests, "\n".join(lines))
 
@@ -133,8 +147,9 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace) -> None:
         f"  CE loss  clean {r['ce_loss_clean']:.4f}  with SAE {r['ce_loss_sae']:.4f}  "
         f"zero-ablated {r['ce_loss_zero']:.4f}",
         f"  CE loss score {r['ce_loss_score']:.3f}   KL divergence {r['kl_div']:.4f}",
-        f"  explained variance {r['explained_variance']:.3f}   L0 {r['l0']:.1f}   "
-        f"dead {r['dead_fraction']:.1%}"]))
+        f"  {ev_phrase(r)}   L0 {r['l0']:.1f}   dead {r['dead_fraction']:.1%}"]
+        + ([f"  {r['massive_passed_through']:,} massive tokens passed through unchanged"]
+           if r.get("massive_passed_through") else [])))
 
 
 def cmd_import(args: argparse.Namespace, ws: Workspace) -> None:

@@ -2,9 +2,13 @@
 
 Layout of ``activations/NAME/``::
 
-    manifest.json                 model, dataset, hook points, dtype, chunks, statistics
+    manifest.json                 model, dataset, hook points, dtype, chunks, statistics,
+                                  massive-token report (see mistudio.core.massive)
     positions/chunk_00000.npy     int32 [rows, 2]: (sequence index, position) of every row
+    norms/chunk_00000.npy         float32 [rows, n_hook_points]: each row's norm per hook point
     layers.6.resid_post/chunk_00000.npy   float16 [rows, d_model]
+    massive_rows.npy              int64: rows flagged as massive (left out of training,
+                                  evaluation and analysis by default)
 
 Every hook point of a set has the same rows in the same order, so row ``i`` of
 ``layers.6.mlp_in`` and of ``layers.6.mlp_out`` come from the same token (transcoders train on
@@ -21,9 +25,12 @@ from typing import Any
 import numpy as np
 
 from mistudio.core.errors import CorruptedError, InvalidInputError
-from mistudio.core.workspace import MANIFEST, Workspace, read_json
+from mistudio.core.massive import DEFAULT_FACTOR, flag_massive
+from mistudio.core.workspace import MANIFEST, Workspace, read_json, write_json_atomic, write_npy_atomic
 
 POSITIONS = "positions"
+NORMS = "norms"
+MASSIVE_ROWS = "massive_rows.npy"
 
 
 def chunk_file(folder: Path, key: str, index: int) -> Path:
@@ -61,7 +68,7 @@ class ActivationSet:
 
     def chunk(self, key: str, index: int) -> np.ndarray:
         """One chunk of one hook point, memory-mapped: [rows, d_model]."""
-        if key not in self.keys and key != POSITIONS:
+        if key not in self.keys and key not in (POSITIONS, NORMS):
             raise InvalidInputError(f"This activation set has no hook point {key!r}.",
                                     f"It has: {', '.join(self.keys)}.")
         path = chunk_file(self.path, key, index)
@@ -98,28 +105,77 @@ class ActivationSet:
                 break
             parts.append(self.chunk(key, i)[max(start, lo) - lo: min(stop, hi) - lo])
         if not parts:
-            width = 2 if key == POSITIONS else self.d_model
-            return np.zeros((0, width), np.int32 if key == POSITIONS else self.dtype)
+            width = {POSITIONS: 2, NORMS: len(self.keys)}.get(key, self.d_model)
+            dtype = {POSITIONS: np.int32, NORMS: np.float32}.get(key, self.dtype)
+            return np.zeros((0, width), dtype)
         return np.concatenate(parts)
 
     def norm_stats(self, key: str) -> NormStats:
+        """Norm statistics over the rows that are kept (massive rows left out)."""
         s = self.manifest["stats"][key]
         return NormStats(int(s["count"]), float(s["mean_norm"]), float(s["std_norm"]),
                          float(s["scale_to_sqrt_d"]))
 
+    # -- massive tokens (mistudio.core.massive) ---------------------------------------------
+    @property
+    def massive(self) -> dict[str, Any]:
+        """The manifest's massive-token report (count, per-hook thresholds, positions)."""
+        return self.manifest.get("massive") or {"count": 0, "factor": DEFAULT_FACTOR,
+                                                "by_hook": {}, "positions": {}}
 
-def summarize_norms(chunks: list[dict[str, Any]], keys: list[str], d_model: int) -> dict[str, Any]:
-    """Combine per-chunk norm sums into mean / std / scale per hook point."""
-    out = {}
-    for key in keys:
-        n = sum(c["norms"][key]["n"] for c in chunks)
-        s1 = sum(c["norms"][key]["sum"] for c in chunks)
-        s2 = sum(c["norms"][key]["sum_sq"] for c in chunks)
-        mean = s1 / n if n else 0.0
-        std = max(s2 / n - mean * mean, 0.0) ** 0.5 if n else 0.0
-        out[key] = {"count": n, "mean_norm": mean, "std_norm": std,
-                    "scale_to_sqrt_d": (d_model ** 0.5) / mean if mean > 0 else 1.0}
-    return out
+    def massive_rows(self) -> np.ndarray:
+        """Sorted int64 indices of the rows flagged as massive."""
+        if not self.massive.get("count"):
+            return np.zeros(0, np.int64)
+        try:
+            return np.load(self.path / MASSIVE_ROWS).astype(np.int64)
+        except (OSError, ValueError) as err:
+            raise CorruptedError(f"The massive-token flags of {self.path} are damaged ({err}).",
+                                 "Extract the set again with --overwrite.") from err
+
+    def excluded_rows(self, keep_massive: bool = False) -> np.ndarray:
+        """Rows that training, evaluation and analysis leave out."""
+        return np.zeros(0, np.int64) if keep_massive else self.massive_rows()
+
+    def kept_mask(self, start: int, stop: int, keep_massive: bool = False) -> np.ndarray:
+        """bool [stop - start]: which of rows ``start:stop`` are used."""
+        mask = np.ones(max(stop - start, 0), dtype=bool)
+        rows = self.excluded_rows(keep_massive)
+        inside = rows[(rows >= start) & (rows < stop)]
+        mask[inside - start] = False
+        return mask
+
+
+def finish_massive(folder: Path, manifest: dict[str, Any], factor: float) -> None:
+    """Flag massive rows from the stored norms; fill the manifest's ``massive`` and ``stats``
+    sections and write ``massive_rows.npy`` (the caller writes the manifest)."""
+    acts = ActivationSet(folder, manifest)
+    norms, positions = _all_norms(acts), acts.row_positions(0, acts.n_rows)
+    flags = flag_massive(norms, acts.keys, positions, acts.d_model, factor)
+    write_npy_atomic(folder / MASSIVE_ROWS, flags.rows)
+    manifest["massive"] = flags.report
+    manifest["stats"] = flags.stats
+    manifest.setdefault("summary", {})["massive_tokens"] = flags.report["count"]
+
+
+def _all_norms(acts: ActivationSet) -> np.ndarray:
+    """[n_rows, n_keys] float32 norms: the stored ones, or computed from the rows for sets
+    extracted before norms were stored (and then stored, so it happens once)."""
+    out = []
+    for i in range(len(acts.chunks)):
+        path = chunk_file(acts.path, NORMS, i)
+        if path.is_file():
+            out.append(acts.chunk(NORMS, i))
+            continue
+        cols = [np.linalg.norm(acts.chunk(k, i).astype(np.float32), axis=1) for k in acts.keys]
+        arr = np.stack(cols, axis=1).astype(np.float32)  # [rows, n_keys]
+        try:
+            path.parent.mkdir(exist_ok=True)
+            write_npy_atomic(path, arr)
+        except OSError:
+            pass  # a read-only workspace: computed again next time
+        out.append(arr)
+    return np.concatenate(out) if out else np.zeros((0, len(acts.keys)), np.float32)
 
 
 def open_activations(ws: Workspace, name: str) -> ActivationSet:
@@ -132,4 +188,11 @@ def open_activations(ws: Workspace, name: str) -> ActivationSet:
         raise InvalidInputError(
             f"Activation set {name!r} is incomplete ({done:,} tokens so far).",
             "Run the same `mistudio extract` command again to resume it.")
+    if "massive" not in manifest:  # extracted before massive tokens were flagged: flag once
+        finish_massive(path, manifest, DEFAULT_FACTOR)
+        try:
+            write_json_atomic(path / MANIFEST, manifest)
+            ws.register(manifest, path)
+        except OSError:
+            pass  # read-only: flagged again next time
     return ActivationSet(path, manifest)

@@ -9,7 +9,6 @@ reused. The manifest lists only complete chunks, so a resumed run continues afte
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,14 +19,22 @@ import numpy as np
 import torch
 
 from mistudio import __version__
-from mistudio.core.activations import POSITIONS, chunk_file, summarize_norms
+from mistudio.core.activations import NORMS, POSITIONS, chunk_file, finish_massive
 from mistudio.core.adapters import hook_key, validate_hooks
 from mistudio.core.errors import Cancelled, InvalidInputError, NotFoundError, ResourceError
 from mistudio.core.hooks import capture, forward
 from mistudio.core.jobs import SubTask, TaskState, check_cancelled, silent_task
+from mistudio.core.massive import DEFAULT_FACTOR
 from mistudio.core.models import LoadedModel, load_model, model_info
 from mistudio.core.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
-from mistudio.core.workspace import MANIFEST, Workspace, building, read_json, write_json_atomic
+from mistudio.core.workspace import (
+    MANIFEST,
+    Workspace,
+    building,
+    read_json,
+    write_json_atomic,
+    write_npy_atomic,
+)
 
 # Fields that change what is stored; a partial run resumes only if they are all the same.
 _DATA_FIELDS = ("model", "dataset", "layers", "hooks", "context_length", "max_tokens", "dtype",
@@ -58,6 +65,9 @@ class ExtractConfig:
     """Rows per chunk file (the unit of resumption and of memory use)."""
     keep_first_position: bool = False
     """Keep position 0 (BOS, or the attention-sink token, whose norm is an outlier)."""
+    massive_factor: float = DEFAULT_FACTOR
+    """Flag rows whose norm exceeds this multiple of the hook point's median norm (attention
+    sinks); they stay on disk but training, evaluation and analysis leave them out by default."""
     device: str = "auto"
     """auto, cpu, cuda, cuda:N or mps."""
     model_dtype: str = "auto"
@@ -74,6 +84,9 @@ class ExtractConfig:
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise InvalidInputError(f"--max-tokens must be positive, got {self.max_tokens}.",
                                     "Omit it to use the whole dataset.")
+        if not (self.massive_factor > 1.0 and self.massive_factor < float("inf")):
+            raise InvalidInputError(f"--massive-factor must be a number above 1, got "
+                                    f"{self.massive_factor}.", "Use e.g. --massive-factor 10.")
         if self.dtype not in ("float16", "float32"):
             raise InvalidInputError(f"Unknown storage dtype {self.dtype!r}.",
                                     "Use float16 or float32.")
@@ -116,18 +129,15 @@ class _Chunks:
         self.out, self.keys, self.manifest = out, keys, manifest
         self.data = {k: np.empty((capacity, d_model), dtype) for k in keys}
         self.pos = np.empty((capacity, 2), np.int32)
+        self.row_norms = np.empty((capacity, len(keys)), np.float32)  # per row, per hook point
         self.fill = 0
-        self.norms = {k: [0, 0.0, 0.0] for k in keys}  # n, sum, sum of squares
 
-    def add(self, rows: dict[str, torch.Tensor], positions: np.ndarray) -> None:
+    def add(self, rows: dict[str, torch.Tensor], norms: dict[str, torch.Tensor],
+            positions: np.ndarray) -> None:
         n = len(positions)
-        for key, value in rows.items():
-            norms = value.double().norm(dim=-1)  # float64: the variance is a small difference
-            acc = self.norms[key]
-            acc[0] += n
-            acc[1] += float(norms.sum())
-            acc[2] += float((norms * norms).sum())
+        for j, (key, value) in enumerate(rows.items()):
             self.data[key][self.fill:self.fill + n] = value.numpy()
+            self.row_norms[self.fill:self.fill + n, j] = norms[key].numpy()
         self.pos[self.fill:self.fill + n] = positions
         self.fill += n
 
@@ -136,20 +146,13 @@ class _Chunks:
         if self.fill == 0:
             return
         index = len(self.manifest["chunks"])
-        for key, buf in [*self.data.items(), (POSITIONS, self.pos)]:
+        for key, buf in [*self.data.items(), (POSITIONS, self.pos), (NORMS, self.row_norms)]:
             path = chunk_file(self.out, key, index)
             path.parent.mkdir(exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, buf[: self.fill])
-            os.replace(tmp, path)
-        self.manifest["chunks"].append({
-            "rows": self.fill, "seq_end": seq_end,
-            "norms": {k: {"n": v[0], "sum": v[1], "sum_sq": v[2]} for k, v in self.norms.items()},
-        })
+            write_npy_atomic(path, buf[: self.fill])
+        self.manifest["chunks"].append({"rows": self.fill, "seq_end": seq_end})
         write_json_atomic(self.out / MANIFEST, self.manifest)
         self.fill = 0
-        self.norms = {k: [0, 0.0, 0.0] for k in self.keys}
 
 
 def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
@@ -172,6 +175,8 @@ def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
     tokens = open_tokenized(ws, tok_name)
     keys = [hook_key(layer, hook) for layer, hook in cfg.sites]
     manifest = _start_or_resume(partial, cfg, name, tok_name, keys, info.d_model, overwrite)
+    manifest["provenance"]["prepend_bos"] = tokens.manifest["provenance"].get("bos_token_id") \
+        is not None
     _mark_partial(ws, name, partial, manifest)  # visible (and resumable) even after a crash
     seq_start = manifest["chunks"][-1]["seq_end"] if manifest["chunks"] else 0
     done_rows = sum(c["rows"] for c in manifest["chunks"])
@@ -210,11 +215,14 @@ def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
                     where = keep.nonzero()  # [n_keep, 2]: (row in batch, position)
                     where = where[: target - done_rows]
                     flat = where[:, 0] * ids.shape[1] + where[:, 1]
-                    rows = {k: captured[k].reshape(-1, captured[k].shape[-1])[flat]  # [n, d]
-                            .to(store_dtype).cpu() for k in keys}
+                    picked = {k: captured[k].reshape(-1, captured[k].shape[-1])[flat]  # [n, d]
+                              for k in keys}
+                    rows = {k: v.to(store_dtype).cpu() for k, v in picked.items()}
+                    # norms of what the model computed (before any float16 rounding)
+                    norms = {k: v.float().norm(dim=-1).cpu() for k, v in picked.items()}
                     positions = where.cpu().numpy().astype(np.int32)
                     positions[:, 0] += seq
-                    chunks.add(rows, positions)
+                    chunks.add(rows, norms, positions)
                     done_rows += len(positions)
                     forwarded += int(mask.sum())
                     seq = stop
@@ -242,8 +250,10 @@ def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
                                     "excluding BOS and padding.", "Use a larger dataset.")
         elapsed = time.perf_counter() - t0
         manifest["status"] = "complete"
-        manifest["stats"] = summarize_norms(manifest["chunks"], keys, info.d_model)
-        manifest["summary"] = {"tokens": done_rows, "hook_points": keys, "d_model": info.d_model,
+        task.set_status("Flagging massive tokens")
+        finish_massive(partial, manifest, cfg.massive_factor)
+        manifest["summary"] = {"tokens": done_rows, "massive_tokens": manifest["massive"]["count"],
+                               "hook_points": keys, "d_model": info.d_model,
                                "chunks": len(manifest["chunks"]),
                                "bytes": done_rows * row_bytes,
                                # tokens through the model per second, this run
@@ -284,7 +294,7 @@ def _start_or_resume(partial: Path, cfg: ExtractConfig, name: str, tok_name: str
 def _drop_orphans(partial: Path, manifest: dict[str, Any], keys: list[str]) -> None:
     """Remove chunk files written after the manifest's last complete chunk (a crash mid-flush)."""
     n = len(manifest["chunks"])
-    for key in [*keys, POSITIONS]:
+    for key in [*keys, POSITIONS, NORMS]:
         for f in (partial / key).glob("*.npy*") if (partial / key).is_dir() else ():
             stem = f.name.lstrip(".").split(".")[0]
             if not stem.startswith("chunk_") or int(stem[6:]) >= n:

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from mistudio.core.activations import open_activations
 from mistudio.core.datasets import ensure_builtin_dataset
 from mistudio.core.extraction import ExtractConfig, default_layer, extract_activations
 from mistudio.core.jobs import SubTask, TaskState, silent_task
@@ -63,7 +64,8 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
         "dataset": {"name": dataset, **ws.catalog.get("dataset", dataset).summary},
         "tokenized": {"name": tok["name"], **tok["summary"]},
         "activations": {"name": QUICKSTART_NAME, "layer": layer, "hook": "resid_post",
-                        "reused": bool(acts.get("reused")), **acts["summary"]},
+                        "reused": bool(acts.get("reused")), **acts["summary"],
+                        "massive": open_activations(ws, QUICKSTART_NAME).massive},
         "sae": sae,
         "features": features,
         "steering": steer,

@@ -3,9 +3,15 @@
 Two ways to make sequences of ``context_length`` tokens:
 
 - ``concat`` (default): documents are joined into one stream, separated by the end-of-text
-  token, and cut into sequences; each starts with BOS when the model's tokenizer adds one
-  (``prepend_bos='auto'``). No padding, no wasted compute; the tail shorter than one sequence is
-  dropped.
+  token, and cut into sequences; each starts with BOS whenever the model's tokenizer defines one
+  (``prepend_bos='auto'``, SAELens's default). No padding, no wasted compute; the tail shorter
+  than one sequence is dropped.
+
+Why BOS by default: models park attention on the first token of a sequence and give it an
+activation norm tens of times the typical one. With BOS first, that sink is the BOS position,
+which extraction drops; without it (SmolLM2's tokenizer adds none) the sink lands on the first
+text tokens, which would then be stored and dominate training and metrics
+(:mod:`mistudio.core.massive`).
 - ``truncate``: one sequence per document, cut at the context length and padded, with an
   attention mask.
 """
@@ -45,7 +51,9 @@ class TokenizeConfig:
     mode: Literal["concat", "truncate"] = "concat"
     """concat: join documents and cut; truncate: one padded sequence per document."""
     prepend_bos: Literal["auto", "yes", "no"] = "auto"
-    """Start each sequence with BOS; auto follows the tokenizer (what the model was trained on)."""
+    """Start each sequence with BOS: auto = whenever the tokenizer defines a BOS token; yes =
+    the same, refusing a tokenizer without one; no = never (the text's first token then takes
+    the attention sink)."""
 
     def __post_init__(self) -> None:
         if not 2 <= self.context_length <= 1_000_000:
@@ -58,8 +66,10 @@ class TokenizeConfig:
             raise InvalidInputError(f"Unknown --prepend-bos value {self.prepend_bos!r}.",
                                     "Use auto, yes or no.")
 
-    def default_name(self) -> str:
-        return f"{self.dataset}.{self.model}.ctx{self.context_length}"
+    def default_name(self, with_bos: bool = False) -> str:
+        """DATASET.MODEL.ctxN, plus ``.bos`` when sequences start with BOS."""
+        return f"{self.dataset}.{self.model}.ctx{self.context_length}" + (
+            ".bos" if with_bos else "")
 
 
 class TokenizedSet:
@@ -100,15 +110,32 @@ class TokenizedSet:
         return np.concatenate(ids), np.concatenate(masks)
 
 
-def _bos_policy(tokenizer: Any, prepend_bos: str) -> int | None:
+def bos_policy(tokenizer: Any, prepend_bos: str) -> int | None:
     """The BOS id to put first in each sequence, or None."""
     bos = tokenizer.bos_token_id
-    if prepend_bos == "no" or bos is None:
+    if prepend_bos == "no":
         return None
-    if prepend_bos == "yes":
-        return int(bos)
-    probe = tokenizer("a")["input_ids"]
-    return int(bos) if probe and probe[0] == bos else None
+    if bos is None:
+        if prepend_bos == "yes":
+            raise InvalidInputError("This model's tokenizer defines no BOS token.",
+                                    "Use --prepend-bos auto or no.")
+        return None
+    return int(bos)
+
+
+def _check_same(manifest: dict[str, Any], cfg: TokenizeConfig, bos: int | None) -> None:
+    """A tokenized set found by name must be what ``cfg`` asks for."""
+    have = manifest.get("config", {})
+    diffs = [f"{f.replace('_', ' ')} {have.get(f)!r} (asked: {getattr(cfg, f)!r})"
+             for f in ("dataset", "model", "context_length", "mode") if have.get(f) != getattr(cfg, f)]
+    old_bos = manifest.get("provenance", {}).get("bos_token_id")
+    if old_bos != bos:
+        diffs.append(f"BOS {'first' if old_bos is not None else 'not prepended'} (asked: "
+                     f"{'first' if bos is not None else 'not prepended'})")
+    if diffs:
+        raise InvalidInputError(
+            f"Tokenized set {manifest.get('name')!r} exists with other settings: "
+            f"{'; '.join(diffs)}.", "Give the new set another --name, or pass --overwrite.")
 
 
 def _documents(table: pa.Table, tokenizer: Any) -> Iterator[list[list[int]]]:
@@ -122,20 +149,22 @@ def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None
                      task: TaskState | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Tokenize ``cfg.dataset`` with ``cfg.model``'s tokenizer into ``tokenized/NAME``."""
     task = task or silent_task()
-    name = name or cfg.default_name()
+    info = model_info(ws, cfg.model)
+    task.set_status(f"Loading the tokenizer of {cfg.model}")
+    tokenizer = load_tokenizer(ws, cfg.model, task)
+    bos = bos_policy(tokenizer, cfg.prepend_bos)
+    name = name or cfg.default_name(bos is not None)
     existing = ws.catalog.find("tokenized", name)
     if existing and not overwrite:
-        return read_json(Path(existing.path) / MANIFEST, f"tokenized set {name!r}",
-                         "Tokenize again with --overwrite.")
+        manifest = read_json(Path(existing.path) / MANIFEST, f"tokenized set {name!r}",
+                             "Tokenize again with --overwrite.")
+        _check_same(manifest, cfg, bos)
+        return manifest
     table = open_dataset(ws, cfg.dataset)
-    info = model_info(ws, cfg.model)
     if cfg.context_length > info.max_context:
         raise InvalidInputError(f"Context length {cfg.context_length} exceeds the model's "
                                 f"maximum of {info.max_context}.",
                                 f"Use --context-length {min(1024, info.max_context)} or less.")
-    task.set_status(f"Loading the tokenizer of {cfg.model}")
-    tokenizer = load_tokenizer(ws, cfg.model, task)
-    bos = _bos_policy(tokenizer, cfg.prepend_bos)
     sep = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ctx = cfg.context_length
@@ -197,6 +226,9 @@ def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None
         manifest = {
             "kind": "tokenized", "name": name, "status": "complete", "config": asdict(cfg),
             "provenance": {"dataset": cfg.dataset, "model": cfg.model, "bos_token_id": bos,
+                           "prepend_bos": bos is not None,
+                           "bos_token": tokenizer.convert_ids_to_tokens(bos)
+                           if bos is not None else None,
                            "separator_token_id": sep, "pad_token_id": pad,
                            "mistudio": __version__, "created": time.time()},
             "summary": {"documents": n_docs, "sequences": n_seq, "tokens": n_tokens,

@@ -163,19 +163,51 @@ def building(final: Path, partial: Path, keep_partial: bool = False) -> Iterator
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``."""
+@contextmanager
+def atomic_write(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator[Any]:
+    """Write ``path`` all or nothing: a temporary file in the same folder, flushed and fsynced,
+    renamed over ``path``, then the folder fsynced so the rename itself survives a power loss.
+    On any error (a full disk included) the temporary file is removed and ``path`` is untouched."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
+        with os.fdopen(fd, mode, encoding=encoding) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; manifests are ordinary files
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON with :func:`atomic_write`."""
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+
+
+def write_npy_atomic(path: Path, array: Any) -> None:
+    """Write a ``.npy`` file with :func:`atomic_write`."""
+    import numpy as np
+
+    with atomic_write(path) as fh:
+        np.save(fh, array)
 
 
 def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:

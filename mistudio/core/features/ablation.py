@@ -21,6 +21,7 @@ from mistudio.core.adapters import parse_hook_key
 from mistudio.core.errors import InvalidInputError
 from mistudio.core.features.examples import FeatureReader
 from mistudio.core.hooks import capture, forward
+from mistudio.core.massive import sae_threshold, token_mask
 from mistudio.core.models import LoadedModel, load_model
 from mistudio.core.sae.splice import _next_token_ce, replace_site
 from mistudio.core.sae.trainer import open_sae
@@ -62,6 +63,7 @@ class FeatureModel:
         prov = self.reader.manifest["provenance"]
         self.sae, self.meta = open_sae(ws, prov["sae"])
         self.sae = self.sae.float()
+        self.threshold = sae_threshold(self.meta.get("metadata") or {})
         if self.sae.cfg.transcoder:
             raise InvalidInputError("Ablation and attribution work on SAEs, not transcoders.",
                                     "Choose an analysis of an SAE.")
@@ -93,7 +95,8 @@ class FeatureModel:
             valid = mask[:, 2:].bool().clone()
             valid[:, : max(first - 1, 0)] = False  # predictions made at the firing token on
             clean = self.loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            with replace_site(self.loaded, self.hook, remove):
+            with replace_site(self.loaded, self.hook, remove,
+                              lambda h: token_mask(h, self.threshold)):
                 ablated = self.loaded.model(input_ids=ids, attention_mask=mask,
                                             use_cache=False).logits
             c, a = _next_token_ce(clean, ids)[valid], _next_token_ce(ablated, ids)[valid]

@@ -61,6 +61,9 @@ class AnalyzeConfig:
     """Nearest features by decoder cosine and most co-occurring features kept per feature."""
     device: str = "cpu"
     """Device for encoding."""
+    keep_massive: bool = False
+    """Analyse massive tokens too (attention sinks flagged at extraction); off, they fire no
+    feature and do not count in frequencies (see mistudio.core.massive)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 100:
@@ -112,7 +115,8 @@ def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
         stream = _stream(sae, acts, hook, n_rows, cfg, partial, SubTask(task, 0.0, 0.7))
         task.set_status("Indexing features")
         csc = _transpose(partial, stream["n_entries"], sae.cfg.d_sae)
-        stats = _feature_stats(stream, csc, n_rows)
+        n_used = n_rows - stream["excluded"]
+        stats = _feature_stats(stream, csc, n_used)
         np.save(partial / "histograms.npy", _histograms(partial, csc, stats["max_activation"]))
         rows = _row_tokens(acts, tokenized, n_rows)
         np.save(partial / "rows.npy", rows)
@@ -125,7 +129,8 @@ def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
                     "provenance": {"sae": cfg.sae, "activations": acts_name, "model": model,
                                    "hook": hook, "tokenized": tokenized.manifest["name"],
                                    "mistudio": __version__, "created": time.time()},
-                    "summary": {"n_tokens": n_rows, "n_sequences": int(rows[-1, 0] - rows[0, 0] + 1)
+                    "summary": {"n_tokens": n_used, "massive_excluded": stream["excluded"],
+                                "n_rows": n_rows, "n_sequences": int(rows[-1, 0] - rows[0, 0] + 1)
                                 if n_rows else 0, "d_sae": sae.cfg.d_sae,
                                 "n_entries": stream["n_entries"], "top_k": cfg.top_k,
                                 "alive": int((stats["frequency"] > 0).sum()),
@@ -166,6 +171,8 @@ def _stream(sae: Any, acts: ActivationSet, hook: str, n_rows: int, cfg: AnalyzeC
     feats_out = open(folder / "csr_features.bin", "wb")
     vals_out = open(folder / "csr_values.bin", "wb")
     n_entries, encode_s, start = 0, 0.0, 0
+    excluded = acts.excluded_rows(cfg.keep_massive)
+    excluded = excluded[excluded < n_rows]
     # at least two sequences per block, so that every block can end at a sequence boundary
     block = max(cfg.block_rows, 2 * int(acts.manifest["config"].get("context_length", 128)))
     try:
@@ -181,6 +188,8 @@ def _stream(sae: Any, acts: ActivationSet, hook: str, n_rows: int, cfg: AnalyzeC
             t = time.perf_counter()
             latents_RF = sae.encode(x_RD).float().cpu()
             encode_s += time.perf_counter() - t
+            if len(excluded):  # massive rows: no feature fires on them
+                latents_RF[torch.from_numpy(~acts.kept_mask(start, stop, cfg.keep_massive))] = 0.0
             rows_N, feats_N = latents_RF.nonzero(as_tuple=True)  # row-major: CSR order
             vals_N = latents_RF[rows_N, feats_N]
             row_counts[start:stop] = np.bincount(rows_N.numpy(), minlength=stop - start)
@@ -211,7 +220,7 @@ def _stream(sae: Any, acts: ActivationSet, hook: str, n_rows: int, cfg: AnalyzeC
     np.cumsum(row_counts, out=indptr[1:])
     np.save(folder / "csr_indptr.npy", indptr)
     return {"count": count_F.numpy(), "sum": sum_F.numpy(), "max": max_F.numpy(),
-            "n_entries": n_entries, "encode_s": encode_s}
+            "n_entries": n_entries, "encode_s": encode_s, "excluded": len(excluded)}
 
 
 def _transpose(folder: Path, n_entries: int, d_sae: int) -> dict[str, np.ndarray]:

@@ -2,8 +2,9 @@
 encodes every token, and the strongest features per token come back with their activations.
 
 :class:`TextProbe` keeps the model and SAE loaded, so a panel can probe one text after another.
-Position 0 (BOS, or the attention sink whose norm is an outlier) is reported silent, as the
-analysis and the training data leave it out.
+Position 0 (BOS, or the attention sink whose norm is an outlier) and massive tokens (sinks
+elsewhere, :mod:`mistudio.core.massive`) are reported silent, as the analysis and the training
+data leave them out.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mistudio.core.errors import InvalidInputError
 from mistudio.core.features.examples import TokenText
 from mistudio.core.features.store import open_features
 from mistudio.core.hooks import capture, forward
+from mistudio.core.massive import sae_threshold, token_mask
 from mistudio.core.models import LoadedModel, load_model
 from mistudio.core.sae.trainer import open_sae
 from mistudio.core.workspace import Workspace, read_json
@@ -39,6 +41,8 @@ class TextActivations(NamedTuple):
     """[T, k] their activations (0 where padded)."""
     watched_TW: np.ndarray
     """[T, W] activations of the features asked for with ``watch`` (in that order)."""
+    massive_T: np.ndarray | None = None
+    """[T] bool: tokens left silent because their norm marks them as massive."""
 
 
 class TextProbe:
@@ -49,7 +53,8 @@ class TextProbe:
         store = open_features(ws, analysis)
         prov = read_json(store.folder / "manifest.json", f"analysis {analysis}",
                          f"Run `mistudio analyze {analysis} --overwrite`.")["provenance"]
-        self.sae, _ = open_sae(ws, prov["sae"])
+        self.sae, saelens_cfg = open_sae(ws, prov["sae"])
+        self.threshold = sae_threshold(saelens_cfg.get("metadata") or {})
         self.hook = prov["hook"]
         self.loaded = loaded or load_model(ws, prov["model"], device=device)
         self.sae = self.sae.float().to(self.loaded.device)
@@ -78,8 +83,12 @@ class TextProbe:
         layer, site = parse_hook_key(self.hook)
         with capture(self.loaded, [(layer, site)], stop_early=True) as seen:
             forward(self.loaded, ids, torch.ones_like(ids))
-        acts_TF = self.sae.encode(seen[self.hook][0].float())  # [T, d_sae]
+        h_TD = seen[self.hook][0].float()
+        acts_TF = self.sae.encode(h_TD)  # [T, d_sae]
         acts_TF[0] = 0.0  # position 0 is outside what the SAE was trained on
+        massive_T = ~token_mask(h_TD, self.threshold)
+        massive_T[0] = False
+        acts_TF[massive_T] = 0.0
         k = min(k, self.d_sae)
         top = acts_TF.topk(k, dim=-1)
         values_TK = top.values.clamp_min(0.0).cpu().numpy()
@@ -87,7 +96,8 @@ class TextProbe:
         watched = acts_TF[:, list(watch)].cpu().numpy() if watch else np.zeros((len(ids[0]), 0))
         token_ids = ids[0].cpu().numpy()
         return TextActivations(token_ids, self.text.many(token_ids), feats_TK,
-                               values_TK.astype(np.float32), watched.astype(np.float32))
+                               values_TK.astype(np.float32), watched.astype(np.float32),
+                               massive_T.cpu().numpy())
 
 
 def probe_text(ws: Workspace, analysis: str, text: str, k: int = 8,

@@ -2,8 +2,10 @@
 
 Rows are grouped in blocks of ``block_rows`` consecutive rows. Each epoch visits the blocks in a
 seeded random order; ``buffer_rows`` worth of blocks are read into a buffer (float16, as stored),
-shuffled row by row, and cut into batches. The position in this schedule (epoch, buffer, batch)
-is the loader's whole state, so a resumed run sees exactly the batches an uninterrupted run would.
+shuffled row by row, and cut into batches; rows listed in ``exclude`` (massive tokens, see
+:mod:`mistudio.core.massive`) are dropped from every buffer. The position in this schedule
+(epoch, buffer, batch) is the loader's whole state, so a resumed run sees exactly the batches
+an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class ActivationBatches:
                  seed: int = 0, scale_in: float = 1.0, scale_out: float = 1.0,
                  device: torch.device | str = "cpu", block_rows: int = 4096,
                  buffer_rows: int = 65536, rank: int = 0, world_size: int = 1,
-                 n_rows: int | None = None) -> None:
+                 n_rows: int | None = None, exclude: np.ndarray | None = None) -> None:
         self.n_rows = acts.n_rows if n_rows is None else min(n_rows, acts.n_rows)
         """Rows used: the first n_rows of the set (the rest is held out for evaluation)."""
         if self.n_rows < batch_size * world_size:
@@ -36,6 +38,8 @@ class ActivationBatches:
                 f"Activation set {acts.manifest['name']!r} has {self.n_rows:,} training tokens, "
                 f"fewer than one batch of {batch_size:,}.",
                 "Use a smaller --batch-size or extract more tokens.")
+        self.exclude = np.sort(np.asarray(exclude if exclude is not None else [], np.int64))
+        """Rows never put in a batch (sorted)."""
         self.acts, self.key, self.target_key = acts, key, target_key
         self.batch_size, self.seed = batch_size, seed
         self.scale_in, self.scale_out = scale_in, scale_out
@@ -96,12 +100,18 @@ class ActivationBatches:
                      (buffer_index + 1) * self.blocks_per_buffer]
         ranges = [(int(b) * self.block_rows, min((int(b) + 1) * self.block_rows, self.n_rows))
                   for b in sorted(mine)]
+        row_ids = np.concatenate([np.arange(a, z) for a, z in ranges])
         x = np.concatenate([self.acts.gather(self.key, a, z) for a, z in ranges])
         y = (np.concatenate([self.acts.gather(self.target_key, a, z) for a, z in ranges])
              if self.target_key else None)
+        if len(self.exclude):
+            hit = np.searchsorted(self.exclude, row_ids)
+            keep = ~((hit < len(self.exclude)) & (self.exclude[np.minimum(
+                hit, len(self.exclude) - 1)] == row_ids))
+            row_ids, x = row_ids[keep], x[keep]
+            y = y[keep] if y is not None else None
         for arr, key in ((x, self.key), (y, self.target_key)):
             if arr is not None and not np.isfinite(arr).all():
-                row_ids = np.concatenate([np.arange(a, z) for a, z in ranges])
                 bad = row_ids[~np.isfinite(arr).all(axis=1)][:5]
                 raise NonFiniteActivations(
                     f"Activation set {self.acts.manifest['name']!r} has NaN or Inf values at "

@@ -11,6 +11,11 @@ reconstructions y_hat_n:
 - ``dead_fraction``: latents that never fired on the evaluation set; ``dense_fraction``: latents
   firing on more than 10% of tokens;
 - ``log10_density``: log10 of each latent's firing frequency (floor 1 / (N + 1)).
+
+The N tokens are the ones the SAE is meant for: massive tokens (attention sinks, see
+:mod:`mistudio.core.massive`) are left out unless the SAE was trained with them, because one of
+them can carry most of a set's variance. ``explained_variance_all`` and ``mse_all`` are the
+same formulas over every token, reported beside them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ class EvalResult(NamedTuple):
     """[d_sae] log10 firing frequency."""
     density_histogram: dict[str, list[float]]
     """Counts of latents per log10-density bin: {"counts", "edges"}."""
+    n_tokens_all: int
+    """Tokens evaluated including the left-out massive ones."""
+    explained_variance_all: float
+    """Explained variance over every token, massive ones included (for comparison only)."""
+    mse_all: float
 
 
 class ReconstructionStats:
@@ -63,17 +73,25 @@ class ReconstructionStats:
         self.l0_sum += float(active.sum())
         self.fires += active.sum(0).double().cpu()
 
+    def reconstruction(self) -> tuple[float, float]:
+        """(explained variance, mse) of what was added so far."""
+        n = max(self.n, 1)
+        if self.sum_y is None:
+            return float("nan"), float("nan")
+        # sum ||y - mean||^2 = sum ||y||^2 - N ||mean||^2
+        total_var = self.sum_sq_y - float(self.sum_y.pow(2).sum()) / n
+        ev = 1.0 - self.sq_err / total_var if total_var > 0 else float("nan")
+        return ev, self.sq_err / (n * max(self.d_out, 1))
+
     def result(self, n_bins: int = 40) -> EvalResult:
         n = max(self.n, 1)
         assert self.sum_y is not None, "no data"
-        # sum ||y - mean||^2 = sum ||y||^2 - N ||mean||^2
-        total_var = self.sum_sq_y - float(self.sum_y.pow(2).sum()) / n
         freq = self.fires / n
         log10 = torch.log10(freq.clamp_min(1.0 / (n + 1))).numpy()
         counts, edges = np.histogram(log10, bins=n_bins, range=(min(-8.0, float(log10.min())), 0.0))
-        return EvalResult(
-            n_tokens=self.n, mse=self.sq_err / (n * self.d_out),
-            explained_variance=1.0 - self.sq_err / total_var if total_var > 0 else float("nan"),
+        ev, mse = self.reconstruction()
+        return EvalResult(n_tokens_all=self.n, explained_variance_all=ev, mse_all=mse,
+            n_tokens=self.n, mse=mse, explained_variance=ev,
             l0=self.l0_sum / n, dead_fraction=float((self.fires == 0).double().mean()),
             dense_fraction=float((freq > DENSE_THRESHOLD).double().mean()),
             log10_density=log10.astype(np.float32),
@@ -81,22 +99,35 @@ class ReconstructionStats:
 
 
 @torch.no_grad()
-def evaluate(sae: SparseCoder, batches: Iterable[tuple[Tensor, Tensor | None]]) -> EvalResult:
-    """Metrics of ``sae`` (in eval mode, as it will be used) over the given batches."""
+def evaluate(sae: SparseCoder,
+             batches: Iterable[tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None,
+                                                                     Tensor | None]]) -> EvalResult:
+    """Metrics of ``sae`` (in eval mode, as it will be used) over the given batches: (x, y) or
+    (x, y, keep_B), where ``keep_B`` marks the tokens the SAE is meant for (the others count
+    only in the ``*_all`` figures)."""
     was_training = sae.training
     sae.eval()
     stats = ReconstructionStats(sae.cfg.d_sae)
+    every = ReconstructionStats(sae.cfg.d_sae)
     try:
-        for x, y in batches:
+        for x, y, *rest in batches:
+            keep = rest[0] if rest else None
             latents = sae.encode(x)
             y_hat = sae.decode(latents)
             skip = sae.skip_out(x)
             if skip is not None:
                 y_hat = y_hat + skip
-            stats.update(x if y is None else y, y_hat, latents)
+            target = x if y is None else y
+            every.update(target, y_hat, latents)
+            if keep is None:
+                stats.update(target, y_hat, latents)
+            elif bool(keep.any()):
+                stats.update(target[keep], y_hat[keep], latents[keep])
     finally:
         sae.train(was_training)
-    return stats.result()
+    ev_all, mse_all = every.reconstruction()
+    return stats.result()._replace(n_tokens_all=every.n, explained_variance_all=ev_all,
+                                   mse_all=mse_all)
 
 
 def batch_explained_variance(y_BO: Tensor, y_hat_BO: Tensor) -> float:

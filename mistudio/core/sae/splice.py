@@ -11,7 +11,10 @@ passes per batch:
 ``ce_loss_score = (CE_zero - CE_sae) / (CE_zero - CE_clean)`` (1 = as good as the model, 0 = no
 better than deleting the activations), and ``kl_div`` = mean over tokens of
 KL(clean || spliced) of the next-token distributions. Position 0 is never replaced: SAEs here
-are not trained on it (see extraction).
+are not trained on it (see extraction). Nor are massive tokens (attention sinks, see
+:mod:`mistudio.core.massive`) unless the SAE was trained on them: the SAE is applied, and the
+zero ablation made, only on tokens under its norm threshold, so the score measures the SAE on
+the tokens it is meant for while every position's loss still counts.
 """
 
 from __future__ import annotations
@@ -27,22 +30,27 @@ from torch import Tensor
 from mistudio.core.adapters import first_tensor, get_submodule, parse_hook_key
 from mistudio.core.hooks import capture
 from mistudio.core.jobs import TaskState, check_cancelled, silent_task
+from mistudio.core.massive import DEFAULT_FACTOR, sae_threshold, token_mask
 from mistudio.core.models import LoadedModel, load_model
 from mistudio.core.tokenization import open_tokenized
 from mistudio.core.workspace import Workspace
 
 
 @contextmanager
-def replace_site(loaded: LoadedModel, key: str,
-                 fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
-    """Replace a hook point's activations [B, T, D] by ``fn(activations)`` from position 1 on."""
+def replace_site(loaded: LoadedModel, key: str, fn: Callable[[Tensor], Tensor],
+                 keep: Callable[[Tensor], Tensor] | None = None) -> Iterator[None]:
+    """Replace a hook point's activations [B, T, D] by ``fn(activations)`` from position 1 on,
+    only where ``keep(activations)`` [B, T-1] is true when it is given."""
     layer, hook = parse_hook_key(key)
     path, side = loaded.adapter.sites[hook]
     module = get_submodule(loaded.layers[layer], path)
 
     def swap(h: Tensor) -> Tensor:
         out = h.clone()
-        out[:, 1:] = fn(h[:, 1:]).to(h.dtype)
+        new = fn(h[:, 1:]).to(h.dtype)
+        if keep is not None:
+            new = torch.where(keep(h[:, 1:])[..., None], new, h[:, 1:])
+        out[:, 1:] = new
         return out
 
     if side == "input":
@@ -81,24 +89,33 @@ def splice_eval(ws: Workspace, sae: Any, meta: dict[str, Any], n_sequences: int 
     tokens = open_tokenized(ws, tok_name)
     start = max(0, tokens.n_sequences - n_sequences)
     sae = sae.to(loaded.device).float()
+    threshold = sae_threshold(meta)
+    factor = float(meta.get("massive_factor") or DEFAULT_FACTOR)
     ce = {"clean": [], "sae": [], "zero": []}
     kls: list[Tensor] = []
+    skipped = [0]
     for s in range(start, tokens.n_sequences, batch_size):
         check_cancelled(task)
         ids_np, mask_np = tokens.slice(s, min(s + batch_size, tokens.n_sequences))
         ids = torch.from_numpy(ids_np.astype(np.int64)).to(loaded.device)
         mask = torch.from_numpy(mask_np.astype(np.int64)).to(loaded.device)
         valid = mask[:, 2:].bool()
-        clean = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        # the clean pass also reads the SAE's input, to tell which tokens it is applied to
+        with capture(loaded, [parse_hook_key(key)], stop_early=False) as seen:
+            clean = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        meant = token_mask(seen[key][:, 1:], threshold, factor) & mask[:, 1:].bool()  # [B, T-1]
+        skipped[0] += int((~meant & mask[:, 1:].bool()).sum())
         if target == key:
-            ctx = replace_site(loaded, key, lambda h: sae.reconstruct(h.float()))
+            ctx = replace_site(loaded, key, lambda h: sae.reconstruct(h.float()),
+                               lambda h, m=meant: m)
             with ctx:
                 spliced = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         else:  # transcoder: read the input hook point, replace the target
             with capture(loaded, [parse_hook_key(key)], stop_early=False) as seen, replace_site(
-                    loaded, target, lambda h, st=seen: sae.reconstruct(st[key][:, 1:].float())):
+                    loaded, target, lambda h, st=seen: sae.reconstruct(st[key][:, 1:].float()),
+                    lambda h, m=meant: m):
                 spliced = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        with replace_site(loaded, target, torch.zeros_like):
+        with replace_site(loaded, target, torch.zeros_like, lambda h, m=meant: m):
             zero = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         for name, logits in (("clean", clean), ("sae", spliced), ("zero", zero)):
             ce[name].append(_next_token_ce(logits, ids)[valid])
@@ -114,6 +131,7 @@ def splice_eval(ws: Workspace, sae: Any, meta: dict[str, Any], n_sequences: int 
             "ce_loss_score": (means["zero"] - means["sae"]) / gap if gap > 0 else float("nan"),
             "kl_div": float(torch.cat(kls).mean()),
             "eval_tokens": int(sum(len(v) for v in ce["clean"])),
+            "massive_passed_through": skipped[0],
             "eval_sequences": tokens.n_sequences - start}
 
 

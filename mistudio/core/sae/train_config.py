@@ -11,7 +11,7 @@ from mistudio.core.sae.optim import Optimizer, default_lr
 # Settings every SAE of a sweep must share: they are trained on the same batches in one pass.
 SHARED_FIELDS = ("activations", "hook", "target_hook", "steps", "batch_size", "grad_accumulation",
                  "normalize_activations", "checkpoint_every", "log_every", "histogram_every",
-                 "eval_tokens", "seed", "device")
+                 "eval_tokens", "seed", "device", "keep_massive")
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,10 @@ class TrainConfig:
     resample_dead_every: int = 0
     """Give dead latents new directions from badly reconstructed inputs every this many steps
     (0 = off; AuxK already keeps TopK latents alive, this helps ReLU and JumpReLU)."""
+    keep_massive: bool = False
+    """Train and evaluate on massive tokens too (attention sinks with norms tens of times the
+    median, flagged at extraction). Off: they are left out of batches and metrics, since a
+    handful of them would dominate both (see mistudio.core.massive)."""
     eval_tokens: int = 16384
     """Tokens held out at the end of the set for the final evaluation (at most a tenth of it)."""
     seed: int = 0

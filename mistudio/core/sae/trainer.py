@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import torch
 
 from mistudio import __version__
@@ -92,14 +93,16 @@ def train_saes(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskSta
     scale_out = (acts.norm_stats(cfg0.target_hook).scale_to_sqrt_d
                  if cfg0.target_hook and cfg0.normalize_activations else scale_in)
     n_eval = min(cfg0.eval_tokens, acts.n_rows // 10)
-    sample_in = _sample_targets(acts, key, scale_in)
-    sample_out = (_sample_targets(acts, cfg0.target_hook, scale_out) if cfg0.target_hook
-                  else sample_in)
+    exclude = acts.excluded_rows(cfg0.keep_massive)
+    sample_in = _sample_targets(acts, key, scale_in, exclude)
+    sample_out = (_sample_targets(acts, cfg0.target_hook, scale_out, exclude)
+                  if cfg0.target_hook else sample_in)
     states = [SAERun(c, n, acts.d_model, acts.d_model, sample_in, sample_out, device, ranks)
               for c, n in runs]
     loader = ActivationBatches(acts, key, cfg0.target_hook, cfg0.batch_size // ranks.world,
                                cfg0.seed, scale_in, scale_out, device, rank=ranks.rank,
-                               world_size=ranks.world, n_rows=acts.n_rows - n_eval)
+                               world_size=ranks.world, n_rows=acts.n_rows - n_eval,
+                               exclude=exclude)
     partials = [ws.partial_path("sae", n) for n in names]
     if overwrite and ranks.is_main:
         for p in partials:
@@ -269,6 +272,11 @@ def _finish(ws: Workspace, run: SAERun, partial: Path, acts: ActivationSet, key:
     task.set_status(f"Evaluating {run.name}")
     result = evaluate(sae, _eval_batches(acts, key, cfg, scale_in, scale_out, device, n_eval))
     summary = {**summary, "mse": result.mse, "explained_variance": result.explained_variance,
+               # the same over every held-out token, massive ones included (comparison only)
+               "explained_variance_all_tokens": result.explained_variance_all,
+               "mse_all_tokens": result.mse_all,
+               "massive_excluded": result.n_tokens_all - result.n_tokens,
+               "keep_massive": cfg.keep_massive,
                "l0": result.l0, "dead_fraction": result.dead_fraction,
                "dense_fraction": result.dense_fraction, "eval_tokens": result.n_tokens,
                "d_in": run.sae_cfg.d_in, "d_sae": run.sae_cfg.d_sae,
@@ -303,6 +311,7 @@ def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | Non
 def _resume_key(config: dict[str, Any]) -> dict[str, Any]:
     """What must match to resume: everything but how a step's tokens are split into batches."""
     key = {k: v for k, v in config.items() if k not in ("batch_size", "grad_accumulation")}
+    key.setdefault("keep_massive", True)  # runs started before the flag trained on every row
     key["tokens_per_step"] = config["batch_size"] * config["grad_accumulation"]
     return key
 
@@ -313,26 +322,38 @@ def _is_out_of_memory(err: RuntimeError) -> bool:
         "can't allocate memory" in text
 
 
-def _sample_targets(acts: Any, key: str, scale: float, n: int = 8192) -> torch.Tensor:
-    return torch.from_numpy(acts.rows(key, 0, min(n, acts.n_rows))) * scale
+def _sample_targets(acts: Any, key: str, scale: float, exclude: Any,
+                    n: int = 8192) -> torch.Tensor:
+    """The first ``n`` rows that training uses (for the data mean and initial thresholds)."""
+    stop = min(n + len(exclude), acts.n_rows)
+    rows = acts.rows(key, 0, stop)[np.isin(np.arange(stop), exclude, invert=True)][:n]
+    return torch.from_numpy(rows) * scale
 
 
 def _eval_batches(acts: Any, key: str, cfg: TrainConfig, scale_in: float, scale_out: float,
                   device: torch.device, n_eval: int) -> Any:
-    """The held-out last ``n_eval`` rows, scaled like the training data."""
+    """The held-out last ``n_eval`` rows, scaled like the training data, with the mask of the
+    rows the SAE is meant for (massive ones left out unless ``keep_massive``)."""
     for start in range(acts.n_rows - n_eval, acts.n_rows, cfg.batch_size):
         stop = min(start + cfg.batch_size, acts.n_rows)
         x = torch.from_numpy(acts.rows(key, start, stop)).to(device) * scale_in
         y = (torch.from_numpy(acts.rows(cfg.target_hook, start, stop)).to(device) * scale_out
              if cfg.target_hook else None)
-        yield x, y
+        keep = torch.from_numpy(acts.kept_mask(start, stop, cfg.keep_massive)).to(device)
+        yield x, y, keep
 
 
 def _saelens_metadata(acts: Any, key: str, cfg: TrainConfig) -> dict[str, Any]:
     conf = acts.manifest["config"]
+    massive = acts.massive
     return {"model_name": conf["model"], "hook_name": key,
             "hook_name_out": cfg.target_hook, "context_size": conf.get("context_length"),
-            "prepend_bos": None, "dataset_path": conf.get("tokenized"),
+            "prepend_bos": acts.manifest.get("provenance", {}).get("prepend_bos"),
+            "dataset_path": conf.get("tokenized"),
+            # the SAE is applied inside the model only to tokens under this input norm
+            "keep_massive": cfg.keep_massive,
+            "massive_factor": massive.get("factor"),
+            "massive_norm_threshold": massive.get("by_hook", {}).get(key, {}).get("threshold"),
             "activation_set": cfg.activations, "sae_lens_training_version": None,
             "mistudio_version": __version__}
 

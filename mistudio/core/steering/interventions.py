@@ -28,6 +28,7 @@ from torch import Tensor
 
 from mistudio.core.adapters import first_tensor, get_submodule, parse_hook_key
 from mistudio.core.errors import InvalidInputError
+from mistudio.core.massive import token_mask
 from mistudio.core.models import LoadedModel
 
 Method = Literal["add", "clamp", "ablate", "cap"]
@@ -56,8 +57,11 @@ class SiteSteer:
     """The interventions of one SAE at its hook point, as a function of a block of positions."""
 
     def __init__(self, sae: Any, interventions: Sequence[Intervention], strength: float,
-                 start_position: int) -> None:
+                 start_position: int, massive_threshold: float | None = None) -> None:
         self.sae = sae
+        self.massive_threshold = massive_threshold
+        """clamp / ablate read the SAE's encoding, which means nothing on massive tokens
+        (attention sinks): above this norm they are left alone (None: the median rule)."""
         self.items = list(interventions)
         self.strength = strength
         self.start = start_position
@@ -93,11 +97,13 @@ class SiteSteer:
             delta += self.add_vec_D.float()
         if self.needs_encode:
             acts_BTF = self.sae.encode(h)
+            meant_BT = token_mask(h, self.massive_threshold)[..., None]
             for iv in self.items:
                 if iv.method in ("clamp", "ablate"):
                     target = 0.0 if iv.method == "ablate" else iv.coefficient * self.strength
                     a = acts_BTF[..., iv.feature]
-                    delta += (target - a)[..., None] * self.sae.W_dec_FO[iv.feature].float()
+                    delta += ((target - a)[..., None] * self.sae.W_dec_FO[iv.feature].float()
+                              * meant_BT)
         for iv in self.items:
             if iv.method == "cap":
                 d = self.sae.W_dec_FO[iv.feature].float()

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from mistudio.core.errors import InvalidInputError
 from mistudio.core.jobs import TaskState
+from mistudio.core.massive import sae_threshold
 from mistudio.core.models import LoadedModel, load_model
 from mistudio.core.sae.trainer import open_sae
 from mistudio.core.steering.generate import Comparison, GenerationConfig, compare
@@ -63,9 +64,12 @@ class Steerer:
                  loaded: LoadedModel | None = None) -> None:
         self.ws, self.spec = ws, spec
         self.saes: dict[str, tuple[Any, dict[str, Any], str]] = {}
+        self.thresholds: dict[str, float | None] = {}
+        """Per SAE, the input norm above which a token is massive (mistudio.core.massive)."""
         models = set()
         for name in spec.saes:
-            sae, _ = open_sae(ws, name)
+            sae, saelens_cfg = open_sae(ws, name)
+            self.thresholds[name] = sae_threshold(saelens_cfg.get("metadata") or {})
             art = ws.catalog.get("sae", name)
             if sae.cfg.transcoder:
                 raise InvalidInputError(f"{name!r} is a transcoder; steering adds SAE features "
@@ -109,7 +113,7 @@ class Steerer:
             sae, _, hook = self.saes[name]
             if hook in sites:
                 raise InvalidInputError(f"Two SAEs steer {hook}.", "Steer one SAE per hook point.")
-            sites[hook] = SiteSteer(sae, items, spec.strength, 1)
+            sites[hook] = SiteSteer(sae, items, spec.strength, 1, self.thresholds[name])
         return sites
 
     def run(self, prompt: str, spec: SteeringSpec | None = None,
