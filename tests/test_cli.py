@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -152,3 +153,48 @@ def test_unknown_names_point_at_the_right_list_command(tmp_path: Path, capsys: p
                                                        argv: list[str], hint: str) -> None:
     code, _, err = run(capsys, *argv, "--workspace", str(tmp_path / "ws"))
     assert code == 2 and hint in err
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple]:
+    """Every (sub)command path, e.g. ("saes", "remove"), with the positionals it needs."""
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += _commands(sub, (*prefix, name))
+    if prefix and not out:
+        needed = [a for a in parser._actions if not a.option_strings and a.required
+                  and not isinstance(a, argparse._SubParsersAction)]
+        required = [a for a in parser._actions if a.option_strings and a.required]
+        def value(a: argparse.Action) -> str:
+            return next(iter(a.choices)) if a.choices else "1" if a.type in (int, float) else "X"
+
+        args = [*prefix, *(value(a) for a in needed)]
+        for a in required:
+            args += [a.option_strings[0], value(a)]
+        out.append(tuple(args))
+    return out
+
+
+def test_global_options_are_obeyed_before_and_after_the_command(tmp_path: Path) -> None:
+    parser = build_parser()
+    commands = _commands(parser)
+    assert len(commands) > 30 and ("saes", "remove", "X") in commands
+    for cmd in commands:
+        before = parser.parse_args(["--workspace", "WS", "--json", "--online", *cmd])
+        after = parser.parse_args([*cmd, "--workspace", "WS", "--json", "--online"])
+        for args in (before, after):
+            assert (args.workspace, args.json, args.online) == ("WS", True, True), cmd
+        plain = parser.parse_args(list(cmd))
+        assert (plain.workspace, plain.json, plain.online) == (None, False, False), cmd
+
+
+def test_global_workspace_before_the_command_is_the_one_acted_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv("MISTUDIO_HOME", str(a))
+    assert main(["--workspace", str(b), "datasets", "add", "d", "--max-samples", "2"]) == 0
+    assert (b / "raw" / "d").is_dir() and not (a / "raw").exists()
+    capsys.readouterr()
+    assert main(["--json", "--workspace", str(b), "datasets", "list"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["name"] == "d"

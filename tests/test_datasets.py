@@ -133,3 +133,27 @@ def test_cancel_leaves_the_workspace_as_it_was(ws: Workspace, tmp_path: Path) ->
 def test_invalid_config_values() -> None:
     with pytest.raises(InvalidInputError, match="--max-samples must be positive"):
         DatasetConfig("builtin:pydoc", max_samples=0)
+
+
+def test_text_files_in_other_encodings_are_read_or_refused_clearly(ws: Workspace,
+                                                                  tmp_path: Path) -> None:
+    (tmp_path / "latin.txt").write_bytes("Café crème brûlée.\n\n“Quoted” text.\n"
+                                         .encode("cp1252"))
+    (tmp_path / "u16.txt").write_text("Hello in UTF-16.\n\nSecond.\n", encoding="utf-16")
+    (tmp_path / "u16be.txt").write_bytes("No BOM here.\n".encode("utf-16-be"))
+    (tmp_path / "bin.txt").write_bytes(bytes(range(256)) * 40)
+    (tmp_path / "mixed.txt").write_bytes(b"fine start " * 10_000 + b"\xff\xfe\xfa broken\n")
+    add_dataset(ws, "latin", DatasetConfig(str(tmp_path / "latin.txt")))
+    assert open_dataset(ws, "latin").column("text").to_pylist() == ["Café crème brûlée.",
+                                                                    "“Quoted” text."]
+    add_dataset(ws, "u16", DatasetConfig(str(tmp_path / "u16.txt")))
+    assert open_dataset(ws, "u16").column("text").to_pylist() == ["Hello in UTF-16.", "Second."]
+    add_dataset(ws, "u16be", DatasetConfig(str(tmp_path / "u16be.txt")))
+    assert open_dataset(ws, "u16be").column("text").to_pylist() == ["No BOM here."]
+    with pytest.raises(InvalidInputError, match="binary file"):
+        add_dataset(ws, "bin", DatasetConfig(str(tmp_path / "bin.txt")))
+    with pytest.raises(InvalidInputError, match="not valid utf-8 text throughout"):
+        add_dataset(ws, "mixed", DatasetConfig(str(tmp_path / "mixed.txt")))
+    assert ws.catalog.find("dataset", "mixed") is None
+    assert not (ws.root / "raw" / "mixed").exists() and not (ws.root / "raw" / ".mixed.partial"
+                                                             ).exists()

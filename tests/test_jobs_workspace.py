@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,9 +119,9 @@ def test_damaged_catalog_file_is_rebuilt_from_manifests(toy_ws: Workspace) -> No
     db.write_bytes(b"this is not a database" * 100)
     with pytest.raises(CorruptedError, match="catalog rebuild"):
         Catalog(db).list()
-    backup, count = rebuild_catalog(root)
+    backup, result = rebuild_catalog(root)
     assert backup is not None and backup.read_bytes().startswith(b"this is not")
-    assert count == len(before)
+    assert result.count == len(before) and not result.skipped
     assert {(a.kind, a.name) for a in Workspace(root).catalog.list()} == before
 
 
@@ -142,3 +143,40 @@ def test_disk_space_is_checked_before_writing(ws: Workspace, monkeypatch: pytest
 
     with pytest.raises(ResourceError, match="Not enough disk space .* needs about 9.5 KB"):
         ws.require_free_space(9700, "a thing")
+
+
+def _slow_child(n: int, task: Any = None) -> int:
+    """Runs in a child process (module level, so it can be spawned)."""
+    import time
+
+    for i in range(n):
+        if task.cancelled():
+            raise Cancelled()
+        task.set_status(f"step {i}")
+        task.set_progress((i + 1) / n)
+        time.sleep(0.02)
+    return n * 2
+
+
+def _failing_child(task: Any = None) -> None:
+    from mistudio.core.errors import InvalidInputError
+
+    raise InvalidInputError("bad thing in the child.", "Fix it.")
+
+
+def test_child_process_work_reports_progress_and_can_be_cancelled() -> None:
+    from mistudio.core.errors import InvalidInputError
+    from mistudio.core.jobs import CallbackTask, CancelToken, run_in_child
+
+    seen: list[float] = []
+    statuses: list[str] = []
+    task = CallbackTask(seen.append, statuses.append, max_rate=1e9, min_step=0.0)
+    assert run_in_child(_slow_child, 10, task=task) == 20
+    assert seen and seen[-1] == 1.0 and statuses[-1] == "step 9"
+    token = CancelToken()
+    task = CallbackTask(on_status=lambda s: token.cancel() if s == "step 3" else None,
+                        cancel=token)
+    with pytest.raises(Cancelled):
+        run_in_child(_slow_child, 10_000, task=task)  # 200 s if it were not cancelled
+    with pytest.raises(InvalidInputError, match="bad thing in the child"):
+        run_in_child(_failing_child)

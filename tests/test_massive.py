@@ -207,3 +207,29 @@ def test_extraction_flags_and_analysis_skips_massive_rows(acts_ws: Workspace) ->
     assert kept["summary"]["massive_excluded"] == 0
     indptr = np.load(acts_ws.artifact_path("features", "with-sinks") / "csr_indptr.npy")
     assert indptr[101] > indptr[100]
+
+
+def test_in_model_evaluation_leaves_massive_tokens_alone(acts_ws: Workspace) -> None:
+    """The splice applies the SAE only under its threshold: the trained one, or for an imported
+    SAE without one, 10x the median norm of the tokens at hand."""
+    from mistudio.core.sae.evaluation import evaluate_in_model
+
+    train_sae(acts_ws, small_train_config(steps=30), "sae")
+    cfg_path = acts_ws.artifact_path("sae", "sae") / "cfg.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["metadata"]["massive_norm_threshold"] > 0
+    normal = evaluate_in_model(acts_ws, "sae", n_sequences=4)
+    assert normal["massive_passed_through"] == 0 and normal["kl_div"] > 0
+    # every token over the threshold: nothing is replaced, the model is untouched
+    cfg["metadata"]["massive_norm_threshold"] = 1e-6
+    write_json_atomic(cfg_path, cfg)
+    none = evaluate_in_model(acts_ws, "sae", n_sequences=4)
+    assert none["massive_passed_through"] == none["eval_tokens"] + 4  # + each sequence's last
+    assert none["kl_div"] == pytest.approx(0.0, abs=1e-6)
+    assert none["ce_loss_sae"] == pytest.approx(none["ce_loss_clean"], abs=1e-5)
+    # as imported from elsewhere: no threshold on record, the median rule decides
+    del cfg["metadata"]["massive_norm_threshold"], cfg["metadata"]["keep_massive"]
+    write_json_atomic(cfg_path, cfg)
+    imported = evaluate_in_model(acts_ws, "sae", n_sequences=4)
+    assert imported["massive_passed_through"] == 0  # toy models have no sinks
+    assert imported["kl_div"] == pytest.approx(normal["kl_div"], rel=1e-5)

@@ -114,7 +114,15 @@ def test_bad_input(steer_ws: Workspace) -> None:
         steerer.run("word " * 400)
     with pytest.raises(InvalidInputError, match="out of range"):
         steerer.run(PROMPT, _spec(Intervention(9999, 1.0)))
-    nan = steerer.run(PROMPT, _spec(Intervention(5, float("inf")), max_tokens=4))
+    for bad in (float("nan"), float("inf")):  # refused before anything runs
+        with pytest.raises(InvalidInputError, match="not a number"):
+            Intervention(5, bad)
+    with pytest.raises(InvalidInputError, match="exceed the model's maximum of 256"):
+        steerer.run(PROMPT, _spec(Intervention(5, 1.0), max_tokens=100_000))
+    # a finite coefficient so large that the model's arithmetic overflows: that side stops
+    spec = SteeringSpec(("sae",), (Intervention(5, 1e30),), strength=1e30,
+                        generation=GenerationConfig(max_tokens=4))
+    nan = steerer.run(PROMPT, spec)
     assert nan.steered.error and "NaN/Inf" in nan.steered.error and not nan.steered.token_ids
     assert len(nan.plain.token_ids) == 4 and nan.plain.error is None  # the other side goes on
     loaded = steerer.loaded

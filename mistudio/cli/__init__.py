@@ -39,21 +39,30 @@ from mistudio.cli.sae_commands import (
     str_list,
 )
 from mistudio.cli.steer_commands import add_steer_commands
-from mistudio.core.errors import Cancelled, MiStudioError
+from mistudio.core.errors import Cancelled, MiStudioError, as_user_error
 from mistudio.core.workspace import Workspace
 
 __all__ = ["CliProgress", "build_parser", "cli_task", "emit", "main"]
 
 
+def _global_options(top_level: bool) -> argparse.ArgumentParser:
+    """--workspace, --json and --online, accepted before or after the subcommand. The
+    subcommands' copies default to SUPPRESS, so they never reset a value given before the
+    subcommand (argparse's parents would otherwise write their own None / False over it)."""
+    opts = argparse.ArgumentParser(add_help=False)
+    kw: dict[str, Any] = {} if top_level else {"default": argparse.SUPPRESS}
+    opts.add_argument("--workspace", help="workspace folder (default: $MISTUDIO_HOME or the "
+                      "per-user data folder)", **kw)
+    opts.add_argument("--json", action="store_true", help="machine-readable output", **kw)
+    opts.add_argument("--online", action="store_true",
+                      help="allow Hugging Face hub downloads for this command", **kw)
+    return opts
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workspace", help="workspace folder (default: $MISTUDIO_HOME or the "
-                        "per-user data folder)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--online", action="store_true",
-                        help="allow Hugging Face hub downloads for this command")
+    common = _global_options(top_level=False)
     p = argparse.ArgumentParser(prog="mistudio", description="miStudio: local mechanistic "
-                                "interpretability workbench.", parents=[common])
+                                "interpretability workbench.", parents=[_global_options(True)])
     p.add_argument("--version", action=_VersionAction, nargs=0,
                    help="version, git commit, PyTorch and Qt versions, device")
     p.add_argument("--self-test", action="store_true",
@@ -244,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     except MiStudioError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stdout = None  # type: ignore[assignment]  # nothing more can be written there
+        return 0
+    except OSError as err:
+        user = as_user_error(err)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
+        return user.exit_code
     except (Cancelled, KeyboardInterrupt):
         print("Cancelled. Completed work is kept; run the same command to resume where "
               "supported.", file=sys.stderr)

@@ -6,9 +6,8 @@ import argparse
 import time
 
 from mistudio.cli.output import cli_task, emit, fmt_dict, table
-from mistudio.cli.sae_commands import ev_phrase
 from mistudio.core.errors import MiStudioError
-from mistudio.core.massive import describe_positions
+from mistudio.core.massive import describe_positions, ev_phrase
 from mistudio.core.workspace import Workspace
 
 
@@ -168,9 +167,16 @@ def cmd_catalog(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.catalog import rebuild_catalog
 
     ws.close()
-    backup, count = rebuild_catalog(ws.root)
-    emit(args, {"artifacts": count, "backup": str(backup) if backup else None},
-         f"Re-indexed {count} artifacts." + (f" The old catalog is kept as {backup}." if backup else ""))
+    backup, result = rebuild_catalog(ws.root)
+    lines = [f"Re-indexed {result.count} artifacts."]
+    if backup:
+        lines.append(f"The catalog was damaged; the old file is kept as {backup}.")
+    if result.skipped:
+        lines.append(f"Not indexed ({len(result.skipped)}):")
+        lines += [f"  {folder}: {why}" for folder, why in result.skipped]
+    emit(args, {"artifacts": result.count, "backup": str(backup) if backup else None,
+                "skipped": [{"folder": f, "reason": r} for f, r in result.skipped]},
+         "\n".join(lines))
 
 
 def cmd_jobs(args: argparse.Namespace, ws: Workspace) -> None:

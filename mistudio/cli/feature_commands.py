@@ -19,17 +19,20 @@ SORT_KEYS = {"freq": "frequency", "max": "max_activation", "mean": "mean_activat
 
 def cmd_analyze(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
+    from mistudio.core.features.carry import describe as describe_kept
 
     activations = args.activations
     with cli_task(args) as task:
         if args.dataset:
             activations = activations_for_dataset(ws, args.sae, args.dataset, args.tokens, task)
-        cfg = AnalyzeConfig(args.sae, activations, args.tokens, args.top_k, device=args.device)
+        cfg = AnalyzeConfig(args.sae, activations, args.tokens, args.top_k, device=args.device,
+                            keep_massive=args.keep_massive)
         m = analyze(ws, cfg, args.name, task, overwrite=args.overwrite)
     s = m["summary"]
+    kept = describe_kept(m.get("previous_labels"))
     emit(args, m, f"Analysed {m['name']}: {s['n_tokens']:,} tokens, {s['alive']:,} live features, "
          f"{s['dead']:,} dead, {s['dense']:,} dense ({s['tokens_per_s']:,} tokens/s). "
-         f"Next: `mistudio features {m['name']}`.")
+         + (f"{kept} " if kept else "") + f"Next: `mistudio features {m['name']}`.")
 
 
 def activations_for_dataset(ws: Workspace, sae: str, dataset: str, tokens: int, task: Any) -> str:
@@ -181,7 +184,6 @@ def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
 
 def cmd_map(args: argparse.Namespace, ws: Workspace) -> None:
     import csv
-    import os
     from pathlib import Path
 
     from mistudio.core.features.feature_map import MAP_FILE, feature_map
@@ -191,15 +193,15 @@ def cmd_map(args: argparse.Namespace, ws: Workspace) -> None:
         fmap = feature_map(ws, args.analysis, task, recompute=args.recompute)
     store = open_features(ws, args.analysis)
     if args.csv:
+        from mistudio.core.workspace import atomic_write
+
         out = Path(args.csv).expanduser()
-        tmp = out.with_name(f".{out.name}.tmp")
         freq, labels = store.column("frequency"), store.column("label")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_write(out, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["feature", "x", "y", "frequency", "label"])
             for i, (x, y) in enumerate(fmap.xy):
                 w.writerow([i, f"{x:.5f}", f"{y:.5f}", f"{freq[i]:.6g}", labels[i]])
-        os.replace(tmp, out)
     emit(args, {"method": fmap.method, "features": len(fmap.xy),
                 "file": str(store.folder / MAP_FILE), "csv": args.csv},
          f"Map of {len(fmap.xy):,} features ({fmap.method}) in {store.folder / MAP_FILE}"
@@ -252,7 +254,10 @@ def add_feature_commands(add: Any) -> None:
     sp.add_argument("--top-k", type=int, default=20, help="max-activating contexts per feature")
     sp.add_argument("--name", help="analysis name (default: the SAE's name)")
     sp.add_argument("--device", default="cpu")
-    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--keep-massive", action="store_true",
+                    help="analyse massive tokens (attention sinks) too")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="redo it; its labels are carried over (same SAE weights) or archived")
 
     sp = add("features", cmd_features, "list, filter, sort and search the features of an analysis")
     sp.add_argument("analysis")

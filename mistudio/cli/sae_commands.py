@@ -10,26 +10,13 @@ from typing import Any
 
 from mistudio.cli.output import cli_task, emit, fmt_dict, fmt_num, table
 from mistudio.core.errors import MiStudioError
+from mistudio.core.massive import ev_phrase
 from mistudio.core.workspace import Workspace
 
 ARCH_CHOICES = ("topk", "batchtopk", "jumprelu", "relu", "skip", "transcoder")
 # CLI option -> TrainConfig field, for the options that may list several values (a sweep)
 SWEEP_OPTIONS = {"architecture": "arch", "expansion": "expansion", "k": "k", "l1": "l1",
                  "l0": "l0", "target_l0": "target-l0", "lr": "lr", "optimizer": "optimizer"}
-
-
-def ev_phrase(s: dict[str, Any]) -> str:
-    """"explained variance 0.851 (0.960 over all tokens, 1 massive included)": the all-token
-    figure only where massive tokens were left out and it differs."""
-    ev = s.get("explained_variance")
-    if ev is None:
-        return "explained variance n/a"
-    text = f"explained variance {ev:.3f}"
-    ev_all, n = s.get("explained_variance_all_tokens"), s.get("massive_excluded") or 0
-    if n and ev_all is not None and abs(ev_all - ev) >= 0.0005:
-        text += (f" ({ev_all:.3f} over all tokens, {n:,} massive token{'s' if n != 1 else ''} "
-                 "included)")
-    return text
 
 
 def num_list(kind: type) -> Callable[[str], list[Any]]:
@@ -132,8 +119,13 @@ def cmd_saes(args: argparse.Namespace, ws: Workspace) -> None:
         emit(args, art._asdict(), lambda _: fmt_dict(
             {"name": art.name, "status": art.status, "path": art.path, "summary": art.summary}))
     elif args.action == "remove":
-        ws.remove("sae", args.name)
-        emit(args, {"removed": args.name}, f"Removed SAE {args.name}.")
+        from mistudio.core.features.carry import remove_sae
+
+        r = remove_sae(ws, args.name)
+        emit(args, r, f"Removed SAE {args.name}" + (
+            f" and its analyses ({', '.join(r['analyses_removed'])})" if r["analyses_removed"]
+            else "") + "." + "".join(f" Their labels are kept in {p}." for p in
+                                     r["labels_archived"]))
 
 
 def cmd_eval(args: argparse.Namespace, ws: Workspace) -> None:

@@ -1,21 +1,27 @@
 """The SQLite catalog: an index of every artifact and job in a workspace.
 
 Each artifact's own ``manifest.json`` is the source of truth; the catalog indexes them so the
-CLI and the app can list and look things up instantly, and :func:`rebuild_catalog` recreates it
-from the manifests if it is ever lost or damaged. WAL mode lets the app read while a CLI job
+CLI and the app can list and look things up instantly. :func:`rebuild_catalog` re-indexes the
+manifests in place (keeping the job history, safe beside running jobs), or replaces a damaged
+file; a catalog created where artifacts already exist (deleted, or a workspace copied without
+it) indexes them on its own. Paths are stored relative to the workspace root, so copies and
+moves keep working. WAL mode lets the app read while a CLI job
 writes.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mistudio.core.errors import CorruptedError, NotFoundError
+from mistudio.core.errors import CorruptedError, NotFoundError, ResourceError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -78,18 +84,38 @@ class Job(NamedTuple):
 
 
 class Catalog:
+    """Artifact paths are stored relative to the workspace root (``raw/NAME``), so a copied
+    or moved workspace keeps finding its own artifacts and never another's."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.root = path.parent.parent
+        new = not path.exists()
         try:
             self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as err:
+            if _disk_full(err):
+                raise _full(path) from err
             raise CorruptedError(f"The workspace catalog {path} is damaged ({err}).", REBUILD_FIX) from err
+        if new:  # a fresh catalog beside existing artifacts: index them rather than hide them
+            self.reindex()
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; a full disk is a :class:`ResourceError`, not damage."""
+        try:
+            with self._db:
+                yield self._db
+        except sqlite3.OperationalError as err:
+            if _disk_full(err):
+                raise _full(self.path) from err
+            raise
 
     # -- artifacts ---------------------------------------------------------------------------
     def put(
@@ -103,15 +129,38 @@ class Catalog:
         summary: dict[str, Any] | None = None,
     ) -> None:
         now = time.time()
-        with self._db:
-            self._db.execute(
+        with self._write() as db:
+            db.execute(
                 """INSERT INTO artifacts VALUES (?,?,?,?,?,?,?,?,?)
                    ON CONFLICT(kind, name) DO UPDATE SET status=excluded.status,
                    path=excluded.path, config=excluded.config, provenance=excluded.provenance,
                    summary=excluded.summary, updated=excluded.updated""",
-                (kind, name, status, str(path), _dumps(config), _dumps(provenance),
-                 _dumps(summary), now, now),
+                (kind, name, status, self._relative(kind, path), _dumps(config),
+                 _dumps(provenance), _dumps(summary), now, now),
             )
+
+    def _relative(self, kind: str, path: Path | str) -> str:
+        """``SUBDIR/FOLDER`` of an artifact folder inside this workspace."""
+        from mistudio.core.workspace import ARTIFACT_DIRS
+
+        path = Path(path)
+        sub = ARTIFACT_DIRS[kind]
+        if path.parent.name != sub or path.parent.parent.resolve() != self.root.resolve():
+            raise ValueError(f"{path} is not a {kind} folder of the workspace {self.root}")
+        return f"{sub}/{path.name}"
+
+    def _absolute(self, kind: str, stored: str) -> str:
+        """The folder a stored path means in this workspace. Catalogs written by earlier
+        versions hold absolute paths, possibly of the workspace this one was copied from: only
+        the folder's name is kept."""
+        from mistudio.core.workspace import ARTIFACT_DIRS
+
+        folder = Path(stored).name
+        return str(self.root / ARTIFACT_DIRS[kind] / folder)
+
+    def _artifact(self, row: tuple) -> Artifact:
+        art = _artifact(row)
+        return art._replace(path=self._absolute(art.kind, art.path))
 
     def get(self, kind: str, name: str) -> Artifact:
         row = self._db.execute(
@@ -123,37 +172,67 @@ class Catalog:
                 f"There is no {kind} named {name!r} in this workspace (known: {known}).",
                 f"Check the name with `mistudio {_list_command(kind)}`.",
             )
-        return _artifact(row)
+        return self._artifact(row)
 
     def find(self, kind: str, name: str) -> Artifact | None:
         row = self._db.execute(
             "SELECT * FROM artifacts WHERE kind=? AND name=?", (kind, name)
         ).fetchone()
-        return _artifact(row) if row else None
+        return self._artifact(row) if row else None
 
     def list(self, kind: str | None = None) -> list[Artifact]:
         if kind is None:
             rows = self._db.execute("SELECT * FROM artifacts ORDER BY kind, name")
         else:
             rows = self._db.execute("SELECT * FROM artifacts WHERE kind=? ORDER BY name", (kind,))
-        return [_artifact(r) for r in rows.fetchall()]
+        return [self._artifact(r) for r in rows.fetchall()]
 
     def delete(self, kind: str, name: str) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM artifacts WHERE kind=? AND name=?", (kind, name))
+        with self._write() as db:
+            db.execute("DELETE FROM artifacts WHERE kind=? AND name=?", (kind, name))
+
+    def reindex(self) -> Reindexed:
+        """Index every manifest on disk, in place and in one transaction: rows of artifacts
+        found are refreshed, rows of partial (resumable) builds whose folder is still there are
+        kept, rows of folders that are gone are dropped. Jobs are untouched. Safe beside running
+        jobs: a job that registers its artifact meanwhile waits for the transaction, then
+        writes its own (newer) row."""
+        found, skipped = scan_manifests(self.root)
+        now = time.time()
+        with self._write() as db:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute("SELECT kind, name, status, path FROM artifacts").fetchall()
+            for kind, name, status, stored in rows:
+                if (kind, name) in found:
+                    continue
+                folder = Path(self._absolute(kind, stored))
+                if status == "partial" and folder.is_dir():
+                    continue  # a build in progress or resumable: its folder has no manifest yet
+                db.execute("DELETE FROM artifacts WHERE kind=? AND name=?", (kind, name))
+            for (kind, name), (folder, data) in found.items():
+                db.execute(
+                    """INSERT INTO artifacts VALUES (?,?,?,?,?,?,?,?,?)
+                       ON CONFLICT(kind, name) DO UPDATE SET status=excluded.status,
+                       path=excluded.path, config=excluded.config,
+                       provenance=excluded.provenance, summary=excluded.summary,
+                       updated=excluded.updated""",
+                    (kind, name, data.get("status", "complete"), self._relative(kind, folder),
+                     _dumps(data.get("config")), _dumps(data.get("provenance")),
+                     _dumps(data.get("summary")), now, now))
+        return Reindexed(len(found), skipped)
 
     # -- jobs --------------------------------------------------------------------------------
     def start_job(self, kind: str, target: str, params: dict[str, Any]) -> int:
-        with self._db:
-            cur = self._db.execute(
+        with self._write() as db:
+            cur = db.execute(
                 "INSERT INTO jobs (kind, target, status, params, pid, started) VALUES (?,?,?,?,?,?)",
                 (kind, target, "running", _dumps(params), os.getpid(), time.time()),
             )
         return int(cur.lastrowid)
 
     def finish_job(self, job_id: int, status: str, message: str = "") -> None:
-        with self._db:
-            self._db.execute(
+        with self._write() as db:
+            db.execute(
                 "UPDATE jobs SET status=?, message=?, finished=? WHERE id=?",
                 (status, message, time.time(), job_id),
             )
@@ -207,39 +286,111 @@ def _list_command(kind: str) -> str:
             "activations": "activations list", "sae": "saes list"}.get(kind, f"{kind} list")
 
 
-def rebuild_catalog(root: Path) -> tuple[Path | None, int]:
-    """Recreate the catalog from the manifests on disk. Returns (backup of old file, rows).
+class Reindexed(NamedTuple):
+    """What a re-index found."""
 
-    A damaged catalog file is moved aside (never deleted), so nothing is lost.
-    """
+    count: int
+    """Artifacts indexed."""
+    skipped: list[tuple[str, str]]
+    """(folder, why) of every folder that could not be indexed."""
+
+
+def scan_manifests(root: Path) -> tuple[dict[tuple[str, str], tuple[Path, dict[str, Any]]],
+                                        list[tuple[str, str]]]:
+    """Every artifact folder with a readable manifest of the right kind, keyed by (kind, name),
+    and the folders that could not be read, each with the reason."""
     from mistudio.core.workspace import ARTIFACT_DIRS, MANIFEST
 
+    found: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
+    skipped: list[tuple[str, str]] = []
+    for kind, sub in ARTIFACT_DIRS.items():
+        for folder in sorted((root / sub).glob("*")):
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue  # builds in progress, old copies, stray files
+            rel = f"{sub}/{folder.name}"
+            manifest = folder / MANIFEST
+            if not manifest.is_file():
+                skipped.append((rel, "no manifest.json"))
+                continue
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                skipped.append((rel, f"manifest.json cannot be read ({err})"))
+                continue
+            if not isinstance(data, dict) or data.get("kind") != kind:
+                skipped.append((rel, f"manifest.json is not a {kind} manifest"))
+                continue
+            found[(kind, folder.name)] = (folder, data)
+    return found, skipped
+
+
+def rebuild_catalog(root: Path) -> tuple[Path | None, Reindexed]:
+    """Re-index the workspace from its manifests. Returns (backup of a damaged file, result).
+
+    A healthy catalog is re-indexed in place (job history kept). A damaged one is replaced: the
+    new file is built beside it and renamed over it only when complete, and the damaged file is
+    moved aside, never deleted (so a full disk can never leave an empty catalog behind).
+    """
     path = root / "metadata" / "catalog.sqlite"
-    backup = None
-    if path.exists():
-        backup = path.with_name(f"catalog.sqlite.{time.strftime('%Y%m%d-%H%M%S')}.bak")
-        os.replace(path, backup)
-        for suffix in ("-wal", "-shm"):
-            side = path.with_name(path.name + suffix)
-            if side.exists():
-                os.replace(side, backup.with_name(backup.name + suffix))
-    catalog = Catalog(path)
-    count = 0
     try:
-        for kind, sub in ARTIFACT_DIRS.items():
-            for folder in sorted((root / sub).glob("*")):
-                manifest = folder / MANIFEST
-                if folder.name.startswith(".") or not manifest.is_file():
-                    continue
-                try:
-                    data = json.loads(manifest.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError):
-                    continue  # a damaged manifest is reported when the artifact is used
-                if data.get("kind") != kind:
-                    continue
-                catalog.put(kind, folder.name, folder, data.get("status", "complete"),
-                            data.get("config"), data.get("provenance"), data.get("summary"))
-                count += 1
-    finally:
-        catalog.close()
-    return backup, count
+        catalog = Catalog(path)
+        try:
+            if catalog._db.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                return None, catalog.reindex()
+        finally:
+            catalog.close()
+    except CorruptedError:
+        pass
+    except sqlite3.DatabaseError as err:
+        if _disk_full(err):
+            raise _full(path) from err
+    new = path.with_name("catalog.sqlite.new")
+    for f in (new, new.with_name(new.name + "-wal"), new.with_name(new.name + "-shm")):
+        f.unlink(missing_ok=True)
+    try:
+        fresh = Catalog(new)  # indexes the manifests as it is created
+        result = fresh.reindex()
+        _salvage_jobs(path, fresh)
+        fresh._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        fresh.close()
+    except BaseException:
+        new.unlink(missing_ok=True)
+        raise
+    backup = path.with_name(f"catalog.sqlite.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+    if path.exists():
+        os.replace(path, backup)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, backup.with_name(backup.name + suffix))
+    os.replace(new, path)
+    return (backup if backup.exists() else None), result
+
+
+def _salvage_jobs(damaged: Path, into: Catalog) -> None:
+    """Copy what job history can still be read from a damaged catalog (best effort)."""
+    if not damaged.exists():
+        return
+    try:
+        old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+        try:
+            rows = old.execute("SELECT kind, target, status, params, message, pid, started, "
+                               "finished FROM jobs ORDER BY id").fetchall()
+        finally:
+            old.close()
+    except sqlite3.DatabaseError:
+        return
+    with into._write() as db:
+        db.executemany("INSERT INTO jobs (kind, target, status, params, message, pid, started, "
+                       "finished) VALUES (?,?,?,?,?,?,?,?)", rows)
+
+
+def _disk_full(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "disk is full" in text or "database or disk is full" in text or getattr(
+        err, "sqlite_errorcode", None) == 13 or getattr(err, "errno", None) == errno.ENOSPC
+
+
+def _full(path: Path) -> ResourceError:
+    return ResourceError(f"The disk is full: the workspace catalog {path} cannot be written "
+                         "(nothing was lost).", "Free some space and run the command again.")

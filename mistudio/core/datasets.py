@@ -14,6 +14,7 @@ Everything is read in batches, so a large source never has to fit in memory.
 
 from __future__ import annotations
 
+import codecs
 import json
 import time
 from collections.abc import Iterator
@@ -96,12 +97,23 @@ def preview_source(cfg: DatasetConfig, n: int = 5) -> tuple[dict[str, str], list
     """The columns of a source and its first ``n`` rows (for choosing the text column)."""
     reader = open_source(cfg)
     rows: list[dict[str, Any]] = []
-    for batch in reader.batches:
+    for batch in _decoded(reader.batches, cfg.source):
         width = len(next(iter(batch.values()), []))
         rows += [{k: v[i] for k, v in batch.items()} for i in range(width)]
         if len(rows) >= n:
             break
     return reader.columns, rows[:n]
+
+
+def _decoded(batches: Iterator[dict[str, list]], source: str) -> Iterator[dict[str, list]]:
+    """The batches, with a decoding error deep inside a file turned into one clear line."""
+    try:
+        yield from batches
+    except UnicodeDecodeError as err:
+        raise InvalidInputError(
+            f"{source} is not valid {err.encoding} text throughout: its start reads as "
+            f"{err.encoding}, but later bytes do not ({err.reason}).",
+            "Convert the file to UTF-8 (e.g. iconv -t UTF-8), then add it again.") from err
 
 
 def _pydoc_reader() -> SourceReader:
@@ -164,11 +176,48 @@ def _file_reader(path: Path) -> SourceReader:
     )
 
 
+def text_encoding(path: Path) -> str:
+    """How a text file is encoded: from its byte-order mark, UTF-16 without one (every other
+    byte zero), else UTF-8 if its start decodes, else Windows-1252 / Latin-1 for text that reads
+    as text. A binary file (NUL bytes, control characters) is refused with one clear line."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    for bom, enc in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                     (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                     (codecs.BOM_UTF16_BE, "utf-16")):
+        if head.startswith(bom):
+            return enc
+    if b"\0" in head:
+        pairs = len(head) // 2
+        if pairs and head[1::2].count(0) > 0.9 * pairs:
+            return "utf-16-le"
+        if pairs and head[0::2].count(0) > 0.9 * pairs:
+            return "utf-16-be"
+        raise InvalidInputError(f"{path} looks like a binary file, not text (it holds NUL "
+                                "bytes).", "Point the source at text files (.txt in UTF-8).")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    for enc in ("cp1252", "latin-1"):
+        try:
+            text = head.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        printable = sum(c.isprintable() or c in "\n\r\t" for c in text)
+        if printable >= 0.97 * max(len(text), 1):
+            return enc
+    raise InvalidInputError(f"{path} is neither UTF-8 nor readable text in another common "
+                            "encoding.", "Convert it to UTF-8 (e.g. iconv -t UTF-8), or check "
+                            "that it is a text file.")
+
+
 def _txt_blocks(path: Path) -> Iterator[dict[str, list]]:
     """One document per blank-line-separated block, read line by line."""
     docs: list[str] = []
     block: list[str] = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding=text_encoding(path)) as fh:
         for line in fh:
             if line.strip():
                 block.append(line)
@@ -187,11 +236,12 @@ def _txt_blocks(path: Path) -> Iterator[dict[str, list]]:
 
 def _txt_files(files: list[Path]) -> Iterator[dict[str, list]]:
     for start in range(0, len(files), _BATCH):
-        yield {"text": [f.read_text(encoding="utf-8") for f in files[start:start + _BATCH]]}
+        yield {"text": [f.read_text(encoding=text_encoding(f))
+                        for f in files[start:start + _BATCH]]}
 
 
 def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding=text_encoding(path)) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -204,7 +254,7 @@ def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _json_reader(path: Path) -> SourceReader:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding=text_encoding(path)) as fh:
         data = json.load(fh)
     if isinstance(data, dict):  # {"data": [...]} or {"col": [values]}
         lists = {k: v for k, v in data.items() if isinstance(v, list)}
@@ -317,9 +367,12 @@ def add_dataset(ws: Workspace, name: str, cfg: DatasetConfig,
     """Ingest a source into ``raw/NAME``; returns the manifest. Cancel leaves nothing behind."""
     task = task or silent_task()
     validate_name(name, "Dataset name")
-    if ws.catalog.find("dataset", name) and not overwrite:
-        raise InvalidInputError(f"A dataset named {name!r} already exists.",
-                                "Choose another name, or pass --overwrite to replace it.")
+    ws.refuse_existing("dataset", name, overwrite)
+    with ws.writer("dataset", name, "add-dataset"):
+        return _add_dataset(ws, name, cfg, task)
+
+
+def _add_dataset(ws: Workspace, name: str, cfg: DatasetConfig, task: TaskState) -> dict[str, Any]:
     task.set_status(f"Opening {cfg.source}")
     reader = open_source(cfg)
     column = choose_text_column(reader.columns, cfg.text_column, cfg.source)
@@ -329,7 +382,7 @@ def add_dataset(ws: Workspace, name: str, cfg: DatasetConfig,
     final, partial = ws.artifact_path("dataset", name), ws.partial_path("dataset", name)
     with ws.job("add-dataset", name, asdict(cfg)), building(final, partial) as out:
         with pa.OSFile(str(out / DATA_FILE), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
-            for batch in reader.batches:
+            for batch in _decoded(reader.batches, cfg.source):
                 check_cancelled(task)
                 texts = [t for t in batch[column] if isinstance(t, str) and t.strip()]
                 if cfg.max_samples is not None:

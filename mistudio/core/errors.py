@@ -40,3 +40,23 @@ class CorruptedError(MiStudioError):
 
 class Cancelled(Exception):
     """Raised inside a job when its cancel token is set; the job cleans up and re-raises."""
+
+
+def as_user_error(err: BaseException) -> MiStudioError | None:
+    """The one-line form of an operating-system error a user can fix (a full disk, a folder
+    without write permission), or None for anything else. The CLI and the app use it as their
+    last net, so no such error ever reaches the user as a traceback."""
+    import errno
+
+    if isinstance(err, MiStudioError):
+        return err
+    if not isinstance(err, OSError):
+        return None
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceError(f"The disk is full{where}; the job stopped and completed work is "
+                             "kept.", "Free some space and run it again to continue.")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ResourceError(f"miStudio may not write there{where}.",
+                             "Choose a writable workspace folder (--workspace or MISTUDIO_HOME).")
+    return None

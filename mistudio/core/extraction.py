@@ -164,10 +164,14 @@ def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
     ``loaded`` reuses a model already in memory (the app keeps one); it must be ``cfg.model``.
     """
     task = task or silent_task()
+    ws.refuse_existing("activations", name, overwrite)
+    with ws.writer("activations", name, "extract"):  # before the partial folder is touched
+        return _extract(ws, cfg, name, task, overwrite, loaded)
+
+
+def _extract(ws: Workspace, cfg: ExtractConfig, name: str, task: TaskState, overwrite: bool,
+             loaded: LoadedModel | None) -> dict[str, Any]:
     final, partial = ws.artifact_path("activations", name), ws.partial_path("activations", name)
-    if ws.catalog.find("activations", name) and final.exists() and not overwrite:
-        raise InvalidInputError(f"An activation set named {name!r} already exists.",
-                                "Choose another --name, or pass --overwrite to replace it.")
     info = model_info(ws, cfg.model)
     for hook in cfg.hooks:
         validate_hooks(info.n_layers, list(cfg.layers), hook)

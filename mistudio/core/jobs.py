@@ -128,11 +128,84 @@ def check_cancelled(task: TaskState) -> None:
         raise Cancelled()
 
 
-def run_in_child(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a fresh (spawned) process, for work that imports or loads a lot: loading
-    a model or compiling with numba holds the interpreter lock in long stretches, which would
-    stall a UI thread in the same process. ``fn`` must be a module-level function."""
-    import multiprocessing
+class _ChildTask:
+    """The task a child process sees: reports go up a queue, cancel comes down an event."""
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    def __init__(self, queue: Any, cancel: Any) -> None:
+        self._queue, self._cancel = queue, cancel
+        self._last = 0.0
+
+    def set_progress(self, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self._last >= 0.05 or fraction >= 1.0:  # throttled: the queue is a pipe
+            self._last = now
+            self._queue.put(("progress", float(fraction)))
+
+    def set_status(self, text: str) -> None:
+        self._queue.put(("status", str(text)))
+
+    def emit_partial(self, obj: Any) -> None:
+        self._queue.put(("partial", obj))
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+
+def _child_main(fn: Callable[..., Any], args: tuple, queue: Any, cancel: Any) -> None:
+    try:
+        queue.put(("result", fn(*args, task=_ChildTask(queue, cancel))))
+    except BaseException as err:  # sent to the parent, which raises it there
+        try:
+            queue.put(("error", err))
+        except Exception:  # an exception that does not pickle: its text still goes up
+            queue.put(("error", RuntimeError(f"{type(err).__name__}: {err}")))
+
+
+def run_in_child(fn: Callable[..., Any], *args: Any, task: TaskState | None = None,
+                 grace_s: float = 5.0) -> Any:
+    """``fn(*args, task=...)`` in a fresh (spawned) process, for work that imports or loads a
+    lot: loading a model or compiling with numba holds the interpreter lock in long stretches,
+    which would stall a UI thread in the same process. ``fn`` must be a module-level function
+    taking a ``task`` keyword; its progress, status and partial results reach ``task``, and
+    cancelling ``task`` cancels it (a child that does not stop within ``grace_s`` is
+    terminated, so closing a window never waits on it)."""
+    import multiprocessing
+    import queue as queue_mod
+
+    task = task or silent_task()
+    ctx = multiprocessing.get_context("spawn")
+    reports, cancel = ctx.Queue(), ctx.Event()
+    child = ctx.Process(target=_child_main, args=(fn, args, reports, cancel), daemon=True)
+    child.start()
+    cancel_sent: float | None = None
+    try:
+        while True:
+            if task.cancelled() and cancel_sent is None:  # checked at every turn: a child that
+                cancel.set()  # reports all the time never leaves the queue empty
+                cancel_sent = time.monotonic()
+            if cancel_sent is not None and time.monotonic() - cancel_sent > grace_s:
+                raise Cancelled()
+            try:
+                kind, value = reports.get(timeout=0.1)
+            except queue_mod.Empty:
+                if not child.is_alive() and reports.empty():
+                    raise RuntimeError(f"The child process ended without a result (exit code "
+                                       f"{child.exitcode}).") from None
+                continue
+            if kind == "progress":
+                task.set_progress(value)
+            elif kind == "status":
+                task.set_status(value)
+            elif kind == "partial":
+                task.emit_partial(value)
+            elif kind == "error":
+                raise value
+            else:
+                return value
+    finally:
+        if child.is_alive():
+            child.join(timeout=1.0 if cancel_sent is None else 0.1)
+        if child.is_alive():
+            child.terminate()
+            child.join(timeout=5.0)
+        reports.close()

@@ -97,6 +97,20 @@ def describe_positions(report: dict[str, Any] | None, limit: int = 4) -> str:
             f"{shown}{more}")
 
 
+def ev_phrase(s: dict[str, Any]) -> str:
+    """"explained variance 0.851 (0.960 over all tokens, 1 massive included)": the all-token
+    figure only where massive tokens were left out and it differs."""
+    ev = s.get("explained_variance")
+    if ev is None:
+        return "explained variance n/a"
+    text = f"explained variance {ev:.3f}"
+    ev_all, n = s.get("explained_variance_all_tokens"), s.get("massive_excluded") or 0
+    if n and ev_all is not None and abs(ev_all - ev) >= 0.0005:
+        text += (f" ({ev_all:.3f} over all tokens, {n:,} massive token{'s' if n != 1 else ''} "
+                 "included)")
+    return text
+
+
 def token_mask(h_TD: Tensor, threshold: float | None,
                factor: float = DEFAULT_FACTOR) -> Tensor:
     """True for the tokens an SAE is meant for: norm at most ``threshold``, or, without one,

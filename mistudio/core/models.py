@@ -182,9 +182,7 @@ def add_model(ws: Workspace, name: str, source: str, trust_remote_code: bool = F
               overwrite: bool = False) -> dict[str, Any]:
     """Register a model (reads only its configuration; weights load on first use)."""
     validate_name(name, "Model name")
-    if ws.catalog.find("model", name) and not overwrite:
-        raise InvalidInputError(f"A model named {name!r} already exists.",
-                                "Choose another name, or pass --overwrite to replace it.")
+    ws.refuse_existing("model", name, overwrite)
     src = _resolve_source(source)
     info = describe_config(_load_config(src, trust_remote_code))
     manifest = {
@@ -194,9 +192,9 @@ def add_model(ws: Workspace, name: str, source: str, trust_remote_code: bool = F
         "summary": asdict(info),
     }
     final, partial = ws.artifact_path("model", name), ws.partial_path("model", name)
-    with building(final, partial) as out:
+    with ws.writer("model", name, "add-model"), building(final, partial) as out:
         write_json_atomic(out / MANIFEST, manifest)
-    ws.register(manifest)
+        ws.register(manifest)
     return manifest
 
 
@@ -282,13 +280,26 @@ def _load_tokenizer(folder: str, trust: bool, extra: dict[str, Any]) -> Any:
 
 def _gguf_cache(ws: Workspace, name: str, src: dict[str, Any], task: TaskState) -> str:
     """Dequantize a GGUF once into ``models/NAME/cache`` (safetensors + tokenizer files)."""
-    with HF_IMPORT_LOCK:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
     root = ws.artifact_path("model", name)
     cache, partial = root / CACHE_DIR, root / f".{CACHE_DIR}.partial"
     if (cache / "config.json").is_file():
         return str(cache)
+    from filelock import FileLock
+
+    # Two processes loading a GGUF model for the first time: the second waits for the first's
+    # cache instead of deleting its half-written folder.
+    with FileLock(str(root / ".cache.lock")):
+        if (cache / "config.json").is_file():
+            return str(cache)
+        _dequantize(ws, name, src, cache, partial, task)
+    return str(cache)
+
+
+def _dequantize(ws: Workspace, name: str, src: dict[str, Any], cache: Path, partial: Path,
+                task: TaskState) -> None:
+    with HF_IMPORT_LOCK:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
     task.set_status(f"Dequantizing {src['gguf_file']} (first use only)")
     ws.require_free_space(int(model_info(ws, name).n_params * 4 * 1.1), "the model cache")
     shutil.rmtree(partial, ignore_errors=True)
@@ -304,7 +315,8 @@ def _gguf_cache(ws: Workspace, name: str, src: dict[str, Any], task: TaskState) 
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         del model
-    return str(cache)
+        for f in out.iterdir():  # safetensors writes 0600; the cache is an ordinary file
+            f.chmod(0o644)
 
 
 @contextmanager

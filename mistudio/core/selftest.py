@@ -77,7 +77,7 @@ def _run(ws: Workspace, task: TaskState) -> dict[str, Any]:
         # In a child process, as the app's Training panel does it: in a bundle this checks
         # that a spawned process runs the job (multiprocessing.freeze_support) and not the app.
         evaluation = step("evaluate", 0.85, 0.87, lambda t: evaluate_in_child(
-            str(ws.root), "sae", 2, "cpu"))
+            str(ws.root), "sae", 2, "cpu", task=t))
         steps["evaluate"].update(kl_div=round(evaluation["kl_div"], 3))
         step("analyze", 0.87, 0.92, lambda t: analyze(ws, AnalyzeConfig(
             "sae", tokens=SELFTEST_TOKENS, top_k=5), "sae", t))

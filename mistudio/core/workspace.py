@@ -85,8 +85,28 @@ class Workspace:
         if self._catalog is None:
             from mistudio.core.catalog import Catalog
 
+            self.recover_interrupted_swaps()
             self._catalog = Catalog(self.root / "metadata" / "catalog.sqlite")
         return self._catalog
+
+    def recover_interrupted_swaps(self) -> None:
+        """Finish what a crash between :func:`building`'s two renames left: the old artifact
+        waits under ``.NAME.old`` with no ``NAME`` beside it (put it back), or the swap was done
+        but the old copy not yet deleted (delete it). Skipped for artifacts a job holds."""
+        from mistudio.core.locks import BusyError
+
+        for kind, sub in ARTIFACT_DIRS.items():
+            for old in (self.root / sub).glob(".*.old"):
+                name = old.name[1:-len(".old")]
+                final = old.with_name(name)
+                try:
+                    with self.writer(kind, name, "recover"):
+                        if not final.exists():
+                            os.replace(old, final)
+                        else:
+                            shutil.rmtree(old, ignore_errors=True)
+                except (BusyError, InvalidInputError, OSError):
+                    continue
 
     def close(self) -> None:
         if self._catalog is not None:
@@ -107,10 +127,42 @@ class Workspace:
                          manifest.get("provenance"), manifest.get("summary"))
 
     def remove(self, kind: str, name: str) -> None:
-        """Delete an artifact's folder (complete or partial) and its catalog row."""
+        """Delete an artifact's folder (complete or partial) and its catalog row; refused while a
+        job writes it, and never outside this workspace's own folder for that kind."""
         art = self.catalog.get(kind, name)  # a clear error if unknown
-        shutil.rmtree(Path(art.path), ignore_errors=True)
-        self.catalog.delete(kind, name)
+        folder = Path(art.path).resolve()
+        if folder.parent != (self.root / ARTIFACT_DIRS[kind]).resolve():
+            raise CorruptedError(f"The catalog row of {kind} {name!r} points outside this "
+                                 f"workspace ({art.path}); nothing was deleted.",
+                                 "Run `mistudio catalog rebuild`.")
+        with self.writer(kind, name, "remove"):
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(self.partial_path(kind, name), ignore_errors=True)
+            self.catalog.delete(kind, name)
+
+    def writer(self, kind: str, name: str, job: str) -> Any:
+        """The one-writer lock of an artifact (:mod:`mistudio.core.locks`), as a context."""
+        from mistudio.core.locks import writer_lock
+
+        return writer_lock(self.root, kind, validate_name(name), job)
+
+    def refuse_existing(self, kind: str, name: str, overwrite: bool) -> None:
+        """Never replace a folder that is on disk unless the user said so, whether the catalog
+        lists it or not (a lost catalog or a damaged manifest must not make data fair game)."""
+        final = self.artifact_path(kind, name)
+        if overwrite or not final.exists():
+            return
+        what = {"sae": "An SAE", "features": "An analysis", "activations": "An activation set",
+                "tokenized": "A tokenized set", "dataset": "A dataset",
+                "model": "A model"}.get(kind, kind)
+        if self.catalog.find(kind, name) is not None:
+            raise InvalidInputError(f"{what} named {name!r} already exists.",
+                                    "Choose another name, or pass --overwrite to replace it.")
+        raise InvalidInputError(
+            f"{what} folder named {name!r} is already on disk ({final}), though the catalog "
+            "does not list it (its manifest may be damaged).",
+            "Choose another name; `mistudio catalog rebuild` says why it is not listed; "
+            "--overwrite replaces it.")
 
     @contextmanager
     def job(self, kind: str, target: str, params: dict[str, Any]) -> Iterator[int]:
@@ -164,13 +216,14 @@ def building(final: Path, partial: Path, keep_partial: bool = False) -> Iterator
 
 
 @contextmanager
-def atomic_write(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator[Any]:
+def atomic_write(path: Path, mode: str = "wb", encoding: str | None = None,
+                 newline: str | None = None) -> Iterator[Any]:
     """Write ``path`` all or nothing: a temporary file in the same folder, flushed and fsynced,
     renamed over ``path``, then the folder fsynced so the rename itself survives a power loss.
     On any error (a full disk included) the temporary file is removed and ``path`` is untouched."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode, encoding=encoding) as fh:
+        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -215,8 +268,11 @@ def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-    except FileNotFoundError as err:
-        raise CorruptedError(f"The {what} is missing its manifest ({path}).", fix) from err
+    except FileNotFoundError as err:  # the folder went away outside miStudio: re-index, never
+        # suggest rebuilding it (--overwrite would replace whatever is left of it)
+        raise CorruptedError(f"The {what} is missing its manifest ({path}); its folder was "
+                             "moved, renamed or deleted outside miStudio.",
+                             "Run `mistudio catalog rebuild` to re-index the workspace.") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptedError(f"The {what} manifest {path} is corrupted ({err}).", fix) from err
     if not isinstance(data, dict):

@@ -168,3 +168,20 @@ def restyle_plots(root: QWidget, line_scale: float | None = None) -> None:
                 item.setPen(pen)
             elif isinstance(item, pg.LabelItem):
                 item.setText(item.text, color=foreground, size=f"{font.pointSizeF():.0f}pt")
+
+
+def refill_combo(combo: Any, items: Sequence[str]) -> None:
+    """Replace a combo box's items, keeping the user's choice when it is still there: the
+    panels refresh on every focus and catalog change, and clearing the box would silently put
+    a form back to its first item."""
+    current = combo.currentText()
+    if [combo.itemText(i) for i in range(combo.count())] == list(items):
+        return
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(list(items))
+    if current in items:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+    if combo.currentText() != current:
+        combo.currentTextChanged.emit(combo.currentText())

@@ -11,6 +11,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -29,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from mistudio.core.workspace import Workspace, human_bytes
-from mistudio.gui.common import RowsModel, show_error
+from mistudio.gui.common import RowsModel, refill_combo, show_error
 from mistudio.gui.worker import JobRunner, in_worker
 
 
@@ -62,8 +63,14 @@ class ArtifactPanel(QWidget):
         raise NotImplementedError
 
     def refresh(self) -> None:
-        self.model.set_rows(self.rows())
-        self.table.resizeColumnsToContents()
+        chosen = [self.model.rows[i.row()][0] for i in self.table.selectionModel().selectedRows()]
+        rows = self.rows()
+        if rows != self.model.rows:  # a reset clears the selection: only when something changed
+            self.model.set_rows(rows)
+            self.table.resizeColumnsToContents()
+            names = [r[0] for r in rows]
+            if chosen and chosen[0] in names:  # keep the user's row selected
+                self.table.selectRow(names.index(chosen[0]))
 
 
 class DatasetsPanel(ArtifactPanel):
@@ -96,10 +103,17 @@ class DatasetsPanel(ArtifactPanel):
         f = QFormLayout(tok)
         self.tok_model = QComboBox()
         self.ctx = QSpinBox(minimum=16, maximum=8192, value=128, singleStep=64)
+        self.bos = QCheckBox("Start each sequence with BOS")
+        self.bos.setChecked(True)
+        self.bos.setToolTip(
+            "Models park attention on the first token and give it a huge activation norm. "
+            "With the model's BOS token first, that token is BOS, which extraction leaves out. "
+            "Models whose tokenizer has no BOS start with the text either way.")
         go = QPushButton("Tokenize")
         go.clicked.connect(self.tokenize)
         f.addRow("Model", self.tok_model)
         f.addRow("Context length", self.ctx)
+        f.addRow(self.bos)
         f.addRow(go)
         self.side.addWidget(tok)
         self.side.addStretch(1)
@@ -114,8 +128,7 @@ class DatasetsPanel(ArtifactPanel):
             self.preview.refresh()
 
     def rows(self) -> list[list[Any]]:
-        self.tok_model.clear()
-        self.tok_model.addItems([m.name for m in self.ws.catalog.list("model")])
+        refill_combo(self.tok_model, [m.name for m in self.ws.catalog.list("model")])
         return [[a.name, a.config.get("source"), a.summary.get("documents"),
                  a.summary.get("characters"), a.status] for a in self.ws.catalog.list("dataset")]
 
@@ -165,7 +178,8 @@ class DatasetsPanel(ArtifactPanel):
         if not ds or not model:
             show_error(self, "Select a dataset in the table and a model to tokenize with.")
             return
-        cfg = TokenizeConfig(ds, model, self.ctx.value())
+        cfg = TokenizeConfig(ds, model, self.ctx.value(),
+                             prepend_bos="auto" if self.bos.isChecked() else "no")
         self.runner.start(f"Tokenizing {ds}", in_worker(
             self.ws, lambda ws, t: tokenize_dataset(ws, cfg, task=t)))
 
@@ -184,6 +198,9 @@ class TokenizedPreview(QWidget):
         self.choice = QComboBox()
         self.choice.currentTextChanged.connect(self.show_set)
         left.addWidget(self.choice)
+        self.policy = QLabel("")
+        self.policy.setWordWrap(True)
+        left.addWidget(self.policy)
         self.text = QTextBrowser()
         self.text.setOpenLinks(False)
         self.text.highlighted.connect(self._hover)
@@ -226,6 +243,7 @@ class TokenizedPreview(QWidget):
         import pyqtgraph as pg
 
         self.text.setHtml(result["html"])
+        self.policy.setText(result["policy"])
         stats = result["stats"]
         h = stats.get("doc_length_histogram")
         self.lengths.clear()
@@ -251,6 +269,14 @@ class TokenizedPreview(QWidget):
             QToolTip.showText(QCursor.pos(), f"token id {text[4:]}", self.text)
 
 
+def _massive_note(summary: dict[str, Any]) -> str:
+    """", 17 massive tokens left out" for an activation set's catalog summary."""
+    n = summary.get("massive_tokens")
+    if not n:
+        return ""
+    return f", {n:,} massive token{'s' if n != 1 else ''} (attention sinks) left out"
+
+
 def _tokenized_preview(root: Path, name: str) -> dict[str, Any]:
     """HTML of a tokenized set's first sequences, one hoverable span per token, and its stats."""
     import html
@@ -271,7 +297,14 @@ def _tokenized_preview(root: Path, name: str) -> dict[str, Any]:
                 parts.append(f'<a href="tok:{int(t)}" style="background:{shade};color:#111;'
                              f'text-decoration:none">{text}</a>')
             parts.append("<br><br>")
-        return {"html": "".join(parts), "stats": tokens.manifest.get("stats", {})}
+        prov = tokens.manifest.get("provenance", {})
+        policy = (f"Every sequence starts with BOS ({prov.get('bos_token') or prov['bos_token_id']})"
+                  f", where the attention sink sits; extraction leaves it out."
+                  if prov.get("bos_token_id") is not None else
+                  "No BOS first: the text's first tokens take the attention sink (extraction "
+                  "flags their huge norms and training leaves them out).")
+        return {"html": "".join(parts), "stats": tokens.manifest.get("stats", {}),
+                "policy": policy}
     finally:
         ws.close()
 
@@ -370,15 +403,13 @@ class ModelsPanel(ArtifactPanel):
 
     def rows(self) -> list[list[Any]]:
         models = self.ws.catalog.list("model")
-        self.model_box.clear()
-        self.model_box.addItems([m.name for m in models])
-        self.dataset.clear()
-        self.dataset.addItems([d.name for d in self.ws.catalog.list("dataset")])
+        refill_combo(self.model_box, [m.name for m in models])
+        refill_combo(self.dataset, [d.name for d in self.ws.catalog.list("dataset")])
         sets = self.ws.catalog.list("activations")
         self.acts.setText("Activation sets:\n" + "\n".join(
             f"  {a.name}: {a.summary.get('tokens', 0):,} tokens, "
-            f"{human_bytes(a.summary.get('bytes', 0))} ({a.status})" for a in sets)
-            if sets else "No activation sets yet.")
+            f"{human_bytes(a.summary.get('bytes', 0))} ({a.status})" + _massive_note(a.summary)
+            for a in sets) if sets else "No activation sets yet.")
         from mistudio.core.devices import estimate_model_bytes, resolve_device, resolve_dtype
         from mistudio.core.errors import MiStudioError
 

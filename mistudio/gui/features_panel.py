@@ -318,7 +318,8 @@ class FeaturesPanel(QWidget):
                         lambda ws, task: feature_map(ws, analysis, task))
         else:
             self._start("Computing the feature map (UMAP)", "map",
-                        lambda ws, task: feature_map_in_child(root, analysis, recompute=force))
+                        lambda ws, task: feature_map_in_child(root, analysis, recompute=force,
+                                                              task=task))
 
     def save_label(self, f: int, text: str) -> None:
         if self.store is None:

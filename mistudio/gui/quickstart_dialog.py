@@ -140,8 +140,10 @@ class QuickStartDialog(QDialog):
         f, sae = result["features"], result["sae"]
         seconds = time.perf_counter() - self.started_at
         took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+        sinks = (" (the few attention-sink tokens, with norms tens of times larger, left out)"
+                 if sae.get("massive_excluded") else "")
         text = (f"Done in {took}. The SAE explains {sae['explained_variance']:.1%} of "
-                f"the layer's variance with {sae['l0']:.0f} features per token; "
+                f"the layer's variance{sinks} with {sae['l0']:.0f} features per token; "
                 f"{f['score_ge_0_7']} of {f['labelled']} labelled features score >= 0.7 on "
                 "held-out text. The Features tab now shows them.")
         steer = result.get("steering")

@@ -7,7 +7,6 @@ run of 100k steps stays smooth. Past runs are re-plotted from their ``metrics.js
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,10 @@ from PySide6.QtWidgets import (
 )
 
 from mistudio.core.errors import MiStudioError
-from mistudio.core.sae.trainer import TrainConfig, train_sae
+from mistudio.core.massive import ev_phrase
+from mistudio.core.sae.trainer import TrainConfig, read_metrics, train_sae
 from mistudio.core.workspace import Workspace
-from mistudio.gui.common import show_error
+from mistudio.gui.common import refill_combo, show_error
 from mistudio.gui.worker import JobRunner
 
 PRESETS = {
@@ -67,7 +67,8 @@ class MetricBuffers:
                 if col is not None:
                     grown[: self.n] = col[: self.n]
                 self.cols[key] = col = grown
-            col[self.n: need] = [float(r.get(key, np.nan) or np.nan) for r in rows]
+            # a missing or null value is a gap; 0.0 is a value (not `or nan`: that dropped it)
+            col[self.n: need] = [np.nan if r.get(key) is None else float(r[key]) for r in rows]
         self.n = need
 
     def get(self, key: str) -> np.ndarray:
@@ -154,7 +155,9 @@ class Dashboard(QWidget):
                     per_step = r["tokens"] / max(r["step"], 1)
                     left = (self._planned - r["step"]) * per_step / r["tokens_per_s"]
                     eta = f"  ETA {int(left // 60)}:{int(left % 60):02d}"
-                self.summary.setText(f"step {r['step']:,}  EV {r['explained_variance']:.3f}  "
+                ev = r.get("explained_variance")
+                ev_text = "n/a" if ev is None else f"{ev:.3f}"
+                self.summary.setText(f"step {r['step']:,}  EV {ev_text}  "
                                      f"L0 {r['l0']:.1f}  dead {r['dead_fraction']:.1%}  "
                                      f"{r['tokens_per_s']:,.0f} tokens/s{eta}")
         self._dirty = True
@@ -277,12 +280,8 @@ class TrainingPanel(QWidget):
         self.k.setValue(p["k"])
 
     def refresh(self) -> None:
-        current = self.activations.currentText()
-        names = [a.name for a in self.ws.catalog.list("activations") if a.status == "complete"]
-        self.activations.clear()
-        self.activations.addItems(names)
-        if current in names:
-            self.activations.setCurrentText(current)
+        refill_combo(self.activations, [a.name for a in self.ws.catalog.list("activations")
+                                        if a.status == "complete"])
         self.runs.clear()
         self.runs.addItems([a.name for a in self.ws.catalog.list("sae")])
 
@@ -325,7 +324,8 @@ class TrainingPanel(QWidget):
             task.set_status(f"Evaluating {name} inside the model")
             try:  # CE loss score and KL with the SAE spliced in; a child process loads the
                 # model, so its interpreter-heavy loading cannot stall the UI thread
-                manifest["summary"].update(evaluate_in_child(str(ws_root), name, 16, device))
+                manifest["summary"].update(evaluate_in_child(str(ws_root), name, 16, device,
+                                                             task=SubTask(task, 0.9, 1.0)))
             except MiStudioError as err:  # e.g. the tokenized set is gone
                 manifest["summary"]["in_model_error"] = str(err)
             task.set_progress(1.0)
@@ -358,7 +358,7 @@ class TrainingPanel(QWidget):
 
     def done(self, manifest: dict[str, Any]) -> None:
         s = manifest["summary"]
-        text = (f"{manifest['name']}: explained variance {s['explained_variance']:.3f}, "
+        text = (f"{manifest['name']}: {ev_phrase(s)}, "
                 f"L0 {s['l0']:.1f}, dead {s['dead_fraction']:.1%} "
                 f"({s['steps']:,} steps, {s['tokens']:,} tokens)")
         if "ce_loss_score" in s:
@@ -379,7 +379,7 @@ class TrainingPanel(QWidget):
         path = Path(art.path) / "metrics.jsonl" if art else None
         if path is None or not path.is_file():
             return
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        rows = read_metrics(path)
         from PySide6.QtCore import Qt
 
         if QApplication.keyboardModifiers() & Qt.KeyboardModifier.ControlModifier:

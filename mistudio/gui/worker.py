@@ -18,7 +18,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
-from mistudio.core.errors import Cancelled, MiStudioError
+from mistudio.core.errors import Cancelled, as_user_error
 from mistudio.core.jobs import CancelToken
 from mistudio.core.workspace import Workspace
 
@@ -150,8 +150,8 @@ class JobRunner(QObject):
             self.finished.emit(thread.result)
         elif isinstance(err, Cancelled):
             self.cancelled.emit()
-        elif isinstance(err, MiStudioError):
-            self.failed.emit(str(err), thread.details)
+        elif (user := as_user_error(err)) is not None:
+            self.failed.emit(str(user), thread.details)
         else:
             self.failed.emit(f"{type(err).__name__}: {err}", thread.details)
         thread.deleteLater()

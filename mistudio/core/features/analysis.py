@@ -21,6 +21,7 @@ The analysis folder (``features/NAME``)::
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,16 +76,21 @@ class AnalyzeConfig:
 
 def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
             task: TaskState | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Analyse ``cfg.sae`` and store the result as ``features/NAME`` (default: the SAE's name)."""
+    """Analyse ``cfg.sae`` and store the result as ``features/NAME`` (default: the SAE's name).
+    Labels of an analysis it replaces are carried over or archived (:mod:`.carry`)."""
+    task = task or silent_task()
+    name = name or cfg.sae
+    ws.refuse_existing("features", name, overwrite)
+    with ws.writer("features", name, "analyze"):
+        return _analyze(ws, cfg, name, task)
+
+
+def _analyze(ws: Workspace, cfg: AnalyzeConfig, name: str, task: TaskState) -> dict[str, Any]:
+    from mistudio.core.features.carry import carry_labels, weights_checksum
     from mistudio.core.features.interpret import interpret
     from mistudio.core.features.store import write_table
 
-    task = task or silent_task()
-    name = name or cfg.sae
     final, partial = ws.artifact_path("features", name), ws.partial_path("features", name)
-    if final.exists() and not overwrite:
-        raise InvalidInputError(f"An analysis named {name!r} already exists.",
-                                "Pass --overwrite to redo it, or --name for another.")
     sae, _ = open_sae(ws, cfg.sae, cfg.device)
     sae_art = ws.catalog.get("sae", cfg.sae)
     hook = sae_art.summary.get("hook")
@@ -125,10 +131,16 @@ def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
         extras = interpret(ws, model, sae, hook, partial, cfg, SubTask(task, 0.75, 0.98))
         write_table(partial, {"feature": np.arange(sae.cfg.d_sae, dtype=np.int32), **stats,
                               **extras})
+        checksum = weights_checksum(Path(sae_art.path))
+        # labels of the analysis this one replaces: carried over (same weights) or archived
+        kept = carry_labels(final, partial, _old_checksum(final), checksum,
+                            sae.cfg.d_sae) if final.exists() else {}
         manifest = {"kind": "features", "name": name, "status": "complete", "config": asdict(cfg),
                     "provenance": {"sae": cfg.sae, "activations": acts_name, "model": model,
                                    "hook": hook, "tokenized": tokenized.manifest["name"],
+                                   "sae_checksum": checksum,
                                    "mistudio": __version__, "created": time.time()},
+                    "previous_labels": kept,
                     "summary": {"n_tokens": n_used, "massive_excluded": stream["excluded"],
                                 "n_rows": n_rows, "n_sequences": int(rows[-1, 0] - rows[0, 0] + 1)
                                 if n_rows else 0, "d_sae": sae.cfg.d_sae,
@@ -142,6 +154,13 @@ def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
     ws.register(manifest)
     task.set_progress(1.0)
     return manifest
+
+
+def _old_checksum(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())["provenance"].get("sae_checksum")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _whole_sequences(acts: ActivationSet, n: int) -> int:
@@ -185,6 +204,13 @@ def _stream(sae: Any, acts: ActivationSet, hook: str, n_rows: int, cfg: AnalyzeC
                 if cut > 0:
                     stop, seq_R = start + cut, seq_R[:cut]
             x_RD = torch.from_numpy(acts.rows(hook, start, stop)).to(device)
+            finite_R = torch.isfinite(x_RD).all(dim=1)
+            if not bool(finite_R.all()):
+                bad = (torch.nonzero(~finite_R).flatten()[:5] + start).tolist()
+                raise InvalidInputError(
+                    f"Activation set {acts.manifest['name']!r} has NaN or infinite values at "
+                    f"{hook} (rows {', '.join(map(str, bad))}...); nothing was analysed.",
+                    "Extract it again (with model dtype float32 if the model ran in float16).")
             t = time.perf_counter()
             latents_RF = sae.encode(x_RD).float().cpu()
             encode_s += time.perf_counter() - t

@@ -8,13 +8,12 @@ token of the window, so the browser can draw a heatmap and the explainers can re
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from mistudio.core.workspace import read_json
+from mistudio.core.workspace import atomic_write, read_json
 
 BEFORE, AFTER = 24, 8
 """Tokens shown before and after the marked token (a 33-token window, as delphi uses ~32)."""
@@ -188,10 +187,8 @@ def write_token_texts(folder: Path, tokenizer: Any, extra_ids: np.ndarray) -> in
     rows = np.load(folder / "rows.npy", mmap_mode="r")
     ids = np.union1d(np.unique(np.asarray(rows[:, 2])), np.unique(extra_ids))
     text = TokenText(tokenizer)
-    tmp = folder / f".{TOKEN_TEXTS_FILE}.tmp"
-    tmp.write_text(json.dumps({str(int(i)): text(int(i)) for i in ids}, ensure_ascii=False),
-                   encoding="utf-8")
-    os.replace(tmp, folder / TOKEN_TEXTS_FILE)
+    with atomic_write(folder / TOKEN_TEXTS_FILE, "w", encoding="utf-8") as fh:
+        json.dump({str(int(i)): text(int(i)) for i in ids}, fh, ensure_ascii=False)
     return len(ids)
 
 

@@ -146,7 +146,9 @@ def explain_pattern(examples: list[Example], text: Callable[[int], str], logit_t
 
 def _describe(rule: Rule, tokens: list[str], shown: dict[str, str], before: Counter[str],
               n: int) -> str:
-    after = " / ".join(_show(shown.get(t, t)) for t in sorted(rule.after, key=lambda t: -before[t]))
+    # ties broken by the text: a frozenset's order changes with each process's hash seed
+    after = " / ".join(_show(shown.get(t, t)) for t in sorted(rule.after,
+                                                             key=lambda t: (-before[t], t)))
     if not rule.tokens:
         return f"tokens after {after}"
     label = " / ".join(_show(shown[t]) for t in tokens)

@@ -8,7 +8,6 @@ installs without umap-learn) get a PCA projection instead; the map records which
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from mistudio.core.jobs import TaskState, silent_task
-from mistudio.core.workspace import Workspace
+from mistudio.core.workspace import Workspace, write_json_atomic, write_npy_atomic
 
 MAP_FILE = "map.npy"
 MAP_INFO = "map.json"
@@ -75,26 +74,27 @@ def feature_map(ws: Workspace, analysis: str, task: TaskState | None = None,
     manifest: dict[str, Any] = json.loads((folder / "manifest.json").read_text())
     sae, _ = open_sae(ws, manifest["provenance"]["sae"])
     fmap = compute_map(sae.W_dec_FO.detach().float().numpy())
-    tmp = folder / f".{MAP_FILE}.tmp.npy"
-    np.save(tmp, fmap.xy)
-    os.replace(tmp, folder / MAP_FILE)
-    (folder / MAP_INFO).write_text(json.dumps({"method": fmap.method}))
+    write_npy_atomic(folder / MAP_FILE, fmap.xy)
+    write_json_atomic(folder / MAP_INFO, {"method": fmap.method})
     task.set_progress(1.0)
     return fmap
 
 
-def feature_map_in_child(root: str, analysis: str, recompute: bool = False) -> FeatureMap:
+def feature_map_in_child(root: str, analysis: str, recompute: bool = False,
+                         task: TaskState | None = None) -> FeatureMap:
     """:func:`feature_map` in a fresh process, for the app: UMAP imports numba and scikit-learn
     and compiles with numba, long stretches that hold the interpreter lock, and importing them
-    on a worker thread of a PySide6 app once hung the app (PySide6 hooks every import)."""
+    on a worker thread of a PySide6 app once hung the app (PySide6 hooks every import).
+    Progress reaches ``task``; cancelling it stops the child."""
     from mistudio.core.jobs import run_in_child
 
-    return FeatureMap(*run_in_child(_map_at, root, analysis, recompute))
+    return FeatureMap(*run_in_child(_map_at, root, analysis, recompute, task=task))
 
 
-def _map_at(root: str, analysis: str, recompute: bool) -> tuple[np.ndarray, str]:
+def _map_at(root: str, analysis: str, recompute: bool,
+            task: TaskState | None = None) -> tuple[np.ndarray, str]:
     ws = Workspace(root)
     try:
-        return tuple(feature_map(ws, analysis, recompute=recompute))  # type: ignore[return-value]
+        return tuple(feature_map(ws, analysis, task, recompute=recompute))  # type: ignore[return-value]
     finally:
         ws.close()

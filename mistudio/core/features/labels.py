@@ -94,6 +94,12 @@ def _explainer(ws: Workspace, cfg: LabelConfig) -> Any:
 def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
                    task: TaskState | None = None) -> dict[str, Any]:
     """Describe and score features of ``analysis``; returns counts and the score distribution."""
+    with ws.writer("features", analysis, "label"):  # not beside a re-analysis of it
+        return _label(ws, analysis, cfg, task)
+
+
+def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
+           task: TaskState | None) -> dict[str, Any]:
     from mistudio.core.features.llm import detection_score, explain_with_llm
     from mistudio.core.models import load_tokenizer
 

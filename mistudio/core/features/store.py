@@ -9,7 +9,6 @@ over the columns, the form a ``QAbstractTableModel`` wants (``benchmarks/browse.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from mistudio.core.errors import CorruptedError, InvalidInputError, NotFoundError
-from mistudio.core.workspace import Workspace
+from mistudio.core.workspace import Workspace, atomic_write, write_npy_atomic
 
 TABLE_FILE = "features.arrow"
 LABELS_FILE = "labels.sqlite"
@@ -79,10 +78,9 @@ def write_table(folder: Path, columns: dict[str, np.ndarray]) -> None:
             arrays.append(pa.FixedSizeListArray.from_arrays(flat, col.shape[1]))
         names.append(name)
     table = pa.Table.from_arrays(arrays, names=names)
-    tmp = folder / f".{TABLE_FILE}.tmp"
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with atomic_write(folder / TABLE_FILE) as fh, \
+            pa.ipc.new_file(pa.PythonFile(fh, mode="w"), table.schema) as writer:
         writer.write_table(table)
-    os.replace(tmp, folder / TABLE_FILE)
     with open_labels(folder):
         pass  # create the labels database beside it
 
@@ -180,9 +178,7 @@ class FeatureStore:
         return scores
 
     def _write_scores(self) -> None:
-        tmp = self.folder / f".{SCORES_FILE}.tmp.npy"
-        np.save(tmp, self._scores)
-        os.replace(tmp, self.folder / SCORES_FILE)
+        write_npy_atomic(self.folder / SCORES_FILE, self._scores)
 
     def all_labels(self) -> dict[int, Label]:
         """Every stored label in one query (labelling many features reads them once)."""

@@ -40,8 +40,8 @@ def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: s
             **{k: s.get(k) for k in ("explained_variance", "l0", "dead_fraction", "mse")}}
 
 
-def evaluate_in_child(root: str, name: str, n_sequences: int = 32,
-                      device: str = "auto") -> dict[str, Any]:
+def evaluate_in_child(root: str, name: str, n_sequences: int = 32, device: str = "auto",
+                      task: TaskState | None = None) -> dict[str, Any]:
     """:func:`evaluate_in_model` in a fresh process, for callers that must stay responsive.
 
     Loading a model runs long stretches of Python and C code that hold the interpreter lock;
@@ -49,12 +49,13 @@ def evaluate_in_child(root: str, name: str, n_sequences: int = 32,
     """
     from mistudio.core.jobs import run_in_child
 
-    return run_in_child(_evaluate_at, root, name, n_sequences, device)
+    return run_in_child(_evaluate_at, root, name, n_sequences, device, task=task)
 
 
-def _evaluate_at(root: str, name: str, n_sequences: int, device: str) -> dict[str, Any]:
+def _evaluate_at(root: str, name: str, n_sequences: int, device: str,
+                 task: TaskState | None = None) -> dict[str, Any]:
     ws = Workspace(root)
     try:
-        return evaluate_in_model(ws, name, n_sequences, device)
+        return evaluate_in_model(ws, name, n_sequences, device, task)
     finally:
         ws.close()

@@ -107,9 +107,7 @@ def import_sae(ws: Workspace, folder: Path, name: str, model: str, hook: str,
     if not folder.is_dir():
         raise NotFoundError(f"The folder {folder} does not exist.", "Check the path.")
     final, partial = ws.artifact_path("sae", name), ws.partial_path("sae", name)
-    if final.exists() and not overwrite:
-        raise InvalidInputError(f"An SAE named {name!r} already exists.",
-                                "Choose another --name, or pass --overwrite.")
+    ws.refuse_existing("sae", name, overwrite)
     info = model_info(ws, model)
     try:
         layer, point = parse_hook_key(hook)
@@ -128,7 +126,7 @@ def import_sae(ws: Workspace, folder: Path, name: str, model: str, hook: str,
                 "imported_format": fmt}
     summary = {"architecture": sae.cfg.architecture, "d_in": sae.cfg.d_in,
                "d_sae": sae.cfg.d_sae, "hook": hook, "imported_format": fmt}
-    with building(final, partial) as out:
+    with ws.writer("sae", name, "import"), building(final, partial) as out:
         save_sae(out, sae, metadata, {"imported": True, "summary": summary,
                                       "mistudio": __version__})
         manifest = {"kind": "sae", "name": name, "status": "complete",
@@ -166,6 +164,13 @@ def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens") -> dic
     info: dict[str, Any] = {"sae": name, "format": fmt, "out": str(out)}
     if out.exists():
         out.rmdir()  # empty: nothing is lost, and building() renames the result into place
+    sae, _ = load_sae(src)  # the files must read back as an SAE before anything is written
+    bad = [n for n, t in sae.state_dict().items() if t.is_floating_point() and
+           not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CorruptedError(f"The weights of SAE {name!r} hold NaN or infinite values "
+                             f"({', '.join(bad)}); nothing was exported.",
+                             "Train it again (a lower learning rate helps), or re-import it.")
     with building(out, tmp):
         if fmt == "saelens":
             for f in (CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE, EXTRA_FILE):
@@ -174,7 +179,6 @@ def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens") -> dic
         else:
             from mistudio.core.sae.onnx_export import export_onnx
 
-            sae, _ = load_sae(src)
             sample = _sample_rows(ws, art.provenance.get("activations"), art.summary.get("hook"))
             result = export_onnx(sae, tmp, sample)
             info.update(max_abs_diff=result.max_abs_diff, max_abs_value=result.max_abs_value,

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from mistudio.core.errors import CorruptedError, InvalidInputError
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
-from mistudio.core.workspace import read_json, write_json_atomic
+from mistudio.core.workspace import atomic_write, read_json, write_json_atomic
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -93,13 +93,20 @@ def save_sae(folder: Path, sae: SparseCoder, metadata: dict[str, Any], extra: di
     if cfg.out_dim != cfg.d_in or cfg.transcoder:
         saelens_cfg["d_out"] = cfg.out_dim
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / WEIGHTS_FILE))
+    _write_safetensors(folder / WEIGHTS_FILE, tensors)
     if log10_density is not None:
-        save_file({"sparsity": log10_density.float().contiguous().cpu()},
-                  str(folder / SPARSITY_FILE))
+        _write_safetensors(folder / SPARSITY_FILE,
+                           {"sparsity": log10_density.float().contiguous().cpu()})
     write_json_atomic(folder / CFG_FILE, saelens_cfg)
     write_json_atomic(folder / EXTRA_FILE, {**extra, "sae_config": inference_config(cfg).to_dict(),
                                             "trained_config": cfg.to_dict()})
+
+
+def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """safetensors' own writer creates files readable by their owner only (0600): write its
+    bytes through the workspace's atomic writer instead (0644, fsynced, all or nothing)."""
+    with atomic_write(path) as fh:
+        fh.write(save(tensors))
 
 
 def load_sae(folder: Path, device: torch.device | str = "cpu") -> tuple[SparseCoder, dict[str, Any]]:

@@ -131,6 +131,9 @@ def evaluate(sae: SparseCoder,
 
 
 def batch_explained_variance(y_BO: Tensor, y_hat_BO: Tensor) -> float:
-    """The same formula over one batch (for live training curves)."""
+    """The same formula over one batch (for live training curves); NaN for a batch of fewer than
+    two tokens, whose variance about its own mean is zero (1 - error / 1e-12 is meaningless)."""
+    if y_BO.shape[0] < 2:
+        return float("nan")
     var = (y_BO - y_BO.mean(0)).pow(2).sum()
     return float(1.0 - (y_BO - y_hat_BO).pow(2).sum() / var.clamp_min(1e-12))

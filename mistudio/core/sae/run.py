@@ -83,10 +83,12 @@ class SAERun:
         loss = losses["mse"] + self.sparsity.coefficient(step) * (
             losses.get("l1", 0) + losses.get("l0_penalty", 0)) + cfg.aux_weight() * losses.get("aux", 0)
         if not torch.isfinite(loss):
+            last = step - step % cfg.checkpoint_every
+            kept = (f"the last checkpoint (step {last}) is kept" if last > 0 else
+                    "no checkpoint had been written yet")
             raise InvalidInputError(
-                f"The loss of {self.name} became {float(loss)} at step {step}; the last "
-                f"checkpoint (step {step - step % cfg.checkpoint_every}) is kept.",
-                "Lower --lr, or check the activations for outliers.")
+                f"The loss of {self.name} became {float(loss)} at step {step}; {kept}.",
+                "Lower the learning rate, or check the activations for outliers.")
         (loss / cfg.grad_accumulation).backward()
         self._fired_F |= out.fired_F
         share = 1.0 / cfg.grad_accumulation
@@ -127,7 +129,8 @@ class SAERun:
         values = self.ranks.mean_of(values)
         row: dict[str, Any] = {"step": step, "tokens": tokens,
                                **{k: round(v, 6) for k, v in values.items()}}
-        row["explained_variance"] = round(values["explained_variance"], 5)
+        ev = values["explained_variance"]
+        row["explained_variance"] = round(ev, 5) if math.isfinite(ev) else None  # JSON null
         row["dead_fraction"] = float((self.since_fired >= self.dead_window).float().mean())
         row["lr"] = self.opt.lr
         if self.sae_cfg.architecture in ("relu", "jumprelu"):

@@ -10,8 +10,9 @@ the work (:mod:`mistudio.core.sae.distributed`).
 
 from __future__ import annotations
 
+import errno
+import io
 import json
-import os
 import shutil
 import time
 from contextlib import ExitStack, closing
@@ -37,6 +38,7 @@ from mistudio.core.sae.train_config import TrainConfig, check_sweep, training_by
 from mistudio.core.workspace import (
     MANIFEST,
     Workspace,
+    atomic_write,
     building,
     human_bytes,
     write_json_atomic,
@@ -45,7 +47,8 @@ from mistudio.core.workspace import (
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
-__all__ = ["CHECKPOINT", "METRICS", "TrainConfig", "open_sae", "train_sae", "train_saes"]
+__all__ = ["CHECKPOINT", "METRICS", "TrainConfig", "open_sae", "read_metrics", "train_sae",
+           "train_saes"]
 
 
 def train_sae(ws: Workspace, cfg: TrainConfig, name: str, task: TaskState | None = None,
@@ -64,12 +67,20 @@ def train_saes(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskSta
     if len(set(names)) != len(names):
         raise InvalidInputError("Two SAEs of the sweep have the same name.", "Name each one.")
     check_sweep(configs)
-    cfg0 = configs[0]
     for name in names:
-        if ws.artifact_path("sae", name).exists() and not overwrite:
-            raise InvalidInputError(f"An SAE named {name!r} already exists.",
-                                    "Choose another --name, or pass --overwrite to replace it.")
+        ws.refuse_existing("sae", name, overwrite)
     ranks = Ranks()
+    with ExitStack() as locks:
+        if ranks.is_main:  # rank 0 alone writes; the lock is taken before the partial folders
+            for name in names:  # are read (resume) or deleted (--overwrite)
+                locks.enter_context(ws.writer("sae", name, "train"))
+        return _train(ws, runs, task, overwrite, ranks)
+
+
+def _train(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskState, overwrite: bool,
+           ranks: Ranks) -> list[dict[str, Any]]:
+    configs, names = [c for c, _ in runs], [n for _, n in runs]
+    cfg0 = configs[0]
     acts = open_activations(ws, cfg0.activations)
     key = cfg0.hook or acts.keys[0]
     for k in filter(None, (key, cfg0.target_hook)):
@@ -127,9 +138,13 @@ def train_saes(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskSta
             state = {"run": run.state_dict(), "loaders": loaders, "step": at_step,
                      "tokens": at_tokens, "world": ranks.world,
                      "config": json.loads(json.dumps(asdict(run.cfg)))}
-            tmp = partial / f".{CHECKPOINT}.tmp"
-            torch.save(state, tmp)
-            os.replace(tmp, partial / CHECKPOINT)
+            # the previous checkpoint stays in place until this one is complete on disk
+            # serialised in memory first: torch's zip writer turns a full disk into an opaque
+            # RuntimeError, a plain write gives OSError(ENOSPC) that is reported as such
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            with atomic_write(partial / CHECKPOINT) as fh:
+                fh.write(buffer.getbuffer())
 
     with ExitStack() as stack:
         stack.enter_context(closing(loader))
@@ -174,6 +189,17 @@ def train_saes(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskSta
                 for run, partial in zip(states, partials, strict=True):
                     _catalog_partial(ws, run, partial, step)
             raise
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            # checkpoints fall on multiples of checkpoint_every; at such a step the failed
+            # write was this step's log or checkpoint, so the one before it is what is kept
+            last = (step - 1) - (step - 1) % cfg0.checkpoint_every
+            kept = (f"the checkpoint of step {last} is kept" if last else
+                    "no checkpoint had been written yet")
+            raise ResourceError(f"The disk filled up while training at step {step}; {kept}.",
+                                "Free some space and run the same command again to resume.") \
+                from err
         except RuntimeError as err:
             if not _is_out_of_memory(err):
                 raise
@@ -254,8 +280,9 @@ def _log_step(run: SAERun, log: TextIO | None, task: TaskState, step: int, token
     log.flush()
     task.emit_partial({"sae": run.name, **row} if sweep else row)
     prefix = f"{run.name}: " if sweep else ""
+    ev = row["explained_variance"]
     task.set_status(f"{prefix}step {step:,}/{run.cfg.steps:,}  mse {row['mse']:.4f}  "
-                    f"L0 {row['l0']:.1f}  EV {row['explained_variance']:.3f}  "
+                    f"L0 {row['l0']:.1f}  EV {'n/a' if ev is None else f'{ev:.3f}'}  "
                     f"dead {row['dead_fraction']:.1%}")
 
 
@@ -362,11 +389,23 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines written after the checkpoint being resumed (they will be redone)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in keep))
-    os.replace(tmp, path)
+    keep = [json.dumps(row) for row in read_metrics(path) if row["step"] <= step]
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write("".join(f"{line}\n" for line in keep))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The metric lines of a run. A line cut short by a crash or a full disk (the tail of an
+    append-only log) is skipped, not an error: the checkpoint decides where a run resumes."""
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
 
 
 def open_sae(ws: Workspace, name: str, device: str = "cpu") -> tuple[SparseCoder, dict[str, Any]]:

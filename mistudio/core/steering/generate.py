@@ -9,6 +9,7 @@ unsteered model (see :class:`Comparison`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -39,8 +40,9 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         if self.max_tokens <= 0:
-            raise InvalidInputError("--max-tokens must be positive.", f"Got {self.max_tokens}.")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise InvalidInputError("Max tokens must be positive.", f"Got {self.max_tokens}.")
+        if not (math.isfinite(self.temperature) and math.isfinite(self.top_p)) or \
+                self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise InvalidInputError("Sampling settings out of range.",
                                     "Use --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0.")
 
@@ -122,7 +124,11 @@ def compare(loaded: LoadedModel, sites: dict[str, SiteSteer], prompt: str,
     if n_prompt >= limit:
         raise InvalidInputError(f"The prompt has {n_prompt:,} tokens; the model reads at most "
                                 f"{limit:,}.", "Shorten the prompt.")
-    max_new = min(cfg.max_tokens, limit - n_prompt)
+    if n_prompt + cfg.max_tokens > limit:
+        raise InvalidInputError(
+            f"{cfg.max_tokens:,} new tokens after a prompt of {n_prompt:,} exceed the model's "
+            f"maximum of {limit:,} tokens.", f"Ask for at most {limit - n_prompt:,} new tokens.")
+    max_new = cfg.max_tokens
     device = loaded.device
     prompt_ids = prompt_ids.to(device)
     for s in sites.values():

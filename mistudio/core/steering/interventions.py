@@ -18,6 +18,7 @@ per step) as well as on a whole sequence. :func:`steering` removes them in ``fin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ class Intervention:
     """SAE it belongs to (None = the steering spec's first SAE)."""
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.coefficient):
+            raise InvalidInputError(f"The coefficient of feature {self.feature} is "
+                                    f"{self.coefficient}, not a number.",
+                                    "Give a finite number (e.g. 4 or -2.5).")
         if self.method not in METHODS:
             raise InvalidInputError(f"Unknown steering method {self.method!r}.",
                                     f"Use one of {', '.join(METHODS)}.")

@@ -16,7 +16,13 @@ from typing import Any, Literal
 
 from mistudio.core.errors import InvalidInputError, NotFoundError
 from mistudio.core.steering.session import SteeringSpec
-from mistudio.core.workspace import Workspace, read_json, validate_name, write_json_atomic
+from mistudio.core.workspace import (
+    Workspace,
+    atomic_write,
+    read_json,
+    validate_name,
+    write_json_atomic,
+)
 
 PRESET_DIR = "presets"
 
@@ -83,9 +89,8 @@ def export_preset(ws: Workspace, name: str, out: Path) -> Path:
     out = out.expanduser()
     if out.is_dir():
         out = out / src.name
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(out)
+    with atomic_write(out) as fh, open(src, "rb") as source:
+        shutil.copyfileobj(source, fh)
     return out
 
 

@@ -7,6 +7,7 @@ change coefficients and generate again without reloading.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,9 @@ class SteeringSpec:
             raise InvalidInputError("No SAE chosen to steer with.", "Pass --sae NAME.")
         if not self.interventions:
             raise InvalidInputError("No feature to steer.", "Pass --feature INDEX=COEFFICIENT.")
+        if not math.isfinite(self.strength):
+            raise InvalidInputError(f"The steering strength is {self.strength}, not a number.",
+                                    "Give a finite number (1 = the coefficients as they are).")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
