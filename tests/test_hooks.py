@@ -96,3 +96,19 @@ def test_model_info_from_config(family: str) -> None:
     info = describe_config(toy_model(family).config)
     assert info.n_layers == 3 and info.d_model == 32 and info.vocab_size == VOCAB
     assert info.n_params == sum(p.numel() for p in toy_model(family).parameters())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attn_z_is_what_the_output_projection_reads(family: str) -> None:
+    """attn_z (heads concatenated, before the output projection) projects to attn_out."""
+    lm = _loaded(family)
+    ids, mask = _batch()
+    with torch.inference_mode(), capture(lm, [(1, "attn_z"), (1, "attn_out")]) as got:
+        forward(lm, ids, mask)
+        z, out = got[hook_key(1, "attn_z")], got[hook_key(1, "attn_out")]
+        path, _ = lm.adapter.sites["attn_z"]
+        proj = lm.layers[1].get_submodule(path)(z)
+        if family == "gemma2":
+            proj = lm.layers[1].post_attention_layernorm(proj)
+    assert z.shape[-1] == lm.info.width("attn_z")
+    torch.testing.assert_close(proj, out, atol=1e-5, rtol=1e-5)

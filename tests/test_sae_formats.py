@@ -81,7 +81,8 @@ def test_dictionary_learning_ae_pt(toy_ws: Workspace, tmp_path: Path) -> None:
 def test_mismatches_are_refused(toy_ws: Workspace, tmp_path: Path) -> None:
     wide = build_sae(SAEConfig("relu", d_in=48, d_sae=64))
     save_sae(tmp_path / "wide", wide, {}, {})
-    with pytest.raises(InvalidInputError, match="48-wide activations but 'toy' has d_model 32"):
+    with pytest.raises(InvalidInputError,
+                       match="48-wide activations but layers.1.resid_post of 'toy' is 32 wide"):
         import_sae(toy_ws, tmp_path / "wide", "w", "toy", HOOK)
     with pytest.raises(InvalidInputError, match="no hook point 'layers.9.resid_post'"):
         import_sae(toy_ws, tmp_path / "wide", "w", "toy", "layers.9.resid_post")

@@ -180,12 +180,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true",
                     help="require an interrupted run to continue (re-running resumes anyway)")
     sp.add_argument("--overwrite", action="store_true")
-    actions(add("saes", cmd_saes, "list, show and remove trained SAEs"), cmd_saes)
+    sp = add("saes", cmd_saes, "list, show and remove SAEs; list and pull published ones")
+    acts = actions(sp, cmd_saes)
+    a = acts.add_parser("releases", parents=[common],
+                        help="published SAEs miStudio can pull (Gemma Scope, Llama Scope, ...)")
+    a.add_argument("--model", help="only those of this model (part of its id: gemma-2-2b)")
+    a.add_argument("--release", help="every SAE of one release")
+    a.add_argument("--search", help="words of the release, id or hook point (layer_12 16k)")
+    a.set_defaults(func=cmd_saes)
+    a = acts.add_parser("pull", parents=[common],
+                        help="download (with --online) or find in the cache, and import, a "
+                        "published SAE")
+    a.add_argument("release")
+    a.add_argument("sae_id")
+    a.add_argument("--name", help="workspace name (default: RELEASE.SAE_ID)")
+    a.add_argument("--model", help="workspace model to attach it to (default: the release's)")
+    a.add_argument("--overwrite", action="store_true")
+    a.set_defaults(func=cmd_saes)
     sp = add("import", cmd_import, "import an SAE (SAELens, sparsify, Gemma Scope, dictionary_learning)")
     sp.add_argument("folder")
     sp.add_argument("--name", required=True)
-    sp.add_argument("--model", default="smollm2-135m")
-    sp.add_argument("--hook", required=True, help="hook point it reads, e.g. layers.15.resid_post")
+    sp.add_argument("--model", help="workspace model (default: the one its files name)")
+    sp.add_argument("--hook", help="hook point it reads, e.g. layers.15.resid_post (default: "
+                    "what its files say: SAELens hook_name, Llama Scope hook_point_in, sparsify "
+                    "and Gemma Scope folder names)")
     sp.add_argument("--overwrite", action="store_true")
     sp = add("export", cmd_export, "export an SAE (SAELens layout, or ONNX for edge inference)")
     sp.add_argument("sae")

@@ -118,6 +118,32 @@ def cmd_saes(args: argparse.Namespace, ws: Workspace) -> None:
         art = ws.catalog.get("sae", args.name)
         emit(args, art._asdict(), lambda _: fmt_dict(
             {"name": art.name, "status": art.status, "path": art.path, "summary": art.summary}))
+    elif args.action == "releases":
+        from mistudio.core.sae.releases import list_saes, releases
+
+        if args.release or args.search:
+            saes = list_saes(args.model, args.release, args.search)
+            emit(args, [s.__dict__ for s in saes], lambda _: table(
+                [[s.release, s.sae_id, s.hook, s.d_sae, fmt_num(s.l0)] for s in saes],
+                ["RELEASE", "SAE ID", "HOOK", "D_SAE", "L0"]) + f"\n{len(saes)} SAEs.")
+        else:
+            rows = [r for r in releases() if not args.model or
+                    args.model.lower() in r["model"].lower()]
+            emit(args, rows, lambda _: table(
+                [[r["release"], r["model"], r["saes"], ",".join(r["hooks"]), r["title"]]
+                 for r in rows], ["RELEASE", "MODEL", "SAES", "HOOKS", "WHAT"])
+                + "\nList one release's SAEs with --release NAME; pull one with "
+                "`mistudio saes pull RELEASE SAE_ID --online`.")
+    elif args.action == "pull":
+        from mistudio.core.sae.releases import pull_sae
+
+        with cli_task(args) as task:
+            m = pull_sae(ws, args.release, args.sae_id, args.name, args.model, task,
+                         args.overwrite)
+        s = m["summary"]
+        emit(args, m, f"Pulled {args.release} {args.sae_id} as SAE {m['name']}: "
+             f"{s['architecture']} {s['d_in']} -> {s['d_sae']} at {s['hook']} of "
+             f"{m['provenance']['model']}. Next: `mistudio eval {m['name']}`.")
     elif args.action == "remove":
         from mistudio.core.features.carry import remove_sae
 
@@ -154,7 +180,8 @@ def cmd_import(args: argparse.Namespace, ws: Workspace) -> None:
     m = import_sae(ws, Path(args.folder), args.name, args.model, args.hook, args.overwrite)
     s = m["summary"]
     emit(args, m, lambda m: f"Imported SAE {m['name']} ({s['imported_format']}): "
-         f"{s['architecture']} {s['d_in']} -> {s['d_sae']} at {s['hook']} of {args.model}.")
+         f"{s['architecture']} {s['d_in']} -> {s['d_sae']} at {s['hook']} of "
+         f"{m['provenance']['model']}.")
 
 
 def cmd_export(args: argparse.Namespace, ws: Workspace) -> None:

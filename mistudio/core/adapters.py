@@ -6,7 +6,10 @@ A hook point is a (layer, name) pair. Names, per layer:
 - ``resid_post``: the residual stream leaving the block (the block's output);
 - ``mlp_in``: what the MLP reads (after its layer norm);
 - ``mlp_out``: what the MLP adds to the residual stream;
-- ``attn_out``: what attention adds to the residual stream.
+- ``attn_out``: what attention adds to the residual stream;
+- ``attn_z``: the attention heads' outputs, concatenated, before the output projection
+  (TransformerLens's ``hook_z``; what Gemma Scope's attention SAEs read). Its width is
+  heads x head dimension, which is d_model for most families but not all (Gemma-2-2B: 2048).
 
 Each adapter maps a name to a submodule of the block and whether to read that module's input or
 its output. Reading hooks on the unmodified Hugging Face model keeps every model working as its
@@ -22,7 +25,7 @@ import torch
 
 from mistudio.core.errors import InvalidInputError
 
-HOOK_POINTS = ("resid_pre", "resid_post", "mlp_in", "mlp_out", "attn_out")
+HOOK_POINTS = ("resid_pre", "resid_post", "mlp_in", "mlp_out", "attn_out", "attn_z")
 Side = Literal["input", "output"]
 
 
@@ -41,19 +44,21 @@ class Adapter:
 
 
 def _sites(attn: str, mlp: str, mlp_in: str = "", attn_out: str = "",
-           mlp_out: str = "") -> dict[str, tuple[str, Side]]:
+           mlp_out: str = "", o_proj: str = "o_proj") -> dict[str, tuple[str, Side]]:
     return {
         "resid_pre": ("", "input"),
         "resid_post": ("", "output"),
         "mlp_in": (mlp_in, "output") if mlp_in else (mlp, "input"),
         "mlp_out": (mlp_out or mlp, "output"),
         "attn_out": (attn_out or attn, "output"),
+        "attn_z": (f"{attn}.{o_proj}", "input"),
     }
 
 
 _LLAMA_LIKE = _sites("self_attn", "mlp")
 ADAPTERS: dict[str, Adapter] = {
-    "gpt2": Adapter("GPT-2", "transformer.h", "transformer.ln_f", _sites("attn", "mlp")),
+    "gpt2": Adapter("GPT-2", "transformer.h", "transformer.ln_f",
+                    _sites("attn", "mlp", o_proj="c_proj")),
     "llama": Adapter("LLaMA", "model.layers", "model.norm", _LLAMA_LIKE),
     "mistral": Adapter("Mistral", "model.layers", "model.norm", _LLAMA_LIKE),
     "qwen2": Adapter("Qwen2", "model.layers", "model.norm", _LLAMA_LIKE),
@@ -69,7 +74,7 @@ ADAPTERS: dict[str, Adapter] = {
         "self_attn", "mlp", mlp_in="pre_feedforward_layernorm",
         attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm")),
     "gpt_neox": Adapter("GPT-NeoX", "gpt_neox.layers", "gpt_neox.final_layer_norm",
-                        _sites("attention", "mlp")),
+                        _sites("attention", "mlp", o_proj="dense")),
 }
 SUPPORTED_FAMILIES = ("GPT-2, LLaMA (SmolLM2, TinyLlama), Mistral, Qwen2/3, Phi-3, Gemma/Gemma-2/3, "
                       "GPT-NeoX (Pythia)")

@@ -175,6 +175,11 @@ def _extract(ws: Workspace, cfg: ExtractConfig, name: str, task: TaskState, over
     info = model_info(ws, cfg.model)
     for hook in cfg.hooks:
         validate_hooks(info.n_layers, list(cfg.layers), hook)
+        if info.width(hook) != info.d_model:
+            raise InvalidInputError(
+                f"{hook} of {cfg.model} is {info.width(hook)} wide, not d_model "
+                f"({info.d_model}); activation sets hold hook points of the model's width.",
+                "Extract another hook point (attn_out is the attention's output in d_model).")
     tok_name = resolve_tokenized(ws, cfg, SubTask(task, 0.0, 0.05))
     tokens = open_tokenized(ws, tok_name)
     keys = [hook_key(layer, hook) for layer, hook in cfg.sites]

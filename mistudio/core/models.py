@@ -59,6 +59,12 @@ class ModelInfo:
     n_params: int
     max_context: int
     hook_points: tuple[str, ...] = HOOK_POINTS
+    d_attn: int = 0
+    """Width of attn_z (heads x head dimension); 0 = d_model (models registered before it)."""
+
+    def width(self, hook: str) -> int:
+        """Width of a hook point's activations."""
+        return (self.d_attn or self.d_model) if hook == "attn_z" else self.d_model
 
 
 class LoadedModel:
@@ -174,8 +180,11 @@ def describe_config(config: Any) -> ModelInfo:
              or 4 * d_model)
     max_ctx = (getattr(text_cfg, "max_position_embeddings", None)
                or getattr(text_cfg, "n_positions", None) or 2048)
+    heads = getattr(text_cfg, "num_attention_heads", None) or getattr(text_cfg, "n_head", None)
+    head_dim = getattr(text_cfg, "head_dim", None) or (d_model // heads if heads else d_model)
     return ModelInfo(adapter.family, model_type, n_layers, int(d_model), int(d_mlp),
-                     int(text_cfg.vocab_size), int(n_params), int(max_ctx))
+                     int(text_cfg.vocab_size), int(n_params), int(max_ctx),
+                     d_attn=int(heads * head_dim) if heads else int(d_model))
 
 
 def add_model(ws: Workspace, name: str, source: str, trust_remote_code: bool = False,
@@ -216,7 +225,7 @@ def model_manifest(ws: Workspace, name: str) -> dict[str, Any]:
 def model_info(ws: Workspace, name: str) -> ModelInfo:
     summary = dict(model_manifest(ws, name)["summary"])
     try:
-        summary["hook_points"] = tuple(summary.get("hook_points", HOOK_POINTS))
+        summary["hook_points"] = HOOK_POINTS  # what this version supports, not what it did
         return ModelInfo(**summary)
     except TypeError as err:
         raise CorruptedError(f"The manifest of model {name!r} is incomplete ({err}).",

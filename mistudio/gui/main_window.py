@@ -174,6 +174,7 @@ class MainWindow(QMainWindow):
             self.recent_menu.addAction(path, lambda p=path: self.switch_workspace(p))
         file.addSeparator()
         self._action(file, "&Import SAE...", self.import_sae, "Ctrl+I")
+        self._action(file, "&Pretrained SAEs...", self.pretrained_saes, "Ctrl+P")
         self._action(file, "&Export SAE...", self.export_sae, "Ctrl+E")
         file.addSeparator()
         self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
@@ -348,22 +349,34 @@ class MainWindow(QMainWindow):
                                                             "sparsify, Gemma Scope, ...)")
         if not folder:
             return
-        models = [m.name for m in self.ws.catalog.list("model")]
+        from_files = "(what its files say)"
+        models = [from_files, *(m.name for m in self.ws.catalog.list("model"))]
         model, ok = QInputDialog.getItem(self, "Import SAE", "Model it belongs to", models, 0,
                                          False)
         if not ok:
             return
-        hook, ok = QInputDialog.getText(self, "Import SAE", "Hook point (layers.L.HOOK)",
-                                        text="layers.0.resid_post")
+        hook, ok = QInputDialog.getText(
+            self, "Import SAE", "Hook point (layers.L.HOOK); empty: what its files say")
         if not ok:
             return
         name = Path(folder).name.replace(" ", "-")
 
         def job(ws: Workspace, task: Any) -> str:
-            import_sae(ws, Path(folder), name, model, hook)
-            return f"Imported SAE {name}."
+            m = import_sae(ws, Path(folder), name, None if model == from_files else model,
+                           hook.strip() or None)
+            return (f"Imported SAE {name} at {m['summary']['hook']} of "
+                    f"{m['provenance']['model']}.")
 
         self.file_runner.start(f"Importing {name}", in_worker(self.ws, job))
+
+    def pretrained_saes(self) -> Any:
+        """File > Pretrained SAEs: browse the published releases and pull one."""
+        from mistudio.gui.pretrained_dialog import PretrainedDialog
+
+        dialog = PretrainedDialog(self.ws, self)
+        dialog.pulled.connect(lambda _name: self.refresh())
+        dialog.show()
+        return dialog
 
     def export_sae(self) -> None:
         from PySide6.QtWidgets import QInputDialog
