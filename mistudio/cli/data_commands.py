@@ -227,7 +227,15 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
 def _steer_lines(s: dict | None) -> list[str]:
     if not s:
         return []
+    sweep = s.get("sweep") or []
+    picked = (f"              chosen from {len({r['feature'] for r in sweep})} features x "
+              f"{len({r['strength'] for r in sweep})} strengths over 3 prompts x 2 samples: the "
+              f"feature's mean activation in the text {s['concept_plain']:.3f} -> "
+              f"{s['concept_steered']:.3f}, perplexity x{s['perplexity_ratio']:.2f} (limit 2)"
+              ) if sweep else None
     return [f"  steering    feature {s['feature']} ({s['label']}) at {s['coefficient']}, "
-            f"prompt {s['prompt']!r}:",
+            f"prompt {s['prompt']!r}:", *([picked] if picked else []),
             f"      unsteered: {s['plain'].strip()!r}",
-            f"      steered:   {s['steered'].strip()!r}  (KL {s['kl_mean']:.3f})"]
+            f"      steered:   {s['steered'].strip()!r}  (KL {s['kl_mean']:.3f}; perplexity "
+            f"{s.get('perplexity_plain', float('nan')):.1f} -> "
+            f"{s.get('perplexity_steered', float('nan')):.1f})"]

@@ -156,6 +156,62 @@ def cmd_presets(args: argparse.Namespace, ws: Workspace) -> None:
         emit(args, {"saved": args.name}, f"Saved preset {args.name}.")
 
 
+def parse_scorer_feature(text: str) -> tuple[str, int]:
+    """``SAE:INDEX`` (a feature to score the activation of)."""
+    sae, _, idx = text.rpartition(":")
+    try:
+        return sae, int(idx)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected SAE:INDEX like my-sae:123, got {text!r}"
+                                         ) from err
+
+
+def cmd_steer_eval(args: argparse.Namespace, ws: Workspace) -> None:
+    from mistudio.core.steering.evaluate import SteerEvalConfig, evaluate_steering
+    from mistudio.core.steering.presets import add_evaluation
+    from mistudio.core.steering.scorers import load_prompts
+
+    spec = _spec_from_args(args, ws)
+    cfg = SteerEvalConfig(tuple(load_prompts(args.prompts)), args.samples, args.max_tokens,
+                          args.temperature, args.top_p, args.seed, tuple(args.strengths),
+                          tuple(args.score_feature or ()), args.words, args.classifier,
+                          args.label, args.bootstrap)
+    with cli_task(args) as task:
+        result = evaluate_steering(ws, spec, cfg, task, args.device)
+    data = result.to_dict()
+    saved = ""
+    if args.preset and args.keep:
+        n = add_evaluation(ws, args.preset, data)
+        saved = f"\nKept with preset {args.preset} ({n} evaluation{'s' if n != 1 else ''})."
+    emit(args, data, lambda d: eval_report(d) + saved)
+
+
+def eval_report(d: dict[str, Any]) -> str:
+    """The evaluation as text: per strength, each scorer's change and the perplexity cost;
+    then the best and worst continuations at the last strength."""
+    cfg = d["config"]
+    lines = [f"{len(cfg['prompts'])} prompts x {cfg['samples']} samples x {cfg['max_tokens']} "
+             f"tokens per side; {d['tokens_generated']:,} tokens in {d['seconds']:.0f} s."]
+    rows = []
+    for p in d["points"]:
+        for s in p["scores"]:
+            rel = f"{s['relative']:+.0%}" if s["relative"] is not None else ""
+            rows.append([f"{p['strength']:g}x", s["scorer"], f"{s['plain']:.4g}",
+                         f"{s['steered']:.4g}", f"{s['change']:+.4g}",
+                         f"[{s['ci_low']:+.3g}, {s['ci_high']:+.3g}]", rel,
+                         f"{p['perplexity_plain']:.2f} -> {p['perplexity_steered']:.2f}"])
+    lines.append(table(rows, ["STRENGTH", "SCORER", "PLAIN", "STEERED", "CHANGE", "95% CI",
+                              "REL", "PERPLEXITY"]))
+    last = d["points"][-1]
+    for title, items in (("Steering helped most", last["best"]),
+                         ("Steering helped least", last["worst"])):
+        lines.append(f"{title} (at {last['strength']:g}x):")
+        for e in items[:2]:
+            lines.append(f"  {e['prompt']!r}\n    unsteered: {e['plain'].strip()[:100]!r}"
+                         f"\n    steered:   {e['steered'].strip()[:100]!r}")
+    return "\n".join(lines)
+
+
 def _steer_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--sae", help="SAE whose features to steer with")
     sp.add_argument("--watch", action="append",
@@ -187,6 +243,27 @@ def add_steer_commands(add: Any) -> None:
     sp.add_argument("--save", help="save these settings as a preset")
     sp.add_argument("--rate", choices=["plain", "steered", "tie"],
                     help="which side better matches your intent (stored with the preset)")
+    sp.add_argument("--device", default="auto")
+
+    sp = add("steer-eval", cmd_steer_eval, "evaluate steering over a prompt set: concept "
+             "scores with bootstrap intervals, coherence (perplexity), a strength sweep")
+    _steer_options(sp)
+    sp.set_defaults(max_tokens=32, temperature=0.8, top_p=0.95)
+    sp.add_argument("--preset", help="evaluate a saved preset")
+    sp.add_argument("--override-sampling", action="store_true", help=argparse.SUPPRESS)
+    sp.add_argument("--keep", action="store_true", help="with --preset: keep the result with it")
+    sp.add_argument("--prompts", default="everyday",
+                    help="a built-in set (everyday, python) or a file: .txt, one per line, or "
+                    ".jsonl with a prompt field")
+    sp.add_argument("--samples", type=int, default=3, help="continuations per prompt and side")
+    sp.add_argument("--strengths", type=lambda t: [float(x) for x in t.split(",") if x.strip()],
+                    default=[1.0], help="multipliers of the coefficients, e.g. 0.5,1,2 (a sweep)")
+    sp.add_argument("--score-feature", type=parse_scorer_feature, action="append",
+                    help="SAE:INDEX whose activation to score (default: the steered features)")
+    sp.add_argument("--words", help="score the share of these words (a file, or a,b,c)")
+    sp.add_argument("--classifier", help="folder of a local text-classification model")
+    sp.add_argument("--label", help="the classifier label to score (e.g. toxic)")
+    sp.add_argument("--bootstrap", type=int, default=1000)
     sp.add_argument("--device", default="auto")
 
     sp = add("presets", cmd_presets, "list, show, save, delete, export and import presets")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from mistudio.core.activations import open_activations
@@ -21,7 +22,7 @@ STAGES = (("Add the built-in corpus and the embedded model", 0.0),
           ("Tokenize", 0.05), ("Extract a middle layer's activations", 0.15),
           ("Train a TopK SAE", 0.5), ("Evaluate it inside the model", 0.815),
           ("Analyse its features", 0.85), ("Label the most frequent features", 0.91),
-          ("Steer with the best-labelled feature", 0.95))
+          ("Steer: pick a feature and strength that keep the text fluent", 0.95))
 """The stages and the fraction of the job's progress at which each starts (a UI shows them)."""
 
 
@@ -123,22 +124,97 @@ def _feature_stage(ws: Workspace, label_top: int, tokens: int,
 
 
 STEER_PROMPT = "The most important thing about Python is"
+SWEEP_PROMPTS = (STEER_PROMPT, "A list in Python", "The for statement")
+SWEEP_STRENGTHS = (1.0, 1.5, 2.0, 3.0)
+"""Coefficients tried, in multiples of each feature's largest activation."""
+STEER_FILE = "quickstart-steering.json"
+"""The demonstration's sweep and texts, kept in the analysis folder (derived: redone with it)."""
+MAX_PERPLEXITY_RATIO = 2.0
+"""A steered text may be at most this much less likely (perplexity under the unsteered model)
+than the unsteered one: beyond it the model stops writing sentences."""
+
+
+def _candidates(ws: Workspace, n: int) -> list[dict[str, Any]]:
+    """The ``n`` best-scored labelled features that fire on words (labels like '"the"' or
+    '"list" / "dict"'), not on punctuation, newlines or whatever follows something: a concept a
+    class can see in the text."""
+    import re
+
+    from mistudio.core.features.store import open_features
+
+    store = open_features(ws, QUICKSTART_SAE)
+    out = []
+    for f in store.order(store.labelled(), "score"):
+        lb = store.label(int(f))
+        if lb is None or lb.score is None or lb.label.startswith("tokens after"):
+            continue
+        quoted = re.findall(r'"([^"]*)"', lb.label.split(" after ")[0])
+        if quoted and all(re.search(r"[A-Za-z]{2,}", q) for q in quoted):
+            out.append({"feature": int(f), "label": lb.label})
+        if len(out) == n:
+            break
+    return out
 
 
 def _steer_stage(ws: Workspace, features: dict[str, Any], device: str,
                  task: TaskState) -> dict[str, Any] | None:
-    """Steer with the best-labelled feature that has a token rule (3 x its max activation)."""
+    """A steering demonstration that shows a concept without breaking the model: for the three
+    best-labelled features that fire on words (:func:`_candidates`), a small sweep of
+    coefficients over a few prompts (:mod:`mistudio.core.steering.evaluate`) picks the feature
+    and coefficient that raise the feature's own mean activation in the generated text (read by
+    the unsteered model) most while the text stays within ``MAX_PERPLEXITY_RATIO`` of the
+    unsteered perplexity; both sides are then generated."""
+    import dataclasses
+
+    from mistudio.core.steering.evaluate import SteerEvalConfig, evaluate_steering
     from mistudio.core.steering.generate import GenerationConfig
     from mistudio.core.steering.interventions import Intervention
-    from mistudio.core.steering.session import SteeringSpec, run_steering
+    from mistudio.core.steering.session import Steerer, SteeringSpec
+    from mistudio.core.workspace import read_json, write_json_atomic
 
-    if not features["best"]:
+    saved = Path(ws.catalog.get("features", QUICKSTART_SAE).path) / STEER_FILE
+    if features["reused"] and saved.is_file():  # the sweep of this very analysis: reuse it
+        return {**read_json(saved, "quick-start steering", "Delete it."), "reused": True}
+    candidates = _candidates(ws, 3)
+    if not candidates:
         return None
-    best = features["best"][0]
-    spec = SteeringSpec((QUICKSTART_SAE,), (Intervention(best["feature"], 3.0),), units="max",
-                        generation=GenerationConfig(max_tokens=24))
-    task.set_status(f"Steering with feature {best['feature']} ({best['label']})")
-    r = run_steering(ws, spec, STEER_PROMPT, task, device)
-    return {"feature": best["feature"], "label": best["label"], "coefficient": "3 x max",
-            "prompt": STEER_PROMPT, "plain": r["plain"]["text"], "steered": r["steered"]["text"],
-            "kl_mean": r["kl_mean"], "diverges_at": r["diverges_at"]}
+    task.set_status("Loading the model for the steering sweep")
+    spec0 = SteeringSpec((QUICKSTART_SAE,), (Intervention(candidates[0]["feature"], 1.0),),
+                         units="max", generation=GenerationConfig(max_tokens=24))
+    steerer = Steerer(ws, spec0, device)
+    sweep, best = [], None
+    for i, cand in enumerate(candidates):
+        spec = dataclasses.replace(spec0, interventions=(Intervention(cand["feature"], 1.0),))
+        cfg = SteerEvalConfig(SWEEP_PROMPTS, samples=2, max_tokens=16, temperature=0.7,
+                              strengths=SWEEP_STRENGTHS, bootstrap=200)
+        sub = SubTask(task, 0.8 * i / len(candidates), 0.8 * (i + 1) / len(candidates))
+        result = evaluate_steering(ws, spec, cfg, sub, device, steerer)
+        for p in result.points:
+            concept = p.scores[0]  # the feature's own activation in the generated text
+            row = {"feature": cand["feature"], "label": cand["label"], "strength": p.strength,
+                   "concept_change": round(concept.change, 4),
+                   "concept_plain": round(concept.plain, 4),
+                   "concept_steered": round(concept.steered, 4),
+                   "perplexity_ratio": round(p.perplexity_ratio, 3)}
+            sweep.append(row)
+            if row["perplexity_ratio"] <= MAX_PERPLEXITY_RATIO and row["concept_change"] > 0 and (
+                    best is None or row["concept_change"] > best["concept_change"]):
+                best = row
+    if best is None:  # nothing stayed fluent: show the gentlest push of the best feature
+        best = min((r for r in sweep if r["feature"] == candidates[0]["feature"]),
+                   key=lambda r: r["strength"])
+    spec = dataclasses.replace(spec0, interventions=(Intervention(best["feature"],
+                                                                  best["strength"]),))
+    task.set_status(f"Steering with feature {best['feature']} ({best['label']}) at "
+                    f"{best['strength']:g} x max")
+    r = steerer.run(STEER_PROMPT, spec, SubTask(task, 0.8, 1.0))
+    result = {"feature": best["feature"], "label": best["label"],
+            "coefficient": f"{best['strength']:g} x max", "strength": best["strength"],
+            "prompt": STEER_PROMPT, "plain": r.plain.text, "steered": r.steered.text,
+            "kl_mean": r.kl_mean, "diverges_at": r.diverges_at,
+            "perplexity_plain": r.perplexity_plain, "perplexity_steered": r.perplexity_steered,
+            "concept_change": best["concept_change"],
+            "concept_plain": best["concept_plain"], "concept_steered": best["concept_steered"],
+            "perplexity_ratio": best["perplexity_ratio"], "sweep": sweep}
+    write_json_atomic(saved, result)
+    return {**result, "reused": False}

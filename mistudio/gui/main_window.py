@@ -272,7 +272,8 @@ class MainWindow(QMainWindow):
             self.steering.refresh()
             self.steering.clear_features()
             self.steering.units.setCurrentIndex(self.steering.units.findData("max"))
-            self.steering.add_feature(result["sae"]["name"], steer["feature"], 3.0)
+            self.steering.add_feature(result["sae"]["name"], steer["feature"],
+                                      steer.get("strength", 1.0))
             self.steering.prompt.setPlainText(steer["prompt"])
 
     def steer_with(self, analysis: str, feature: int) -> None:

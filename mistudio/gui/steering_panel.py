@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QSlider,
     QSpinBox,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -40,6 +41,7 @@ from mistudio.core.steering.interventions import Intervention
 from mistudio.core.steering.session import SteeringSpec
 from mistudio.core.workspace import Workspace
 from mistudio.gui.common import show_error
+from mistudio.gui.steer_eval_view import SteerEvalView
 from mistudio.gui.token_view import TokenHeatmap, scrolled
 from mistudio.gui.worker import JobRunner, in_worker
 
@@ -119,7 +121,12 @@ class SteeringPanel(QWidget):
         self.rows: list[FeatureRow] = []
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self._controls())
-        split.addWidget(self._outputs())
+        self.views = QTabWidget()
+        self.views.addTab(self._outputs(), "Compare")
+        self.evaluate_view = SteerEvalView(ws, self.spec, self.preset.currentText,
+                                           lambda: self.device)
+        self.views.addTab(self.evaluate_view, "Evaluate over prompts")
+        split.addWidget(self.views)
         split.setSizes([470, 810])
         QVBoxLayout(self).addWidget(split)
         self.auto_timer = QTimer(self)  # auto-regenerate after the last change settles

@@ -44,9 +44,18 @@ def save_preset(ws: Workspace, name: str, spec: SteeringSpec, note: str = "",
         old = load_preset_data(ws, name)
     data = {"name": name, "spec": spec.to_dict(), "note": note,
             "created": old.get("created", time.time()), "updated": time.time(),
-            "ratings": old.get("ratings", [])}
+            "ratings": old.get("ratings", []), "evaluations": old.get("evaluations", [])}
     write_json_atomic(path, data)
     return data
+
+
+def add_evaluation(ws: Workspace, name: str, result: dict[str, Any]) -> int:
+    """Keep a steering evaluation (:mod:`mistudio.core.steering.evaluate`) with the preset it
+    evaluated; returns how many the preset holds."""
+    data = load_preset_data(ws, name)
+    data.setdefault("evaluations", []).append({**result, "created": time.time()})
+    write_json_atomic(_path(ws, name), data)
+    return len(data["evaluations"])
 
 
 def load_preset_data(ws: Workspace, name: str) -> dict[str, Any]:
@@ -69,7 +78,8 @@ def list_presets(ws: Workspace) -> list[dict[str, Any]]:
             d = json.loads(p.read_text(encoding="utf-8"))
             out.append({"name": d["name"], "saes": d["spec"]["saes"],
                         "features": len(d["spec"]["interventions"]),
-                        "ratings": len(d.get("ratings", [])), "note": d.get("note", "")})
+                        "ratings": len(d.get("ratings", [])),
+                        "evaluations": len(d.get("evaluations", [])), "note": d.get("note", "")})
         except (OSError, ValueError, KeyError):
             out.append({"name": p.stem, "error": "unreadable"})
     return out

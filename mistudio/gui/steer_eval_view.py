@@ -1,0 +1,175 @@
+"""The Steering tab's Evaluate view: the current features over a prompt set, with a strength
+sweep, each scorer's change with its 95% interval, and the trade-off curve (concept score
+against perplexity). Runs :func:`mistudio.core.steering.evaluate.evaluate_steering`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mistudio.core.errors import MiStudioError
+from mistudio.core.workspace import Workspace
+from mistudio.gui.common import RowsModel, show_error
+from mistudio.gui.worker import JobRunner, in_worker
+
+FILE = "A file..."
+
+
+class SteerEvalView(QWidget):
+    def __init__(self, ws: Workspace, spec: Callable[[], Any], preset: Callable[[], str],
+                 device: Callable[[], str], parent: QWidget | None = None) -> None:
+        """``spec``, ``preset``, ``device``: the steering panel's current spec, chosen preset
+        and device (read when a run starts)."""
+        from mistudio.core.steering.scorers import BUILTIN_PROMPTS
+
+        super().__init__(parent)
+        self.ws, self.spec, self.preset, self.device = ws, spec, preset, device
+        self.result: dict[str, Any] | None = None
+        v = QVBoxLayout(self)
+        intro = QLabel("Does the concept appear over many prompts, and what does it cost? Each "
+                       "prompt is continued several times with and without the steering (same "
+                       "seeds); the steered features' activations in the text, and optionally a "
+                       "word list, are compared, with perplexity under the unsteered model as "
+                       "the cost.")
+        intro.setWordWrap(True)
+        v.addWidget(intro)
+        form = QFormLayout()
+        self.prompts = QComboBox()
+        self.prompts.addItems([*BUILTIN_PROMPTS, FILE])
+        self.prompts.activated.connect(self._pick_file)
+        self.samples = QSpinBox(minimum=1, maximum=20, value=2)
+        self.tokens = QSpinBox(minimum=4, maximum=256, value=24)
+        self.strengths = QLineEdit("0.5, 1, 2")
+        self.words = QLineEdit()
+        self.words.setPlaceholderText("optional: words whose share to score, e.g. data, list")
+        for label, w in (("Prompts", self.prompts), ("Samples per prompt", self.samples),
+                         ("Tokens per sample", self.tokens), ("Strengths (sweep)", self.strengths),
+                         ("Word list", self.words)):
+            form.addRow(label, w)
+        v.addLayout(form)
+        buttons = QHBoxLayout()
+        self.run_btn = QPushButton("Evaluate")
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.keep_btn = QPushButton("Keep with the preset")
+        self.keep_btn.setEnabled(False)
+        self.keep_btn.clicked.connect(self.keep)
+        for b in (self.run_btn, self.cancel_btn, self.keep_btn):
+            buttons.addWidget(b)
+        v.addLayout(buttons)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        v.addWidget(self.status)
+        self.model = RowsModel(("Strength", "Scorer", "Unsteered", "Steered", "Change",
+                                "95% interval", "Perplexity"))
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.verticalHeader().setVisible(False)
+        v.addWidget(self.table, 2)
+        self.plot = pg.PlotWidget(title="Trade-off: concept score against perplexity")
+        self.plot.setLabel("bottom", "perplexity of the steered text (unsteered model)")
+        self.plot.setLabel("left", "concept score change")
+        self.plot.setMinimumHeight(160)
+        self.curve = pg.PlotDataItem([], [], symbol="o", pen=pg.mkPen("#f0962a", width=2))
+        self.plot.addItem(self.curve)
+        self.labels: list[Any] = []
+        v.addWidget(self.plot, 3)
+        self.runner = JobRunner(self)
+        self.runner.status.connect(self.status.setText)
+        self.runner.finished.connect(self._done)
+        self.runner.failed.connect(lambda m, d: (self.status.setText(m), show_error(self, m, d)))
+        self.runner.cancelled.connect(lambda: self.status.setText("Cancelled."))
+        self.runner.running_changed.connect(self._running)
+        self.cancel_btn.clicked.connect(self.runner.cancel)
+        self._file = ""
+
+    def _pick_file(self, _index: int) -> None:
+        if self.prompts.currentText() != FILE:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Prompts (one per line, or .jsonl)", "",
+                                              "Prompts (*.txt *.jsonl)")
+        if path:
+            self._file = path
+            self.prompts.setItemText(self.prompts.currentIndex(), path)
+
+    def config(self) -> Any:
+        from mistudio.core.steering.evaluate import SteerEvalConfig
+        from mistudio.core.steering.scorers import load_prompts
+
+        try:
+            strengths = tuple(float(x) for x in self.strengths.text().replace(",", " ").split())
+        except ValueError:
+            raise MiStudioError("Write the strengths as numbers, e.g. 0.5, 1, 2.") from None
+        return SteerEvalConfig(tuple(load_prompts(self.prompts.currentText())),
+                               self.samples.value(), self.tokens.value(),
+                               strengths=strengths or (1.0,),
+                               words=self.words.text().strip() or None, bootstrap=500)
+
+    def run(self) -> None:
+        from mistudio.core.steering.evaluate import evaluate_steering
+
+        try:
+            spec, cfg = self.spec(), self.config()
+        except MiStudioError as err:
+            show_error(self, str(err))
+            return
+        device = self.device()
+        self.keep_btn.setEnabled(False)
+        self.runner.start("Evaluating steering", in_worker(
+            self.ws, lambda ws, task: evaluate_steering(ws, spec, cfg, task, device).to_dict()))
+
+    def _running(self, running: bool) -> None:
+        self.run_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+
+    def _done(self, result: dict[str, Any]) -> None:
+        self.result = result
+        rows, xs, ys = [], [], []
+        for p in result["points"]:
+            for s in p["scores"]:
+                rows.append([f"{p['strength']:g}x", s["scorer"], s["plain"], s["steered"],
+                             s["change"], f"[{s['ci_low']:+.3g}, {s['ci_high']:+.3g}]",
+                             f"{p['perplexity_plain']:.1f} -> {p['perplexity_steered']:.1f}"])
+            if p["scores"]:
+                xs.append(p["perplexity_steered"])
+                ys.append(p["scores"][0]["change"])
+        self.model.set_rows(rows)
+        self.table.resizeColumnsToContents()
+        self.curve.setData(xs, ys)
+        for item in self.labels:
+            self.plot.removeItem(item)
+        self.labels = []
+        for p, x, y in zip(result["points"], xs, ys, strict=False):
+            label = pg.TextItem(f"{p['strength']:g}x", anchor=(0, 1))
+            label.setPos(x, y)
+            self.plot.addItem(label)
+            self.labels.append(label)
+        self.status.setText(f"{result['tokens_generated']:,} tokens in {result['seconds']:.0f} "
+                            "s. The first scorer's change is plotted against perplexity.")
+        self.keep_btn.setEnabled(bool(self.preset()))
+
+    def keep(self) -> None:
+        from mistudio.core.steering.presets import add_evaluation
+
+        name = self.preset()
+        if not name or self.result is None:
+            show_error(self, "Choose a preset in the Presets row first (or save one).")
+            return
+        n = add_evaluation(self.ws, name, self.result)
+        self.status.setText(f"Kept with preset {name} ({n} evaluations).")
