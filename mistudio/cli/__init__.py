@@ -97,8 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--overwrite", action="store_true")
     a.set_defaults(func=cmd_datasets)
 
-    sp = add("models", cmd_models, "register, list, show and remove models")
-    a = actions(sp, cmd_models).add_parser("add", parents=[common], help="register a model")
+    sp = add("models", cmd_models, "register, list, show and remove models; plan memory; "
+             "check a quantization")
+    acts = actions(sp, cmd_models)
+    a = acts.add_parser("plan", parents=[common], help="what fits on a device: each dtype and "
+                        "quantization with its weights, activations and SAE training memory")
+    a.add_argument("name")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--batch-tokens", type=int, default=1024, help="tokens per forward pass")
+    a.set_defaults(func=cmd_models)
+    a = acts.add_parser("faithfulness", parents=[common], help="activations of a quantized "
+                        "model against full precision on the same tokens (cosine, error)")
+    a.add_argument("name")
+    a.add_argument("--quantize", choices=["int8", "int4", "nf4", "bnb8"], default="int8")
+    a.add_argument("--layer", type=int, help="default: the middle one")
+    a.add_argument("--hook", default="resid_post")
+    a.add_argument("--tokens", type=int, default=2048)
+    a.add_argument("--device", default="cpu")
+    a.set_defaults(func=cmd_models)
+    a = acts.add_parser("add", parents=[common], help="register a model")
     a.add_argument("name")
     a.add_argument("--source", required=True, help="embedded, a model folder, a .gguf file or hf:ID")
     a.add_argument("--trust-remote-code", action="store_true",
@@ -137,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "sinks); training, evaluation and analysis leave them out (default 10)")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--model-dtype", default="auto")
+    sp.add_argument("--quantize", choices=["none", "int8", "int4", "nf4", "bnb8"], default="none",
+                    help="read the activations of the model with quantized weights: int8 / int4 "
+                    "(any device) or nf4 / bnb8 (bitsandbytes on CUDA); recorded in the set")
     sp.add_argument("--overwrite", action="store_true")
 
     actions(add("activations", cmd_activations, "list, show and remove activation sets"),

@@ -42,6 +42,26 @@ def cmd_models(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core import models as mdl
 
     mdl.ensure_embedded_model(ws)
+    if args.action == "plan":
+        from mistudio.core.devices import resolve_device
+        from mistudio.core.planner import plan_memory, plan_text
+
+        info = mdl.model_info(ws, args.name)
+        plan = plan_memory(info, resolve_device(args.device), args.batch_tokens)
+        emit(args, plan.to_dict(), lambda _: f"{args.name}: {info.n_params / 1e9:.2f}B "
+             f"parameters, {info.n_layers} layers, d_model {info.d_model}\n" + plan_text(plan))
+        return
+    if args.action == "faithfulness":
+        from mistudio.core.faithfulness import quantization_faithfulness
+
+        with cli_task(args) as task:
+            r = quantization_faithfulness(ws, args.name, args.quantize, args.layer, args.hook,
+                                          args.tokens, args.device, task)
+        emit(args, r, lambda r: f"{r['quantize']} against full precision at {r['hook']} of "
+             f"{r['model']}, {r['tokens']:,} tokens: cosine mean {r['cosine_mean']:.4f} (1st "
+             f"percentile {r['cosine_p1']:.4f}, min {r['cosine_min']:.4f}), relative error mean "
+             f"{r['relative_error_mean']:.1%} (99th percentile {r['relative_error_p99']:.1%}).")
+        return
     if args.action == "add":
         m = mdl.add_model(ws, args.name, args.source, args.trust_remote_code, args.overwrite)
         emit(args, m, lambda m: f"Registered model {m['name']}: {m['summary']['family']}, "
@@ -116,7 +136,7 @@ def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
     cfg = ExtractConfig(args.model, args.dataset, layers, tuple(args.hook or ["resid_post"]),
                         args.context_length, args.max_tokens, args.batch_size, args.dtype,
                         args.chunk_rows, args.keep_first_position, args.massive_factor, args.device,
-                        args.model_dtype)
+                        args.model_dtype, args.quantize)
     name = args.name or f"{args.model}.{'-'.join(map(str, layers))}.{'-'.join(cfg.hooks)}"
     with cli_task(args) as task:
         m = extract_activations(ws, cfg, name, task, overwrite=args.overwrite)

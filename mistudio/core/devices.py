@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from mistudio.core.errors import InvalidInputError, ResourceError
@@ -53,20 +55,32 @@ def available_memory(device: torch.device) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def estimate_model_bytes(n_params: int, dtype: torch.dtype) -> int:
+def estimate_model_bytes(n_params: int, dtype: torch.dtype, quantize: str = "none") -> int:
     """Weights plus a margin for buffers, activations of a small batch and the allocator."""
+    from mistudio.core.quantize import quantized_bytes
+
     per_param = torch.finfo(dtype).bits // 8
-    return int(n_params * per_param * 1.2) + 256 * 2**20
+    weights = n_params * per_param if quantize == "none" else quantized_bytes(n_params, quantize)
+    return int(weights * 1.2) + 256 * 2**20
 
 
-def require_memory(n_params: int, dtype: torch.dtype, device: torch.device, what: str) -> None:
-    """Refuse to load a model that will not fit, before trying (and swapping or crashing)."""
-    need = estimate_model_bytes(n_params, dtype)
+def require_memory(n_params: int, dtype: torch.dtype, device: torch.device, what: str,
+                   quantize: str = "none") -> dict[Any, int] | None:
+    """Refuse to load a model that will not fit, before trying (and swapping or crashing).
+    On a CUDA device a model that fits the GPU and system RAM together is split between them:
+    the returned ``max_memory`` for accelerate's ``device_map="auto"`` (None: it fits)."""
+    need = estimate_model_bytes(n_params, dtype, quantize)
     have = available_memory(device)
-    if need > have:
-        smaller = " or --dtype float16" if dtype == torch.float32 else ""
-        raise ResourceError(
-            f"{what} needs about {human_bytes(need)} on {device.type} but only "
-            f"{human_bytes(have)} is free.",
-            f"Close other programs, pick a smaller model{smaller}, or use another --device.",
-        )
+    if need <= have:
+        return None
+    if device.type == "cuda" and quantize in ("none", "nf4", "bnb8"):
+        ram = available_memory(torch.device("cpu"))
+        if need <= int(have * 0.9) + int(ram * 0.8):
+            return {device.index or 0: int(have * 0.9), "cpu": int(ram * 0.8)}
+    smaller = " or --dtype float16" if dtype == torch.float32 else ""
+    raise ResourceError(
+        f"{what} needs about {human_bytes(need)} on {device.type} but only "
+        f"{human_bytes(have)} is free.",
+        f"Close other programs, quantize it (--quantize int8 or int4){smaller}, pick a smaller "
+        "model, or use another --device (see `mistudio models plan NAME`).",
+    )

@@ -38,7 +38,7 @@ from mistudio.core.workspace import (
 
 # Fields that change what is stored; a partial run resumes only if they are all the same.
 _DATA_FIELDS = ("model", "dataset", "layers", "hooks", "context_length", "max_tokens", "dtype",
-                "keep_first_position", "model_dtype", "chunk_rows")
+                "keep_first_position", "model_dtype", "chunk_rows", "quantize")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class ExtractConfig:
     """auto, cpu, cuda, cuda:N or mps."""
     model_dtype: str = "auto"
     """dtype the model runs in (auto: float32 on CPU, bfloat16/float16 on GPUs)."""
+    quantize: str = "none"
+    """Weights of the model read: none, int8, int4 (any device) or nf4 / bnb8 (bitsandbytes on
+    CUDA); recorded in the set and every SAE trained on it."""
     sites: tuple[tuple[int, str], ...] = field(init=False)
     """(layer, hook) pairs, derived."""
 
@@ -87,6 +90,11 @@ class ExtractConfig:
         if not (self.massive_factor > 1.0 and self.massive_factor < float("inf")):
             raise InvalidInputError(f"--massive-factor must be a number above 1, got "
                                     f"{self.massive_factor}.", "Use e.g. --massive-factor 10.")
+        from mistudio.core.quantize import QUANTIZATIONS
+
+        if self.quantize not in QUANTIZATIONS:
+            raise InvalidInputError(f"Unknown quantization {self.quantize!r}.",
+                                    f"Use one of {', '.join(QUANTIZATIONS)}.")
         if self.dtype not in ("float16", "float32"):
             raise InvalidInputError(f"Unknown storage dtype {self.dtype!r}.",
                                     "Use float16 or float32.")
@@ -96,6 +104,13 @@ class ExtractConfig:
     def data_fields(self) -> dict[str, Any]:
         d = asdict(self)
         return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in _DATA_FIELDS}
+
+    def same_data(self, recorded: dict[str, Any] | None) -> bool:
+        """Whether a set recorded with ``recorded`` data fields holds what this config asks for
+        (fields added since it was made count at their defaults)."""
+        if recorded is None:
+            return False
+        return {"quantize": "none", **recorded} == self.data_fields()
 
 
 def default_layer(n_layers: int) -> int:
@@ -193,11 +208,11 @@ def _extract(ws: Workspace, cfg: ExtractConfig, name: str, task: TaskState, over
     target = cfg.max_tokens or int(tokens.manifest["summary"]["tokens"])
     ws.require_free_space((target - done_rows) * row_bytes, f"activation set {name!r}")
 
-    if loaded is None:
-        loaded = load_model(ws, cfg.model, cfg.device, cfg.model_dtype, SubTask(task, 0.05, 0.1))
-    elif loaded.name != cfg.model:
-        raise InvalidInputError(f"The loaded model is {loaded.name!r}, not {cfg.model!r}.",
-                                "Load the model named in the configuration.")
+    if loaded is not None and (loaded.name != cfg.model or loaded.quantization != cfg.quantize):
+        loaded = None  # not the model (or not the weights) this set is made of
+    if loaded is None:  # only the blocks up to the deepest one read: the rest is never loaded
+        loaded = load_model(ws, cfg.model, cfg.device, cfg.model_dtype, SubTask(task, 0.05, 0.1),
+                            quantize=cfg.quantize, n_layers=max(cfg.layers) + 1)
     bos = tokens.manifest["provenance"].get("bos_token_id")
     capacity = cfg.chunk_rows + cfg.batch_size * tokens.context_length
     chunks = _Chunks(partial, keys, info.d_model, capacity, np.dtype(cfg.dtype), manifest)
@@ -281,7 +296,7 @@ def _start_or_resume(partial: Path, cfg: ExtractConfig, name: str, tok_name: str
     if (partial / MANIFEST).is_file():
         old = read_json(partial / MANIFEST, f"partial activation set {name!r}",
                         "Start over with --overwrite.")
-        if old.get("config", {}).get("data") == cfg.data_fields():
+        if cfg.same_data(old.get("config", {}).get("data")):
             _drop_orphans(partial, old, keys)
             return old
         raise InvalidInputError(
@@ -292,7 +307,8 @@ def _start_or_resume(partial: Path, cfg: ExtractConfig, name: str, tok_name: str
     manifest = {
         "kind": "activations", "name": name, "status": "partial",
         "config": {**asdict(cfg), "data": cfg.data_fields(), "tokenized": tok_name},
-        "provenance": {"model": cfg.model, "tokenized": tok_name, "mistudio": __version__,
+        "provenance": {"model": cfg.model, "tokenized": tok_name, "quantization": cfg.quantize,
+                       "mistudio": __version__,
                        "torch": torch.__version__, "created": time.time()},
         "hook_points": keys, "d_model": d_model, "chunks": [], "summary": {},
     }

@@ -77,6 +77,8 @@ class LoadedModel:
         self.tokenizer = tokenizer
         self.adapter = adapter
         self.info = info
+        self.quantization = "none"
+        """none, int8, int4, nf4 or bnb8 (how the weights are held)."""
 
     @property
     def device(self) -> torch.device:
@@ -243,29 +245,54 @@ def quiet_transformers() -> None:
 
 
 def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "auto",
-               task: TaskState | None = None) -> LoadedModel:
-    """Load a registered model for inference, in eval mode, after checking it fits in memory."""
+               task: TaskState | None = None, quantize: str = "none",
+               n_layers: int | None = None) -> LoadedModel:
+    """Load a registered model for inference, in eval mode, after checking it fits in memory.
+
+    ``quantize``: none, int8 or int4 (miStudio's weight-only quantization, any device, applied
+    while loading: :mod:`mistudio.core.quantize`), nf4 or bnb8 (bitsandbytes, CUDA). ``n_layers``:
+    build only the first blocks (extraction of an early layer needs no more), the others never
+    read. A model too large for a CUDA device is split between it and the CPU (accelerate's
+    ``device_map="auto"``)."""
+    from mistudio.core.quantize import QUANTIZATIONS, load_quantized
+
     with HF_IMPORT_LOCK:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM
 
     quiet_transformers()
     task = task or silent_task()
+    if quantize not in QUANTIZATIONS:
+        raise InvalidInputError(f"Unknown quantization {quantize!r}.",
+                                f"Use one of {', '.join(QUANTIZATIONS)}.")
     manifest = model_manifest(ws, name)
     info = model_info(ws, name)
     src, trust = manifest["provenance"], bool(manifest["config"].get("trust_remote_code"))
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    require_memory(info.n_params, torch_dtype, dev, f"Model {name!r}")
+    fraction = 1.0 if n_layers is None else min(1.0, (n_layers + 1) / max(info.n_layers, 1))
+    offload = require_memory(int(info.n_params * fraction), torch_dtype, dev, f"Model {name!r}",
+                             quantize)
     if src["type"] in ("embedded", "gguf"):
         folder, extra = _gguf_cache(ws, name, src, task), {}
     elif src["type"] == "folder":
         folder, extra = src["path"], {"local_files_only": True}
     else:
         folder, extra = src["repo_id"], {}
-    task.set_status(f"Loading {name}")
+    task.set_status(f"Loading {name}" + (f" ({quantize})" if quantize != "none" else ""))
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype,
-                                                     trust_remote_code=trust, **extra)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust, **extra)
+        if n_layers is not None:
+            _truncate(config, n_layers)
+        if quantize in ("int8", "int4"):
+            model = load_quantized(_local_folder(folder, src), config, quantize, torch_dtype,
+                                   n_layers, trust)
+        else:
+            kwargs = _bnb_kwargs(quantize, dev)
+            if offload:
+                kwargs.update(device_map="auto", max_memory=offload)
+            model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch_dtype,
+                                                         trust_remote_code=trust, **kwargs,
+                                                         **extra)
         tokenizer = _load_tokenizer(folder, trust, extra)
     except OSError as err:
         if src["type"] == "hub" and not is_online():
@@ -273,8 +300,50 @@ def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "aut
                                 offline_hint()) from err
         raise InvalidInputError(f"Cannot load model {name!r}: {err}",
                                 "Check that its files are complete.") from err
-    model.to(dev).eval().requires_grad_(False)
-    return LoadedModel(name, model, tokenizer, adapter_for(info.model_type), info)
+    if not offload and quantize in ("none", "int8", "int4"):
+        model.to(dev)
+    model.eval().requires_grad_(False)
+    loaded = LoadedModel(name, model, tokenizer, adapter_for(info.model_type), info)
+    loaded.quantization = quantize
+    return loaded
+
+
+def _truncate(config: Any, n_layers: int) -> None:
+    """Only the first ``n_layers`` blocks (the checkpoint's others are then not loaded)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+        if hasattr(text, attr):
+            setattr(text, attr, max(1, min(n_layers, getattr(text, attr))))
+            return
+
+
+def _local_folder(folder: str, src: dict[str, Any]) -> str:
+    """A folder holding the checkpoint's files (a hub model: its snapshot in the cache)."""
+    if src["type"] != "hub":
+        return folder
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(folder, allow_patterns=["*.json", "*.safetensors"],
+                             local_files_only=not is_online())
+
+
+def _bnb_kwargs(quantize: str, dev: torch.device) -> dict[str, Any]:
+    """bitsandbytes 8-bit / NF4 loading: CUDA only, and only when bitsandbytes is installed."""
+    if quantize not in ("nf4", "bnb8"):
+        return {}
+    if dev.type != "cuda":
+        raise InvalidInputError(f"{quantize} uses bitsandbytes, which needs a CUDA GPU.",
+                                "Use --quantize int8 or int4 on this device.")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise InvalidInputError(f"{quantize} needs the bitsandbytes package.",
+                                "pip install bitsandbytes, or use --quantize int8 or int4.")
+    with HF_IMPORT_LOCK:
+        from transformers import BitsAndBytesConfig
+
+    cfg = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_compute_dtype=torch.bfloat16) if quantize == "nf4"
+           else BitsAndBytesConfig(load_in_8bit=True))
+    return {"quantization_config": cfg, "device_map": {"": dev.index or 0}}
 
 
 def _load_tokenizer(folder: str, trust: bool, extra: dict[str, Any]) -> Any:

@@ -49,7 +49,7 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
                         max_tokens=max_tokens, device=device)
     existing = ws.catalog.find("activations", QUICKSTART_NAME)
     if existing is not None and existing.status == "complete" and \
-            existing.config.get("data") == cfg.data_fields():
+            cfg.same_data(existing.config.get("data")):
         acts = {"summary": existing.summary, "name": QUICKSTART_NAME, "reused": True}
     else:
         acts = extract_activations(ws, cfg, QUICKSTART_NAME, SubTask(task, 0.15, 0.5),

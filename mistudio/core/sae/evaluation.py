@@ -27,7 +27,8 @@ def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: s
         meta["dataset_path"] = tokenize_dataset(
             ws, TokenizeConfig("pydoc", meta["model_name"], 128))["name"]
     task.set_status(f"Loading {meta['model_name']}")
-    loaded = load_model(ws, meta["model_name"], device)
+    loaded = load_model(ws, meta["model_name"], device,
+                        quantize=meta.get("model_quantization") or "none")
     task.set_status("Evaluating with the SAE spliced in")
     result = splice_eval(ws, sae, meta, n_sequences, loaded=loaded, task=task)
     art = ws.catalog.get("sae", name)

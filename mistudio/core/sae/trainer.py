@@ -320,6 +320,10 @@ def _finish(ws: Workspace, run: SAERun, partial: Path, acts: ActivationSet, key:
     manifest = {"kind": "sae", "name": run.name, "status": "complete", "config": config,
                 "provenance": {"activations": cfg.activations,
                                "model": acts.manifest["config"]["model"],
+                               # the weights the activations came from: an SAE of an int4 model
+                               # says so, and is steered and evaluated on the same weights
+                               "model_quantization": acts.manifest["config"].get("quantize",
+                                                                                 "none"),
                                "mistudio": __version__, "created": time.time()},
                 "summary": summary, "density_histogram": result.density_histogram}
     write_json_atomic(partial / MANIFEST, manifest)
@@ -377,6 +381,7 @@ def _saelens_metadata(acts: Any, key: str, cfg: TrainConfig) -> dict[str, Any]:
             "hook_name_out": cfg.target_hook, "context_size": conf.get("context_length"),
             "prepend_bos": acts.manifest.get("provenance", {}).get("prepend_bos"),
             "dataset_path": conf.get("tokenized"),
+            "model_quantization": conf.get("quantize", "none"),
             # the SAE is applied inside the model only to tokens under this input norm
             "keep_massive": cfg.keep_massive,
             "massive_factor": massive.get("factor"),

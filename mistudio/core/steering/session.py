@@ -84,7 +84,10 @@ class Steerer:
         if spec.model and models - {spec.model, None}:
             raise InvalidInputError(f"The SAEs were trained on {', '.join(sorted(models))}, not "
                                     f"{spec.model}.", "Steer the model the SAEs belong to.")
-        self.loaded = loaded or load_model(ws, model, device=device)
+        # the weights the SAEs were trained on (int8 / int4 when their activations were)
+        quantize = next((ws.catalog.get("sae", n).provenance.get("model_quantization")
+                         for n in spec.saes), None) or "none"
+        self.loaded = loaded or load_model(ws, model, device=device, quantize=quantize)
         d_model = self.loaded.info.d_model
         for name, (sae, _, hook) in self.saes.items():
             if sae.cfg.d_in != d_model:

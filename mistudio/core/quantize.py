@@ -1,0 +1,285 @@
+"""Weight-only INT8 and INT4 quantization in plain PyTorch, applied while a model loads.
+
+Users look inside the model they deploy, often quantized, on the hardware they have. Weight-only
+quantization keeps activations (what miStudio reads and steers) in floating point: every hook
+point works as before, only the weights of the linear layers and the embedding are stored in
+fewer bits and expanded when used.
+
+- ``int8``: one scale per output channel (absmax / 127). On the CPU, for a few rows at a time
+  (generation), the matrix product runs in PyTorch's int8-weight kernel
+  (``_weight_int8pack_mm``); otherwise the weight is expanded one layer at a time.
+- ``int4``: asymmetric, one scale and zero point per group of 64 inputs, two weights per byte.
+  The weight is expanded one layer at a time (memory is the point here; it is slower than
+  float on a CPU).
+
+Written here rather than taken from torchao: torchao 0.18's INT4 kernels need CUDA (or its
+``mslk`` package), and miStudio must quantize on a laptop CPU and a Jetson the same way.
+bitsandbytes' 8-bit and NF4 loading are used instead when asked for on CUDA
+(:mod:`mistudio.core.models`).
+
+Quantizing while loading (:func:`load_quantized`) streams the checkpoint tensor by tensor into a
+model built on the meta device, so the full-precision model never exists in memory: peak memory
+is the quantized weights plus one tensor. Layers above ``n_layers`` are never read at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mistudio.core.errors import InvalidInputError
+
+QUANTIZATIONS = ("none", "int8", "int4", "nf4", "bnb8")
+"""none, miStudio's int8 / int4 (any device), bitsandbytes NF4 / 8-bit (CUDA with bitsandbytes)."""
+GROUP = 64
+BITS = {"none": 32, "int8": 8, "int4": 4, "nf4": 4, "bnb8": 8}
+
+
+class Int8Linear(nn.Module):
+    """A linear layer whose weight is int8 with one float scale per output channel."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_q", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scale", torch.ones(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+
+    @torch.no_grad()
+    def load(self, weight: torch.Tensor) -> None:
+        w = weight.float()
+        scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0  # [out]
+        self.weight_q = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.scale = scale
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.weight_q.to(dtype) * self.scale[:, None].to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, self.in_features)
+        # PyTorch's int8-weight kernel wins for a few rows (generation: 2x here) and loses to
+        # expanding the weight for many (a 128-token forward: 4x slower)
+        if x.device.type == "cpu" and x2.shape[0] <= 16 and x.dtype in (
+                torch.float32, torch.bfloat16) and hasattr(torch.ops.aten, "_weight_int8pack_mm"):
+            y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.weight_q,
+                                                   self.scale.to(x.dtype))
+            y = y.reshape(*x.shape[:-1], self.out_features)
+            return y + self.bias.to(y.dtype) if self.bias is not None else y
+        return F.linear(x, self.dequantize(x.dtype),
+                        self.bias.to(x.dtype) if self.bias is not None else None)
+
+
+class Int4Linear(nn.Module):
+    """A linear layer whose weight is 4-bit, packed two per byte, with a float16 scale and zero
+    point for each group of ``GROUP`` inputs."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        groups = in_features // GROUP
+        self.register_buffer("packed", torch.zeros(out_features, in_features // 2,
+                                                   dtype=torch.uint8))
+        self.register_buffer("scale", torch.ones(out_features, groups, dtype=torch.float16))
+        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=torch.float16))
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+
+    @torch.no_grad()
+    def load(self, weight: torch.Tensor) -> None:
+        w = weight.float().reshape(self.out_features, -1, GROUP)  # [out, groups, GROUP]
+        lo, hi = w.amin(-1), w.amax(-1)
+        scale = ((hi - lo) / 15.0).clamp_min(1e-8)
+        q = ((w - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8)
+        q = q.reshape(self.out_features, self.in_features)
+        self.packed = q[:, 0::2] | (q[:, 1::2] << 4)
+        self.scale, self.zero = scale.half(), lo.half()
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        q = torch.stack([self.packed & 15, self.packed >> 4], dim=-1)  # [out, in/2, 2]
+        q = q.reshape(self.out_features, -1, GROUP).to(dtype)  # [out, groups, GROUP]
+        w = q * self.scale.to(dtype)[..., None] + self.zero.to(dtype)[..., None]
+        return w.reshape(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dequantize(x.dtype),
+                        self.bias.to(x.dtype) if self.bias is not None else None)
+
+
+class Int8Embedding(nn.Module):
+    """An embedding stored in int8 with one scale per row (what a tied output head reads too)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None,
+                 dtype: torch.dtype, embed_scale: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.padding_idx, self.out_dtype = padding_idx, dtype
+        self.embed_scale = embed_scale
+        """Gemma's embeddings multiply by sqrt(d_model) inside the module: kept."""
+        self.register_buffer("weight_q", torch.zeros(num_embeddings, embedding_dim,
+                                                     dtype=torch.int8))
+        self.register_buffer("scale", torch.ones(num_embeddings))
+
+    load = Int8Linear.load
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out = self.weight_q[ids].to(self.out_dtype) * self.scale[ids, None].to(self.out_dtype)
+        return out * self.embed_scale.to(out) if self.embed_scale is not None else out
+
+    def as_head(self) -> Int8Linear:
+        """The tied output head: the same int8 rows and scales, read as a linear layer."""
+        head = Int8Linear(self.embedding_dim, self.num_embeddings, bias=False)
+        head.weight_q, head.scale = self.weight_q, self.scale
+        return head
+
+
+def _quantized_linear(module: nn.Module, mode: str) -> nn.Module:
+    """The quantized twin of a linear layer (``nn.Linear``, or GPT-2's ``Conv1D`` whose weight
+    is stored transposed, [in, out])."""
+    out_f, in_f = module.weight.shape
+    if not isinstance(module, nn.Linear):
+        in_f, out_f = out_f, in_f
+    cls = Int4Linear if mode == "int4" and in_f % GROUP == 0 else Int8Linear
+    return cls(in_f, out_f, module.bias is not None)
+
+
+def _layer_count_attr(config: Any) -> str:
+    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+        if hasattr(config, attr):
+            return attr
+    raise InvalidInputError("The model's configuration does not say how many layers it has.",
+                            "Load it without quantization.")
+
+
+def _checkpoint_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [folder / s for s in shards]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise InvalidInputError(f"{folder} has no safetensors weights to quantize from.",
+                                "Quantized loading reads safetensors checkpoints (GGUF models are "
+                                "converted to one on first use).")
+    return files
+
+
+@torch.no_grad()
+def load_quantized(folder: str | Path, config: Any, mode: str, dtype: torch.dtype = torch.float32,
+                   n_layers: int | None = None, trust_remote_code: bool = False) -> nn.Module:
+    """A causal LM from a safetensors checkpoint with its linear layers (and its embedding and
+    tied head) quantized to ``mode`` as they are read, and only its first ``n_layers`` blocks
+    (the rest never read); other tensors in ``dtype``."""
+    import copy
+
+    from accelerate import init_empty_weights
+    from accelerate.utils import set_module_tensor_to_device
+    from safetensors import safe_open
+
+    from mistudio.core.models import HF_IMPORT_LOCK
+
+    with HF_IMPORT_LOCK:
+        from transformers import AutoModelForCausalLM
+
+    if mode not in ("int8", "int4"):
+        raise InvalidInputError(f"Unknown quantization {mode!r} for loading.", "Use int8 or int4.")
+    config = copy.deepcopy(config)
+    total = getattr(config, _layer_count_attr(config))
+    keep = total if n_layers is None else max(1, min(n_layers, total))
+    setattr(config, _layer_count_attr(config), keep)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype,
+                                                 trust_remote_code=trust_remote_code)
+    with HF_IMPORT_LOCK:
+        from transformers.pytorch_utils import Conv1D
+
+    quantized: dict[str, nn.Module] = {}
+    transposed: set[str] = set()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Conv1D):
+            transposed.add(name)
+        if isinstance(module, nn.Linear | Conv1D) or (isinstance(module, nn.Embedding) and
+                                                      module is model.get_input_embeddings()):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            new = (_quantized_linear(module, mode) if not isinstance(module, nn.Embedding) else
+                   Int8Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx,
+                                 dtype, getattr(module, "embed_scale", None)))
+            setattr(parent, child, new)
+            quantized[name] = new
+    names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    prefix = getattr(model, "base_model_prefix", "")
+    rename = _renamer(model)
+    layer_re = re.compile(r"\.(?:layers|h)\.(\d+)\.")
+    for file in _checkpoint_files(Path(folder)):
+        with safe_open(str(file), framework="pt") as fh:
+            for stored in fh.keys():  # safe_open has no __iter__
+                key = rename(stored)
+                m = layer_re.search(f".{key}")
+                if m and int(m.group(1)) >= keep:
+                    continue  # a layer above the last one needed: never read
+                name = key if key in names or key.rsplit(".", 1)[0] in quantized else \
+                    f"{prefix}.{key}"
+                owner = name.rsplit(".", 1)[0]
+                if owner in quantized and name.endswith(".weight"):
+                    w = fh.get_tensor(stored)
+                    quantized[owner].load(w.T if owner in transposed else w)
+                elif owner in quantized and name.endswith(".bias"):
+                    quantized[owner].bias = nn.Parameter(fh.get_tensor(stored).to(dtype),
+                                                         requires_grad=False)
+                elif name in names:
+                    set_module_tensor_to_device(model, name, "cpu", value=fh.get_tensor(stored),
+                                                dtype=dtype)
+    emb = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    if getattr(config, "tie_word_embeddings", False) and isinstance(emb, Int8Embedding):
+        model.set_output_embeddings(emb.as_head())
+    elif isinstance(head, Int8Linear | Int4Linear) and not bool(head.scale.ne(1).any()):
+        raise InvalidInputError("The checkpoint has no output head weights.",
+                                "Load the model without quantization.")
+    missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if missing:
+        raise InvalidInputError(f"The checkpoint lacks {len(missing)} weights ({missing[0]}, "
+                                "...) the model needs.", "Load it without quantization.")
+    return model.eval()
+
+
+def _renamer(model: nn.Module) -> Any:
+    """The checkpoint-key renames transformers applies when it loads this model (transformers
+    5 renames e.g. GPT-NeoX's ``embed_out`` to ``lm_head``). Conversions that split or merge
+    tensors are not supported while quantizing and give one clear error when met."""
+    try:
+        from transformers.conversion_mapping import WeightRenaming, get_model_conversion_mapping
+    except ImportError:  # transformers 4: checkpoints are named as the modules
+        return lambda key: key
+    rules, other = [], []
+    for t in get_model_conversion_mapping(model):
+        pats = [re.compile(p) for p in t.source_patterns]
+        if isinstance(t, WeightRenaming):
+            rules.extend(zip(pats, t.target_patterns, strict=False))
+        else:
+            other.extend(pats)
+
+    def rename(key: str) -> str:
+        if any(p.search(key) for p in other):
+            raise InvalidInputError(f"This checkpoint needs its tensor {key!r} converted while "
+                                    "loading, which quantized loading does not do.",
+                                    "Load the model without quantization.")
+        for pat, target in rules:
+            key = pat.sub(target, key)
+        return key
+
+    return rename
+
+
+def quantized_bytes(n_params: int, mode: str) -> int:
+    """Memory of ``n_params`` weights in ``mode`` (scales included)."""
+    if mode == "none":
+        return n_params * 4
+    per = {"int8": 1.0 + 4 / 576, "bnb8": 1.0 + 4 / 576, "int4": 0.5 + 4 / GROUP,
+           "nf4": 0.5 + 2 / GROUP}[mode]
+    return int(n_params * per)
