@@ -119,3 +119,50 @@ def test_hooks_and_extraction_on_a_quantized_model(toy_ws: Workspace) -> None:
         load_model(toy_ws, "toy", "cpu", quantize="nf4")
     with pytest.raises(InvalidInputError, match="Unknown quantization"):
         ExtractConfig("toy", "pydoc", (1,), quantize="int3")
+
+
+def test_onnx_int8_export_reports_its_error(acts_ws: Workspace, tmp_path: Path) -> None:
+    from toy import small_train_config
+
+    from mistudio.core.sae.formats import export_sae
+    from mistudio.core.sae.trainer import train_sae
+
+    train_sae(acts_ws, small_train_config(steps=20), "sae")
+    info = export_sae(acts_ws, "sae", tmp_path / "out", "onnx", "int8")
+    q = info["int8"]
+    assert {"encoder.int8.onnx", "sae.int8.onnx"} <= {p.name for p in (tmp_path / "out").iterdir()}
+    assert q["bytes_int8"] < q["bytes_float"] and 0 <= q["relative_error"] < 0.5
+    assert q["encoder_matches_full_graph"] and 0 < q["active_latents_jaccard"] <= 1
+    with pytest.raises(InvalidInputError, match="--format onnx --quantize int8"):
+        export_sae(acts_ws, "sae", tmp_path / "other", "saelens", "int8")
+
+
+def test_gpu_benchmark_says_when_there_is_no_gpu() -> None:
+    import json
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: the benchmark would run")
+    res = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" /
+                                              "gpu.py")], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and json.loads(res.stdout)["cuda"] is False
+
+
+def test_memory_plan_recommends_what_fits() -> None:
+    from mistudio.core.models import ModelInfo
+    from mistudio.core.planner import plan_memory, plan_text, refuse_if_nothing_fits
+
+    info = ModelInfo("LLaMA", "llama", 16, 2048, 8192, 128256, 1_235_814_400, 4096, d_attn=2048)
+    cpu = torch.device("cpu")
+    roomy = plan_memory(info, cpu, free=32 * 2**30)
+    assert roomy.recommended == "float32" and all(r.fits for r in roomy.rows)
+    by = {r.option: r for r in roomy.rows}
+    assert by["int8"].weights < 0.3 * by["float32"].weights < by["bfloat16"].weights
+    tight = plan_memory(info, cpu, free=5 * 2**30)  # SAE training of 16k latents: ~1.9 GB
+    assert tight.recommended == "int8" and "Recommended: int8" in plan_text(tight)
+    from mistudio.core.errors import ResourceError
+
+    with pytest.raises(ResourceError, match="does not fit on cpu in any precision.*int4"):
+        refuse_if_nothing_fits(plan_memory(info, cpu, free=2 * 2**30), "Llama-1B")

@@ -143,7 +143,7 @@ def test_evaluate_view_in_the_steering_tab(qtbot: object, steer_ws: Workspace) -
     with qtbot.waitSignal(view.runner.finished, timeout=120_000):  # type: ignore[attr-defined]
         view.run()
     assert view.model.rowCount() == 2  # one scorer (the steered feature) x two strengths
-    xs, ys = view.curve.getData()
+    xs, _ys = view.curve.getData()
     assert len(xs) == 2 and view.keep_btn.isEnabled()
     view.keep()
     data = json.loads((steer_ws.root / "presets" / "p.json").read_text())

@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("export", cmd_export, "export an SAE (SAELens layout, or ONNX for edge inference)")
     sp.add_argument("sae")
     sp.add_argument("--format", choices=["saelens", "onnx"], default="saelens")
+    sp.add_argument("--quantize", choices=["none", "int8"], default="none",
+                    help="with --format onnx: also INT8 graphs (onnxruntime), with their error")
     sp.add_argument("--out", required=True)
     sp = add("eval", cmd_eval, "evaluate an SAE spliced into its model (CE loss score, KL)")
     sp.add_argument("sae")

@@ -189,11 +189,19 @@ def cmd_export(args: argparse.Namespace, ws: Workspace) -> None:
 
     from mistudio.core.sae.formats import export_sae
 
-    info = export_sae(ws, args.sae, Path(args.out), args.format)
+    info = export_sae(ws, args.sae, Path(args.out), args.format, args.quantize)
     if args.format == "onnx":
         text = (f"Exported {args.sae} as ONNX (encoder.onnx, sae.onnx) to {info['out']}; "
                 f"onnxruntime matches PyTorch within {info['max_abs_diff']:.2g} on "
                 f"{info['checked_on']}.")
+        if "int8" in info:
+            q = info["int8"]
+            text += (f"\nINT8 graphs ({', '.join(q['files'])}, {q['bytes_int8'] / 2**20:.1f} MB "
+                     f"against {q['bytes_float'] / 2**20:.1f} MB): reconstruction error "
+                     f"{q['relative_error']:.1%}, explained variance "
+                     f"{q['explained_variance_int8']:.3f} (float "
+                     f"{q['explained_variance_float']:.3f}), active latents agreeing "
+                     f"{q['active_latents_jaccard']:.0%} (Jaccard).")
     else:
         text = f"Exported {args.sae} in the SAELens layout to {info['out']}."
     emit(args, info, text)

@@ -41,22 +41,34 @@ GROUP = 64
 BITS = {"none": 32, "int8": 8, "int4": 4, "nf4": 4, "bnb8": 8}
 
 
+def _rows_per_chunk(width: int) -> int:
+    """Rows quantized at a time: about 16 MB of float32, however large the matrix."""
+    return max(1, (4 << 20) // max(width, 1))
+
+
 class Int8Linear(nn.Module):
     """A linear layer whose weight is int8 with one float scale per output channel."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight_q", torch.zeros(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("scale", torch.ones(out_features))
+        # placeholders: the real tensors are made by load(), so none is allocated twice
+        self.register_buffer("weight_q", torch.empty(out_features, in_features,
+                                                     dtype=torch.int8, device="meta"))
+        self.register_buffer("scale", torch.empty(out_features, device="meta"))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     @torch.no_grad()
     def load(self, weight: torch.Tensor) -> None:
-        w = weight.float()
-        scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0  # [out]
-        self.weight_q = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-        self.scale = scale
+        rows = weight.shape[0]
+        q = torch.empty(weight.shape, dtype=torch.int8)
+        scale = torch.empty(rows)
+        for a in range(0, rows, _rows_per_chunk(weight.shape[1])):  # bounded float copies
+            w = weight[a:a + _rows_per_chunk(weight.shape[1])].float()
+            sc = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0  # [rows]
+            q[a:a + len(w)] = (w / sc[:, None]).round_().clamp_(-127, 127).to(torch.int8)
+            scale[a:a + len(w)] = sc
+        self.weight_q, self.scale = q, scale
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         return self.weight_q.to(dtype) * self.scale[:, None].to(dtype)
@@ -83,21 +95,30 @@ class Int4Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         groups = in_features // GROUP
-        self.register_buffer("packed", torch.zeros(out_features, in_features // 2,
-                                                   dtype=torch.uint8))
-        self.register_buffer("scale", torch.ones(out_features, groups, dtype=torch.float16))
-        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=torch.float16))
+        self.register_buffer("packed", torch.empty(out_features, in_features // 2,
+                                                   dtype=torch.uint8, device="meta"))
+        self.register_buffer("scale", torch.empty(out_features, groups, dtype=torch.float16,
+                                                  device="meta"))
+        self.register_buffer("zero", torch.empty(out_features, groups, dtype=torch.float16,
+                                                 device="meta"))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     @torch.no_grad()
     def load(self, weight: torch.Tensor) -> None:
-        w = weight.float().reshape(self.out_features, -1, GROUP)  # [out, groups, GROUP]
-        lo, hi = w.amin(-1), w.amax(-1)
-        scale = ((hi - lo) / 15.0).clamp_min(1e-8)
-        q = ((w - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8)
-        q = q.reshape(self.out_features, self.in_features)
-        self.packed = q[:, 0::2] | (q[:, 1::2] << 4)
-        self.scale, self.zero = scale.half(), lo.half()
+        groups = self.in_features // GROUP
+        packed = torch.empty(self.out_features, self.in_features // 2, dtype=torch.uint8)
+        scales = torch.empty(self.out_features, groups, dtype=torch.float16)
+        zeros = torch.empty(self.out_features, groups, dtype=torch.float16)
+        step = _rows_per_chunk(self.in_features)
+        for a in range(0, self.out_features, step):  # bounded float copies
+            w = weight[a:a + step].float().reshape(-1, groups, GROUP)  # [rows, groups, GROUP]
+            lo, hi = w.amin(-1), w.amax(-1)
+            scale = ((hi - lo) / 15.0).clamp_min(1e-8)
+            q = ((w - lo[..., None]) / scale[..., None]).round_().clamp_(0, 15).to(torch.uint8)
+            q = q.reshape(len(w), self.in_features)
+            packed[a:a + len(w)] = q[:, 0::2] | (q[:, 1::2] << 4)
+            scales[a:a + len(w)], zeros[a:a + len(w)] = scale.half(), lo.half()
+        self.packed, self.scale, self.zero = packed, scales, zeros
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         q = torch.stack([self.packed & 15, self.packed >> 4], dim=-1)  # [out, in/2, 2]
@@ -120,9 +141,9 @@ class Int8Embedding(nn.Module):
         self.padding_idx, self.out_dtype = padding_idx, dtype
         self.embed_scale = embed_scale
         """Gemma's embeddings multiply by sqrt(d_model) inside the module: kept."""
-        self.register_buffer("weight_q", torch.zeros(num_embeddings, embedding_dim,
-                                                     dtype=torch.int8))
-        self.register_buffer("scale", torch.ones(num_embeddings))
+        self.register_buffer("weight_q", torch.empty(num_embeddings, embedding_dim,
+                                                     dtype=torch.int8, device="meta"))
+        self.register_buffer("scale", torch.empty(num_embeddings, device="meta"))
 
     load = Int8Linear.load
 
@@ -153,6 +174,17 @@ def _layer_count_attr(config: Any) -> str:
             return attr
     raise InvalidInputError("The model's configuration does not say how many layers it has.",
                             "Load it without quantization.")
+
+
+def _checkpoint_keys(folder: Path) -> list[tuple[Path, str]]:
+    """(file, tensor name) of every tensor of the checkpoint."""
+    from safetensors import safe_open
+
+    out = []
+    for file in _checkpoint_files(folder):
+        with safe_open(str(file), framework="pt") as fh:
+            out += [(file, k) for k in fh.keys()]  # safe_open has no __iter__
+    return out
 
 
 def _checkpoint_files(folder: Path) -> list[Path]:
@@ -215,33 +247,31 @@ def load_quantized(folder: str | Path, config: Any, mode: str, dtype: torch.dtyp
     prefix = getattr(model, "base_model_prefix", "")
     rename = _renamer(model)
     layer_re = re.compile(r"\.(?:layers|h)\.(\d+)\.")
-    for file in _checkpoint_files(Path(folder)):
+    for file, stored in _checkpoint_keys(Path(folder)):
+        key = rename(stored)
+        m = layer_re.search(f".{key}")
+        if m and int(m.group(1)) >= keep:
+            continue  # a layer above the last one needed: never read
+        name = key if key in names or key.rsplit(".", 1)[0] in quantized else f"{prefix}.{key}"
+        owner = name.rsplit(".", 1)[0]
+        if owner not in quantized and name not in names:
+            continue
+        # one tensor per opening: a mapping kept open would keep every page read so far in
+        # the process's memory, the whole checkpoint by the end
         with safe_open(str(file), framework="pt") as fh:
-            for stored in fh.keys():  # safe_open has no __iter__
-                key = rename(stored)
-                m = layer_re.search(f".{key}")
-                if m and int(m.group(1)) >= keep:
-                    continue  # a layer above the last one needed: never read
-                name = key if key in names or key.rsplit(".", 1)[0] in quantized else \
-                    f"{prefix}.{key}"
-                owner = name.rsplit(".", 1)[0]
-                if owner in quantized and name.endswith(".weight"):
-                    w = fh.get_tensor(stored)
-                    quantized[owner].load(w.T if owner in transposed else w)
-                elif owner in quantized and name.endswith(".bias"):
-                    quantized[owner].bias = nn.Parameter(fh.get_tensor(stored).to(dtype),
-                                                         requires_grad=False)
-                elif name in names:
-                    set_module_tensor_to_device(model, name, "cpu", value=fh.get_tensor(stored),
-                                                dtype=dtype)
+            tensor = fh.get_tensor(stored)
+        if owner in quantized and name.endswith(".weight"):
+            quantized[owner].load(tensor.T if owner in transposed else tensor)
+        elif owner in quantized and name.endswith(".bias"):
+            quantized[owner].bias = nn.Parameter(tensor.to(dtype), requires_grad=False)
+        else:
+            set_module_tensor_to_device(model, name, "cpu", value=tensor, dtype=dtype)
+        del tensor
     emb = model.get_input_embeddings()
-    head = model.get_output_embeddings()
     if getattr(config, "tie_word_embeddings", False) and isinstance(emb, Int8Embedding):
         model.set_output_embeddings(emb.as_head())
-    elif isinstance(head, Int8Linear | Int4Linear) and not bool(head.scale.ne(1).any()):
-        raise InvalidInputError("The checkpoint has no output head weights.",
-                                "Load the model without quantization.")
-    missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
+               if t.device.type == "meta"]
     if missing:
         raise InvalidInputError(f"The checkpoint lacks {len(missing)} weights ({missing[0]}, "
                                 "...) the model needs.", "Load it without quantization.")

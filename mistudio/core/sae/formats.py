@@ -248,12 +248,14 @@ def _fold_centering(sae: SparseCoder) -> None:
     W.sub_(col_sum_F[None, :] / W.shape[0])
 
 
-def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens") -> dict[str, Any]:
+def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens",
+               quantize: str = "none") -> dict[str, Any]:
     """Copy ``saes/NAME`` to ``out`` in the SAELens layout, or write ONNX graphs there.
 
     ``out`` must be new or empty; it is built under a temporary name and renamed when complete.
     ONNX exports are checked in onnxruntime on rows of the SAE's own activation set (when the
-    workspace still has it) and the result is written to ``out/export.json``.
+    workspace still has it) and the result is written to ``out/export.json``; ``quantize="int8"``
+    adds INT8 graphs with their measured error.
     """
     import shutil
 
@@ -261,6 +263,9 @@ def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens") -> dic
 
     if fmt not in ("saelens", "onnx"):
         raise InvalidInputError(f"Unknown export format {fmt!r}.", "Use saelens or onnx.")
+    if quantize not in ("none", "int8") or (quantize == "int8" and fmt != "onnx"):
+        raise InvalidInputError(f"Export quantization {quantize!r} with format {fmt!r} is not "
+                                "available.", "Use --format onnx --quantize int8.")
     art = ws.catalog.get("sae", name)
     if art.status != "complete":
         raise InvalidInputError(f"SAE {name!r} has not finished training.",
@@ -288,13 +293,18 @@ def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens") -> dic
                 if (src / f).exists():
                     shutil.copy2(src / f, tmp / f)
         else:
-            from mistudio.core.sae.onnx_export import export_onnx
+            from mistudio.core.sae.onnx_export import export_onnx, quantize_onnx
 
             sample = _sample_rows(ws, art.provenance.get("activations"), art.summary.get("hook"))
             result = export_onnx(sae, tmp, sample)
             info.update(max_abs_diff=result.max_abs_diff, max_abs_value=result.max_abs_value,
                         files=[result.encoder.name, result.full.name],
                         checked_on="activations" if sample is not None else "random inputs")
+            if quantize == "int8":
+                rows = sample if sample is not None else np.random.default_rng(0).standard_normal(
+                    (256, sae.cfg.d_in)).astype(np.float32)
+                info["int8"] = quantize_onnx(result, sae, rows)
+                info["files"] += info["int8"]["files"]
             write_json_atomic(tmp / "export.json", info)
     return info
 
