@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -119,7 +118,9 @@ def child_rss(workspace: str, tok_name: str, layer: int, tokens: int) -> None:
                         f"rss-{tokens}", overwrite=True, loaded=lm)
     done.set()
     sampler.join()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, peak[0] - before)
+    from peak_memory import peak_rss_bytes  # benchmarks/ is the script's folder: on sys.path
+
+    print(peak_rss_bytes(), peak[0] - before)
 
 
 def rss(workspace: str, tok_name: str, layer: int) -> dict:

@@ -18,9 +18,9 @@ Prints one JSON object; for the Llama-3.2-1B-shaped model, ``peak_rss_gb`` per p
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -97,26 +97,31 @@ def child(folder: str, mode: str, layer: int) -> None:
             forward(loaded, ids, torch.ones_like(ids))
             times.append(time.perf_counter() - t)
     acts = seen[hook_key(layer, "resid_post")]
-    full = load_model(ws, "m", "cpu", dtype, quantize=quantize) if mode in ("int8", "int4") \
-        else None  # steering needs every block; load again only for the quantized runs
-    steer_ms = None
-    if full is not None or mode == "bfloat16":
-        lm = full or load_model(ws, "m", "cpu", dtype)
-        sae = build_sae(SAEConfig("topk", d_in=acts.shape[-1], d_sae=4 * acts.shape[-1], k=32))
-        sites = {hook_key(layer, "resid_post"): SiteSteer(sae, [Intervention(3, 4.0)], 1.0, 1)}
-        t = time.perf_counter()
-        compare(lm, sites, "The", GenerationConfig(max_tokens=8))
-        steer_ms = (time.perf_counter() - t) / 16 * 1000  # both sides, 8 tokens each
+    finite = bool(torch.isfinite(acts).all())
+    peak_extract = _rss_gb()  # the figure compared across precisions: load + extract
+    del loaded, acts, seen
+    gc.collect()
+    # steering needs every block: a second, full load (its peak is reported apart)
+    lm = load_model(ws, "m", "cpu", dtype, quantize=quantize)
+    d = lm.info.d_model
+    sae = build_sae(SAEConfig("topk", d_in=d, d_sae=4 * d, k=32))
+    sites = {hook_key(layer, "resid_post"): SiteSteer(sae, [Intervention(3, 4.0)], 1.0, 1)}
+    t = time.perf_counter()
+    compare(lm, sites, "The", GenerationConfig(max_tokens=8))
+    steer_ms = (time.perf_counter() - t) / 16 * 1000  # both sides, 8 tokens each
     print(json.dumps({"mode": mode, "load_s": round(load_s, 1),
                       "rss_after_load_gb": round(rss_loaded, 2),
                       "extract_tokens_per_s": round(256 / sorted(times)[1], 1),
-                      "steer_ms_per_token": round(steer_ms, 1) if steer_ms else None,
-                      "activations_finite": bool(torch.isfinite(acts).all()),
-                      "peak_rss_gb": round(_rss_gb(), 2)}))
+                      "steer_ms_per_token": round(steer_ms, 1),
+                      "activations_finite": finite,
+                      "peak_rss_gb": round(peak_extract, 2),
+                      "peak_rss_with_full_model_gb": round(_rss_gb(), 2)}))
 
 
 def _rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KB -> GB
+    from peak_memory import peak_rss_bytes  # benchmarks/ is the script's folder: on sys.path
+
+    return peak_rss_bytes() / 2**30
 
 
 def estimate_gb(folder: Path, mode: str, layer: int) -> float:
@@ -188,8 +193,8 @@ def _embedded_cosine() -> dict:
 
     ws = Workspace(Path(tempfile.gettempdir()) / "mistudio-bench")
     ensure_embedded_model(ws)
-    r = quantization_faithfulness(ws, "smollm2-135m", "int8")
-    r4 = quantization_faithfulness(ws, "smollm2-135m", "int4")
+    r = quantization_faithfulness(ws, "smollm2-135m", "int8", recompute=True)
+    r4 = quantization_faithfulness(ws, "smollm2-135m", "int4", recompute=True)
     return {"int8_cosine_mean": round(r["cosine_mean"], 5), "int8_cosine_min":
             round(r["cosine_min"], 5), "int8_relative_error": round(r["relative_error_mean"], 4),
             "int4_cosine_mean": round(r4["cosine_mean"], 5),

@@ -228,6 +228,24 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     col = models.hooks_model.headers.index("mlp_out")
     models.pick_hook(models.hooks_model.index(0, col))
     assert (models.layer.value(), models.hook.currentText()) == (0, "mlp_out")
+    # what fits, and what a quantization costs, shown for the selected model
+    assert "Recommended: float32" in models.memory.toPlainText()
+    assert "not compared with full precision yet" in models.memory.toPlainText()
+    assert "nf4 (bitsandbytes, CUDA)" not in [models.weights.itemText(i)
+                                              for i in range(models.weights.count())]
+    models.weights.setCurrentText("int8 (about 1/4 of float32)")
+    models.pick_hook(models.hooks_model.index(1, models.hooks_model.headers.index("resid_post")))
+    with qtbot.waitSignal(models.runner.finished, timeout=60_000):
+        models.check_faithfulness()
+    models.show_hooks()
+    text = models.memory.toPlainText()
+    assert "int8 against full precision at layers.1.resid_post of toy" in text, text
+    assert float(text.split("cosine mean ")[1].split()[0]) > 0.98
+    assert float(text.split("relative error mean ")[1].split("%")[0]) > 0  # close, not equal
+    with qtbot.waitSignal(models.runner.finished, timeout=60_000):
+        models.extract()  # the choice goes with the activations, named and recorded
+    assert open_activations(toy_ws, "pydoc.toy.0-1.resid_post.int8").manifest["provenance"][
+        "quantization"] == "int8"
 
 
 def test_selections_presentation_mode_and_cli_changes_show(qtbot: QtBot, acts_ws: Workspace) -> None:

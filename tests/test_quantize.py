@@ -13,7 +13,13 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from mistudio.core.adapters import hook_key
 from mistudio.core.errors import InvalidInputError
 from mistudio.core.hooks import capture, forward
-from mistudio.core.quantize import Int4Linear, Int8Embedding, Int8Linear, load_quantized
+from mistudio.core.quantize import (
+    Int4Linear,
+    Int8Embedding,
+    Int8Linear,
+    load_quantized,
+    use_cpu_kernels,
+)
 from mistudio.core.workspace import Workspace
 
 
@@ -28,12 +34,19 @@ def test_quantized_linear_layers(cls: type) -> None:
     q = cls(128, 48, bias=True)
     q.load(ref.weight.data)
     q.bias = torch.nn.Parameter(ref.bias.data.clone(), requires_grad=False)
-    for rows in (1, 40):  # the int8 CPU kernel for few rows, the expanded weight for many
-        x = torch.randn(rows, 128)
-        with torch.no_grad():
-            assert _cos(q(x), ref(x)) > (0.9999 if cls is Int8Linear else 0.99)
+    xs = [torch.randn(rows, 128) for rows in (1, 40, 100)]  # int8: kernel, kernel, expanded
+    with torch.no_grad():
+        outs, refs = [q(x) for x in xs], [ref(x) for x in xs]
+    for y, r in zip(outs, refs, strict=True):
+        assert _cos(y, r) > (0.9999 if cls is Int8Linear else 0.99)
     weight_bytes = sum(b.numel() * b.element_size() for b in q.buffers())
     assert weight_bytes < 128 * 48 * 4 * (0.27 if cls is Int8Linear else 0.16)
+    if cls is Int4Linear and q.use_cpu_kernel():  # the same 4-bit weights, in the kernel's layout
+        with torch.no_grad():
+            for x, y in zip(xs, outs, strict=True):
+                assert (q(x) - y).norm() / y.norm() < 0.01  # bfloat16 inputs: 0.3% here
+        assert q.packed is None and sum(b.numel() * b.element_size() for b in q.buffers()) \
+            <= weight_bytes * 1.3
 
 
 def test_int8_embedding_and_its_tied_head() -> None:
@@ -62,6 +75,10 @@ def test_quantized_loading_of_every_family(family: str, mode: str,
         b = q(input_ids=ids, output_hidden_states=True).hidden_states
     assert _cos(b[2], a[2]) > (0.999 if mode == "int8" else 0.95)
     assert any(isinstance(m, Int8Linear | Int4Linear) for m in q.modules())
+    if mode == "int4" and use_cpu_kernels(q):  # what load_model does on a CPU: same model
+        with torch.no_grad():
+            c = q(input_ids=ids, output_hidden_states=True).hidden_states
+        assert _cos(c[2], b[2]) > 0.999
 
 
 def test_layers_past_the_last_needed_are_never_read(toy_folder: Callable[[str], Path],

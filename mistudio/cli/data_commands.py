@@ -52,15 +52,12 @@ def cmd_models(args: argparse.Namespace, ws: Workspace) -> None:
              f"parameters, {info.n_layers} layers, d_model {info.d_model}\n" + plan_text(plan))
         return
     if args.action == "faithfulness":
-        from mistudio.core.faithfulness import quantization_faithfulness
+        from mistudio.core.faithfulness import faithfulness_line, quantization_faithfulness
 
         with cli_task(args) as task:
             r = quantization_faithfulness(ws, args.name, args.quantize, args.layer, args.hook,
                                           args.tokens, args.device, task)
-        emit(args, r, lambda r: f"{r['quantize']} against full precision at {r['hook']} of "
-             f"{r['model']}, {r['tokens']:,} tokens: cosine mean {r['cosine_mean']:.4f} (1st "
-             f"percentile {r['cosine_p1']:.4f}, min {r['cosine_min']:.4f}), relative error mean "
-             f"{r['relative_error_mean']:.1%} (99th percentile {r['relative_error_p99']:.1%}).")
+        emit(args, r, faithfulness_line)
         return
     if args.action == "add":
         m = mdl.add_model(ws, args.name, args.source, args.trust_remote_code, args.overwrite)
@@ -137,7 +134,8 @@ def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
                         args.context_length, args.max_tokens, args.batch_size, args.dtype,
                         args.chunk_rows, args.keep_first_position, args.massive_factor, args.device,
                         args.model_dtype, args.quantize)
-    name = args.name or f"{args.model}.{'-'.join(map(str, layers))}.{'-'.join(cfg.hooks)}"
+    name = args.name or (f"{args.model}.{'-'.join(map(str, layers))}.{'-'.join(cfg.hooks)}" +
+                         (f".{cfg.quantize}" if cfg.quantize != "none" else ""))
     with cli_task(args) as task:
         m = extract_activations(ws, cfg, name, task, overwrite=args.overwrite)
     s = m["summary"]

@@ -21,6 +21,9 @@ from mistudio.core.jobs import SubTask, TaskState, check_cancelled, silent_task
 from mistudio.core.workspace import Workspace, write_json_atomic
 
 CACHE = "faithfulness.json"
+VERSION = 2
+"""Results measured with other quantization kernels are not shown (2: CPU int8 / int4 kernels
+with bfloat16 inputs for few rows)."""
 
 
 def _sequences(ws: Workspace, model: str, n_tokens: int, task: TaskState) -> np.ndarray:
@@ -69,7 +72,7 @@ def quantization_faithfulness(ws: Workspace, model: str, quantize: str, layer: i
     key = hook_key(layer, hook)
     path = Path(ws.catalog.get("model", model).path) / CACHE
     cache: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    entry = f"{quantize}/{key}/{n_tokens}"
+    entry = f"{quantize}/{key}/{n_tokens}/v{VERSION}"
     if entry in cache and not recompute:
         return cache[entry]
     ids = _sequences(ws, model, n_tokens, SubTask(task, 0.0, 0.1))
@@ -85,7 +88,8 @@ def quantization_faithfulness(ws: Workspace, model: str, quantize: str, layer: i
     keep = norms <= DEFAULT_FACTOR * norms.median()  # massive tokens out
     cos = torch.nn.functional.cosine_similarity(full[keep], quant[keep], dim=-1)
     rel = (quant[keep] - full[keep]).norm(dim=-1) / full[keep].norm(dim=-1).clamp_min(1e-12)
-    result = {"model": model, "quantize": quantize, "hook": key, "tokens": int(keep.sum()),
+    result = {"version": VERSION, "model": model, "quantize": quantize, "hook": key,
+              "tokens": int(keep.sum()),
               "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
               "cosine_p1": float(cos.quantile(0.01)), "relative_error_mean": float(rel.mean()),
               "relative_error_p99": float(rel.quantile(0.99))}
@@ -96,3 +100,21 @@ def quantization_faithfulness(ws: Workspace, model: str, quantize: str, layer: i
         pass  # derived: computed again next time
     task.set_progress(1.0)
     return result
+
+
+def known_faithfulness(ws: Workspace, model: str) -> list[dict[str, Any]]:
+    """The results already measured for ``model`` with the current kernels (no model loaded)."""
+    path = Path(ws.catalog.get("model", model).path) / CACHE
+    try:
+        cache = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return []  # derived: a damaged file is measured again
+    return [r for r in cache.values() if isinstance(r, dict) and r.get("version") == VERSION]
+
+
+def faithfulness_line(r: dict[str, Any]) -> str:
+    """One result as a sentence (the CLI and the Models panel)."""
+    return (f"{r['quantize']} against full precision at {r['hook']} of {r['model']}, "
+            f"{r['tokens']:,} tokens: cosine mean {r['cosine_mean']:.4f} (1st percentile "
+            f"{r['cosine_p1']:.4f}, min {r['cosine_min']:.4f}), relative error mean "
+            f"{r['relative_error_mean']:.1%} (99th percentile {r['relative_error_p99']:.1%}).")

@@ -302,6 +302,10 @@ def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "aut
                                 "Check that its files are complete.") from err
     if not offload and quantize in ("none", "int8", "int4"):
         model.to(dev)
+    if quantize == "int4" and dev.type == "cpu":
+        from mistudio.core.quantize import use_cpu_kernels
+
+        use_cpu_kernels(model)
     model.eval().requires_grad_(False)
     loaded = LoadedModel(name, model, tokenizer, adapter_for(info.model_type), info)
     loaded.quantization = quantize

@@ -41,6 +41,10 @@ GROUP = 64
 BITS = {"none": 32, "int8": 8, "int4": 4, "nf4": 4, "bnb8": 8}
 
 
+KERNEL_ROWS = 64
+"""Up to this many input rows, int8 layers on a CPU use PyTorch's int8-weight kernel."""
+
+
 def _rows_per_chunk(width: int) -> int:
     """Rows quantized at a time: about 16 MB of float32, however large the matrix."""
     return max(1, (4 << 20) // max(width, 1))
@@ -75,13 +79,15 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)
-        # PyTorch's int8-weight kernel wins for a few rows (generation: 2x here) and loses to
-        # expanding the weight for many (a 128-token forward: 4x slower)
-        if x.device.type == "cpu" and x2.shape[0] <= 16 and x.dtype in (
-                torch.float32, torch.bfloat16) and hasattr(torch.ops.aten, "_weight_int8pack_mm"):
-            y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.weight_q,
-                                                   self.scale.to(x.dtype))
-            y = y.reshape(*x.shape[:-1], self.out_features)
+        # PyTorch's int8-weight kernel with bfloat16 inputs is 3-15x faster than a float32
+        # matmul for a few rows (generation) and grows with the rows, so that from about 64 rows
+        # (a batch of sequences) expanding the weight to float32 once wins and keeps float32
+        # inputs; measured on AVX-512 (benchmarks/models.py).
+        if x.device.type == "cpu" and x2.shape[0] <= KERNEL_ROWS and x.is_floating_point() \
+                and hasattr(torch.ops.aten, "_weight_int8pack_mm"):
+            y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(),
+                                                   self.weight_q, self.scale.to(torch.bfloat16))
+            y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
             return y + self.bias.to(y.dtype) if self.bias is not None else y
         return F.linear(x, self.dequantize(x.dtype),
                         self.bias.to(x.dtype) if self.bias is not None else None)
@@ -101,6 +107,9 @@ class Int4Linear(nn.Module):
                                                   device="meta"))
         self.register_buffer("zero", torch.empty(out_features, groups, dtype=torch.float16,
                                                  device="meta"))
+        # the weight in PyTorch's CPU int4 kernel layout, once use_cpu_kernel() ran
+        self.register_buffer("cpu_pack", None)
+        self.register_buffer("scale_zero", None)
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     @torch.no_grad()
@@ -121,12 +130,49 @@ class Int4Linear(nn.Module):
         self.packed, self.scale, self.zero = packed, scales, zeros
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.cpu_pack is not None:  # only the kernel's layout is kept: read through it
+            eye = torch.eye(self.in_features, dtype=torch.bfloat16)
+            return self._cpu_matmul(eye).T.to(dtype).contiguous()
         q = torch.stack([self.packed & 15, self.packed >> 4], dim=-1)  # [out, in/2, 2]
         q = q.reshape(self.out_features, -1, GROUP).to(dtype)  # [out, groups, GROUP]
         w = q * self.scale.to(dtype)[..., None] + self.zero.to(dtype)[..., None]
         return w.reshape(self.out_features, self.in_features)
 
+    @torch.no_grad()
+    def use_cpu_kernel(self) -> bool:
+        """Repack the weight for PyTorch's CPU int4 kernel (3-100x faster than expanding it for
+        every call; inputs rounded to bfloat16), dropping the portable layout so that memory does
+        not double. False, and nothing changed, where the kernel is missing."""
+        ops = torch.ops.aten
+        if self.cpu_pack is not None:
+            return True
+        if not (hasattr(ops, "_convert_weight_to_int4pack_for_cpu") and
+                hasattr(ops, "_weight_int4pack_mm_for_cpu")) or self.packed.device.type != "cpu":
+            return False
+        q = torch.stack([self.packed & 15, self.packed >> 4], dim=-1)  # [out, in/2, 2]
+        q = q.reshape(self.out_features, self.in_features).to(torch.int32)
+        try:
+            pack = ops._convert_weight_to_int4pack_for_cpu(q, 1)
+        except RuntimeError:  # a build without it for this CPU
+            return False
+        scale = self.scale.float()
+        # the kernel reads w = (q - 8) * scale + zero; ours is w = q * scale + lo
+        zero = self.zero.float() + 8 * scale
+        self.cpu_pack = pack
+        self.scale_zero = torch.stack([scale.T, zero.T], dim=-1).to(torch.bfloat16).contiguous()
+        del q
+        self.packed = self.scale = self.zero = None  # type: ignore[assignment]
+        return True
+
+    def _cpu_matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16).contiguous(),
+                                                          self.cpu_pack, GROUP, self.scale_zero)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cpu_pack is not None and x.device.type == "cpu":
+            y = self._cpu_matmul(x.reshape(-1, self.in_features)).to(x.dtype)
+            y = y.reshape(*x.shape[:-1], self.out_features)
+            return y + self.bias.to(y.dtype) if self.bias is not None else y
         return F.linear(x, self.dequantize(x.dtype),
                         self.bias.to(x.dtype) if self.bias is not None else None)
 
@@ -156,6 +202,12 @@ class Int8Embedding(nn.Module):
         head = Int8Linear(self.embedding_dim, self.num_embeddings, bias=False)
         head.weight_q, head.scale = self.weight_q, self.scale
         return head
+
+
+def use_cpu_kernels(model: nn.Module) -> int:
+    """Move every int4 layer of a model that runs on the CPU to PyTorch's int4 kernel layout;
+    returns how many were."""
+    return sum(m.use_cpu_kernel() for m in model.modules() if isinstance(m, Int4Linear))
 
 
 def _quantized_linear(module: nn.Module, mode: str) -> nn.Module:

@@ -1,4 +1,5 @@
-"""Datasets and Models panels: what the workspace holds, and the jobs that add to it.
+"""The Datasets panel, and the base of the artifact panels: what the workspace holds, and the
+jobs that add to it.
 
 Every job runs through the panel's :class:`JobRunner` with its own ``Workspace`` handle on the
 worker thread (SQLite connections are per thread).
@@ -18,7 +19,6 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.workspace import Workspace, human_bytes
+from mistudio.core.workspace import Workspace
 from mistudio.gui.common import RowsModel, refill_combo, show_error
 from mistudio.gui.worker import JobRunner, in_worker
 
@@ -269,14 +269,6 @@ class TokenizedPreview(QWidget):
             QToolTip.showText(QCursor.pos(), f"token id {text[4:]}", self.text)
 
 
-def _massive_note(summary: dict[str, Any]) -> str:
-    """", 17 massive tokens left out" for an activation set's catalog summary."""
-    n = summary.get("massive_tokens")
-    if not n:
-        return ""
-    return f", {n:,} massive token{'s' if n != 1 else ''} (attention sinks) left out"
-
-
 def _tokenized_preview(root: Path, name: str) -> dict[str, Any]:
     """HTML of a tokenized set's first sequences, one hoverable span per token, and its stats."""
     import html
@@ -307,177 +299,3 @@ def _tokenized_preview(root: Path, name: str) -> dict[str, Any]:
                 "policy": policy}
     finally:
         ws.close()
-
-
-class ModelsPanel(ArtifactPanel):
-    kind = "model"
-    device = "auto"
-    """From the window's settings."""
-    dtype_setting = "auto"
-    headers = ("Name", "Family", "Parameters", "Layers", "d_model", "Context", "Device",
-               "Memory (est.)")
-
-    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(ws, parent)
-        embedded = QPushButton("Register the embedded model")
-        embedded.clicked.connect(self.add_embedded)
-        self.side.addWidget(embedded)
-        folder = QPushButton("Add a model folder...")
-        folder.clicked.connect(lambda: self.add_model(folder=True))
-        gguf = QPushButton("Add a GGUF file...")
-        gguf.clicked.connect(lambda: self.add_model(folder=False))
-        self.side.addWidget(folder)
-        self.side.addWidget(gguf)
-        hub = QHBoxLayout()
-        self.hub_id = QLineEdit()
-        self.hub_id.setPlaceholderText("hf:OWNER/NAME (online mode)")
-        hub_btn = QPushButton("Add")
-        hub_btn.clicked.connect(self.add_hub_model)
-        hub.addWidget(self.hub_id)
-        hub.addWidget(hub_btn)
-        self.side.addLayout(hub)
-        ext = QGroupBox("Extract activations")
-        f = QFormLayout(ext)
-        self.model_box = QComboBox()
-        self.dataset = QComboBox()
-        self.layer = QSpinBox(minimum=0, maximum=200, value=15)
-        self.more_layers = QLineEdit()
-        self.more_layers.setPlaceholderText("more layers, e.g. 6, 12")
-        self.batch = QSpinBox(minimum=1, maximum=512, value=8)
-        self.dtype = QComboBox()
-        self.dtype.addItems(["float16", "float32"])
-        self.hook = QComboBox()
-        self.hook.addItems(["resid_post", "resid_pre", "mlp_in", "mlp_out", "attn_out"])
-        self.max_tokens = QSpinBox(minimum=1000, maximum=100_000_000, value=100_000,
-                                   singleStep=10_000)
-        go = QPushButton("Extract")
-        go.clicked.connect(self.extract)
-        for label, w in (("Model", self.model_box), ("Dataset", self.dataset),
-                         ("Layer", self.layer), ("Also layers", self.more_layers),
-                         ("Hook point", self.hook), ("Max tokens", self.max_tokens),
-                         ("Batch (sequences)", self.batch), ("Stored as", self.dtype)):
-            f.addRow(label, w)
-        f.addRow(go)
-        self.side.addWidget(ext)
-        self.acts = QLabel("")
-        self.acts.setWordWrap(True)
-        self.side.addWidget(self.acts)
-        self.side.addStretch(1)
-        self.hooks_model = RowsModel(("Layer",))
-        self.hooks = QTableView()
-        self.hooks.setModel(self.hooks_model)
-        self.hooks.clicked.connect(self.pick_hook)
-        self.hooks.setToolTip("Hook points of the selected model: click one to extract it.")
-        self.main.addWidget(self.hooks)
-        self.table.clicked.connect(lambda _: self.show_hooks())
-        self.refresh()
-
-    def refresh(self) -> None:
-        super().refresh()
-        if hasattr(self, "hooks") and self.model.rows:
-            if not self.table.selectionModel().selectedRows():
-                self.table.selectRow(0)
-            self.show_hooks()
-
-    def show_hooks(self) -> None:
-        """The hook-point browser: layers x hook points of the selected model."""
-        from mistudio.core.models import model_info
-
-        idx = self.table.selectionModel().selectedRows()
-        if not idx:
-            return
-        name = self.model.rows[idx[0].row()][0]
-        info = model_info(self.ws, name)
-        self.hooks_model.headers = ["Layer", *info.hook_points]
-        self.hooks_model.set_rows([[layer, *(f"layers.{layer}.{h}" for h in info.hook_points)]
-                                   for layer in range(info.n_layers)])
-        self.hooks.resizeColumnsToContents()
-        self.model_box.setCurrentText(name)
-        self.layer.setMaximum(info.n_layers - 1)
-
-    def pick_hook(self, index: Any) -> None:
-        if index.column() == 0:
-            return
-        self.layer.setValue(int(self.hooks_model.rows[index.row()][0]))
-        self.hook.setCurrentText(self.hooks_model.headers[index.column()])
-
-    def rows(self) -> list[list[Any]]:
-        models = self.ws.catalog.list("model")
-        refill_combo(self.model_box, [m.name for m in models])
-        refill_combo(self.dataset, [d.name for d in self.ws.catalog.list("dataset")])
-        sets = self.ws.catalog.list("activations")
-        self.acts.setText("Activation sets:\n" + "\n".join(
-            f"  {a.name}: {a.summary.get('tokens', 0):,} tokens, "
-            f"{human_bytes(a.summary.get('bytes', 0))} ({a.status})" + _massive_note(a.summary)
-            for a in sets) if sets else "No activation sets yet.")
-        from mistudio.core.devices import estimate_model_bytes, resolve_device, resolve_dtype
-        from mistudio.core.errors import MiStudioError
-
-        try:  # where the Settings menu's device and dtype would load the models
-            device = resolve_device(self.device)
-            dtype = resolve_dtype(self.dtype_setting, device)
-            where = f"{device.type} ({str(dtype).removeprefix('torch.')})"
-        except MiStudioError:  # e.g. cuda chosen on a machine without one
-            device, dtype, where = None, None, f"{self.device}: not available"
-        return [[m.name, m.summary.get("family"), f"{(m.summary.get('n_params') or 0) / 1e6:.1f}M",
-                 m.summary.get("n_layers"), m.summary.get("d_model"),
-                 m.summary.get("max_context"), where,
-                 human_bytes(estimate_model_bytes(int(m.summary.get("n_params") or 0), dtype))
-                 if dtype is not None else "-"] for m in models]
-
-    def add_embedded(self) -> None:
-        from mistudio.core.models import ensure_embedded_model
-
-        self.runner.start("Registering the embedded model", in_worker(
-            self.ws, lambda ws, t: ensure_embedded_model(ws)))
-
-    def add_hub_model(self) -> None:
-        from mistudio.core.hub import is_online
-        from mistudio.core.models import add_model
-
-        repo = self.hub_id.text().strip()
-        if not repo:
-            return
-        if not is_online():
-            show_error(self, "Adding a model from the Hugging Face hub needs online mode. "
-                       "Turn it on in Settings, or add a folder or GGUF file instead.")
-            return
-        source = repo if repo.startswith("hf:") else f"hf:{repo}"
-        name = repo.removeprefix("hf:").split("/")[-1].replace(".", "-")[:40]
-        self.runner.start(f"Registering {name}", in_worker(
-            self.ws, lambda ws, t: add_model(ws, name, source)))
-
-    def add_model(self, folder: bool, path: str | None = None) -> None:
-        from mistudio.core.models import add_model
-
-        if path is None:
-            path = (QFileDialog.getExistingDirectory(self, "Hugging Face model folder")
-                    if folder else QFileDialog.getOpenFileName(
-                        self, "GGUF model", str(Path.home()), "GGUF (*.gguf)")[0])
-        if not path:
-            return
-        name = Path(path).stem.replace(" ", "-").replace(".", "-")[:40]
-        self.runner.start(f"Registering {name}", in_worker(
-            self.ws, lambda ws, t: add_model(ws, name, path)))
-
-    def extract(self) -> None:
-        from mistudio.core.extraction import ExtractConfig, extract_activations
-
-        model, ds = self.model_box.currentText(), self.dataset.currentText()
-        if not model or not ds:
-            show_error(self, "Choose a model and a dataset (add them first).")
-            return
-        try:
-            extra = [int(x) for x in self.more_layers.text().replace(",", " ").split()]
-        except ValueError:
-            show_error(self, "Write the other layers as numbers separated by commas (6, 12).")
-            return
-        layers = tuple(sorted({self.layer.value(), *extra}))
-        cfg = ExtractConfig(model, ds, layers, (self.hook.currentText(),),
-                            max_tokens=self.max_tokens.value(), batch_size=self.batch.value(),
-                            dtype=self.dtype.currentText(),  # type: ignore[arg-type]
-                            device=self.device, model_dtype=self.dtype_setting)
-        name = f"{ds}.{model}.{'-'.join(map(str, layers))}.{self.hook.currentText()}"
-        self.runner.start(f"Extracting {name}", in_worker(
-            self.ws, lambda ws, t: extract_activations(ws, cfg, name, t)))
-

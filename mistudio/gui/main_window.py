@@ -29,8 +29,9 @@ from PySide6.QtWidgets import (
 from mistudio import __version__
 from mistudio.core.workspace import Workspace
 from mistudio.gui.common import PanelScroll, apply_theme, restyle_plots, show_error
-from mistudio.gui.data_panels import DatasetsPanel, ModelsPanel
+from mistudio.gui.data_panels import DatasetsPanel
 from mistudio.gui.features_panel import FeaturesPanel
+from mistudio.gui.models_panel import ModelsPanel
 from mistudio.gui.monitor import SystemMonitor
 from mistudio.gui.steering_panel import SteeringPanel
 from mistudio.gui.training_panel import TrainingPanel

@@ -1,0 +1,285 @@
+"""The Models panel: registered models, their hook points, what fits in memory, and extraction.
+
+Beside the hook-point browser the panel shows the memory plan for the selected model on the
+device chosen in Settings (each precision and quantization with its weights, activations and
+SAE-training memory, and the one recommended) and any faithfulness measured for quantized
+loading (cosine of quantized against full-precision activations); "Check faithfulness" measures
+it for the layer and quantization chosen in the extraction form.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QTableView,
+    QWidget,
+)
+
+from mistudio.core.workspace import Workspace, human_bytes
+from mistudio.gui.common import RowsModel, refill_combo, show_error
+from mistudio.gui.data_panels import ArtifactPanel
+from mistudio.gui.worker import in_worker
+
+WEIGHTS = {"full precision": "none", "int8 (about 1/4 of float32)": "int8",
+           "int4 (about 1/7)": "int4", "nf4 (bitsandbytes, CUDA)": "nf4",
+           "8-bit (bitsandbytes, CUDA)": "bnb8"}
+"""The extraction form's choices of how the model's weights are held while it runs."""
+
+
+def _massive_note(summary: dict[str, Any]) -> str:
+    """", 17 massive tokens left out" for an activation set's catalog summary."""
+    n = summary.get("massive_tokens")
+    if not n:
+        return ""
+    return f", {n:,} massive token{'s' if n != 1 else ''} (attention sinks) left out"
+
+
+
+class ModelsPanel(ArtifactPanel):
+    kind = "model"
+    device = "auto"
+    """From the window's settings."""
+    dtype_setting = "auto"
+    headers = ("Name", "Family", "Parameters", "Layers", "d_model", "Context", "Device",
+               "Memory (est.)")
+
+    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+        super().__init__(ws, parent)
+        embedded = QPushButton("Register the embedded model")
+        embedded.clicked.connect(self.add_embedded)
+        self.side.addWidget(embedded)
+        folder = QPushButton("Add a model folder...")
+        folder.clicked.connect(lambda: self.add_model(folder=True))
+        gguf = QPushButton("Add a GGUF file...")
+        gguf.clicked.connect(lambda: self.add_model(folder=False))
+        self.side.addWidget(folder)
+        self.side.addWidget(gguf)
+        hub = QHBoxLayout()
+        self.hub_id = QLineEdit()
+        self.hub_id.setPlaceholderText("hf:OWNER/NAME (online mode)")
+        hub_btn = QPushButton("Add")
+        hub_btn.clicked.connect(self.add_hub_model)
+        hub.addWidget(self.hub_id)
+        hub.addWidget(hub_btn)
+        self.side.addLayout(hub)
+        ext = QGroupBox("Extract activations")
+        f = QFormLayout(ext)
+        self.model_box = QComboBox()
+        self.dataset = QComboBox()
+        self.layer = QSpinBox(minimum=0, maximum=200, value=15)
+        self.more_layers = QLineEdit()
+        self.more_layers.setPlaceholderText("more layers, e.g. 6, 12")
+        self.batch = QSpinBox(minimum=1, maximum=512, value=8)
+        self.dtype = QComboBox()
+        self.dtype.addItems(["float16", "float32"])
+        self.hook = QComboBox()
+        self.hook.addItems(["resid_post", "resid_pre", "mlp_in", "mlp_out", "attn_out"])
+        self.max_tokens = QSpinBox(minimum=1000, maximum=100_000_000, value=100_000,
+                                   singleStep=10_000)
+        self.weights = QComboBox()
+        self.weights.setToolTip("How the model's weights are held while it runs: int8 and int4 "
+                                "fit larger models (check what they cost with \"Check "
+                                "faithfulness\"); the choice is recorded with the activations.")
+        go = QPushButton("Extract")
+        go.clicked.connect(self.extract)
+        for label, w in (("Model", self.model_box), ("Dataset", self.dataset),
+                         ("Layer", self.layer), ("Also layers", self.more_layers),
+                         ("Hook point", self.hook), ("Max tokens", self.max_tokens),
+                         ("Batch (sequences)", self.batch), ("Stored as", self.dtype),
+                         ("Model weights", self.weights)):
+            f.addRow(label, w)
+        f.addRow(go)
+        check = QPushButton("Check faithfulness")
+        check.setToolTip("Compare the chosen quantization's activations at this layer with full "
+                         "precision on 2,048 tokens of the built-in corpus.")
+        check.clicked.connect(self.check_faithfulness)
+        f.addRow(check)
+        self.side.addWidget(ext)
+        self.acts = QLabel("")
+        self.acts.setWordWrap(True)
+        self.side.addWidget(self.acts)
+        self.side.addStretch(1)
+        self.hooks_model = RowsModel(("Layer",))
+        self.hooks = QTableView()
+        self.hooks.setModel(self.hooks_model)
+        self.hooks.clicked.connect(self.pick_hook)
+        self.hooks.setToolTip("Hook points of the selected model: click one to extract it.")
+        self.main.addWidget(self.hooks)
+        self.memory = QPlainTextEdit()
+        self.memory.setReadOnly(True)
+        self.memory.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.memory.setToolTip("What fits: the selected model on the device chosen in Settings.")
+        self.main.addWidget(self.memory)
+        self.table.clicked.connect(lambda _: self.show_hooks())
+        self.refresh()
+
+    def refresh(self) -> None:
+        super().refresh()
+        if hasattr(self, "hooks") and self.model.rows:
+            if not self.table.selectionModel().selectedRows():
+                self.table.selectRow(0)
+            self.show_hooks()
+
+    def show_hooks(self) -> None:
+        """The hook-point browser: layers x hook points of the selected model."""
+        from mistudio.core.models import model_info
+
+        idx = self.table.selectionModel().selectedRows()
+        if not idx:
+            return
+        name = self.model.rows[idx[0].row()][0]
+        info = model_info(self.ws, name)
+        self.hooks_model.headers = ["Layer", *info.hook_points]
+        self.hooks_model.set_rows([[layer, *(f"layers.{layer}.{h}" for h in info.hook_points)]
+                                   for layer in range(info.n_layers)])
+        self.hooks.resizeColumnsToContents()
+        self.model_box.setCurrentText(name)
+        self.layer.setMaximum(info.n_layers - 1)
+        self.memory.setPlainText(memory_text(self.ws, name, info, self.device))
+
+    def pick_hook(self, index: Any) -> None:
+        if index.column() == 0:
+            return
+        self.layer.setValue(int(self.hooks_model.rows[index.row()][0]))
+        self.hook.setCurrentText(self.hooks_model.headers[index.column()])
+
+    def rows(self) -> list[list[Any]]:
+        from mistudio.core.devices import resolve_device
+        from mistudio.core.errors import MiStudioError
+
+        try:
+            cuda = resolve_device(self.device).type == "cuda"
+        except MiStudioError:
+            cuda = False
+        refill_combo(self.weights, [w for w, q in WEIGHTS.items()
+                                    if cuda or q not in ("nf4", "bnb8")])
+        models = self.ws.catalog.list("model")
+        refill_combo(self.model_box, [m.name for m in models])
+        refill_combo(self.dataset, [d.name for d in self.ws.catalog.list("dataset")])
+        sets = self.ws.catalog.list("activations")
+        self.acts.setText("Activation sets:\n" + "\n".join(
+            f"  {a.name}: {a.summary.get('tokens', 0):,} tokens, "
+            f"{human_bytes(a.summary.get('bytes', 0))} ({a.status})" + _massive_note(a.summary)
+            for a in sets) if sets else "No activation sets yet.")
+        from mistudio.core.devices import estimate_model_bytes, resolve_device, resolve_dtype
+        from mistudio.core.errors import MiStudioError
+
+        try:  # where the Settings menu's device and dtype would load the models
+            device = resolve_device(self.device)
+            dtype = resolve_dtype(self.dtype_setting, device)
+            where = f"{device.type} ({str(dtype).removeprefix('torch.')})"
+        except MiStudioError:  # e.g. cuda chosen on a machine without one
+            device, dtype, where = None, None, f"{self.device}: not available"
+        return [[m.name, m.summary.get("family"), f"{(m.summary.get('n_params') or 0) / 1e6:.1f}M",
+                 m.summary.get("n_layers"), m.summary.get("d_model"),
+                 m.summary.get("max_context"), where,
+                 human_bytes(estimate_model_bytes(int(m.summary.get("n_params") or 0), dtype))
+                 if dtype is not None else "-"] for m in models]
+
+    def add_embedded(self) -> None:
+        from mistudio.core.models import ensure_embedded_model
+
+        self.runner.start("Registering the embedded model", in_worker(
+            self.ws, lambda ws, t: ensure_embedded_model(ws)))
+
+    def add_hub_model(self) -> None:
+        from mistudio.core.hub import is_online
+        from mistudio.core.models import add_model
+
+        repo = self.hub_id.text().strip()
+        if not repo:
+            return
+        if not is_online():
+            show_error(self, "Adding a model from the Hugging Face hub needs online mode. "
+                       "Turn it on in Settings, or add a folder or GGUF file instead.")
+            return
+        source = repo if repo.startswith("hf:") else f"hf:{repo}"
+        name = repo.removeprefix("hf:").split("/")[-1].replace(".", "-")[:40]
+        self.runner.start(f"Registering {name}", in_worker(
+            self.ws, lambda ws, t: add_model(ws, name, source)))
+
+    def add_model(self, folder: bool, path: str | None = None) -> None:
+        from mistudio.core.models import add_model
+
+        if path is None:
+            path = (QFileDialog.getExistingDirectory(self, "Hugging Face model folder")
+                    if folder else QFileDialog.getOpenFileName(
+                        self, "GGUF model", str(Path.home()), "GGUF (*.gguf)")[0])
+        if not path:
+            return
+        name = Path(path).stem.replace(" ", "-").replace(".", "-")[:40]
+        self.runner.start(f"Registering {name}", in_worker(
+            self.ws, lambda ws, t: add_model(ws, name, path)))
+
+    def extract(self) -> None:
+        from mistudio.core.extraction import ExtractConfig, extract_activations
+
+        model, ds = self.model_box.currentText(), self.dataset.currentText()
+        if not model or not ds:
+            show_error(self, "Choose a model and a dataset (add them first).")
+            return
+        try:
+            extra = [int(x) for x in self.more_layers.text().replace(",", " ").split()]
+        except ValueError:
+            show_error(self, "Write the other layers as numbers separated by commas (6, 12).")
+            return
+        layers = tuple(sorted({self.layer.value(), *extra}))
+        cfg = ExtractConfig(model, ds, layers, (self.hook.currentText(),),
+                            max_tokens=self.max_tokens.value(), batch_size=self.batch.value(),
+                            dtype=self.dtype.currentText(),  # type: ignore[arg-type]
+                            device=self.device, model_dtype=self.dtype_setting,
+                            quantize=WEIGHTS[self.weights.currentText()])
+        name = f"{ds}.{model}.{'-'.join(map(str, layers))}.{self.hook.currentText()}"
+        if cfg.quantize != "none":
+            name += f".{cfg.quantize}"
+        self.runner.start(f"Extracting {name}", in_worker(
+            self.ws, lambda ws, t: extract_activations(ws, cfg, name, t)))
+
+    def check_faithfulness(self) -> None:
+        from mistudio.core.faithfulness import quantization_faithfulness
+
+        model = self.model_box.currentText()
+        quantize = WEIGHTS[self.weights.currentText()]
+        if not model:
+            show_error(self, "Choose a model first (register the embedded one, or add one).")
+            return
+        if quantize == "none":
+            quantize = "int8"  # the question only makes sense for a quantization: the usual one
+        layer, hook = self.layer.value(), self.hook.currentText()
+        self.runner.start(f"Checking {quantize} on {model}", in_worker(
+            self.ws, lambda ws, t: quantization_faithfulness(ws, model, quantize, layer, hook,
+                                                             device=self.device, task=t)))
+
+
+def memory_text(ws: Workspace, name: str, info: Any, device_setting: str) -> str:
+    """The memory plan for ``name`` on the settings' device, then any faithfulness measured."""
+    from mistudio.core.devices import resolve_device
+    from mistudio.core.errors import MiStudioError
+    from mistudio.core.faithfulness import faithfulness_line, known_faithfulness
+    from mistudio.core.planner import plan_memory, plan_text
+
+    try:
+        plan = plan_text(plan_memory(info, resolve_device(device_setting)))
+    except MiStudioError as e:  # e.g. cuda chosen in Settings on a machine without one
+        plan = f"No memory plan: {e}"
+    lines = [f"{name}: {info.n_params / 1e9:.2f}B parameters, {info.n_layers} layers, d_model "
+             f"{info.d_model}. Extraction loads only the blocks up to the deepest layer read.",
+             plan, ""]
+    measured = known_faithfulness(ws, name)
+    lines += ([faithfulness_line(r) for r in measured] if measured else
+              ["Quantized activations not compared with full precision yet: choose a "
+               "quantization under Model weights and press Check faithfulness."])
+    return "\n".join(lines)
