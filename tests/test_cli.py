@@ -19,7 +19,8 @@ COMMANDS = ["datasets", "datasets add", "datasets list", "datasets show", "datas
             "activations remove", "train", "saes list", "saes show", "saes remove", "eval",
             "import", "export", "doctor",
             "catalog", "jobs", "quickstart", "analyze", "features", "feature", "label", "map",
-            "steer", "presets", "gui"]
+            "steer", "steer-eval", "presets", "gui", "saes releases", "saes pull",
+            "models plan", "models faithfulness"]
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
