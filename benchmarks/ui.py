@@ -4,9 +4,13 @@ Opens the main window on a workspace with a small activation set (made here from
 built-in corpus and the embedded model's layer 15 if missing), waits for start-up to settle,
 starts a training run from the Training panel's widgets, and records the interval between
 ticks of a 10 ms timer on the UI thread until the run ends. Target: no gap over 100 ms.
-Prints one JSON object (gap percentiles in ms, the number of ticks, training steps).
+Then, in the same window, steering from the Steering tab against steering called directly
+(``steer_app_vs_cli_ratio``, target at most 1.10; see ``ui_steer.py``) and the quick start
+run again from the app on a workspace where it is done (``--quickstart-workspace``).
+Prints one JSON object (gap percentiles in ms, the number of ticks, training steps, the
+steering ratio and ms per token, the quick start's re-run time).
 
-    python benchmarks/ui.py [--steps 300]
+    python benchmarks/ui.py [--steps 300] [--quickstart-workspace WS]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -27,15 +32,20 @@ from PySide6.QtWidgets import QApplication
 from mistudio.core.workspace import Workspace
 
 try:
-    from benchmarks.quality import prepare
+    from benchmarks.quality import prepare, prepare_sae
+    from benchmarks.ui_steer import measure_steering
 except ImportError:  # run as a script from benchmarks/
-    from quality import prepare  # type: ignore[no-redef]
+    from quality import prepare, prepare_sae  # type: ignore[no-redef]
+    from ui_steer import measure_steering  # type: ignore[no-redef]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workspace", default=str(Path(tempfile.gettempdir()) / "mistudio-bench"))
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steer-tokens", type=int, default=40)
+    p.add_argument("--quickstart-workspace", default=None,
+                   help="a workspace where the quick start has run: time its re-run in the app")
     args = p.parse_args()
     acts = prepare(Workspace(args.workspace))
     app = QApplication.instance() or QApplication([])
@@ -88,7 +98,12 @@ def main() -> None:
     app.exec()
     timer.stop()
     g = np.array(gaps) * 1000
-    print(json.dumps({"steps": args.steps, "ticks": len(g), "timer_ms": 10,
+    steer = measure_steering(win, Workspace(args.workspace),
+                             prepare_sae(Workspace(args.workspace))[1], args.steer_tokens)
+    rerun = quickstart_rerun_s(win, args.quickstart_workspace) \
+        if args.quickstart_workspace else None
+    print(json.dumps({**steer, "quickstart_rerun_app_s": rerun,
+                      "steps": args.steps, "ticks": len(g), "timer_ms": 10,
                       "max_gap_ms": round(float(g.max()), 1),
                       "p99_gap_ms": round(float(np.percentile(g, 99)), 1),
                       "median_gap_ms": round(float(np.median(g)), 1),
@@ -97,6 +112,27 @@ def main() -> None:
                                      for i in np.argsort(-g)[:5]]},
                      indent=2))
     win.close()
+
+
+def quickstart_rerun_s(win: Any, root: str) -> float:
+    """Seconds from Start to the end of the quick start in a window on ``root``, where it has
+    run before (everything is found done: the README's re-run time, here through the app)."""
+    from PySide6.QtCore import QEventLoop
+
+    from mistudio.gui.main_window import MainWindow
+
+    other = MainWindow(root, monitor_interval=0.5)
+    other.show()
+    dialog = other.quick_start()
+    loop = QEventLoop()
+    dialog.runner.running_changed.connect(lambda running: running or loop.quit())
+    t = time.perf_counter()
+    dialog.start()
+    loop.exec()
+    elapsed = time.perf_counter() - t
+    assert dialog.runner.title == "Quick start"
+    other.close()
+    return round(elapsed, 2)
 
 
 if __name__ == "__main__":

@@ -181,6 +181,7 @@ def test_steering_tab_streams_two_different_continuations(qtbot: QtBot,
     assert panel.steered.colors[i] is not None and panel.plain.colors[i] is not None
     assert len(panel.kl_bars.opts["height"]) == len(r.kl_per_position)
     assert "gained probability" in panel._steered_tip(i)
+    child = panel.service._child.pid  # generation runs in a child process that stays loaded
     _shot(win, "steering-light")
     panel.save_preset("strong")
     panel.rate("steered")
@@ -190,10 +191,13 @@ def test_steering_tab_streams_two_different_continuations(qtbot: QtBot,
     with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
         panel.generate()
     assert panel.result.plain.token_ids == panel.result.steered.token_ids
+    assert panel.service._child.pid == child and panel.metrics.text().startswith("Diverges")
     panel.clear_features()
     panel.preset.setCurrentText("strong")
     panel.load_preset()
     assert [(r.feature, r.box.value()) for r in panel.rows] == [(f, 40.0)]
+    win.close()
+    assert not panel.service.alive  # closing the window ends the generation process
 
 
 def test_presentation_mode_is_readable_at_1280x720(qtbot: QtBot, analysed: Workspace) -> None:

@@ -165,8 +165,9 @@ def _failing_child(task: Any = None) -> None:
 
 
 def test_child_process_work_reports_progress_and_can_be_cancelled() -> None:
+    from mistudio.core.child import run_in_child
     from mistudio.core.errors import InvalidInputError
-    from mistudio.core.jobs import CallbackTask, CancelToken, run_in_child
+    from mistudio.core.jobs import CallbackTask, CancelToken
 
     seen: list[float] = []
     statuses: list[str] = []
@@ -180,3 +181,57 @@ def test_child_process_work_reports_progress_and_can_be_cancelled() -> None:
         run_in_child(_slow_child, 10_000, task=task)  # 200 s if it were not cancelled
     with pytest.raises(InvalidInputError, match="bad thing in the child"):
         run_in_child(_failing_child)
+
+
+def _counting_service_call(state: dict, step_s: float, steps: int, honour: bool,
+                           task: Any = None) -> tuple[int, int]:
+    """Runs in a ChildService: counts its calls in the state the calls share."""
+    import os
+    import time
+
+    state["calls"] = state.get("calls", 0) + 1
+    for i in range(steps):
+        if honour and task.cancelled():
+            raise Cancelled()
+        task.set_status(f"step {i}")
+        time.sleep(step_s)
+    return os.getpid(), state["calls"]
+
+
+def test_child_service_keeps_state_between_calls_and_recovers_from_cancel_and_death() -> None:
+    import os
+    import signal
+
+    from mistudio.core.child import ChildService
+    from mistudio.core.jobs import CallbackTask, CancelToken
+
+    service = ChildService(grace_s=1.0)
+    try:
+        pid, calls = service.call(_counting_service_call, 0.0, 1, True)
+        assert pid != os.getpid() and calls == 1
+        assert service.call(_counting_service_call, 0.0, 1, True) == (pid, 2)  # same process
+        token = CancelToken()
+        task = CallbackTask(on_status=lambda s: token.cancel() if s == "step 2" else None,
+                            cancel=token)
+        with pytest.raises(Cancelled):  # honoured: the process and what it holds stay
+            service.call(_counting_service_call, 0.02, 10_000, True, task=task)
+        assert service.call(_counting_service_call, 0.0, 1, True) == (pid, 4)
+        token = CancelToken()
+        task = CallbackTask(on_status=lambda s: token.cancel() if s == "step 2" else None,
+                            cancel=token)
+        with pytest.raises(Cancelled):  # ignored: terminated after the grace period
+            service.call(_counting_service_call, 0.02, 10_000, False, task=task)
+        assert not service.alive
+        pid2, calls = service.call(_counting_service_call, 0.0, 1, True)
+        assert pid2 != pid and calls == 1  # a fresh process, with empty state
+        os.kill(pid2, signal.SIGKILL)  # killed from outside (out of memory, a user)
+        for _ in range(100):
+            if not service.alive:
+                break
+            import time
+            time.sleep(0.05)
+        pid3, calls = service.call(_counting_service_call, 0.0, 1, True)
+        assert pid3 not in (pid, pid2) and calls == 1
+    finally:
+        service.close()
+    assert not service.alive

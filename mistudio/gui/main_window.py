@@ -330,7 +330,6 @@ class MainWindow(QMainWindow):
         self.models.device = device
         self.device = self.training.device = self.features.device = device
         self.steering.device = device
-        self.steering.steerer = None  # loaded on the old device: load again
         self.features.forget_models()
         self.settings.setValue("device", device)
         self.models.refresh()
@@ -468,6 +467,7 @@ class MainWindow(QMainWindow):
             self.set_presentation(False)
         for r in (*self.runners, self.warmup):
             r.wait()
+        self.steering.service.close()
         self.monitor.shutdown()
         self.settings.setValue("geometry", self.saveGeometry())
         self.training.remember(self.settings)

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mistudio.core.child import ChildService
 from mistudio.core.errors import MiStudioError
 from mistudio.core.steering.generate import GenerationConfig
 from mistudio.core.steering.interventions import Intervention
@@ -43,7 +44,7 @@ from mistudio.core.workspace import Workspace
 from mistudio.gui.common import show_error
 from mistudio.gui.steer_eval_view import SteerEvalView
 from mistudio.gui.token_view import TokenHeatmap, scrolled
-from mistudio.gui.worker import JobRunner, in_worker
+from mistudio.gui.worker import JobRunner
 
 PLAIN_DIFF, STEERED_DIFF = QColor(110, 160, 230), QColor(240, 150, 40)
 """Backgrounds of tokens after the two sides diverge."""
@@ -115,7 +116,11 @@ class SteeringPanel(QWidget):
         self.runner.failed.connect(lambda m, d: show_error(self, m, d))
         self.runner.running_changed.connect(self._running)
         self._rerun = False
-        self.steerer: Any = None
+        self.service = ChildService()
+        """Generation runs in this child process, which keeps the model and SAEs loaded: in
+        the app's own process it would compete with the UI thread for the interpreter."""
+        self.loaded_saes: tuple[str, ...] | None = None
+        """The SAEs the service has loaded (None: nothing loaded yet)."""
         self.result: Any = None
         self.last_spec: SteeringSpec | None = None
         self.rows: list[FeatureRow] = []
@@ -348,23 +353,21 @@ class SteeringPanel(QWidget):
             return
         prompt = self.prompt.toPlainText()
         device = self.device
-        reuse = self.steerer if self.steerer is not None and \
-            self.steerer.spec.saes == spec.saes else None
+        warm = self.loaded_saes == spec.saes and self.service.alive
+        root, service = str(self.ws.root), self.service
 
-        def run(ws: Workspace, task: Any) -> Any:
-            from mistudio.core.steering.session import Steerer
+        def run(task: Any) -> Any:
+            from mistudio.core.steering.session import steer_in_service
 
-            steerer = reuse or Steerer(ws, spec, device)
-            steerer.ws = ws  # this thread's catalog connection (for max-activation units)
-            return steerer, steerer.run(prompt, spec, task)
+            return service.call(steer_in_service, root, spec, prompt, device, task=task)
 
         for view in (self.plain, self.steered):
             view.set_tokens([])
         self.kl_bars.setOpts(x=[], height=[])
-        self.metrics.setText("Generating..." if reuse else "Loading the model and SAEs, then "
+        self.metrics.setText("Generating..." if warm else "Loading the model and SAEs, then "
                              "generating...")
         self.last_spec = spec
-        self.runner.start("Steering", in_worker(self.ws, run))
+        self.runner.start("Steering", run)
 
     def _running(self, running: bool) -> None:
         self.go.setText("Generating..." if running else "Generate")
@@ -388,11 +391,11 @@ class SteeringPanel(QWidget):
                 view.set_color(i, color if diverges_at is not None and i >= diverges_at else None)
 
     def _done(self, result: Any) -> None:
-        self.steerer, r = result
+        r, plain_texts, steered_texts = result
         self.result = r
-        tok = self.steerer.loaded.tokenizer
-        self.plain.set_tokens([tok.decode([t]) for t in r.plain.token_ids])
-        self.steered.set_tokens([tok.decode([t]) for t in r.steered.token_ids])
+        self.loaded_saes = self.last_spec.saes if self.last_spec is not None else None
+        self.plain.set_tokens(plain_texts)
+        self.steered.set_tokens(steered_texts)
         self._mark_divergence(r.diverges_at)
         kl = np.asarray(r.kl_per_position, dtype=float)
         self.kl_bars.setOpts(x=np.arange(len(kl)), height=kl, width=0.8)

@@ -86,7 +86,7 @@ def feature_map_in_child(root: str, analysis: str, recompute: bool = False,
     and compiles with numba, long stretches that hold the interpreter lock, and importing them
     on a worker thread of a PySide6 app once hung the app (PySide6 hooks every import).
     Progress reaches ``task``; cancelling it stops the child."""
-    from mistudio.core.jobs import run_in_child
+    from mistudio.core.child import run_in_child
 
     return FeatureMap(*run_in_child(_map_at, root, analysis, recompute, task=task))
 

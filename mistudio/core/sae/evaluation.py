@@ -48,7 +48,7 @@ def evaluate_in_child(root: str, name: str, n_sequences: int = 32, device: str =
     Loading a model runs long stretches of Python and C code that hold the interpreter lock;
     in a separate process it cannot stall the caller's other threads (the app's UI thread).
     """
-    from mistudio.core.jobs import run_in_child
+    from mistudio.core.child import run_in_child
 
     return run_in_child(_evaluate_at, root, name, n_sequences, device, task=task)
 

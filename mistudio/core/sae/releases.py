@@ -191,7 +191,7 @@ def pull_in_child(root: str, release: str, sae_id: str, name: str | None = None,
                   task: TaskState | None = None) -> dict[str, Any]:
     """:func:`pull_sae` in a child process, for the app: a download of hundreds of MB cannot
     be interrupted from inside, but a child can be stopped when the user cancels."""
-    from mistudio.core.jobs import run_in_child
+    from mistudio.core.child import run_in_child
 
     return run_in_child(_pull_at, root, release, sae_id, name, model, online, task=task)
 
