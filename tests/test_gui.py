@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from mistudio.core.errors import InvalidInputError
 from mistudio.core.jobs import check_cancelled
+from mistudio.core.sae.trainer import read_metrics
 from mistudio.core.workspace import Workspace
 from mistudio.gui.worker import JobRunner
 
@@ -94,11 +95,27 @@ def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws:
         assert not panel.start_btn.isEnabled() and win.cancel_button.isVisible()
     # the dashboard was fed while the job ran (how smoothly: benchmarks/ui.py, not a test)
     assert len(seen_while_running) >= 2
-    assert "gui-sae: explained variance" in panel.result.text()
+    assert "gui-sae: held-out explained variance" in panel.result.text()
     assert "in the model: CE loss score" in panel.result.text()
     assert panel.dashboard.buffers.n == 30  # every logged row reached the dashboard
     panel.dashboard.redraw()
     assert len(panel.dashboard.extra["l1"].getData()[0]) == 30  # ReLU's L1 term drawn too
+    title = panel.dashboard.plots["mse"].titleLabel.text  # the legend: only ReLU's terms
+    assert "MSE" in title and "L1" in title and "L0 penalty" not in title
+    # a past run: its held-out figures, its per-token density; another one compared by name
+    panel.dashboard.reset(10)
+    panel.plot_run(panel.runs.findItems("gui-sae", Qt.MatchFlag.MatchExactly)[0])
+    panel.dashboard.redraw()
+    assert panel.dashboard.summary.text().startswith("gui-sae: held-out explained")
+    assert sum(panel.dashboard.hist.opts["height"]) == acts_ws.catalog.get(
+        "sae", "gui-sae").summary["d_sae"]
+    rows = [{**r, "step": r["step"] * 3}
+            for r in read_metrics(acts_ws.root / "saes" / "gui-sae" / "metrics.jsonl")]
+    panel.dashboard.show_compare(rows, "longer-run")
+    panel.dashboard.redraw()
+    assert "longer-run" in panel.dashboard.legend.text()
+    x_end = panel.dashboard.plots["l0"].viewRange()[0][1]
+    assert x_end >= rows[-1]["step"]  # the compared run is drawn over its full length
     assert acts_ws.catalog.get("sae", "gui-sae").status == "complete"
     assert "gui-sae" in [panel.runs.item(i).text() for i in range(panel.runs.count())]
     assert win.job_label.text() == "Ready"

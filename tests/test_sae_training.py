@@ -27,7 +27,7 @@ def test_each_architecture_forward_and_backward(arch: str, skip: str) -> None:
     dead = torch.zeros(64, dtype=torch.bool)
     dead[:8] = True
     out = sae(x, dead_F=dead)
-    assert out.x_hat.shape == (32, 16) and out.fired_F.shape == (64,)
+    assert out.x_hat.shape == (32, 16) and out.fires_F.shape == (64,)
     sum(out.losses.values()).backward()
     assert all(p.grad is not None for n, p in sae.named_parameters() if n != "log_threshold_F"
                or arch == "jumprelu")
@@ -68,6 +68,23 @@ def test_training_improves_and_saves_in_saelens_layout(acts_ws: Workspace, arch:
     assert m["summary"]["explained_variance"] > 0.3
     assert not (folder / "checkpoint.pt").exists()
     assert acts_ws.catalog.get("sae", f"s-{arch}").status == "complete"
+
+
+def test_training_density_histogram_is_per_token(acts_ws: Workspace) -> None:
+    """The dashboard's density plot: the share of training tokens each latent fired on (as
+    SAELens plots it), not the share of batches. TopK with k=8 of 128 latents fires on 1/16 of
+    tokens on average; counted per batch nearly every latent sat at log10 = 0."""
+    train_sae(acts_ws, small(architecture="topk", hook="layers.1.resid_post",
+                             histogram_every=10), "dens")
+    rows = [json.loads(line) for line in
+            (acts_ws.root / "saes" / "dens" / METRICS).read_text().splitlines()]
+    hist = [r["density_histogram"] for r in rows if "density_histogram" in r][-1]
+    counts, edges = np.array(hist["counts"]), np.array(hist["edges"])
+    assert counts.sum() == 128
+    centers = (edges[:-1] + edges[1:]) / 2
+    # the densities sum to k: sum over latents of 10^log10 ~ 8 (bins blur it a little)
+    assert 5 < float((counts * 10.0 ** centers).sum()) < 12
+    assert counts[-1] < 64  # not piled up in the top bin
 
 
 def test_saved_weights_work_on_raw_activations(acts_ws: Workspace) -> None:

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from mistudio.core.quickstart import STAGES
 from mistudio.core.workspace import Workspace
 from mistudio.gui.common import show_error
-from mistudio.gui.training_panel import Dashboard
+from mistudio.gui.dashboard import Dashboard
 from mistudio.gui.worker import JobRunner, in_worker
 
 INTRO = ("Quick start runs the whole workflow on this computer, with nothing to set up: the "

@@ -1,8 +1,6 @@
-"""Training panel: a configuration form with presets, and a live dashboard of the running job.
-
-Metric rows arrive in batches from the worker and are appended to numpy buffers; a 30 Hz timer
-pushes them into existing pyqtgraph curves with ``setData`` (downsampled, clipped to view), so a
-run of 100k steps stays smooth. Past runs are re-plotted from their ``metrics.jsonl``.
+"""Training panel: a configuration form with presets, and the live dashboard of the running job
+(:mod:`mistudio.gui.dashboard`). Past runs are re-plotted from their ``metrics.jsonl``, with
+their held-out figures from the manifest.
 """
 
 from __future__ import annotations
@@ -10,9 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -34,6 +29,7 @@ from mistudio.core.massive import ev_phrase
 from mistudio.core.sae.trainer import TrainConfig, read_metrics, train_sae
 from mistudio.core.workspace import Workspace
 from mistudio.gui.common import refill_combo, show_error
+from mistudio.gui.dashboard import Dashboard
 from mistudio.gui.worker import JobRunner
 
 PRESETS = {
@@ -41,146 +37,6 @@ PRESETS = {
     "Standard": {"steps": 1000, "batch_size": 2048, "expansion": 8, "k": 32},
     "Wide": {"steps": 2000, "batch_size": 4096, "expansion": 16, "k": 64},
 }
-CURVES = (("mse", "Loss terms"), ("explained_variance", "Explained variance"), ("l0", "L0"),
-          ("dead_fraction", "Dead fraction"), ("lr", "Learning rate"))
-EXTRA_LOSSES = (("aux", "aux (dead latents)", "#e5c07b"), ("l1", "L1", "#c678dd"),
-                ("l0_penalty", "L0 penalty", "#c678dd"))
-"""Loss terms drawn with the MSE, when the architecture has them."""
-
-
-class MetricBuffers:
-    """Growing numpy columns of the logged metric rows (amortised appends)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.cols: dict[str, np.ndarray] = {}
-
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        rows = [r for r in rows if "step" in r and "mse" in r]
-        if not rows:
-            return
-        need = self.n + len(rows)
-        for key in ("step", *(k for k, _ in CURVES), *(k for k, _, _ in EXTRA_LOSSES)):
-            col = self.cols.get(key)
-            if col is None or len(col) < need:
-                grown = np.full(max(need, 2 * (len(col) if col is not None else 256)), np.nan)
-                if col is not None:
-                    grown[: self.n] = col[: self.n]
-                self.cols[key] = col = grown
-            # a missing or null value is a gap; 0.0 is a value (not `or nan`: that dropped it)
-            col[self.n: need] = [np.nan if r.get(key) is None else float(r[key]) for r in rows]
-        self.n = need
-
-    def get(self, key: str) -> np.ndarray:
-        return self.cols[key][: self.n] if key in self.cols else np.zeros(0)
-
-
-class Dashboard(QWidget):
-    """Curves of the metrics over steps and the latest feature-density histogram."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        layout = QVBoxLayout(self)
-        self.summary = QLabel("No run yet.")
-        self.summary.setWordWrap(True)
-        layout.addWidget(self.summary)
-        grid = pg.GraphicsLayoutWidget()
-        self.plots: dict[str, Any] = {}
-        self.curves: dict[str, Any] = {}
-        self.compare: dict[str, Any] = {}
-        for i, (key, title) in enumerate(CURVES):
-            plot = grid.addPlot(row=i // 3, col=i % 3, title=title)
-            plot.setDownsampling(auto=True, mode="peak")
-            plot.setClipToView(True)
-            # No grid: pyqtgraph redraws grid lines across the whole plot at every frame, which
-            # cost 40 of the 43 ms of a dashboard paint here (software rendering).
-            plot.getAxis("left").setWidth(52)  # tick labels of new widths never re-lay out
-            self.plots[key] = plot
-            if key == "mse":
-                plot.addLegend(offset=(-5, 5))
-            self.curves[key] = plot.plot(pen=pg.mkPen("#e06c75", width=2),
-                                         name="MSE" if key == "mse" else None)
-            self.compare[key] = plot.plot(pen=pg.mkPen("#61afef", width=1))
-        self.extra = {k: self.plots["mse"].plot(pen=pg.mkPen(color, width=1.5), name=label)
-                      for k, label, color in EXTRA_LOSSES}
-        self.hist_plot = grid.addPlot(row=1, col=2, title="Feature density (log10)")
-        self.hist_plot.getAxis("left").setWidth(52)
-        self.hist_plot.setXRange(-5, 0, padding=0.02)
-        self.hist = pg.BarGraphItem(x=[], height=[], width=0.15, brush="#98c379")
-        self.hist_plot.addItem(self.hist)
-        layout.addWidget(grid)
-        self.buffers = MetricBuffers()
-        self.other = MetricBuffers()
-        self._dirty = False
-        self._planned = 0
-        self.timer = QTimer(self)
-        self.timer.setInterval(33)  # ~30 Hz redraw
-        self.timer.timeout.connect(self.redraw)
-        self.timer.start()
-
-    def plan(self, total_steps: int) -> None:
-        """Fixed x ranges (the run's length, shown as soon as it is set in the form) and y
-        ranges where the scale is known, so the axes are not laid out again at every frame:
-        painting is most of the UI's time, and a new axis layout is its dearest part."""
-        if total_steps == self._planned:
-            return
-        self._planned = total_steps
-        for key, plot in self.plots.items():
-            plot.setXRange(0, total_steps, padding=0.02)
-            if key in ("explained_variance", "dead_fraction"):
-                plot.setYRange(0, 1, padding=0.02)
-
-    def reset(self, total_steps: int | None = None) -> None:
-        """A new run (``total_steps``: its length; None: a past run, ranged to its data)."""
-        self.buffers = MetricBuffers()
-        if total_steps:
-            self.plan(total_steps)
-        else:
-            self._planned = 0
-            for plot in self.plots.values():
-                plot.enableAutoRange(x=True)
-        self._dirty = True
-
-    def add_rows(self, rows: list[dict[str, Any]]) -> None:
-        self.buffers.append(rows)
-        for r in rows:
-            if "density_histogram" in r:
-                h = r["density_histogram"]
-                edges = np.array(h["edges"])
-                self.hist.setOpts(x=(edges[:-1] + edges[1:]) / 2, height=h["counts"],
-                                  width=float(edges[1] - edges[0]) * 0.9)
-            if "tokens_per_s" in r and r.get("tokens_per_s"):
-                eta = ""
-                if self._planned and r["step"] < self._planned:
-                    per_step = r["tokens"] / max(r["step"], 1)
-                    left = (self._planned - r["step"]) * per_step / r["tokens_per_s"]
-                    eta = f"  ETA {int(left // 60)}:{int(left % 60):02d}"
-                ev = r.get("explained_variance")
-                ev_text = "n/a" if ev is None else f"{ev:.3f}"
-                self.summary.setText(f"step {r['step']:,}  EV {ev_text}  "
-                                     f"L0 {r['l0']:.1f}  dead {r['dead_fraction']:.1%}  "
-                                     f"{r['tokens_per_s']:,.0f} tokens/s{eta}")
-        self._dirty = True
-
-    def show_compare(self, rows: list[dict[str, Any]]) -> None:
-        self.other = MetricBuffers()
-        self.other.append(rows)
-        self._dirty = True
-
-    def redraw(self) -> None:
-        if not self._dirty:
-            return
-        self._dirty = False
-        steps = self.buffers.get("step")
-        for key, _ in CURVES:
-            self.curves[key].setData(steps, self.buffers.get(key))
-            self.compare[key].setData(self.other.get("step"), self.other.get(key))
-        for key, curve in self.extra.items():
-            values = self.buffers.get(key)
-            seen = ~np.isnan(values)
-            curve.setData(steps[seen], values[seen])
-
-
 class TrainingPanel(QWidget):
     def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -307,7 +163,7 @@ class TrainingPanel(QWidget):
             return
         name = self.name.text().strip() or f"{cfg.activations}.{cfg.architecture}"
         ws_root = self.ws.root
-        self.dashboard.reset(cfg.steps)
+        self.dashboard.reset(cfg.steps, name)
         self.result.setText("")
 
         device = self.device
@@ -357,15 +213,7 @@ class TrainingPanel(QWidget):
         return True
 
     def done(self, manifest: dict[str, Any]) -> None:
-        s = manifest["summary"]
-        text = (f"{manifest['name']}: {ev_phrase(s)}, "
-                f"L0 {s['l0']:.1f}, dead {s['dead_fraction']:.1%} "
-                f"({s['steps']:,} steps, {s['tokens']:,} tokens)")
-        if "ce_loss_score" in s:
-            text += f"; in the model: CE loss score {s['ce_loss_score']:.3f}, KL {s['kl_div']:.3f}"
-        elif "in_model_error" in s:
-            text += f"; not evaluated in the model: {s['in_model_error']}"
-        self.result.setText(text)
+        self.result.setText(run_summary(manifest))
         self.refresh()
 
     def _running(self, running: bool) -> None:
@@ -375,15 +223,55 @@ class TrainingPanel(QWidget):
     def plot_run(self, item: Any) -> None:
         from PySide6.QtWidgets import QApplication
 
-        art = self.ws.catalog.find("sae", item.text())
+        name = item.text()
+        art = self.ws.catalog.find("sae", name)
         path = Path(art.path) / "metrics.jsonl" if art else None
-        if path is None or not path.is_file():
+        if art is None or path is None or not path.is_file():
+            self.result.setText(f"{name} has no training curves (imported, or its folder is "
+                                "missing).")
             return
         rows = read_metrics(path)
         from PySide6.QtCore import Qt
 
         if QApplication.keyboardModifiers() & Qt.KeyboardModifier.ControlModifier:
-            self.dashboard.show_compare(rows)
-        else:
-            self.dashboard.reset()
-            self.dashboard.add_rows(rows)
+            self.dashboard.show_compare(rows, name)
+            return
+        if self.runner.running:  # the live run keeps the dashboard; compare instead
+            self.dashboard.show_compare(rows, name)
+            return
+        self.dashboard.reset(name=name)
+        self.dashboard.add_rows(rows)
+        manifest = {"name": name, "summary": art.summary}
+        self.dashboard.summary.setText(run_summary(manifest))
+        self.result.setText(run_summary(manifest))
+        hist = self._final_density(art.path)
+        if hist is not None:
+            self.dashboard.show_density(hist)
+
+    @staticmethod
+    def _final_density(folder: str) -> dict[str, list[float]] | None:
+        """The held-out per-token density histogram stored with a finished run."""
+        import json
+
+        try:
+            manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # a damaged manifest: the curves are still worth showing
+        hist = manifest.get("density_histogram") if isinstance(manifest, dict) else None
+        return hist if isinstance(hist, dict) and "edges" in hist else None
+
+
+def run_summary(manifest: dict[str, Any]) -> str:
+    """One line of a finished run's held-out and in-model figures."""
+    s = manifest["summary"]
+    if "l0" not in s:
+        return f"{manifest['name']}: no held-out figures recorded."
+    text = (f"{manifest['name']}: held-out {ev_phrase(s)}, "
+            f"L0 {s['l0']:.1f}, dead {s['dead_fraction']:.1%}")
+    if "steps" in s:
+        text += f" ({s['steps']:,} steps, {s['tokens']:,} tokens)"
+    if "ce_loss_score" in s:
+        text += f"; in the model: CE loss score {s['ce_loss_score']:.3f}, KL {s['kl_div']:.3f}"
+    elif "in_model_error" in s:
+        text += f"; not evaluated in the model: {s['in_model_error']}"
+    return text

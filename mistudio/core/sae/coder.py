@@ -26,8 +26,9 @@ class ForwardOutput(NamedTuple):
     """Reconstruction [B, O], skip connection included."""
     losses: dict[str, Tensor]
     """Unweighted loss terms (scalars): ``mse`` and the architecture's ``l1``, ``l0_penalty`` or ``aux``."""
-    fired_F: Tensor
-    """Which latents were active on at least one token of the batch (bool [F])."""
+    fires_F: Tensor
+    """On how many tokens of the batch each latent was active (float counts [F]): the
+    per-token firing density the dashboard plots, and > 0 = fired (dead-latent tracking)."""
     l0: Tensor
     """Mean number of active latents per token (scalar)."""
 
@@ -36,7 +37,8 @@ class Encoded(NamedTuple):
     """An architecture's encode-and-decode for training, before the skip connection."""
 
     decoded_BO: Tensor
-    fired_F: Tensor
+    fires_F: Tensor
+    """Tokens on which each latent was active (float counts [F])."""
     l0: Tensor
     extra: dict[str, Tensor]
     """Whatever its losses need (pre-activations, latents, indices)."""
@@ -132,17 +134,17 @@ class SparseCoder(nn.Module):
             aux = self.aux_loss(target_BO - x_hat_BO.detach(), enc.extra, dead_F)
             if aux is not None:
                 losses["aux"] = aux
-        return ForwardOutput(x_hat_BO, losses, enc.fired_F, enc.l0)
+        return ForwardOutput(x_hat_BO, losses, enc.fires_F, enc.l0)
 
     def encode_decode(self, x_BD: Tensor, want_l0: bool = True) -> Encoded:
         """Training path: subclasses may decode sparsely instead of through dense latents."""
         pre_BF = self.pre_acts(x_BD)
         latents_BF = self.activate(pre_BF)
         with torch.no_grad():  # float reductions: much faster than building [B, F] bool masks
-            fired_F = latents_BF.amax(0) > 0
+            fires_F = latents_BF.detach().sign().sum(0)  # latents are >= 0: sign counts them
             l0 = (torch.count_nonzero(latents_BF) / latents_BF.shape[0]
                   if want_l0 else torch.tensor(float("nan")))
-        return Encoded(self.decode(latents_BF), fired_F, l0,
+        return Encoded(self.decode(latents_BF), fires_F, l0,
                        {"pre": pre_BF, "latents": latents_BF})
 
     def encode(self, x_BD: Tensor) -> Tensor:

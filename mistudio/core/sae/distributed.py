@@ -77,13 +77,13 @@ class Ranks:
                 dist.all_reduce(buf)
                 buf /= self.world
 
-    def any_rank(self, mask: Tensor) -> Tensor:
-        """Element-wise OR of a boolean tensor over the ranks (which latents fired anywhere)."""
+    def sum_over_ranks(self, counts: Tensor) -> Tensor:
+        """Element-wise sum of a tensor over the ranks (how often latents fired anywhere)."""
         if not self.distributed:
-            return mask
-        as_int = mask.to(torch.int32)
-        dist.all_reduce(as_int, op=dist.ReduceOp.MAX)
-        return as_int.bool()
+            return counts
+        total = counts.clone()
+        dist.all_reduce(total)
+        return total
 
     def mean_of(self, values: dict[str, float]) -> dict[str, float]:
         if not self.distributed or not values:

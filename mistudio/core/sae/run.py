@@ -60,14 +60,15 @@ class SAERun:
                                            cfg.target_l0)
         d_sae = self.sae_cfg.d_sae
         self.since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
-        self.window_fires = torch.zeros(d_sae, dtype=torch.long, device=device)
-        self.window_batches = 0
+        self.window_fires = torch.zeros(d_sae, dtype=torch.float64, device=device)
+        """Tokens each latent fired on since the last density histogram."""
+        self.window_tokens = 0
         self.dead_window = cfg.dead_window()
         self.active = True  # False once early stopping ends the run
         self.steps_done, self.tokens_done = 0, 0
         self.best_mse, self.stale = math.inf, 0
         self._sums: dict[str, float] = {}
-        self._fired_F = torch.zeros(d_sae, dtype=torch.bool, device=device)
+        self._fires_F = torch.zeros(d_sae, dtype=torch.float64, device=device)
         self._last: tuple[Tensor, Tensor | None, Tensor] | None = None
 
     # -- one optimiser step ---------------------------------------------------------------------
@@ -90,7 +91,7 @@ class SAERun:
                 f"The loss of {self.name} became {float(loss)} at step {step}; {kept}.",
                 "Lower the learning rate, or check the activations for outliers.")
         (loss / cfg.grad_accumulation).backward()
-        self._fired_F |= out.fired_F
+        self._fires_F += out.fires_F
         share = 1.0 / cfg.grad_accumulation
         for n, v in losses.items():
             self._sums[n] = self._sums.get(n, 0.0) + float(v.detach()) * share
@@ -108,12 +109,12 @@ class SAERun:
         if self.cfg.unit_norm_decoder:
             self.sae.normalize_decoder()
         self.ranks.average_buffers(self.sae)
-        fired_F = self.ranks.any_rank(self._fired_F)
+        fires_F = self.ranks.sum_over_ranks(self._fires_F)
         self.since_fired += tokens_per_step
-        self.since_fired[fired_F] = 0
-        self.window_fires += fired_F
-        self.window_batches += 1
-        self._fired_F.zero_()
+        self.since_fired[fires_F > 0] = 0
+        self.window_fires += fires_F
+        self.window_tokens += tokens_per_step
+        self._fires_F.zero_()
         self.steps_done += 1
         self.tokens_done += tokens_per_step
         if self.cfg.target_l0 is not None:
@@ -168,19 +169,20 @@ class SAERun:
         return revived
 
     def _window_histogram(self) -> dict[str, list[float]]:
-        """log10 of the fraction of recent steps in which each latent fired at all."""
-        freq = self.window_fires.double().cpu() / max(self.window_batches, 1)
-        log10 = torch.log10(freq.clamp_min(1.0 / (self.window_batches + 1))).numpy()
-        counts, edges = np.histogram(log10, bins=30, range=(min(-5.0, float(log10.min())), 0.0))
+        """log10 of the fraction of recent training tokens on which each latent fired (per-token
+        density, as SAELens and the papers plot it; never fired: log10 of 1 / (tokens + 1))."""
+        freq = self.window_fires.cpu() / max(self.window_tokens, 1)
+        log10 = torch.log10(freq.clamp_min(1.0 / (self.window_tokens + 1))).numpy()
+        counts, edges = np.histogram(log10, bins=40, range=(min(-7.0, float(log10.min())), 0.0))
         self.window_fires.zero_()
-        self.window_batches = 0
+        self.window_tokens = 0
         return {"counts": counts.tolist(), "edges": edges.tolist()}
 
     # -- checkpoint state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"sae": self.sae.state_dict(), "optimizer": self.opt.state_dict(),
                 "sparsity": self.sparsity.state_dict(), "since_fired": self.since_fired,
-                "window_fires": self.window_fires, "window_batches": self.window_batches,
+                "window_fires": self.window_fires, "window_tokens": self.window_tokens,
                 "early_stop": [self.best_mse, self.stale, self.active],
                 "done": [self.steps_done, self.tokens_done]}
 
@@ -189,7 +191,9 @@ class SAERun:
         self.opt.load_state_dict(state["optimizer"])
         self.sparsity.load_state_dict(state["sparsity"])
         self.since_fired = state["since_fired"].to(self.device)
-        self.window_fires = state["window_fires"].to(self.device)
-        self.window_batches = int(state["window_batches"])
+        if "window_tokens" in state:
+            self.window_fires = state["window_fires"].to(self.device, torch.float64)
+            self.window_tokens = int(state["window_tokens"])
+        # else: a checkpoint that counted batches, not tokens: its window starts afresh
         self.best_mse, self.stale, self.active = state["early_stop"]
         self.steps_done, self.tokens_done = state["done"]

@@ -92,9 +92,8 @@ class TopKSAE(SparseCoder):
         vals_BK = F.relu(sparse_encode(x_BD, self.W_enc_DF, bias_F, pre_BF, idx_BK))
         decoded_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO) + self.b_dec_O
         active_BK = vals_BK > 0
-        fired_F = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x_BD.device)
-        fired_F[idx_BK[active_BK]] = True
-        return Encoded(decoded_BO, fired_F, active_BK.sum(-1).float().mean(),
+        fires_F = torch.bincount(idx_BK[active_BK], minlength=self.cfg.d_sae).float()
+        return Encoded(decoded_BO, fires_F, active_BK.sum(-1).float().mean(),
                        {"pre": pre_BF, "x": x_BD, "bias": bias_F})
 
     def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
