@@ -116,13 +116,25 @@ def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws:
     assert "longer-run" in panel.dashboard.legend.text()
     x_end = panel.dashboard.plots["l0"].viewRange()[0][1]
     assert x_end >= rows[-1]["step"]  # the compared run is drawn over its full length
+    # no dead end: the Features tab offers the quick start and Training, then the analysis
+    assert win.features.empty.isVisibleTo(win.features) and win.features.analyse_bar.isEnabled()
+    with qtbot.waitSignal(win.features.runner.finished, timeout=180_000):
+        panel.analyse_btn.click()  # "Analyse its features"
+        assert win.current_panel() is win.features
+    assert win.features.analysis == "gui-sae" and win.features.store is not None
+    assert not win.features.empty.isVisibleTo(win.features)
+    assert win.features.analyse_bar.go.text() == "Analyse again"
     assert acts_ws.catalog.get("sae", "gui-sae").status == "complete"
     assert "gui-sae" in [panel.runs.item(i).text() for i in range(panel.runs.count())]
-    assert win.job_label.text() == "Ready"
+    qtbot.waitUntil(lambda: win.job_label.text() == "Ready", timeout=60_000)
     SHOTS.mkdir(exist_ok=True)
     win.resize(1280, 720)
+    win.show_panel(panel)
     qtbot.wait(100)
     assert win.grab().save(str(SHOTS / "training-run.png"))
+    win.show_panel(win.features)
+    qtbot.wait(100)
+    assert win.grab().save(str(SHOTS / "features-analysed-in-app.png"))
 
 
 def test_cancel_and_resume_from_the_panel(qtbot: QtBot, acts_ws: Workspace) -> None:
@@ -366,3 +378,23 @@ def test_high_dpi_scale_renders_at_twice_the_pixels(tmp_path: Path) -> None:
     w, h, iw, ih, ratio = res.stdout.split()[-5:]
     assert (int(w), int(h)) == (1280, 720) and float(ratio) == 2.0
     assert (int(iw), int(ih)) == (2560, 1440)
+
+
+def test_dialogs_name_the_apps_controls_not_command_line_flags() -> None:
+    """Every flag the core's messages can quote is mapped to an app control, or listed as
+    CLI-only (work the app does not offer)."""
+    import re
+
+    import mistudio.core
+    from mistudio.gui.app_words import APP_CONTROLS, CLI_ONLY, in_app_words
+
+    flags = set()
+    for path in Path(mistudio.core.__file__).parent.rglob("*.py"):
+        flags |= set(re.findall(r"(--[a-z][a-z0-9-]*)", path.read_text(encoding="utf-8")))
+    assert flags - set(APP_CONTROLS) - CLI_ONLY == set()
+    said = in_app_words("Use a smaller --batch-size, or pass `--prompt TEXT`; rerun with "
+                        "--name/--overwrite. Multi-node: --nnodes.")
+    assert "--batch-size" not in said and "Batch (tokens)" in said
+    assert "the Prompt box" in said and "TEXT" not in said
+    assert "--name" not in said and "--overwrite" not in said
+    assert "--nnodes" in said

@@ -196,6 +196,11 @@ def test_steering_tab_streams_two_different_continuations(qtbot: QtBot,
     panel.preset.setCurrentText("strong")
     panel.load_preset()
     assert [(r.feature, r.box.value()) for r in panel.rows] == [(f, 40.0)]
+    shown = panel.steered.tokens
+    panel.prompt.setPlainText("  ")  # an empty prompt keeps the last result and says why
+    panel.generate()
+    assert not panel.runner.running and panel.steered.tokens == shown
+    assert "Type a prompt" in panel.metrics.text() and panel.go.text() == "Generate"
     win.close()
     assert not panel.service.alive  # closing the window ends the generation process
 

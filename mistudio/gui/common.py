@@ -87,8 +87,12 @@ class PanelScroll(QScrollArea):
 
 
 def show_error(parent: QWidget | None, message: str, details: str = "") -> QMessageBox:
-    """The core's message in plain words; the traceback only under "Show Details"."""
-    box = QMessageBox(QMessageBox.Icon.Warning, "miStudio", message, parent=parent)
+    """The core's message in plain words, its fixes naming the app's controls rather than
+    command-line flags; the traceback only under "Show Details"."""
+    from mistudio.gui.app_words import in_app_words
+
+    box = QMessageBox(QMessageBox.Icon.Warning, "miStudio", in_app_words(message),
+                      parent=parent)
     if details:
         box.setDetailedText(details)
     box.setModal(False)

@@ -31,6 +31,7 @@ from mistudio.core.errors import MiStudioError
 from mistudio.core.features.examples import FeatureReader, TokenText
 from mistudio.core.features.store import FeatureStore, Label
 from mistudio.core.workspace import Workspace
+from mistudio.gui.analyse_bar import AnalyseBar, EmptyFeatures
 from mistudio.gui.common import show_error
 from mistudio.gui.feature_detail import FeatureDetail
 from mistudio.gui.feature_table import COLUMNS, FeatureTableModel, FilterBar
@@ -41,6 +42,8 @@ from mistudio.gui.worker import JobRunner, in_worker
 class FeaturesPanel(QWidget):
     steerRequested = Signal(str, int)
     """(analysis, feature): the user wants to steer with this feature."""
+    quickStartRequested = Signal()
+    trainRequested = Signal()
 
     def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -73,9 +76,12 @@ class FeaturesPanel(QWidget):
         top.addWidget(self.choice)
         top.addWidget(self.summary, 1)
         v.addLayout(top)
-        self.empty = QLabel("No feature analysis yet. Train an SAE, then analyse it with "
-                            "`mistudio analyze NAME`, or run Help > Quick start.")
-        self.empty.setWordWrap(True)
+        self.analyse_bar = AnalyseBar(ws)
+        self.analyse_bar.analyseRequested.connect(self.analyse_sae)
+        v.addWidget(self.analyse_bar)
+        self.empty = EmptyFeatures()
+        self.empty.quickStartRequested.connect(self.quickStartRequested)
+        self.empty.trainRequested.connect(self.trainRequested)
         v.addWidget(self.empty)
 
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -156,6 +162,8 @@ class FeaturesPanel(QWidget):
         if current in names:
             self.choice.setCurrentText(current)
         self.choice.blockSignals(False)
+        self.analyse_bar.refresh()
+        self.empty.show_state(self.analyse_bar.isEnabled())
         self.empty.setVisible(not names)
         self.split.setVisible(bool(names))
         if names:
@@ -285,8 +293,32 @@ class FeaturesPanel(QWidget):
             show_error(self, f"The Features panel is busy ({self.runner.title}). Wait for it, "
                        "or cancel it in the status bar.")
 
+    def analyse_sae(self, sae: str, activations: str = "", tokens: int = 100_000) -> None:
+        """Analyse ``sae`` (again: labels written by hand are carried over) in a child
+        process; the new analysis opens when it is done."""
+        from mistudio.core.features.analysis import AnalyzeConfig, analyze_in_child
+
+        if not sae:
+            return
+        self.analyse_bar.select(sae)
+        try:
+            cfg = AnalyzeConfig(sae, activations=activations or None, tokens=tokens,
+                                device=self.device if self.device != "auto" else "cpu")
+        except MiStudioError as err:
+            show_error(self, str(err))
+            return
+        again = self.ws.catalog.find("features", sae) is not None
+        root = str(self.ws.root)
+        self._start(f"Analysing {sae}", "analysis",
+                    lambda ws, task: analyze_in_child(root, cfg, overwrite=again, task=task))
+
     def _job_done(self, result: tuple[str, str, Any]) -> None:
         kind, analysis, value = result
+        if kind == "analysis":
+            self.refresh()
+            self.choice.setCurrentText(value["name"])
+            self.open_analysis(value["name"])
+            return
         if analysis != self.analysis or self.store is None:
             return
         if kind == "map":

@@ -8,6 +8,7 @@ appear. Closing the window cancels running jobs and joins their threads.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,9 @@ class MainWindow(QMainWindow):
         self.features = FeaturesPanel(self.ws)
         self.steering = SteeringPanel(self.ws)
         self.features.steerRequested.connect(self.steer_with)
+        self.features.quickStartRequested.connect(lambda: self.quick_start())
+        self.features.trainRequested.connect(lambda: self.show_panel(self.training))
+        self.training.analyseRequested.connect(self.analyse)
         self.panels = (self.datasets, self.models, self.training, self.features, self.steering)
         for panel, title in zip(self.panels, ("&Datasets", "&Models", "&Training", "&Features",
                                               "&Steering"), strict=True):
@@ -137,6 +141,8 @@ class MainWindow(QMainWindow):
         self.online_label = QLabel("")
         bar.addPermanentWidget(self.online_label)
         self._active: JobRunner | None = None
+        self._started: dict[int, tuple[float, str]] = {}
+        """Per runner: when its job started, and its last status (the estimate's base)."""
         for r in self.runners:
             r.status.connect(lambda text, r=r: self._on_status(r, text))
             r.progress.connect(lambda f, r=r: self._on_progress(r, f))
@@ -145,6 +151,7 @@ class MainWindow(QMainWindow):
 
     def _on_running(self, runner: JobRunner, running: bool) -> None:
         if running:
+            self._started[id(runner)] = (time.monotonic(), "")
             self._active = runner
         elif runner is self._active:
             self._active = next((r for r in self.runners if r.running), None)
@@ -158,12 +165,17 @@ class MainWindow(QMainWindow):
             self.refresh()
 
     def _on_status(self, runner: JobRunner, text: str) -> None:
+        start, _ = self._started.get(id(runner), (time.monotonic(), ""))
+        self._started[id(runner)] = (start, text)
         if runner is self._active:
             self.job_label.setText(text)
 
     def _on_progress(self, runner: JobRunner, fraction: float) -> None:
-        if runner is self._active:
-            self.job_progress.setValue(int(fraction * 1000))
+        if runner is not self._active:
+            return
+        self.job_progress.setValue(int(fraction * 1000))
+        start, text = self._started.get(id(runner), (time.monotonic(), ""))
+        self.job_label.setText(text + eta_text(time.monotonic() - start, fraction))
 
     # -- menus ----------------------------------------------------------------------------------
     def _menus(self) -> None:
@@ -276,6 +288,12 @@ class MainWindow(QMainWindow):
             self.steering.add_feature(result["sae"]["name"], steer["feature"],
                                       steer.get("strength", 1.0))
             self.steering.prompt.setPlainText(steer["prompt"])
+
+    def analyse(self, sae: str) -> None:
+        """From the Training tab: analyse a finished run in the Features tab."""
+        self.features.refresh()
+        self.show_panel(self.features)
+        self.features.analyse_sae(sae)
 
     def steer_with(self, analysis: str, feature: int) -> None:
         """From the feature browser: this feature (its SAE is named like its analysis) in the
@@ -494,3 +512,11 @@ def _warm_up(task: Any) -> None:
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         opt.step()
 
+
+
+def eta_text(elapsed: float, fraction: float) -> str:
+    """" - about 1:20 left", from the rate so far; nothing until there is a rate to trust."""
+    if fraction <= 0.02 or fraction >= 1.0 or elapsed < 3.0:
+        return ""
+    left = elapsed * (1.0 - fraction) / fraction
+    return f" - about {int(left // 60)}:{int(left % 60):02d} left"

@@ -182,7 +182,8 @@ class SteeringPanel(QWidget):
         v.addWidget(pick, 1)
         self.prompt = QPlainTextEdit("The most important thing about Python is")
         self.prompt.setMaximumHeight(64)
-        self.prompt.setToolTip("Prompt: both sides continue it")
+        self.prompt.setToolTip("Both sides continue this text")
+        v.addWidget(QLabel("Prompt (both sides continue it)"))
         v.addWidget(self.prompt)
         sampling = QGroupBox("Sampling")
         grid = QGridLayout(sampling)
@@ -352,6 +353,10 @@ class SteeringPanel(QWidget):
             show_error(self, str(err))
             return
         prompt = self.prompt.toPlainText()
+        if not prompt.strip():  # the last result stays on screen
+            self.metrics.setText("Type a prompt in the Prompt box first; both sides continue it.")
+            self.prompt.setFocus()
+            return
         device = self.device
         warm = self.loaded_saes == spec.saes and self.service.alive
         root, service = str(self.ws.root), self.service

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -38,6 +39,9 @@ PRESETS = {
     "Wide": {"steps": 2000, "batch_size": 4096, "expansion": 16, "k": 64},
 }
 class TrainingPanel(QWidget):
+    analyseRequested = Signal(str)
+    """An SAE to analyse in the Features tab (after a run)."""
+
     def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ws = ws
@@ -94,6 +98,13 @@ class TrainingPanel(QWidget):
         self.result = QLabel("")
         self.result.setWordWrap(True)
         form_box.addWidget(self.result)
+        self.analyse_btn = QPushButton("Analyse its features")
+        self.analyse_btn.setToolTip("Top examples, logit lens and labels of every feature, in "
+                                    "the Features tab")
+        self.analyse_btn.clicked.connect(lambda: self.analyseRequested.emit(self.last_run))
+        self.analyse_btn.hide()
+        self.last_run = ""
+        form_box.addWidget(self.analyse_btn)
         form_box.addWidget(QLabel("Past runs (click to plot, Ctrl-click to compare):"))
         self.runs = QListWidget()
         self.runs.setMinimumHeight(48)  # a few rows; it scrolls
@@ -214,6 +225,8 @@ class TrainingPanel(QWidget):
 
     def done(self, manifest: dict[str, Any]) -> None:
         self.result.setText(run_summary(manifest))
+        self.last_run = manifest["name"]
+        self.analyse_btn.show()
         self.refresh()
 
     def _running(self, running: bool) -> None:
@@ -244,6 +257,8 @@ class TrainingPanel(QWidget):
         manifest = {"name": name, "summary": art.summary}
         self.dashboard.summary.setText(run_summary(manifest))
         self.result.setText(run_summary(manifest))
+        self.last_run = name
+        self.analyse_btn.show()
         hist = self._final_density(art.path)
         if hist is not None:
             self.dashboard.show_density(hist)

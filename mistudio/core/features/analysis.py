@@ -85,6 +85,25 @@ def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
         return _analyze(ws, cfg, name, task)
 
 
+def analyze_in_child(root: str, cfg: AnalyzeConfig, overwrite: bool = False,
+                     task: TaskState | None = None) -> dict[str, Any]:
+    """:func:`analyze` in a fresh process, for the app (the model's unembedding and the
+    analysis's Python loops would otherwise compete with the UI thread); progress reaches
+    ``task`` and cancelling it stops the child, which leaves a resumable partial folder."""
+    from mistudio.core.child import run_in_child
+
+    return run_in_child(_analyze_at, root, cfg, overwrite, task=task)
+
+
+def _analyze_at(root: str, cfg: AnalyzeConfig, overwrite: bool,
+                task: TaskState | None = None) -> dict[str, Any]:
+    ws = Workspace(root)
+    try:
+        return analyze(ws, cfg, task=task, overwrite=overwrite)
+    finally:
+        ws.close()
+
+
 def _analyze(ws: Workspace, cfg: AnalyzeConfig, name: str, task: TaskState) -> dict[str, Any]:
     from mistudio.core.features.carry import carry_labels, weights_checksum
     from mistudio.core.features.interpret import interpret
