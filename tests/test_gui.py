@@ -398,3 +398,21 @@ def test_dialogs_name_the_apps_controls_not_command_line_flags() -> None:
     assert "the Prompt box" in said and "TEXT" not in said
     assert "--name" not in said and "--overwrite" not in said
     assert "--nnodes" in said
+
+
+def test_an_empty_workspace_says_what_to_do_first(qtbot: QtBot, ws: Workspace) -> None:
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(ws.root))
+    qtbot.addWidget(win)
+    ds, models = win.datasets, win.models
+    for panel in (ds, models):  # a hint and the button that does it, instead of a bare table
+        assert panel.empty.isVisibleTo(panel) and not panel.table.isVisibleTo(panel)
+    assert models.empty_button.text() == "Register the embedded model"
+    assert win.features.empty.isVisibleTo(win.features)
+    assert win.features.empty.train.isVisibleTo(win.features)  # no SAE: go and train one
+    with qtbot.waitSignal(ds.runner.finished, timeout=60_000):
+        ds.empty_button.click()  # "Add the built-in corpus"
+    qtbot.waitUntil(lambda: bool(ds.model.rows), timeout=10_000)
+    assert ds.table.isVisibleTo(ds) and not ds.empty.isVisibleTo(ds)
+    assert ws.catalog.get("dataset", ds.model.rows[0][0]).status == "complete"

@@ -54,6 +54,16 @@ class ArtifactPanel(QWidget):
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.main = QSplitter(Qt.Orientation.Vertical)  # subclasses add views below the table
+        self.empty = QWidget()  # what to do first, while the table is empty
+        empty = QVBoxLayout(self.empty)
+        self.empty_text = QLabel("")
+        self.empty_text.setWordWrap(True)
+        self.empty_button = QPushButton("")
+        empty.addWidget(self.empty_text)
+        empty.addWidget(self.empty_button, 0, Qt.AlignmentFlag.AlignLeft)
+        empty.addStretch(1)
+        self.empty.hide()
+        self.main.addWidget(self.empty)
         self.main.addWidget(self.table)
         self.layout_.addWidget(self.main, 3)
         self.side = QVBoxLayout()
@@ -62,9 +72,18 @@ class ArtifactPanel(QWidget):
     def rows(self) -> list[list[Any]]:
         raise NotImplementedError
 
+    def set_empty_state(self, text: str, button: str, action: Any) -> None:
+        """Shown instead of an empty table: the next step, and a button that takes it."""
+        self.empty_text.setText(text)
+        self.empty_button.setText(button)
+        self.empty_button.clicked.connect(action)
+
     def refresh(self) -> None:
         chosen = [self.model.rows[i.row()][0] for i in self.table.selectionModel().selectedRows()]
         rows = self.rows()
+        if self.empty_text.text():
+            self.empty.setVisible(not rows)
+            self.table.setVisible(bool(rows))
         if rows != self.model.rows:  # a reset clears the selection: only when something changed
             self.model.set_rows(rows)
             self.table.resizeColumnsToContents()
@@ -117,6 +136,10 @@ class DatasetsPanel(ArtifactPanel):
         f.addRow(go)
         self.side.addWidget(tok)
         self.side.addStretch(1)
+        self.set_empty_state("No datasets yet. Start with the built-in corpus (the Python "
+                             "documentation, in every Python: no download), or add your own "
+                             "text with the buttons on the right.", "Add the built-in corpus",
+                             self.add_builtin)
         self.preview = TokenizedPreview(ws)
         self.main.addWidget(self.preview)
         self.main.setStretchFactor(1, 2)

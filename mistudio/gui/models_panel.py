@@ -61,6 +61,10 @@ class ModelsPanel(ArtifactPanel):
         embedded = QPushButton("Register the embedded model")
         embedded.clicked.connect(self.add_embedded)
         self.side.addWidget(embedded)
+        self.set_empty_state("No models yet. Register the embedded SmolLM2-135M-Instruct (it "
+                             "ships with miStudio: no download), or add a model folder or a GGUF "
+                             "file with the buttons on the right.", "Register the embedded model",
+                             self.add_embedded)
         folder = QPushButton("Add a model folder...")
         folder.clicked.connect(lambda: self.add_model(folder=True))
         gguf = QPushButton("Add a GGUF file...")
