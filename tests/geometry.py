@@ -105,5 +105,21 @@ def overlapping_ticks(root: QWidget) -> list[str]:
     return out
 
 
+def cut_plots(root: QWidget) -> list[str]:
+    """Plot grids whose minimum width exceeds their view (cut at the right)."""
+    import pyqtgraph as pg
+    from PySide6.QtCore import Qt
+
+    out = []
+    for view in root.findChildren(pg.GraphicsLayoutWidget):
+        if not _visible(view):
+            continue
+        need = view.ci.effectiveSizeHint(Qt.SizeHint.MinimumSize).width()
+        if need > view.viewport().width() + SLACK_PX:
+            out.append(f"plots cut ({need:.0f} > {view.viewport().width()} px): {_name(view)}")
+    return out
+
+
 def layout_problems(root: QWidget) -> list[str]:
-    return [*sideways_scrolling(root), *clipped_text(root), *overlapping_ticks(root)]
+    return [*sideways_scrolling(root), *clipped_text(root), *overlapping_ticks(root),
+            *cut_plots(root)]

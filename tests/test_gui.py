@@ -416,3 +416,27 @@ def test_an_empty_workspace_says_what_to_do_first(qtbot: QtBot, ws: Workspace) -
     qtbot.waitUntil(lambda: bool(ds.model.rows), timeout=10_000)
     assert ds.table.isVisibleTo(ds) and not ds.empty.isVisibleTo(ds)
     assert ws.catalog.get("dataset", ds.model.rows[0][0]).status == "complete"
+
+
+def test_token_heatmap_keeps_words_whole_and_weak_activations_visible(qtbot: QtBot) -> None:
+    from PySide6.QtGui import QColor, QPalette
+
+    from mistudio.gui.token_view import TokenHeatmap
+
+    view = TokenHeatmap()
+    qtbot.addWidget(view)
+    view.resize(600, 100)
+    view.set_tokens([" the", " import", "ed", " module", ","], [0, 0.02, 1.0, 0, 0.5])
+    r = view._layout(600)
+    assert r[2].left() == r[1].right() + 1  # "import" + "ed": no gap inside the word
+    assert r[4].left() == r[3].right() + 1  # punctuation sticks to its word
+    assert r[3].left() > r[2].right() + 1  # a gap before a new word
+    for base in ("#000000", "#ffffff", "#1e2024"):
+        pal = view.palette()
+        pal.setColor(QPalette.ColorRole.Base, QColor(base))
+        view.setPalette(pal)
+        page, weak = QColor(base), view.background(1)  # 2% of the peak
+        diff = max(abs(page.red() - weak.red()), abs(page.green() - weak.green()),
+                   abs(page.blue() - weak.blue()))
+        assert diff >= 35, (base, weak.name())  # visibly tinted on dark and light pages
+        assert view.background(0) == page  # zero stays the page colour

@@ -111,12 +111,31 @@ presentation mode's, for projectors that wash out greys."""
 
 CONTRAST_STYLE = """
 QWidget { font-size: %.1fpt; }
+QWidget:disabled { color: #8a8a8a; }
 QCheckBox::indicator { width: 0.9em; height: 0.9em; border: 2px solid white; background: black; }
 QCheckBox::indicator:checked { background: #ffd200; }
+QCheckBox::indicator:disabled { border-color: #6a6a6a; }
+QLineEdit, QPlainTextEdit, QTextEdit, QAbstractSpinBox, QComboBox { border: 1px solid #d0d0d0; }
+QLineEdit:disabled, QAbstractSpinBox:disabled, QComboBox:disabled { border-color: #5a5a5a; }
+QAbstractSpinBox::up-arrow { width: 0; height: 0; border-left: 0.3em solid black;
+    border-right: 0.3em solid black; border-bottom: 0.35em solid white; }
+QAbstractSpinBox::down-arrow, QComboBox::down-arrow { width: 0; height: 0;
+    border-left: 0.3em solid black; border-right: 0.3em solid black;
+    border-top: 0.35em solid white; }
+QAbstractSpinBox::up-button, QAbstractSpinBox::down-button, QComboBox::drop-down {
+    border: none; width: 1.1em; }
+QPushButton { border: 2px solid white; padding: 0.15em 0.6em; }
+QPushButton:disabled { border: 1px dashed #6a6a6a; }
+QSlider::groove:horizontal { height: 0.3em; background: #8a8a8a; }
+QSlider::handle:horizontal { width: 0.8em; margin: -0.4em 0; background: #ffd200; }
 """
-"""Fusion draws check boxes in shades of the window colour, invisible on pure black, so the
-contrast theme outlines them with a style sheet; widgets under a style sheet no longer follow
-the application font, so it carries the text size too."""
+"""Fusion draws check boxes, frames, slider tracks and disabled controls in shades of the
+window colour, invisible on pure black, so the contrast theme draws them with a style sheet;
+widgets under a style sheet no longer follow the application font, so it carries the text
+size too."""
+DISABLED_TEXT = {"dark": (128, 128, 128), "contrast": (138, 138, 138)}
+"""Text of disabled controls: visibly dimmer than enabled text (Fusion's default on a custom
+palette is the same colour as enabled text)."""
 
 
 def apply_theme(app: QApplication, theme: str) -> None:
@@ -145,6 +164,11 @@ def apply_theme(app: QApplication, theme: str) -> None:
                             (QPalette.ColorRole.HighlightedText, selected_text),
                             (QPalette.ColorRole.PlaceholderText, QColor(150, 150, 150))):
             p.setColor(role, color)
+        dim = QColor(*DISABLED_TEXT.get(theme, (128, 128, 128)))
+        for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text,
+                     QPalette.ColorRole.ButtonText):
+            p.setColor(QPalette.ColorGroup.Disabled, role, dim)
+        p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Base, window)
         app.setPalette(p)
     app.setStyleSheet(CONTRAST_STYLE % app.font().pointSizeF() if theme == "contrast" else "")
     for top in app.topLevelWidgets():

@@ -20,11 +20,11 @@ from mistudio.gui.plots import spaced_axes
 
 THIS_RUN, COMPARED = "#e06c75", "#61afef"
 CURVES = (("mse", "Loss terms", "loss (normalised units)"),
-          ("explained_variance", "Explained variance, training batches", "EV"),
+          ("explained_variance", "EV (training batches)", "explained variance"),
           ("l0", "L0", "active latents per token"),
           ("dead_fraction", "Dead latents", "fraction of latents"),
           ("lr", "Learning rate", "learning rate"))
-EXTRA_LOSSES = (("aux", "aux (dead latents)", "#e5c07b"), ("l1", "L1", "#c678dd"),
+EXTRA_LOSSES = (("aux", "aux", "#e5c07b"), ("l1", "L1", "#c678dd"),
                 ("l0_penalty", "L0 penalty", "#c678dd"))
 """Loss terms drawn with the MSE, when the architecture has them."""
 EV_NOTE = ("The curves show each training batch as it trains. The held-out figures are "
@@ -88,8 +88,9 @@ class Dashboard(QWidget):
         self.plots: dict[str, Any] = {}
         self.curves: dict[str, Any] = {}
         self.compare: dict[str, Any] = {}
-        for i, (key, title, unit) in enumerate(CURVES):
-            plot = grid.addPlot(row=i // 3, col=i % 3, title=title, axisItems=spaced_axes())
+        self.grid = grid
+        for key, title, unit in CURVES:
+            plot = grid.addPlot(title=title, axisItems=spaced_axes())
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
             # No grid: pyqtgraph redraws grid lines across the whole plot at every frame, which
@@ -103,15 +104,16 @@ class Dashboard(QWidget):
         self.plots["mse"].setLogMode(y=True)
         self.extra = {k: self.plots["mse"].plot(pen=pg.mkPen(color, width=1.5))
                       for k, _, color in EXTRA_LOSSES}
-        self.hist_plot = grid.addPlot(row=1, col=2, title="Feature density",
-                                      axisItems=spaced_axes())
+        self.hist_plot = grid.addPlot(title="Feature density", axisItems=spaced_axes())
         self.hist_plot.getAxis("left").setWidth(58)
-        self.hist_plot.setLabel("bottom", "log10 fraction of tokens a latent fires on")
+        self.hist_plot.setLabel("bottom", "log10 density (share of tokens)")
         self.hist_plot.setLabel("left", "latents")
         self.hist_plot.setXRange(-7, 0, padding=0.02)
         self.hist = pg.BarGraphItem(x=[], height=[], width=0.15, brush="#98c379")
         self.hist_plot.addItem(self.hist)
         layout.addWidget(grid, 1)
+        self.columns = 0
+        self.arrange()
         note = QLabel(EV_NOTE)
         note.setWordWrap(True)
         layout.addWidget(note)
@@ -125,6 +127,48 @@ class Dashboard(QWidget):
         self.timer.setInterval(33)  # ~30 Hz redraw
         self.timer.timeout.connect(self.redraw)
         self.timer.start()
+
+    def _ordered(self) -> list[Any]:
+        return [*self.plots.values(), self.hist_plot]
+
+    def columns_that_fit(self) -> int:
+        """The most columns (3, 2 or 1) whose plots' minimum widths fit the view: large type
+        (presentation mode) makes titles and tick labels wider, and a grid wider than its
+        view is cut at the right."""
+        from PySide6.QtCore import Qt
+
+        mins = [p.effectiveSizeHint(Qt.SizeHint.MinimumSize).width() for p in self._ordered()]
+        room = self.grid.viewport().width() - 12  # the layout's margins and spacing
+        for cols in (3, 2):
+            need = sum(max(mins[c::cols]) for c in range(cols)) + 6 * cols
+            if need <= room:
+                return cols
+        return 1
+
+    def arrange(self, columns: int | None = None) -> None:
+        """Lay the six plots out in ``columns`` columns (default: as many as fit)."""
+        try:
+            columns = columns or self.columns_that_fit()
+        except RuntimeError:  # resized or re-fonted while the window is torn down
+            return
+        if columns == self.columns:
+            return
+        self.columns = columns
+        for item in self._ordered():
+            self.grid.ci.removeItem(item)
+        for i, item in enumerate(self._ordered()):
+            self.grid.ci.addItem(item, row=i // columns, col=i % columns)
+
+    def resizeEvent(self, e: Any) -> None:
+        super().resizeEvent(e)
+        self.arrange()
+
+    def changeEvent(self, e: Any) -> None:
+        from PySide6.QtCore import QEvent
+
+        super().changeEvent(e)
+        if e.type() == QEvent.Type.FontChange:
+            QTimer.singleShot(0, self, self.arrange)  # after the axes took the new font
 
     def plan(self, total_steps: int) -> None:
         """Fixed x ranges (the run's length, shown as soon as it is set in the form) and y
@@ -198,7 +242,7 @@ class Dashboard(QWidget):
         if terms != self._terms:
             self._terms = terms
             names = {k: (label, color) for k, label, color in EXTRA_LOSSES}
-            self.plots["mse"].setTitle("Loss terms: " + "  ".join(
+            self.plots["mse"].setTitle("Loss: " + " ".join(
                 [_swatch(THIS_RUN, "MSE"), *(_swatch(*names[k][::-1]) for k in terms)]))
         runs = [_swatch(THIS_RUN, self.run_name or "this run")] if self.buffers.n else []
         if self.other.n:

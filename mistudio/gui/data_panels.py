@@ -222,6 +222,7 @@ class TokenizedPreview(QWidget):
         self.choice.currentTextChanged.connect(self.show_set)
         left.addWidget(self.choice)
         self.policy = QLabel("")
+        self.policy.setTextFormat(Qt.TextFormat.PlainText)  # BOS is often "<s>": not a tag
         self.policy.setWordWrap(True)
         left.addWidget(self.policy)
         self.text = QTextBrowser()

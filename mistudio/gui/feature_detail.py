@@ -182,8 +182,9 @@ class FeatureDetail(QWidget):
         grid = QGridLayout(w)
         self.promoted, self.suppressed = QListWidget(), QListWidget()
         self.nearest, self.cooccurring = QListWidget(), QListWidget()
+        rows = self.fontMetrics().height() * 5  # five entries visible, at any font size
         for lst in (self.promoted, self.suppressed, self.nearest, self.cooccurring):
-            lst.setMinimumHeight(60)
+            lst.setMinimumHeight(rows)
         for lst in (self.nearest, self.cooccurring):
             lst.itemClicked.connect(lambda item: self.featureRequested.emit(
                 int(item.data(Qt.ItemDataRole.UserRole))))
@@ -197,8 +198,11 @@ class FeatureDetail(QWidget):
                                             ("Suppresses", self.suppressed),
                                             ("Nearest (decoder cosine)", self.nearest),
                                             ("Fires together with", self.cooccurring))):
-            grid.addWidget(QLabel(title), 0, col)
+            label = QLabel(title)
+            label.setWordWrap(True)  # four titles side by side must not widen the pane
+            grid.addWidget(label, 0, col)
             grid.addWidget(lst, 1, col)
+            grid.setRowStretch(1, 1)
         grid.addWidget(self.hist, 2, 0, 1, 4)
         return w
 

@@ -167,12 +167,15 @@ class FilterBar(QWidget):
         first.addWidget(self.count)
         rows.addLayout(first)
         rows.addLayout(row)
-        for text, w in (("Freq %", self.min_freq), ("to", self.max_freq),
-                        ("Score >=", self.min_score)):
-            row.addWidget(QLabel(text))
-            row.addWidget(w)
-        row.addWidget(self.alive)
+        second = QHBoxLayout()  # two short rows: one long row widened the pane at large type
+        rows.addLayout(second)
+        for line, text, w in ((row, "Freq %", self.min_freq), (row, "to", self.max_freq),
+                              (second, "Score >=", self.min_score)):
+            line.addWidget(QLabel(text))
+            line.addWidget(w)
+        second.addWidget(self.alive)
         row.addStretch(1)
+        second.addStretch(1)
         # Typing coalesces: one filter step per pause of 60 ms, not one per key.
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)

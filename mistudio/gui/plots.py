@@ -70,6 +70,23 @@ class SpacedAxis(pg.AxisItem):
                  abs(major / s - round(major / s)) < 1e-6]
         return [(major, 0.0), *minor[:1]]
 
+    def tickValues(self, minVal: float, maxVal: float, size: float) -> Any:
+        """On a log axis pyqtgraph labels 2, 3, ... 9 when the range is under a decade, one
+        on top of the other: keep only the labelled ticks that have room."""
+        levels = super().tickValues(minVal, maxVal, size)
+        if not self.logMode or not levels or size <= 0 or maxVal <= minVal:
+            return levels
+        spacing, values = levels[0]
+        px_per_unit = size / (maxVal - minVal)
+        metrics = QFontMetricsF(self.tick_font())
+        need = metrics.height() * 1.2 if self.orientation in ("left", "right") else \
+            metrics.horizontalAdvance("0.0000") + metrics.horizontalAdvance("0") * GAP_CHARS
+        kept: list[float] = []
+        for v in sorted(values):
+            if not kept or (v - kept[-1]) * px_per_unit >= need:
+                kept.append(v)
+        return [(spacing, kept), *levels[1:]]
+
 
 def spaced_axes() -> dict[str, SpacedAxis]:
     """``axisItems`` for ``addPlot`` / ``PlotWidget``: spaced bottom and left axes."""
