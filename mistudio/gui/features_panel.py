@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mistudio.core.child import ChildService
 from mistudio.core.errors import MiStudioError
 from mistudio.core.features.examples import FeatureReader, TokenText
 from mistudio.core.features.store import FeatureStore, Label
@@ -62,7 +63,9 @@ class FeaturesPanel(QWidget):
         self.store: FeatureStore | None = None
         self.reader: FeatureReader | None = None
         self.text: TokenText | None = None
-        self._models: dict[tuple[str, Any], Any] = {}  # FeatureModel / TextProbe per analysis
+        self.service = ChildService()
+        """Ablation and text probes run in this child process, which keeps the model loaded
+        (:mod:`mistudio.core.features.service`)."""
         self._pending_feature = -1
 
         v = QVBoxLayout(self)
@@ -380,28 +383,19 @@ class FeaturesPanel(QWidget):
         self._start(f"Describing {what}", "labels",
                     lambda ws, task: label_features(ws, analysis, cfg, task))
 
-    def _loaded(self, kind: str, make: Any) -> Any:
-        """A function for the worker: the model-holding object of ``kind`` for the analysis
-        shown now (built once, and again when the analysis is rebuilt)."""
-        key = (kind, self._stamp)
-
-        def get(ws: Workspace) -> Any:
-            if key not in self._models:
-                self._models = {k: m for k, m in self._models.items() if k[0] != kind}
-                self._models[key] = make(ws)
-            return self._models[key]
-        return get
-
     def forget_models(self) -> None:
         """Drop loaded models (the device changed): the next job loads them again."""
-        self._models = {}
+        self.service.close()
 
     def ablate(self, f: int) -> None:
-        from mistudio.core.features.ablation import FeatureModel
+        from mistudio.core.features.service import ablate_in_service
 
-        folder = self.store.folder if self.store else None
-        model = self._loaded("ablation", lambda w: FeatureModel(w, folder))
-        self._start(f"Ablating feature {f}", "ablation", lambda ws, task: model(ws).ablate(f))
+        if self.store is None:
+            return
+        service, root, folder = self.service, str(self.ws.root), str(self.store.folder)
+        stamp, device = self._stamp, self.device
+        self._start(f"Ablating feature {f}", "ablation", lambda ws, task: service.call(
+            ablate_in_service, root, folder, stamp, f, device, task=task))
 
     def correlate(self, feats: list[int]) -> None:
         from mistudio.core.features.interpret import feature_correlation
@@ -433,18 +427,19 @@ class FeaturesPanel(QWidget):
         return [f, *partners[:11]]
 
     def analyze_text(self, text: str) -> None:
-        from mistudio.core.features.probe import TextProbe, describe
+        from mistudio.core.features.probe import describe
+        from mistudio.core.features.service import probe_in_service
 
         analysis, feature, device = self.analysis, self.detail.feature, self.device
         store = self.store
         if store is None:
             return
-
-        make_probe = self._loaded("probe", lambda w: TextProbe(w, analysis, device))
+        service, root, folder, stamp = self.service, str(self.ws.root), str(store.folder), \
+            self._stamp
 
         def run(ws: Workspace, task: Any) -> Any:
-            probe = make_probe(ws)
-            acts = probe.run(text, k=8, watch=(feature,) if feature >= 0 else ())
+            acts = service.call(probe_in_service, root, analysis, folder, stamp, text,
+                                (feature,) if feature >= 0 else (), device, task=task)
             rows = describe(acts, None, n=15)
             feats = {int(f) for f in acts.top_features_TK.ravel() if f >= 0}
             labels = {f: lb.label for f, lb in store.labels_for(sorted(feats)).items()}

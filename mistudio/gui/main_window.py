@@ -486,6 +486,7 @@ class MainWindow(QMainWindow):
         for r in (*self.runners, self.warmup):
             r.wait()
         self.steering.service.close()
+        self.features.service.close()
         self.monitor.shutdown()
         self.settings.setValue("geometry", self.saveGeometry())
         self.training.remember(self.settings)
