@@ -268,7 +268,9 @@ class FeatureDetail(QWidget):
         if lb is None:
             self.label_info.setText("unlabelled")
         else:
-            score = "unscored" if lb.score is None else f"score {lb.score:.2f}"
+            # rounded from float32, as the table's score column is stored: 0.975 must not read
+            # 0.98 in the table and 0.97 here
+            score = "unscored" if lb.score is None else f"score {float(np.float32(lb.score)):.2f}"
             failed = ", failed" if lb.status != "ok" else ""
             self.label_info.setText(f"{lb.source}, {score}{failed}")
             self.label_info.setToolTip(lb.detail or "")

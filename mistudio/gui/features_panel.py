@@ -96,8 +96,10 @@ class FeaturesPanel(QWidget):
         self.table = QTableView()
         self.table.setModel(self.model)
         self.table.setSortingEnabled(True)
+        # best-labelled first: opening on the densest feature showed a class an unlabelled
+        # feature that fires on every space
         self.table.horizontalHeader().setSortIndicator(
-            [k for k, _ in COLUMNS].index("frequency"), Qt.SortOrder.DescendingOrder)
+            [k for k, _ in COLUMNS].index("score"), Qt.SortOrder.DescendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.verticalHeader().hide()
