@@ -305,3 +305,40 @@ def test_quick_start_runs_end_to_end_on_a_tiny_model(qtbot: QtBot, toy_ws: Works
     if result["steering"]:
         assert [r.feature for r in win.steering.rows] == [result["steering"]["feature"]]
     _shot(dialog, "quickstart-dialog")
+
+
+def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace) -> None:
+    """Help > Lesson on a tiny model: training sized from a warm-up, features best-first with
+    variety, then the audience's prompt steered."""
+    from mistudio.core.lesson import lesson_features
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(toy_ws.root))
+    qtbot.addWidget(win)
+    lesson = win.open_lesson(dict(model="toy", dataset="pydoc", max_tokens=3000,
+                                  context_length=64, batch_size=256, label_top=30,
+                                  analyze_tokens=2500, seconds=2.0))
+    with qtbot.waitSignal(lesson.runner.finished, timeout=300_000):
+        lesson.start_button.click()
+    steps = toy_ws.catalog.get("sae", "quickstart-topk").config["steps"]
+    assert 100 <= steps <= 4000  # from the warm-up's speed, clamped; the warm-up is gone
+    assert toy_ws.catalog.find("sae", "lesson-warmup") is None
+    assert lesson.dashboard.buffers.n > 0 and lesson.dashboard._planned == steps
+    assert lesson.pages.currentIndex() == 1 and lesson.features.count() > 0
+    shown = lesson_features(toy_ws, "quickstart-topk")
+    kinds = [f.label.split('"')[1].lower() if '"' in f.label else f.label for f in shown]
+    assert len(kinds) == len(set(kinds))  # one feature per kind of label
+    from mistudio.core.lesson import _is_word
+
+    words = [f for f in shown if _is_word(f.label)]
+    assert shown[: len(words)] == words  # words before punctuation and newlines
+    assert all(a.score >= b.score for a, b in zip(words, words[1:]))  # best labelled first
+    lesson.pages.setCurrentIndex(2)
+    assert lesson.strength.value() > 0 and "x max" in lesson.strength_label.text()
+    lesson.prompt.setPlainText("The list")
+    with qtbot.waitSignal(lesson.steered, timeout=120_000) as got:
+        lesson.generate_button.click()
+    plain, steered = got.args
+    assert plain and steered and lesson.steered_text.toPlainText() == steered
+    win.close()
+    assert not lesson.service.alive

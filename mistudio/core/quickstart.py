@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,16 @@ STAGES = (("Add the built-in corpus and the embedded model", 0.0),
 
 
 def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int | None = None,
-                   context_length: int = 128, device: str = "auto", train_steps: int = 400,
+                   context_length: int = 128, device: str = "auto",
+                   train_steps: int | Callable[[str, int, str], int] = 400,
                    batch_size: int = 2048, label_top: int = 300, model: str | None = None,
                    dataset: str | None = None, analyze_tokens: int = 100_000) -> dict[str, Any]:
     """Built-in corpus -> embedded model -> tokenize -> extract a middle layer -> train a TopK
     SAE with the defaults and evaluate it -> analyse its features and label the most frequent
     ``label_top`` with the pattern explainer -> steer with the best. Steps already done with
     the same settings are reused. ``model`` and ``dataset`` name registered ones instead of the
-    embedded defaults (the tests use tiny ones)."""
+    embedded defaults (the tests use tiny ones). ``train_steps`` may be a function of the
+    activation set, batch size and device (lesson mode times a warm-up once they exist)."""
     task = task or silent_task()
     t0 = time.perf_counter()
     task.set_status("Registering the embedded model")
@@ -54,6 +57,8 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
     else:
         acts = extract_activations(ws, cfg, QUICKSTART_NAME, SubTask(task, 0.15, 0.5),
                                    overwrite=existing is not None and existing.status == "complete")
+    if callable(train_steps):
+        train_steps = train_steps(QUICKSTART_NAME, batch_size, device)
     sae = _train_stage(ws, train_steps, batch_size, device, SubTask(task, 0.5, 0.85))
     features = _feature_stage(ws, label_top, analyze_tokens, SubTask(task, 0.85, 0.95))
     steer = _steer_stage(ws, features, device, SubTask(task, 0.95, 1.0))

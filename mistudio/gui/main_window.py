@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
         self.settings = settings()
         self.presenting = False
         self.quickstart: Any = None
+        self.lesson: Any = None
         first_launch = workspace is None and not self.settings.value("workspace")
         root = workspace or self.settings.value("workspace") or None
         self.ws = Workspace(root)
@@ -216,6 +217,7 @@ class MainWindow(QMainWindow):
         self.online_action.triggered.connect(self.set_online)
         help_ = m.addMenu("&Help")
         self._action(help_, "&Quick start...", self.quick_start, "Ctrl+Shift+Q")
+        self._action(help_, "&Lesson (for a class)...", lambda: self.open_lesson(), "Ctrl+L")
         self._action(help_, "&About miStudio", self.about)
         self._action(help_, "&Doctor (versions, device, memory)", self.doctor)
 
@@ -272,6 +274,18 @@ class MainWindow(QMainWindow):
         self.quickstart.show()
         self.quickstart.raise_()
         return self.quickstart
+
+    def open_lesson(self, options: dict[str, Any] | None = None) -> Any:
+        """Help > Lesson: train, meet the features and steer, in large type (one window)."""
+        from mistudio.gui.lesson_window import LessonWindow
+
+        if self.lesson is None:
+            self.lesson = LessonWindow(self.ws, self.device, options)
+        elif options is not None:
+            self.lesson.options = options
+        self.lesson.show()
+        self.lesson.raise_()
+        return self.lesson
 
     def _quickstart_done(self, result: dict[str, Any]) -> None:
         """Open the Feature browser on the result and set up a steering experiment."""
@@ -485,6 +499,8 @@ class MainWindow(QMainWindow):
             self.set_presentation(False)
         for r in (*self.runners, self.warmup):
             r.wait()
+        if self.lesson is not None:
+            self.lesson.close()
         self.steering.service.close()
         self.features.service.close()
         self.monitor.shutdown()

@@ -1,0 +1,127 @@
+"""Lesson mode's core: the quick start sized for one class period, and features in the order a
+class should meet them.
+
+- :func:`lesson_train_steps` sizes the training run from a measured warm-up on the machine at
+  hand (a short run of the same SAE; its training throughput, not its start-up, sets the
+  step count), so the live curves fill about ``seconds``.
+- :func:`run_lesson` is :func:`mistudio.core.quickstart.run_quickstart` with that step count.
+- :func:`lesson_features` lists the most interpretable features first: by label score, then
+  variety (one feature per label, words before punctuation and newlines), so the first screen
+  is not a column of newline detectors.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from mistudio.core.jobs import SubTask, TaskState, silent_task
+from mistudio.core.workspace import Workspace
+
+LESSON_SECONDS = 300.0
+"""Training time a lesson aims for (the seed: "live-trains a small SAE in about five minutes")."""
+WARMUP_STEPS = 20
+MIN_STEPS, MAX_STEPS = 100, 4000
+WARMUP_NAME = "lesson-warmup"
+
+
+class _WithoutPartials(SubTask):
+    """The warm-up's progress and status, but not its metric rows (they are not the run's)."""
+
+    def emit_partial(self, obj: Any) -> None:
+        pass
+
+
+class LessonFeature(NamedTuple):
+    feature: int
+    label: str
+    score: float
+    frequency: float
+    """Share of analysed tokens it fires on."""
+
+
+def lesson_train_steps(ws: Workspace, activations: str, batch_size: int, device: str = "auto",
+                       seconds: float = LESSON_SECONDS, task: TaskState | None = None) -> int:
+    """Training steps that take about ``seconds`` here: ``WARMUP_STEPS`` of the quick start's
+    SAE are trained (and removed), and their logged tokens/s sets the count."""
+    from mistudio.core.sae.trainer import TrainConfig, read_metrics, train_sae
+
+    cfg = TrainConfig(activations, steps=WARMUP_STEPS, batch_size=batch_size, device=device,
+                      log_every=WARMUP_STEPS // 2, eval_tokens=batch_size)
+    train_sae(ws, cfg, WARMUP_NAME, task or silent_task(),
+              overwrite=ws.catalog.find("sae", WARMUP_NAME) is not None)
+    try:
+        art = ws.catalog.get("sae", WARMUP_NAME)
+        rows = [r for r in read_metrics(Path(art.path) / "metrics.jsonl")
+                if r.get("tokens_per_s")]
+        tokens_per_s = float(rows[-1]["tokens_per_s"]) if rows else 0.0
+    finally:
+        ws.remove("sae", WARMUP_NAME)
+    if tokens_per_s <= 0:
+        return MIN_STEPS
+    steps = seconds * tokens_per_s / batch_size
+    return int(min(max(math.floor(steps), MIN_STEPS), MAX_STEPS))
+
+
+def run_lesson(ws: Workspace, task: TaskState | None = None, seconds: float = LESSON_SECONDS,
+               **quickstart: Any) -> dict[str, Any]:
+    """The quick start with training sized to ``seconds`` (an SAE the quick start already
+    trained is reused, whatever its length). ``quickstart`` overrides its defaults."""
+    from mistudio.core.quickstart import QUICKSTART_SAE, run_quickstart
+
+    task = task or silent_task()
+    existing = ws.catalog.find("sae", QUICKSTART_SAE)
+    if existing is not None and existing.status == "complete":
+        steps = int(existing.config.get("steps", 400))
+    else:
+        steps = -1  # sized once the activations exist (run_quickstart calls back)
+
+    def size(activations: str, batch_size: int, device: str) -> int:
+        task.set_status("Timing a few training steps to size the run")
+        steps = lesson_train_steps(ws, activations, batch_size, device, seconds,
+                                   _WithoutPartials(task, 0.5, 0.5))
+        task.emit_partial({"lesson_steps": steps})  # the live curves' x axis
+        return steps
+
+    return run_quickstart(ws, task, train_steps=steps if steps > 0 else size, **quickstart)
+
+
+def _kind(label: str) -> str:
+    """What a label is about, for variety: its first quoted token, lower-cased."""
+    quoted = re.findall(r'"([^"]*)"', label)
+    return (quoted[0] if quoted else label).strip().lower()
+
+
+def _is_word(label: str) -> bool:
+    quoted = re.findall(r'"([^"]*)"', label.split(" after ")[0])
+    return bool(quoted) and not label.startswith("tokens after") and \
+        all(re.search(r"[A-Za-z]{2,}", q) for q in quoted)
+
+
+def lesson_features(ws: Workspace, analysis: str, n: int = 8) -> list[LessonFeature]:
+    """The ``n`` features to show a class first: best label score, one per kind of label,
+    features firing on words before those firing on punctuation or newlines."""
+    from mistudio.core.features.store import open_features
+
+    store = open_features(ws, analysis)
+    freq = store.column("frequency")
+    ranked = []
+    for f in store.order(store.labelled(), "score"):
+        lb = store.label(int(f))
+        if lb is None or lb.score is None or lb.status != "ok":
+            continue
+        ranked.append(LessonFeature(int(f), lb.label, float(lb.score), float(freq[f])))
+    words = [x for x in ranked if _is_word(x.label)]
+    rest = [x for x in ranked if not _is_word(x.label)]
+    out: list[LessonFeature] = []
+    seen: set[str] = set()
+    for x in words + rest:
+        if _kind(x.label) in seen:
+            continue
+        seen.add(_kind(x.label))
+        out.append(x)
+        if len(out) == n:
+            break
+    return out

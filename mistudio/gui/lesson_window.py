@@ -1,0 +1,246 @@
+"""Help > Lesson: one flow for a class period, in large type.
+
+1. Train: what an SAE is, in two sentences, beside the live curves of a run sized to about
+   five minutes on this machine (:func:`mistudio.core.lesson.run_lesson`).
+2. Features: the most interpretable first (label score, then variety).
+3. Steer: a large prompt box for the audience's prompts, the coefficient the quick start's
+   sweep found fluent (perplexity within 2x of unsteered), and a slider to push further.
+
+Generation runs in a :class:`mistudio.core.child.ChildService`, as in the Steering tab.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QSlider,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mistudio.core.child import ChildService
+from mistudio.core.workspace import Workspace
+from mistudio.gui.common import show_error
+from mistudio.gui.dashboard import Dashboard
+from mistudio.gui.worker import JobRunner, in_worker
+
+LESSON_FONT = 1.5
+"""Text size relative to the app's (the back row must read it)."""
+WHAT_IS_AN_SAE = (
+    "A language model thinks in long lists of numbers. A sparse autoencoder rewrites each list "
+    "as a few active \"features\" out of thousands it learns, and each feature tends to mean "
+    "one thing a person can name: that makes the model's thinking readable, and steerable.")
+
+
+def _big(widget: QWidget, scale: float = 1.0) -> QWidget:
+    font = QFont(widget.font())
+    font.setPointSizeF(font.pointSizeF() * scale)
+    widget.setFont(font)
+    return widget
+
+
+class LessonWindow(QWidget):
+    """Train, meet the features, steer: one button at a time."""
+
+    steered = Signal(str, str)
+    """(unsteered, steered) texts of the last generation."""
+
+    def __init__(self, ws: Workspace, device: str = "auto",
+                 options: dict[str, Any] | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent, Qt.WindowType.Window)
+        self.setWindowTitle("miStudio lesson")
+        self.ws, self.device = ws, device
+        self.options = options or {}
+        """Overrides of the quick start's defaults and the training time (tests)."""
+        font = QFont(self.font())
+        font.setPointSizeF(font.pointSizeF() * LESSON_FONT)
+        self.setFont(font)
+        self.runner = JobRunner(self)
+        self.runner.partial.connect(self._partial)
+        self.runner.status.connect(lambda text: self.status.setText(text))
+        self.runner.finished.connect(self._trained)
+        self.runner.failed.connect(lambda m, d: (show_error(self, m, d),
+                                                 self.start_button.setEnabled(True)))
+        self.steer_runner = JobRunner(self)
+        self.steer_runner.finished.connect(self._generated)
+        self.steer_runner.failed.connect(lambda m, d: show_error(self, m, d))
+        self.service = ChildService()
+        self.result: dict[str, Any] = {}
+        self.started_at = 0.0
+        self.pages = QStackedWidget()
+        for page in (self._train_page(), self._features_page(), self._steer_page()):
+            self.pages.addWidget(page)
+        QVBoxLayout(self).addWidget(self.pages)
+        self.pages.currentChanged.connect(lambda i: i == 2 and self._steer_shown())
+        self.resize(1280, 720)
+
+    # -- 1. train -------------------------------------------------------------------------------
+    def _train_page(self) -> QWidget:
+        w = QWidget()
+        row = QHBoxLayout(w)
+        left = QVBoxLayout()
+        title = _big(QLabel("1. Train a sparse autoencoder"), 1.3)
+        text = QLabel(WHAT_IS_AN_SAE)
+        text.setWordWrap(True)
+        self.status = QLabel("About five minutes of training, sized to this computer, after "
+                             "the model reads its text.")
+        self.status.setWordWrap(True)
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        for x in (title, text, self.status, self.start_button):
+            left.addWidget(x)
+        left.addStretch(1)
+        row.addLayout(left, 2)
+        self.dashboard = Dashboard()
+        row.addWidget(self.dashboard, 3)
+        return w
+
+    def start(self) -> None:
+        from mistudio.core.lesson import run_lesson
+
+        options = dict(self.options)
+        device = self.device
+        self.dashboard.reset(None, "lesson")
+        self.started_at = time.perf_counter()
+        self.start_button.setEnabled(False)
+        self.runner.start("Lesson", in_worker(self.ws, lambda ws, task: run_lesson(
+            ws, task, device=device, **options)))
+
+    def _partial(self, items: list[Any]) -> None:
+        rows = []
+        for it in items:
+            if isinstance(it, dict) and "lesson_steps" in it:
+                self.dashboard.reset(int(it["lesson_steps"]), "lesson")
+            elif isinstance(it, dict):
+                rows.append(it)
+        if rows:
+            self.dashboard.add_rows(rows)
+
+    def _trained(self, result: dict[str, Any]) -> None:
+        from mistudio.core.lesson import lesson_features
+
+        self.result = result
+        self.features.clear()
+        demo = (result.get("steering") or {}).get("feature")
+        for f in lesson_features(self.ws, result["features"]["name"]):
+            item = QListWidgetItem(f"{f.label}    (feature {f.feature}, fires on "
+                                   f"{f.frequency:.1%} of tokens, score {f.score:.2f})")
+            item.setData(Qt.ItemDataRole.UserRole, f.feature)
+            self.features.addItem(item)
+            if f.feature == demo:
+                self.features.setCurrentItem(item)
+        if self.features.currentRow() < 0 and self.features.count():
+            self.features.setCurrentRow(0)
+        self.pages.setCurrentIndex(1)
+
+    # -- 2. features ----------------------------------------------------------------------------
+    def _features_page(self) -> QWidget:
+        w = QWidget()
+        v = QVBoxLayout(w)
+        v.addWidget(_big(QLabel("2. What the features mean"), 1.3))
+        hint = QLabel("Each line is one feature and the automatic label of what it fires on, "
+                      "most clearly labelled first. Pick one to steer the model with.")
+        hint.setWordWrap(True)
+        v.addWidget(hint)
+        self.features = QListWidget()
+        v.addWidget(self.features, 1)
+        go = QPushButton("Steer with this feature")
+        go.clicked.connect(lambda: self.pages.setCurrentIndex(2))
+        v.addWidget(go)
+        return w
+
+    # -- 3. steer -------------------------------------------------------------------------------
+    def _steer_page(self) -> QWidget:
+        w = QWidget()
+        v = QVBoxLayout(w)
+        v.addWidget(_big(QLabel("3. Steer the model"), 1.3))
+        v.addWidget(QLabel("A prompt from the audience (both sides continue it):"))
+        self.prompt = _big(QPlainTextEdit("The most important thing about Python is"), 1.2)
+        self.prompt.setMaximumHeight(self.prompt.fontMetrics().height() * 4)
+        v.addWidget(self.prompt)
+        row = QHBoxLayout()
+        self.strength = QSlider(Qt.Orientation.Horizontal)
+        self.strength.setRange(5, 80)  # tenths of the feature's largest activation
+        self.strength.valueChanged.connect(self._strength_changed)
+        self.strength_label = QLabel("")
+        row.addWidget(QLabel("Strength"))
+        row.addWidget(self.strength, 1)
+        row.addWidget(self.strength_label)
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.clicked.connect(self.generate)
+        row.addWidget(self.generate_button)
+        v.addLayout(row)
+        sides = QHBoxLayout()
+        self.plain_text, self.steered_text = QPlainTextEdit(), QPlainTextEdit()
+        for title, box in (("Unsteered", self.plain_text), ("Steered", self.steered_text)):
+            box.setReadOnly(True)
+            col = QVBoxLayout()
+            col.addWidget(QLabel(title))
+            col.addWidget(box, 1)
+            sides.addLayout(col, 1)
+        v.addLayout(sides, 1)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        v.addWidget(self.note)
+        back = QPushButton("Back to the features")
+        back.clicked.connect(lambda: self.pages.setCurrentIndex(1))
+        v.addWidget(back, 0, Qt.AlignmentFlag.AlignLeft)
+        return w
+
+    def _steer_shown(self) -> None:
+        steer = self.result.get("steering") or {}
+        self.strength.setValue(round(10 * float(steer.get("strength", 1.0))))
+        if steer.get("prompt"):
+            self.prompt.setPlainText(steer["prompt"])
+
+    def _strength_changed(self, value: int) -> None:
+        fluent = float((self.result.get("steering") or {}).get("strength", 0) or 0)
+        x = value / 10
+        tag = " (stays fluent)" if fluent and x <= fluent else \
+            " (past the fluent setting)" if fluent else ""
+        self.strength_label.setText(f"{x:.1f} x max{tag}")
+
+    def generate(self) -> None:
+        from mistudio.core.steering.generate import GenerationConfig
+        from mistudio.core.steering.interventions import Intervention
+        from mistudio.core.steering.session import SteeringSpec, steer_in_service
+
+        item = self.features.currentItem()
+        prompt = self.prompt.toPlainText()
+        if item is None or not self.result or not prompt.strip():
+            self.note.setText("Train first, pick a feature, and type a prompt.")
+            return
+        sae = self.result["sae"]["name"]
+        spec = SteeringSpec((sae,), (Intervention(int(item.data(Qt.ItemDataRole.UserRole)),
+                                                  self.strength.value() / 10),),
+                            units="max", generation=GenerationConfig(max_tokens=30))
+        service, root, device = self.service, str(self.ws.root), self.device
+        self.note.setText("Generating...")
+        self.steer_runner.start("Lesson steering", lambda task: service.call(
+            steer_in_service, root, spec, prompt, device, task=task))
+
+    def _generated(self, result: Any) -> None:
+        r, plain, steered = result
+        self.plain_text.setPlainText("".join(plain))
+        self.steered_text.setPlainText("".join(steered))
+        self.note.setText(f"Perplexity under the unsteered model: {r.perplexity_plain:.1f} "
+                          f"unsteered, {r.perplexity_steered:.1f} steered (lower reads more "
+                          "naturally).")
+        self.steered.emit("".join(plain), "".join(steered))
+
+    def closeEvent(self, e: Any) -> None:
+        for runner in (self.runner, self.steer_runner):
+            runner.wait()
+        self.service.close()
+        super().closeEvent(e)
