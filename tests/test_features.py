@@ -68,6 +68,21 @@ def test_top_examples_are_the_highest_sequence_maxima(analysed: Workspace) -> No
             assert len(e.token_ids) == len(e.activations) <= 33
 
 
+def test_top_examples_show_a_repeated_passage_once(analysed: Workspace) -> None:
+    """A corpus that holds a passage twice gave two identical top contexts: shown once."""
+    store = open_features(analysed, "sae")
+    reader = FeatureReader(store.folder)
+    f = int(np.flatnonzero(~store.column("dead"))[0])
+    first = reader.top_examples(f)
+    top_s, top_v = reader.top_sequences.copy(), reader.top_values.copy()
+    top_s[f, 1:] = top_s[f, :-1]  # the best sequence listed twice, as two copies would be
+    top_v[f, 1:] = top_v[f, :-1]
+    reader.top_sequences, reader.top_values = top_s, top_v
+    again = reader.top_examples(f)
+    keys = [e.token_ids.tobytes() for e in again]
+    assert len(keys) == len(set(keys)) and again[0].sequence == first[0].sequence
+
+
 def test_quantile_and_negative_examples(analysed: Workspace) -> None:
     store = open_features(analysed, "sae")
     reader = FeatureReader(store.folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -332,7 +333,7 @@ def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace
 
     words = [f for f in shown if _is_word(f.label)]
     assert shown[: len(words)] == words  # words before punctuation and newlines
-    assert all(a.score >= b.score for a, b in zip(words, words[1:]))  # best labelled first
+    assert all(a.score >= b.score for a, b in itertools.pairwise(words))  # best first
     lesson.pages.setCurrentIndex(2)
     assert lesson.strength.value() > 0 and "x max" in lesson.strength_label.text()
     lesson.prompt.setPlainText("The list")
@@ -340,5 +341,9 @@ def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace
         lesson.generate_button.click()
     plain, steered = got.args
     assert plain and steered and lesson.steered_text.toPlainText() == steered
+    SHOTS.mkdir(exist_ok=True)
+    lesson.grab().save(str(SHOTS / "lesson-steer.png"))
+    lesson.pages.setCurrentIndex(1)
+    lesson.grab().save(str(SHOTS / "lesson-features.png"))
     win.close()
     assert not lesson.service.alive

@@ -89,10 +89,12 @@ class FeatureReader:
 
     # -- examples -------------------------------------------------------------------------------
     def top_examples(self, feature: int, n: int | None = None) -> list[Example]:
-        """The contexts with the highest per-sequence maxima, each centred on its peak."""
+        """The contexts with the highest per-sequence maxima, each centred on its peak; a context
+        whose tokens repeat an earlier one (a passage the corpus holds twice) is skipped."""
         firing = self.firing(feature)
         f_rows, f_vals = firing
-        out = []
+        out: list[Example] = []
+        seen: set[bytes] = set()
         for seq, val in zip(self.top_sequences[feature], self.top_values[feature], strict=True):
             if seq < 0 or val <= 0 or (n is not None and len(out) >= n):
                 break
@@ -101,7 +103,11 @@ class FeatureReader:
             if z <= a:
                 continue
             peak = int(f_rows[a + int(np.argmax(f_vals[a:z]))])
-            out.append(self._window(feature, peak, "top", firing))
+            example = self._window(feature, peak, "top", firing)
+            key = np.ascontiguousarray(example.token_ids).tobytes()
+            if key not in seen:
+                seen.add(key)
+                out.append(example)
         return out
 
     def quantile_examples(self, feature: int, n_bins: int = 10, per_bin: int = 2,
