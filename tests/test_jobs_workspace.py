@@ -236,12 +236,3 @@ def test_child_service_keeps_state_between_calls_and_recovers_from_cancel_and_de
         service.close()
     assert not service.alive
 
-
-def test_lesson_sizes_training_from_the_steady_rate() -> None:
-    """Two logged warm-up rows: the rate between them, not the cumulative one."""
-    from mistudio.core.lesson import _steady_rate
-
-    # 10 steps of 100 tokens: the first 10 took 5 s (start-up), the next 10 took 1 s
-    rows = [{"tokens": 1000, "tokens_per_s": 200.0}, {"tokens": 2000, "tokens_per_s": 2000 / 6}]
-    assert _steady_rate(rows) == pytest.approx(1000.0)
-    assert _steady_rate(rows[:1]) == 200.0 and _steady_rate([]) == 0.0

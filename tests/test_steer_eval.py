@@ -148,3 +148,12 @@ def test_evaluate_view_in_the_steering_tab(qtbot: object, steer_ws: Workspace) -
     view.keep()
     data = json.loads((steer_ws.root / "presets" / "p.json").read_text())
     assert len(data["evaluations"]) == 1
+
+
+def test_repetition_catches_loops_that_perplexity_misses() -> None:
+    from mistudio.core.steering.scorers import REPETITIVE, repetition
+
+    loop = "following rules rules rules world world world. same thing is same thing same same"
+    fluent = "its ability to make data science accessible and enable users to share projects"
+    assert repetition(loop) > REPETITIVE and repetition(fluent) < 0.1
+    assert repetition("a a a") == 0.0  # too short to judge

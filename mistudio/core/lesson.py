@@ -23,7 +23,7 @@ from mistudio.core.workspace import Workspace
 LESSON_SECONDS = 270.0
 """Training time a lesson aims for (the seed: "live-trains a small SAE in about five minutes"):
 four and a half, so that on two CPU cores the first steered text comes within ten minutes of an
-empty workspace (the rest, first model load and extraction included, took about 290 s)."""
+empty workspace (the rest, first model load and extraction included, took about 300 s)."""
 WARMUP_STEPS = 20
 MIN_STEPS, MAX_STEPS = 100, 4000
 WARMUP_NAME = "lesson-warmup"
@@ -58,28 +58,13 @@ def lesson_train_steps(ws: Workspace, activations: str, batch_size: int, device:
         art = ws.catalog.get("sae", WARMUP_NAME)
         rows = [r for r in read_metrics(Path(art.path) / "metrics.jsonl")
                 if r.get("tokens_per_s")]
-        tokens_per_s = _steady_rate(rows)
+        tokens_per_s = float(rows[-1]["tokens_per_s"]) if rows else 0.0
     finally:
         ws.remove("sae", WARMUP_NAME)
     if tokens_per_s <= 0:
         return MIN_STEPS
     steps = seconds * tokens_per_s / batch_size
     return int(min(max(math.floor(steps), MIN_STEPS), MAX_STEPS))
-
-
-def _steady_rate(rows: list[dict[str, Any]]) -> float:
-    """Training tokens/s between the warm-up's two logged rows: the first steps' one-off costs
-    (kernel warm-up, the first batches read) left out. The logged rate is cumulative over the
-    run, so the first measured lesson trained 1,278 steps in 245 s instead of 300."""
-    if not rows:
-        return 0.0
-    if len(rows) >= 2:
-        (t0, r0), (t1, r1) = ((float(r["tokens"]), float(r["tokens_per_s"]))
-                              for r in rows[-2:])
-        span = t1 / r1 - t0 / r0  # elapsed seconds at each row = tokens / cumulative rate
-        if span > 0:
-            return (t1 - t0) / span
-    return float(rows[-1]["tokens_per_s"])
 
 
 def run_lesson(ws: Workspace, task: TaskState | None = None, seconds: float = LESSON_SECONDS,

@@ -187,7 +187,7 @@ def _steer_stage(ws: Workspace, features: dict[str, Any], device: str,
     spec0 = SteeringSpec((QUICKSTART_SAE,), (Intervention(candidates[0]["feature"], 1.0),),
                          units="max", generation=GenerationConfig(max_tokens=24))
     steerer = Steerer(ws, spec0, device)
-    sweep, best = [], None
+    sweep: list[dict[str, Any]] = []
     for i, cand in enumerate(candidates):
         spec = dataclasses.replace(spec0, interventions=(Intervention(cand["feature"], 1.0),))
         cfg = SteerEvalConfig(SWEEP_PROMPTS, samples=2, max_tokens=16, temperature=0.7,
@@ -202,17 +202,23 @@ def _steer_stage(ws: Workspace, features: dict[str, Any], device: str,
                    "concept_steered": round(concept.steered, 4),
                    "perplexity_ratio": round(p.perplexity_ratio, 3)}
             sweep.append(row)
-            if row["perplexity_ratio"] <= MAX_PERPLEXITY_RATIO and row["concept_change"] > 0 and (
-                    best is None or row["concept_change"] > best["concept_change"]):
-                best = row
-    if best is None:  # nothing stayed fluent: show the gentlest push of the best feature
-        best = min((r for r in sweep if r["feature"] == candidates[0]["feature"]),
+    from mistudio.core.steering.scorers import REPETITIVE, repetition
+
+    # The fluent settings, strongest concept first, then the gentlest push of the best
+    # feature; the first whose demonstration does not loop ("same same same") is shown.
+    fluent = sorted((r for r in sweep if r["perplexity_ratio"] <= MAX_PERPLEXITY_RATIO
+                     and r["concept_change"] > 0), key=lambda r: -r["concept_change"])
+    gentlest = min((r for r in sweep if r["feature"] == candidates[0]["feature"]),
                    key=lambda r: r["strength"])
-    spec = dataclasses.replace(spec0, interventions=(Intervention(best["feature"],
-                                                                  best["strength"]),))
-    task.set_status(f"Steering with feature {best['feature']} ({best['label']}) at "
-                    f"{best['strength']:g} x max")
-    r = steerer.run(STEER_PROMPT, spec, SubTask(task, 0.8, 1.0))
+    tries = [*fluent[:3], gentlest]
+    for i, best in enumerate(tries):
+        spec = dataclasses.replace(spec0, interventions=(Intervention(best["feature"],
+                                                                      best["strength"]),))
+        task.set_status(f"Steering with feature {best['feature']} ({best['label']}) at "
+                        f"{best['strength']:g} x max")
+        r = steerer.run(STEER_PROMPT, spec, SubTask(task, 0.8 + 0.05 * i, 0.85 + 0.05 * i))
+        if repetition(r.steered.text) <= REPETITIVE:
+            break
     result = {"feature": best["feature"], "label": best["label"],
             "coefficient": f"{best['strength']:g} x max", "strength": best["strength"],
             "prompt": STEER_PROMPT, "plain": r.plain.text, "steered": r.steered.text,
@@ -220,6 +226,7 @@ def _steer_stage(ws: Workspace, features: dict[str, Any], device: str,
             "perplexity_plain": r.perplexity_plain, "perplexity_steered": r.perplexity_steered,
             "concept_change": best["concept_change"],
             "concept_plain": best["concept_plain"], "concept_steered": best["concept_steered"],
-            "perplexity_ratio": best["perplexity_ratio"], "sweep": sweep}
+            "perplexity_ratio": best["perplexity_ratio"],
+            "repetition": round(repetition(r.steered.text), 3), "sweep": sweep}
     write_json_atomic(saved, result)
     return {**result, "reused": False}

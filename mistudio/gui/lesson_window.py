@@ -1,7 +1,7 @@
 """Help > Lesson: one flow for a class period, in large type.
 
 1. Train: what an SAE is, in two sentences, beside the live curves of a run sized to about
-   five minutes on this machine (:func:`mistudio.core.lesson.run_lesson`).
+   four and a half minutes on this machine (:func:`mistudio.core.lesson.run_lesson`).
 2. Features: the most interpretable first (label score, then variety).
 3. Steer: a large prompt box for the audience's prompts, the coefficient the quick start's
    sweep found fluent (perplexity within 2x of unsteered), and a slider to push further.
@@ -44,8 +44,10 @@ WHAT_IS_AN_SAE = (
 
 
 def _big(widget: QWidget, scale: float = 1.0) -> QWidget:
+    """``scale`` times the lesson's text size (a font set on a widget is not inherited from
+    the window, so it is scaled from the application's here)."""
     font = QFont(widget.font())
-    font.setPointSizeF(font.pointSizeF() * scale)
+    font.setPointSizeF(font.pointSizeF() * LESSON_FONT * scale)
     widget.setFont(font)
     return widget
 
@@ -93,8 +95,8 @@ class LessonWindow(QWidget):
         title = _big(QLabel("1. Train a sparse autoencoder"), 1.3)
         text = QLabel(WHAT_IS_AN_SAE)
         text.setWordWrap(True)
-        self.status = QLabel("About five minutes of training, sized to this computer, after "
-                             "the model reads its text.")
+        self.status = QLabel("About four and a half minutes of training, sized to this "
+                             "computer, after the model reads its text.")
         self.status.setWordWrap(True)
         self.start_button = QPushButton("Start")
         self.start_button.clicked.connect(self.start)
@@ -224,19 +226,25 @@ class LessonWindow(QWidget):
         sae = self.result["sae"]["name"]
         spec = SteeringSpec((sae,), (Intervention(int(item.data(Qt.ItemDataRole.UserRole)),
                                                   self.strength.value() / 10),),
-                            units="max", generation=GenerationConfig(max_tokens=30))
+                            units="max", generation=GenerationConfig(max_tokens=24))
         service, root, device = self.service, str(self.ws.root), self.device
         self.note.setText("Generating...")
         self.steer_runner.start("Lesson steering", lambda task: service.call(
             steer_in_service, root, spec, prompt, device, task=task))
 
     def _generated(self, result: Any) -> None:
+        from mistudio.core.steering.scorers import REPETITIVE, repetition
+
         r, plain, steered = result
         self.plain_text.setPlainText("".join(plain))
         self.steered_text.setPlainText("".join(steered))
+        broken = repetition("".join(steered)) > REPETITIVE or \
+            r.perplexity_steered > 2 * r.perplexity_plain
         self.note.setText(f"Perplexity under the unsteered model: {r.perplexity_plain:.1f} "
                           f"unsteered, {r.perplexity_steered:.1f} steered (lower reads more "
-                          "naturally).")
+                          "naturally)." + (" Past fluent: the steered side repeats itself or "
+                                           "is far less likely. Move the slider left."
+                                           if broken else ""))
         self.steered.emit("".join(plain), "".join(steered))
 
     def closeEvent(self, e: Any) -> None:

@@ -39,6 +39,19 @@ BUILTIN_PROMPTS = {
 }
 """Prompt sets that ship with miStudio (neutral openings on which a concept can appear)."""
 
+REPETITIVE = 0.5
+"""A text whose words are more than half repeats reads as broken ("same same same")."""
+
+
+def repetition(text: str) -> float:
+    """The share of a text's words that repeat an earlier word (0: all distinct). Perplexity
+    misses this failure: a model finds its own loops likely, so "rules rules rules world world"
+    passed a perplexity-within-2x check."""
+    words = re.findall(r"\w+", text.lower())
+    if len(words) < 6:
+        return 0.0
+    return 1.0 - len(set(words)) / len(words)
+
 
 class ScoreSummary(NamedTuple):
     """One scorer at one steering strength."""
