@@ -201,3 +201,15 @@ class ChildService:
             if q is not None:
                 q.close()
         self._child = self._requests = self._reports = self._cancel = None
+
+
+def service_workspace(state: dict[str, Any], root: str) -> Any:
+    """The workspace handle a service's calls share (opened on the child's own thread); a call
+    for another workspace starts from an empty state."""
+    from mistudio.core.workspace import Workspace
+
+    ws = state.get("ws")
+    if ws is None or str(ws.root) != str(root):
+        state.clear()
+        ws = state["ws"] = Workspace(root)
+    return ws

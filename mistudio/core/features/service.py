@@ -15,19 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mistudio.core.child import service_workspace
 from mistudio.core.features.ablation import AblationEffect, FeatureModel
 from mistudio.core.features.probe import TextActivations, TextProbe
 from mistudio.core.jobs import TaskState
 from mistudio.core.models import LoadedModel, load_model
 from mistudio.core.workspace import Workspace
-
-
-def _workspace(state: dict[str, Any], root: str) -> Workspace:
-    ws = state.get("ws")
-    if ws is None or str(ws.root) != str(root):
-        state.clear()
-        ws = state["ws"] = Workspace(root)
-    return ws
 
 
 def _kept(state: dict[str, Any], kind: str, key: Any, make: Callable[[], Any]) -> Any:
@@ -49,7 +42,7 @@ def ablate_in_service(state: dict[str, Any], root: str, folder: str, stamp: Any,
                       feature: int, device: str = "auto",
                       task: TaskState | None = None) -> AblationEffect:
     """The effect of removing ``feature`` from its top contexts (see :class:`FeatureModel`)."""
-    ws = _workspace(state, root)
+    ws = service_workspace(state, root)
     loaded = _model(state, ws, Path(folder), device)
     model = _kept(state, "ablation", (folder, stamp, device),
                   lambda: FeatureModel(ws, Path(folder), loaded=loaded))
@@ -62,7 +55,7 @@ def probe_in_service(state: dict[str, Any], root: str, analysis: str, folder: st
                      text: str, watch: tuple[int, ...], device: str = "auto",
                      task: TaskState | None = None) -> TextActivations:
     """The analysis's features on ``text`` (see :class:`TextProbe`)."""
-    ws = _workspace(state, root)
+    ws = service_workspace(state, root)
     loaded = _model(state, ws, Path(folder), device)
     probe = _kept(state, "probe", (analysis, stamp, device),
                   lambda: TextProbe(ws, analysis, device, loaded=loaded))

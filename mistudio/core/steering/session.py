@@ -151,10 +151,9 @@ def steer_in_service(state: dict[str, Any], root: str, spec: SteeringSpec, promp
     """The app's generation, run in a :class:`mistudio.core.child.ChildService`: the loaded
     :class:`Steerer` stays in ``state`` for the next call on the same workspace, SAEs (as
     saved now), model and device. Returns the comparison and each side's token texts."""
-    ws = state.get("ws")
-    if ws is None or str(ws.root) != str(root):
-        state.clear()
-        ws = state["ws"] = Workspace(root)
+    from mistudio.core.child import service_workspace
+
+    ws = service_workspace(state, root)
     saved = tuple((n, ws.catalog.get("sae", n).updated) for n in spec.saes)
     key = (saved, spec.model, device)
     if state.get("key") != key:
