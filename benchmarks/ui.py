@@ -33,10 +33,10 @@ from mistudio.core.workspace import Workspace
 
 try:
     from benchmarks.quality import prepare, prepare_sae
-    from benchmarks.ui_steer import measure_steering
+    from benchmarks.ui_steer import measure_steering, open_window
 except ImportError:  # run as a script from benchmarks/
     from quality import prepare, prepare_sae  # type: ignore[no-redef]
-    from ui_steer import measure_steering  # type: ignore[no-redef]
+    from ui_steer import measure_steering, open_window  # type: ignore[no-redef]
 
 
 def main() -> None:
@@ -49,14 +49,7 @@ def main() -> None:
     args = p.parse_args()
     acts = prepare(Workspace(args.workspace))
     app = QApplication.instance() or QApplication([])
-    from mistudio.gui.main_window import MainWindow
-
-    win = MainWindow(args.workspace, monitor_interval=0.5)
-    win.resize(1280, 720)
-    win.show()
-    while win.warmup.running:
-        app.processEvents()
-        time.sleep(0.01)
+    win = open_window(args.workspace)
     panel = win.training
     win.show_panel(panel)
     panel.refresh()

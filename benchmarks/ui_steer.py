@@ -88,6 +88,20 @@ def measure_steering(win: Any, ws: Workspace, sae: str, tokens: int = 40,
             "cli_s": [round(x, 2) for x in cli], "app_s": [round(x, 2) for x in gui]}
 
 
+def open_window(root: str) -> Any:
+    """The main window on ``root`` at 1280x720, once its start-up warm-up has finished."""
+    app = QApplication.instance() or QApplication([])
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(root, monitor_interval=0.5)
+    win.resize(1280, 720)
+    win.show()
+    while win.warmup.running:
+        app.processEvents()
+        time.sleep(0.01)
+    return win
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workspace", default=str(Path(tempfile.gettempdir()) / "mistudio-bench"))
@@ -96,15 +110,7 @@ def main() -> None:
     args = p.parse_args()
     ws = Workspace(args.workspace)
     _, sae = prepare_sae(ws)
-    app = QApplication.instance() or QApplication([])
-    from mistudio.gui.main_window import MainWindow
-
-    win = MainWindow(args.workspace, monitor_interval=0.5)
-    win.resize(1280, 720)
-    win.show()
-    while win.warmup.running:
-        app.processEvents()
-        time.sleep(0.01)
+    win = open_window(args.workspace)
     print(json.dumps(measure_steering(win, ws, sae, args.tokens, args.repeats), indent=2))
     win.close()
 
