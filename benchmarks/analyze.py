@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from mistudio.core.activations import open_activations
+from mistudio.core.activations.store import open_activations
 from mistudio.core.features.analysis import AnalyzeConfig, _stream, _whole_sequences, analyze
-from mistudio.core.jobs import silent_task
+from mistudio.core.runtime.tasks import silent_task
 from mistudio.core.sae.trainer import open_sae
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 try:
     from benchmarks.quality import prepare_sae

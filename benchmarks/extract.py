@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mistudio.core.datasets import DatasetConfig, add_dataset
-from mistudio.core.extraction import ExtractConfig, extract_activations
-from mistudio.core.models import EMBEDDED_NAME, ensure_embedded_model, load_model
-from mistudio.core.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
-from mistudio.core.workspace import Workspace
+from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+from mistudio.core.data.datasets import DatasetConfig, add_dataset
+from mistudio.core.data.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
+from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model, load_model
+from mistudio.core.store.workspace import Workspace
 
 CTX, BATCH = 128, 8
 

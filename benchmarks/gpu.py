@@ -30,15 +30,15 @@ def main() -> None:
         print(json.dumps({"cuda": False, "message": "No CUDA GPU is visible to this torch build "
                           f"({torch.__version__}); nothing was measured."}))
         return
-    from mistudio.core.datasets import ensure_builtin_dataset
-    from mistudio.core.extraction import ExtractConfig, extract_activations
+    from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+    from mistudio.core.data.datasets import ensure_builtin_dataset
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
-    from mistudio.core.models import EMBEDDED_NAME, ensure_embedded_model, load_model
+    from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model, load_model
     from mistudio.core.sae.trainer import TrainConfig, train_sae
     from mistudio.core.steering.generate import GenerationConfig
     from mistudio.core.steering.interventions import Intervention
     from mistudio.core.steering.session import Steerer, SteeringSpec
-    from mistudio.core.workspace import Workspace
+    from mistudio.core.store.workspace import Workspace
 
     ws = Workspace(args.workspace)
     ensure_embedded_model(ws)
@@ -82,9 +82,9 @@ def _real_size(root: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from models import build
 
-    from mistudio.core.hooks import capture, forward
-    from mistudio.core.models import add_model, load_model
-    from mistudio.core.workspace import Workspace
+    from mistudio.core.models.hooks import capture, forward
+    from mistudio.core.models.registry import add_model, load_model
+    from mistudio.core.store.workspace import Workspace
 
     folder = root / "llama-1b-shaped"
     if not (folder / "config.json").is_file():

@@ -22,7 +22,7 @@ import numpy as np
 from mistudio.core.features.analysis import AnalyzeConfig, analyze
 from mistudio.core.features.labels import LabelConfig, label_features
 from mistudio.core.features.store import open_features
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 try:
     from benchmarks.quality import prepare_sae

@@ -55,7 +55,7 @@ def main() -> None:
     lesson.generate_button.click()
     loop.exec()
     marks["first_steered_text_s"] = time.perf_counter() - t0
-    from mistudio.core.workspace import Workspace
+    from mistudio.core.store.workspace import Workspace
 
     ws = Workspace(root)
     sae = ws.catalog.get("sae", "quickstart-topk")

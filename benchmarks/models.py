@@ -73,13 +73,13 @@ def child(folder: str, mode: str, layer: int) -> None:
     """Load through miStudio, extract, steer; print one JSON line (runs in a fresh process)."""
     import torch
 
-    from mistudio.core.adapters import hook_key
-    from mistudio.core.hooks import capture, forward
-    from mistudio.core.models import add_model, load_model
+    from mistudio.core.models.adapters import hook_key
+    from mistudio.core.models.hooks import capture, forward
+    from mistudio.core.models.registry import add_model, load_model
     from mistudio.core.sae import SAEConfig, build_sae
     from mistudio.core.steering.generate import GenerationConfig, compare
     from mistudio.core.steering.interventions import Intervention, SiteSteer
-    from mistudio.core.workspace import Workspace
+    from mistudio.core.store.workspace import Workspace
 
     torch.set_num_threads(os.cpu_count() or 2)
     dtype, quantize = MODES[mode]
@@ -129,9 +129,9 @@ def estimate_gb(folder: Path, mode: str, layer: int) -> float:
     import torch
     import transformers as T
 
-    from mistudio.core.models import describe_config
-    from mistudio.core.planner import RUNTIME_BYTES, activation_bytes
-    from mistudio.core.quantize import quantized_bytes
+    from mistudio.core.models.quantize import quantized_bytes
+    from mistudio.core.models.registry import describe_config
+    from mistudio.core.workflows.planner import RUNTIME_BYTES, activation_bytes
 
     info = describe_config(T.AutoConfig.from_pretrained(folder))
     embed = info.vocab_size * info.d_model
@@ -187,9 +187,9 @@ def main() -> None:
 
 
 def _embedded_cosine() -> dict:
-    from mistudio.core.faithfulness import quantization_faithfulness
-    from mistudio.core.models import ensure_embedded_model
-    from mistudio.core.workspace import Workspace
+    from mistudio.core.activations.faithfulness import quantization_faithfulness
+    from mistudio.core.models.registry import ensure_embedded_model
+    from mistudio.core.store.workspace import Workspace
 
     ws = Workspace(Path(tempfile.gettempdir()) / "mistudio-bench")
     ensure_embedded_model(ws)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mistudio.core.sae.trainer import METRICS, TrainConfig, train_saes
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 try:
     from benchmarks.quality import prepare

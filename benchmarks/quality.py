@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mistudio.core.activations import open_activations
-from mistudio.core.datasets import ensure_builtin_dataset
-from mistudio.core.extraction import ExtractConfig, extract_activations
-from mistudio.core.models import EMBEDDED_NAME, ensure_embedded_model, model_info
+from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+from mistudio.core.activations.store import open_activations
+from mistudio.core.data.datasets import ensure_builtin_dataset
+from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model, model_info
 from mistudio.core.sae.evaluation import evaluate_in_model
 from mistudio.core.sae.metrics import ReconstructionStats
 from mistudio.core.sae.trainer import TrainConfig, train_sae
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 
 def prepare(ws: Workspace) -> str:

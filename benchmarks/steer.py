@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from mistudio.core.models import EMBEDDED_NAME, load_model
+from mistudio.core.models.registry import EMBEDDED_NAME, load_model
 from mistudio.core.steering.generate import _cache_argument
 from mistudio.core.steering.interventions import Intervention, steering
 from mistudio.core.steering.session import Steerer, SteeringSpec
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 try:
     from benchmarks.quality import prepare_sae

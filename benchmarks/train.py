@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mistudio.core.activations import open_activations
-from mistudio.core.extraction import ExtractConfig, extract_activations
-from mistudio.core.jobs import CallbackTask
-from mistudio.core.models import EMBEDDED_NAME, ensure_embedded_model
+from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+from mistudio.core.activations.store import open_activations
+from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model
+from mistudio.core.runtime.tasks import CallbackTask
 from mistudio.core.sae.trainer import TrainConfig, train_sae
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 D_IN, EXPANSION, K, BATCH = 576, 8, 32, 4096
 
@@ -35,7 +35,7 @@ def prepare(ws: Workspace, tokens: int) -> str:
     ensure_embedded_model(ws)
     name = f"train-bench-{tokens}"
     if ws.catalog.find("activations", name) is None:
-        from mistudio.core.datasets import ensure_builtin_dataset
+        from mistudio.core.data.datasets import ensure_builtin_dataset
 
         ensure_builtin_dataset(ws)
         extract_activations(ws, ExtractConfig(EMBEDDED_NAME, "pydoc", (15,), max_tokens=tokens),

@@ -29,7 +29,7 @@ import numpy as np
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 try:
     from benchmarks.quality import prepare, prepare_sae

@@ -27,7 +27,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import QEventLoop
 from PySide6.QtWidgets import QApplication
 
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 try:
     from benchmarks.quality import prepare_sae
@@ -40,7 +40,7 @@ PROMPT = "The most important thing about Python is"
 def measure_steering(win: Any, ws: Workspace, sae: str, tokens: int = 40,
                      repeats: int = 3) -> dict[str, Any]:
     """The ratio of the Steering tab's generation time to a direct call's, in an open window."""
-    from mistudio.core.jobs import silent_task
+    from mistudio.core.runtime.tasks import silent_task
     from mistudio.core.steering.session import Steerer
 
     panel = win.steering

@@ -53,7 +53,7 @@ def build_info() -> dict[str, Any]:
     except ImportError:  # a CLI-only installation
         qt_version = None
     info["qt"] = qt_version
-    from mistudio.core.devices import resolve_device
+    from mistudio.core.models.devices import resolve_device
 
     device = resolve_device("auto")
     info["device"] = device.type if device.type != "cuda" else \

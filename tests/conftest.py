@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from toy import save_toy
 
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 
 @pytest.fixture
@@ -44,8 +44,8 @@ def toy_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 @pytest.fixture
 def toy_ws(ws: Workspace, toy_folder: Callable[[str], Path]) -> Workspace:
     """A workspace with a tiny LLaMA registered as 'toy' and the built-in corpus as 'pydoc'."""
-    from mistudio.core.datasets import DatasetConfig, add_dataset
-    from mistudio.core.models import add_model
+    from mistudio.core.data.datasets import DatasetConfig, add_dataset
+    from mistudio.core.models.registry import add_model
 
     add_model(ws, "toy", str(toy_folder("llama")))
     add_dataset(ws, "pydoc", DatasetConfig("builtin:pydoc", max_samples=12))
@@ -63,7 +63,7 @@ def embedded_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]
 @pytest.fixture
 def acts_ws(toy_ws: Workspace) -> Workspace:
     """The toy workspace plus activation set "acts": layer 1 resid_post, mlp_in and mlp_out."""
-    from mistudio.core.extraction import ExtractConfig, extract_activations
+    from mistudio.core.activations.extraction import ExtractConfig, extract_activations
 
     cfg = ExtractConfig("toy", "pydoc", (1,), ("resid_post", "mlp_in", "mlp_out"),
                         context_length=64, max_tokens=3000, dtype="float32")

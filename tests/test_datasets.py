@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mistudio.core.datasets import DatasetConfig, add_dataset, open_dataset
-from mistudio.core.errors import Cancelled, InvalidInputError, NotFoundError
-from mistudio.core.jobs import CallbackTask, CancelToken
-from mistudio.core.workspace import Workspace
+from mistudio.core.data.datasets import DatasetConfig, add_dataset, open_dataset
+from mistudio.core.runtime.errors import Cancelled, InvalidInputError, NotFoundError
+from mistudio.core.runtime.tasks import CallbackTask, CancelToken
+from mistudio.core.store.workspace import Workspace
 
 DOCS = ["First document.", "Second one, longer.", "Third!"]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mistudio.core.catalog import rebuild_catalog
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.catalog import rebuild_catalog
+from mistudio.core.store.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL")
 

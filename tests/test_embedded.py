@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from mistudio.core import models
-from mistudio.core.activations import open_activations
-from mistudio.core.datasets import ensure_builtin_dataset
-from mistudio.core.extraction import ExtractConfig, extract_activations
-from mistudio.core.models import EMBEDDED_NAME, ensure_embedded_model, load_model, model_info
-from mistudio.core.tokenization import open_tokenized
-from mistudio.core.workspace import Workspace
+from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+from mistudio.core.activations.store import open_activations
+from mistudio.core.data.datasets import ensure_builtin_dataset
+from mistudio.core.data.tokenization import open_tokenized
+from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model, load_model, model_info
+from mistudio.core.store.workspace import Workspace
 
 pytestmark = pytest.mark.integration
 

@@ -12,19 +12,19 @@ import pytest
 import torch
 
 from mistudio.core import extraction
-from mistudio.core.activations import open_activations
-from mistudio.core.errors import (
+from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+from mistudio.core.activations.store import open_activations
+from mistudio.core.data.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
+from mistudio.core.models.registry import add_model, load_model
+from mistudio.core.runtime.errors import (
     Cancelled,
     CorruptedError,
     InvalidInputError,
     NotFoundError,
     ResourceError,
 )
-from mistudio.core.extraction import ExtractConfig, extract_activations
-from mistudio.core.jobs import CallbackTask, CancelToken
-from mistudio.core.models import add_model, load_model
-from mistudio.core.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.tasks import CallbackTask, CancelToken
+from mistudio.core.store.workspace import Workspace
 
 
 def _recompute(ws: Workspace, set_name: str, model: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +45,7 @@ def _recompute(ws: Workspace, set_name: str, model: str, layer: int) -> tuple[np
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_stored_rows_equal_output_hidden_states(ws: Workspace, toy_folder: Callable[[str], Path],
                                                 family: str) -> None:
-    from mistudio.core.datasets import DatasetConfig, add_dataset
+    from mistudio.core.data.datasets import DatasetConfig, add_dataset
 
     add_model(ws, "m", str(toy_folder(family)))
     add_dataset(ws, "d", DatasetConfig("builtin:pydoc", max_samples=6))
@@ -213,7 +213,7 @@ def test_tokenized_set_of_another_model_is_refused(toy_ws: Workspace,
 
 
 def test_status_line_shows_rate_and_time_left() -> None:
-    from mistudio.core.extraction import _status
+    from mistudio.core.activations.extraction import _status
 
     assert _status(500, 2000, 500, 0.5) == ("Extracted 500 / 2,000 tokens, 1,000 tokens/s, "
                                             "about 0:01 left")

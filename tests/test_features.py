@@ -10,13 +10,13 @@ import pytest
 import torch
 from toy import small_train_config as small
 
-from mistudio.core.activations import open_activations
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.activations.store import open_activations
 from mistudio.core.features.analysis import AnalyzeConfig, analyze
 from mistudio.core.features.examples import Example, FeatureReader
 from mistudio.core.features.store import open_features
+from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.sae.trainer import open_sae, train_sae
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 HOOK = "layers.1.resid_post"
 
@@ -101,7 +101,7 @@ def test_quantile_and_negative_examples(analysed: Workspace) -> None:
 
 
 def test_logit_lens_neighbours_and_cooccurrence(analysed: Workspace) -> None:
-    from mistudio.core.models import load_model
+    from mistudio.core.models.registry import load_model
 
     store = open_features(analysed, "sae")
     sae, _ = open_sae(analysed, "sae")
@@ -330,8 +330,8 @@ def test_feature_map_umap_cached_and_pca_for_tiny_saes(analysed: Workspace) -> N
 
 def test_analysis_refuses_another_models_activations(analysed: Workspace,
                                                     toy_folder: Callable[[str], Path]) -> None:
-    from mistudio.core.extraction import ExtractConfig, extract_activations
-    from mistudio.core.models import add_model
+    from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+    from mistudio.core.models.registry import add_model
 
     add_model(analysed, "other", str(toy_folder("qwen2")))
     extract_activations(analysed, ExtractConfig("other", "pydoc", (1,), context_length=64,
@@ -341,8 +341,8 @@ def test_analysis_refuses_another_models_activations(analysed: Workspace,
 
 
 def test_a_cancelled_analysis_is_never_shown_as_complete(acts_ws: Workspace) -> None:
-    from mistudio.core.errors import Cancelled
-    from mistudio.core.jobs import CallbackTask, CancelToken
+    from mistudio.core.runtime.errors import Cancelled
+    from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 
     train_sae(acts_ws, small(steps=20), "sae")
     token = CancelToken()
@@ -357,9 +357,9 @@ def test_a_cancelled_analysis_is_never_shown_as_complete(acts_ws: Workspace) -> 
 
 
 def test_cancelled_labelling_keeps_what_it_finished(analysed: Workspace) -> None:
-    from mistudio.core.errors import Cancelled
     from mistudio.core.features.labels import LabelConfig, label_features
-    from mistudio.core.jobs import CallbackTask, CancelToken
+    from mistudio.core.runtime.errors import Cancelled
+    from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 
     token = CancelToken()
     task = CallbackTask(lambda p: token.cancel() if p >= 0.5 else None, cancel=token,
@@ -420,8 +420,8 @@ def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
 
 
 def test_text_probe_matches_the_analysis(analysed: Workspace) -> None:
+    from mistudio.core.data.tokenization import open_tokenized
     from mistudio.core.features.probe import TextProbe, describe
-    from mistudio.core.tokenization import open_tokenized
 
     store = open_features(analysed, "sae")
     reader = FeatureReader(store.folder)
@@ -475,7 +475,7 @@ def test_feature_correlation_matches_numpy(analysed: Workspace) -> None:
 
 def test_analysis_stores_token_texts_for_browsing_without_a_tokenizer(analysed: Workspace) -> None:
     from mistudio.core.features.examples import TokenText, stored_token_text
-    from mistudio.core.models import load_tokenizer
+    from mistudio.core.models.registry import load_tokenizer
 
     store = open_features(analysed, "sae")
     reader = FeatureReader(store.folder)

@@ -13,10 +13,10 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from mistudio.core.errors import InvalidInputError
-from mistudio.core.jobs import check_cancelled
+from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.runtime.tasks import check_cancelled
 from mistudio.core.sae.trainer import read_metrics
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.worker import JobRunner
 
 SHOTS = Path(__file__).parent / "screenshots"  # git-ignored; look at them
@@ -235,7 +235,7 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     with qtbot.waitSignal(models.runner.finished, timeout=60_000):
         models.extract()
     assert "pydoc.toy.0-1.resid_post: 1,000 tokens" in models.acts.text()
-    from mistudio.core.activations import open_activations
+    from mistudio.core.activations.store import open_activations
 
     acts = open_activations(toy_ws, "pydoc.toy.0-1.resid_post")
     assert acts.keys == ["layers.0.resid_post", "layers.1.resid_post"]
@@ -250,7 +250,7 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     toy_row = [r[0] for r in models.model.rows].index("toy")
     models.table.selectRow(toy_row)
     models.show_hooks()
-    from mistudio.core.models import model_info
+    from mistudio.core.models.registry import model_info
 
     n_layers = model_info(toy_ws, "toy").n_layers
     assert models.hooks_model.rowCount() == n_layers and "mlp_out" in models.hooks_model.headers

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from mistudio.core.features.store import FeatureStore, Label, write_table
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 SHOTS = Path(__file__).parent / "screenshots"  # git-ignored; look at them
 
@@ -311,7 +311,7 @@ def test_quick_start_runs_end_to_end_on_a_tiny_model(qtbot: QtBot, toy_ws: Works
 def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace) -> None:
     """Help > Lesson on a tiny model: training sized from a warm-up, features best-first with
     variety, then the audience's prompt steered."""
-    from mistudio.core.lesson import lesson_features
+    from mistudio.core.workflows.lesson import lesson_features
     from mistudio.gui.main_window import MainWindow
 
     win = MainWindow(str(toy_ws.root))
@@ -329,7 +329,7 @@ def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace
     shown = lesson_features(toy_ws, "quickstart-topk")
     kinds = [f.label.split('"')[1].lower() if '"' in f.label else f.label for f in shown]
     assert len(kinds) == len(set(kinds))  # one feature per kind of label
-    from mistudio.core.lesson import _is_word
+    from mistudio.core.workflows.lesson import _is_word
 
     words = [f for f in shown if _is_word(f.label)]
     assert shown[: len(words)] == words  # words before punctuation and newlines

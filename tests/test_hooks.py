@@ -6,10 +6,10 @@ import pytest
 import torch
 from toy import FAMILIES, VOCAB, toy_model
 
-from mistudio.core.adapters import HOOK_POINTS, adapter_for, hook_key, validate_hooks
-from mistudio.core.errors import InvalidInputError
-from mistudio.core.hooks import capture, forward
-from mistudio.core.models import LoadedModel, describe_config
+from mistudio.core.models.adapters import HOOK_POINTS, adapter_for, hook_key, validate_hooks
+from mistudio.core.models.hooks import capture, forward
+from mistudio.core.models.registry import LoadedModel, describe_config
+from mistudio.core.runtime.errors import InvalidInputError
 
 
 def _loaded(family: str, n_layers: int = 3) -> LoadedModel:

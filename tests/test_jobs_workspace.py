@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from mistudio.core.catalog import Catalog, rebuild_catalog
-from mistudio.core.errors import Cancelled, CorruptedError, InvalidInputError, NotFoundError
-from mistudio.core.jobs import CallbackTask, CancelToken, SubTask, TaskState, check_cancelled
-from mistudio.core.workspace import SUBDIRS, Workspace, building, read_json, write_json_atomic
+from mistudio.core.runtime.errors import Cancelled, CorruptedError, InvalidInputError, NotFoundError
+from mistudio.core.runtime.tasks import CallbackTask, CancelToken, SubTask, TaskState, check_cancelled
+from mistudio.core.store.catalog import Catalog, rebuild_catalog
+from mistudio.core.store.files import building, read_json, write_json_atomic
+from mistudio.core.store.layout import SUBDIRS
+from mistudio.core.store.workspace import Workspace
 
 
 def test_callback_task_throttles_progress_but_always_reports_the_end() -> None:
@@ -139,7 +141,7 @@ def test_jobs_are_recorded_with_their_outcome(ws: Workspace) -> None:
 
 def test_disk_space_is_checked_before_writing(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Workspace, "free_bytes", lambda self: 1000)
-    from mistudio.core.errors import ResourceError
+    from mistudio.core.runtime.errors import ResourceError
 
     with pytest.raises(ResourceError, match="Not enough disk space .* needs about 9.5 KB"):
         ws.require_free_space(9700, "a thing")
@@ -159,15 +161,15 @@ def _slow_child(n: int, task: Any = None) -> int:
 
 
 def _failing_child(task: Any = None) -> None:
-    from mistudio.core.errors import InvalidInputError
+    from mistudio.core.runtime.errors import InvalidInputError
 
     raise InvalidInputError("bad thing in the child.", "Fix it.")
 
 
 def test_child_process_work_reports_progress_and_can_be_cancelled() -> None:
-    from mistudio.core.child import run_in_child
-    from mistudio.core.errors import InvalidInputError
-    from mistudio.core.jobs import CallbackTask, CancelToken
+    from mistudio.core.runtime.errors import InvalidInputError
+    from mistudio.core.runtime.processes import run_in_child
+    from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 
     seen: list[float] = []
     statuses: list[str] = []
@@ -202,8 +204,8 @@ def test_child_service_keeps_state_between_calls_and_recovers_from_cancel_and_de
     import os
     import signal
 
-    from mistudio.core.child import ChildService
-    from mistudio.core.jobs import CallbackTask, CancelToken
+    from mistudio.core.runtime.processes import ChildService
+    from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 
     service = ChildService(grace_s=1.0)
     try:

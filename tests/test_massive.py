@@ -13,7 +13,8 @@ import pytest
 import torch
 from toy import small_train_config
 
-from mistudio.core.activations import (
+from mistudio.core.activations.massive import describe_positions, flag_massive, token_mask
+from mistudio.core.activations.store import (
     MASSIVE_ROWS,
     NORMS,
     POSITIONS,
@@ -21,11 +22,12 @@ from mistudio.core.activations import (
     finish_massive,
     open_activations,
 )
-from mistudio.core.massive import describe_positions, flag_massive, token_mask
 from mistudio.core.sae.data import ActivationBatches
 from mistudio.core.sae.io import load_sae
 from mistudio.core.sae.trainer import train_sae
-from mistudio.core.workspace import MANIFEST, Workspace, write_json_atomic
+from mistudio.core.store.files import write_json_atomic
+from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.workspace import Workspace
 
 D, SEQ = 32, 64
 

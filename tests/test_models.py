@@ -9,10 +9,10 @@ import pytest
 import torch
 from toy import FAMILIES
 
-from mistudio.core.devices import resolve_device, resolve_dtype
-from mistudio.core.errors import InvalidInputError, NotFoundError, ResourceError
-from mistudio.core.models import add_model, load_model, model_info, remove_model
-from mistudio.core.workspace import Workspace
+from mistudio.core.models.devices import resolve_device, resolve_dtype
+from mistudio.core.models.registry import add_model, load_model, model_info, remove_model
+from mistudio.core.runtime.errors import InvalidInputError, NotFoundError, ResourceError
+from mistudio.core.store.workspace import Workspace
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -16,14 +16,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mistudio.core.errors import InvalidInputError, NotFoundError
+from mistudio.core.runtime.errors import InvalidInputError, NotFoundError
 from mistudio.core.sae import SAEConfig, build_sae
 from mistudio.core.sae.formats import import_sae, read_foreign
 from mistudio.core.sae.hooknames import match_model, read_hook, to_hook_key
 from mistudio.core.sae.io import save_sae
 from mistudio.core.sae.releases import find_sae, list_saes, pull_sae, releases
 from mistudio.core.sae.trainer import open_sae
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 
 @pytest.mark.parametrize(("name", "key"), [
@@ -150,7 +150,7 @@ def pythia_ws(ws: Workspace, toy_folder: Callable[[str], Path], tmp_path: Path,
     cache holding layer 2 of the pythia-70m-deduped-res-sm release (at the toy's width)."""
     import huggingface_hub.constants as hf_constants
 
-    from mistudio.core.models import add_model
+    from mistudio.core.models.registry import add_model
 
     add_model(ws, "pythia-70m-deduped", str(toy_folder("gpt_neox")))
     src = tmp_path / "src"
@@ -209,7 +209,7 @@ def test_cli_releases_and_pull(pythia_ws: tuple[Workspace, Path, torch.nn.Module
 def test_gemma_scope_attention_reads_attn_z(ws: Workspace, toy_folder: Callable[[str], Path],
                                             tmp_path: Path) -> None:
     """An attention SAE of heads before the output projection imports at attn_z."""
-    from mistudio.core.models import add_model
+    from mistudio.core.models.registry import add_model
 
     add_model(ws, "gemma-2-2b", str(toy_folder("gemma2")))  # a toy registered under that name
     d_attn = 32  # 4 heads x head_dim 8

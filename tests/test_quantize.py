@@ -10,17 +10,17 @@ import torch
 from toy import FAMILIES, VOCAB
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from mistudio.core.adapters import hook_key
-from mistudio.core.errors import InvalidInputError
-from mistudio.core.hooks import capture, forward
-from mistudio.core.quantize import (
+from mistudio.core.models.adapters import hook_key
+from mistudio.core.models.hooks import capture, forward
+from mistudio.core.models.quantize import (
     Int4Linear,
     Int8Embedding,
     Int8Linear,
     load_quantized,
     use_cpu_kernels,
 )
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.store.workspace import Workspace
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -114,9 +114,9 @@ def test_layers_past_the_last_needed_are_never_read(toy_folder: Callable[[str], 
 
 
 def test_hooks_and_extraction_on_a_quantized_model(toy_ws: Workspace) -> None:
-    from mistudio.core.activations import open_activations
-    from mistudio.core.extraction import ExtractConfig, extract_activations
-    from mistudio.core.models import load_model
+    from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+    from mistudio.core.activations.store import open_activations
+    from mistudio.core.models.registry import load_model
     from mistudio.core.sae.trainer import TrainConfig, train_sae
 
     lm = load_model(toy_ws, "toy", "cpu", quantize="int8")
@@ -168,8 +168,8 @@ def test_gpu_benchmark_says_when_there_is_no_gpu() -> None:
 
 
 def test_memory_plan_recommends_what_fits() -> None:
-    from mistudio.core.models import ModelInfo
-    from mistudio.core.planner import plan_memory, plan_text, refuse_if_nothing_fits
+    from mistudio.core.models.registry import ModelInfo
+    from mistudio.core.workflows.planner import plan_memory, plan_text, refuse_if_nothing_fits
 
     info = ModelInfo("LLaMA", "llama", 16, 2048, 8192, 128256, 1_235_814_400, 4096, d_attn=2048)
     cpu = torch.device("cpu")
@@ -179,7 +179,7 @@ def test_memory_plan_recommends_what_fits() -> None:
     assert by["int8"].weights < 0.3 * by["float32"].weights < by["bfloat16"].weights
     tight = plan_memory(info, cpu, free=5 * 2**30)  # SAE training of 16k latents: ~1.9 GB
     assert tight.recommended == "int8" and "Recommended: int8" in plan_text(tight)
-    from mistudio.core.errors import ResourceError
+    from mistudio.core.runtime.errors import ResourceError
 
     with pytest.raises(ResourceError, match="does not fit on cpu in any precision.*int4"):
         refuse_if_nothing_fits(plan_memory(info, cpu, free=2 * 2**30), "Llama-1B")

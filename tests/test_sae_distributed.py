@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from mistudio.core.sae.distributed import tensors_checksum
 from mistudio.core.sae.io import WEIGHTS_FILE
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 ARGS = ["--activations", "acts", "--expansion", "4", "--k", "8", "--steps", "40",
         "--batch-size", "512", "--lr", "0.003", "--checkpoint-every", "20", "--warmup-steps", "5"]

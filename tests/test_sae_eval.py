@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mistudio.core.extraction import ExtractConfig, extract_activations
+from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
 from mistudio.core.sae import SAEConfig, build_sae
 from mistudio.core.sae.evaluation import evaluate_in_model
 from mistudio.core.sae.splice import splice_eval
 from mistudio.core.sae.trainer import TrainConfig, train_sae
-from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 
 @pytest.fixture

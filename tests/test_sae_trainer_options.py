@@ -9,13 +9,13 @@ import torch
 from toy import small_train_config as small
 
 from mistudio.cli import main
-from mistudio.core.errors import Cancelled, InvalidInputError
-from mistudio.core.jobs import CallbackTask, CancelToken
+from mistudio.core.runtime.errors import Cancelled, InvalidInputError
+from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 from mistudio.core.sae import SAEConfig, build_sae
 from mistudio.core.sae.optim import ScheduleFreeSignSGD
 from mistudio.core.sae.relu import ghost_grads_loss
 from mistudio.core.sae.trainer import METRICS, open_sae, train_sae, train_saes
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 
 def _same_weights(ws: Workspace, a: str, b: str) -> None:
@@ -175,7 +175,7 @@ def test_early_stopping_ends_only_the_run_that_plateaus(acts_ws: Workspace) -> N
 def test_training_that_cannot_fit_is_refused_before_it_starts(
         acts_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import mistudio.core.sae.trainer as trainer_mod
-    from mistudio.core.errors import ResourceError
+    from mistudio.core.runtime.errors import ResourceError
     from mistudio.core.sae.train_config import training_bytes
 
     cfg = small()

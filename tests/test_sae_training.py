@@ -9,12 +9,12 @@ import pytest
 import torch
 from toy import small_train_config as small
 
-from mistudio.core.errors import Cancelled, CorruptedError, InvalidInputError
-from mistudio.core.jobs import CallbackTask, CancelToken
+from mistudio.core.runtime.errors import Cancelled, CorruptedError, InvalidInputError
+from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 from mistudio.core.sae import SAEConfig, build_sae
 from mistudio.core.sae.io import CFG_FILE, WEIGHTS_FILE, load_sae
 from mistudio.core.sae.trainer import METRICS, open_sae, train_sae
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
 
@@ -89,7 +89,7 @@ def test_training_density_histogram_is_per_token(acts_ws: Workspace) -> None:
 
 def test_saved_weights_work_on_raw_activations(acts_ws: Workspace) -> None:
     """Normalisation is folded in: the loaded SAE reproduces the training-space reconstruction."""
-    from mistudio.core.activations import open_activations
+    from mistudio.core.activations.store import open_activations
 
     train_sae(acts_ws, small(skip="learned"), "s")
     sae, _ = open_sae(acts_ws, "s")
@@ -166,7 +166,7 @@ def test_bad_configs_and_files(acts_ws: Workspace) -> None:
 
 def test_out_of_memory_keeps_the_run_and_resumes_with_smaller_batches(
         acts_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mistudio.core.errors import ResourceError
+    from mistudio.core.runtime.errors import ResourceError
     from mistudio.core.sae.topk import TopKSAE
 
     real_forward = TopKSAE.forward

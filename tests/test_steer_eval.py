@@ -12,7 +12,7 @@ from toy import small_train_config as small
 from toy import toy_tokenizer
 
 from mistudio.cli import main
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.sae.trainer import train_sae
 from mistudio.core.steering.evaluate import SteerEvalConfig, _generate, evaluate_steering
 from mistudio.core.steering.generate import GenerationConfig, compare
@@ -25,7 +25,7 @@ from mistudio.core.steering.scorers import (
     word_share,
 )
 from mistudio.core.steering.session import Steerer, SteeringSpec
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 PROMPTS = ("The for statement", "A list in Python", "Functions are defined with")
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 from toy import small_train_config as small
 
-from mistudio.core.errors import Cancelled, InvalidInputError, NotFoundError
-from mistudio.core.jobs import CallbackTask, CancelToken
-from mistudio.core.models import load_model
+from mistudio.core.models.registry import load_model
+from mistudio.core.runtime.errors import Cancelled, InvalidInputError, NotFoundError
+from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 from mistudio.core.sae.trainer import open_sae, train_sae
 from mistudio.core.steering.generate import GenerationConfig, compare
 from mistudio.core.steering.interventions import Intervention, SiteSteer, steering
 from mistudio.core.steering.session import Steerer, SteeringSpec
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 HOOK = "layers.1.resid_post"
 PROMPT = "The module defines a class"
@@ -190,7 +190,7 @@ def test_cli_steer_presets_and_rating(steer_ws: Workspace, tmp_path: Path,
 
 
 def test_a_watched_sae_at_a_later_layer_reports_what_changed(steer_ws: Workspace) -> None:
-    from mistudio.core.extraction import ExtractConfig, extract_activations
+    from mistudio.core.activations.extraction import ExtractConfig, extract_activations
 
     extract_activations(steer_ws, ExtractConfig("toy", "pydoc", (0,), context_length=64,
                                                 max_tokens=3000, dtype="float32"), "early")

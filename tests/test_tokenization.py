@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from toy import toy_tokenizer
 
-from mistudio.core.datasets import open_dataset
-from mistudio.core.errors import InvalidInputError
-from mistudio.core.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
-from mistudio.core.workspace import Workspace
+from mistudio.core.data.datasets import open_dataset
+from mistudio.core.data.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
+from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.store.workspace import Workspace
 
 
 def _stream(ws: Workspace) -> list[int]:
@@ -62,7 +62,7 @@ def test_bos_is_prepended_by_default_when_the_tokenizer_defines_one(toy_ws: Work
 def test_no_bos_for_a_tokenizer_without_one(toy_ws: Workspace, tmp_path: Path) -> None:
     from toy import toy_model
 
-    from mistudio.core.models import add_model, load_tokenizer
+    from mistudio.core.models.registry import add_model, load_tokenizer
 
     folder = tmp_path / "nobos"
     toy_model("qwen2").save_pretrained(folder)
@@ -105,7 +105,7 @@ def test_truncate_mode_pads_with_a_mask(toy_ws: Workspace) -> None:
 
 
 def test_slices_cross_record_batches(toy_ws: Workspace) -> None:
-    from mistudio.core.datasets import DatasetConfig, add_dataset
+    from mistudio.core.data.datasets import DatasetConfig, add_dataset
 
     add_dataset(toy_ws, "all", DatasetConfig("builtin:pydoc"))  # more documents than one batch
     m = tokenize_dataset(toy_ws, TokenizeConfig("all", "toy", 16))
@@ -136,7 +136,7 @@ def test_bad_context_lengths(toy_ws: Workspace) -> None:
         tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 4096))
     with pytest.raises(InvalidInputError, match="out of range"):
         TokenizeConfig("pydoc", "toy", 1)
-    from mistudio.core.datasets import DatasetConfig, add_dataset
+    from mistudio.core.data.datasets import DatasetConfig, add_dataset
 
     short = toy_ws.root.parent / "short.txt"
     short.write_text("Just a few words.\n")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from toy import small_train_config
 
-from mistudio.core.catalog import rebuild_catalog
-from mistudio.core.errors import CorruptedError, InvalidInputError
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import CorruptedError, InvalidInputError
+from mistudio.core.store.catalog import rebuild_catalog
+from mistudio.core.store.workspace import Workspace
 
 # -- copies and moves ------------------------------------------------------------------------
 
@@ -48,7 +48,7 @@ def test_a_copied_workspace_is_independent(trained: Workspace, tmp_path: Path) -
 
 
 def test_a_moved_workspace_keeps_working(trained: Workspace, tmp_path: Path) -> None:
-    from mistudio.core.activations import open_activations
+    from mistudio.core.activations.store import open_activations
     from mistudio.core.sae.trainer import open_sae
 
     old_root = trained.root
@@ -91,7 +91,7 @@ def test_catalogs_of_earlier_versions_with_absolute_paths(trained: Workspace,
 
 
 def test_a_folder_the_catalog_does_not_know_is_not_replaced(toy_ws: Workspace) -> None:
-    from mistudio.core.datasets import DatasetConfig, add_dataset
+    from mistudio.core.data.datasets import DatasetConfig, add_dataset
 
     keep = toy_ws.root / "raw" / "keepme"
     keep.mkdir()
@@ -108,7 +108,7 @@ def test_a_folder_the_catalog_does_not_know_is_not_replaced(toy_ws: Workspace) -
 
 
 def test_a_deleted_catalog_is_rebuilt_on_its_own(trained: Workspace) -> None:
-    from mistudio.core.extraction import ExtractConfig, extract_activations
+    from mistudio.core.activations.extraction import ExtractConfig, extract_activations
 
     root = trained.root
     jobs_before = len(trained.catalog.jobs())
@@ -229,7 +229,7 @@ def test_export_refuses_weights_that_are_not_numbers(trained: Workspace,
 
 
 def test_nan_in_an_activation_chunk_stops_analysis_with_the_rows(trained: Workspace) -> None:
-    from mistudio.core.activations import chunk_file
+    from mistudio.core.activations.store import chunk_file
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
 
     path = chunk_file(trained.artifact_path("activations", "acts"), "layers.1.resid_post", 0)
@@ -252,8 +252,8 @@ def test_live_explained_variance_of_a_one_token_batch_is_not_made_up(
 
 
 def test_resume_tolerates_a_torn_metrics_tail(acts_ws: Workspace) -> None:
-    from mistudio.core.errors import Cancelled
-    from mistudio.core.jobs import CallbackTask, CancelToken
+    from mistudio.core.runtime.errors import Cancelled
+    from mistudio.core.runtime.tasks import CallbackTask, CancelToken
     from mistudio.core.sae.trainer import METRICS, train_sae
 
     token = CancelToken()

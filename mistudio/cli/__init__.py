@@ -39,8 +39,8 @@ from mistudio.cli.sae_commands import (
     str_list,
 )
 from mistudio.cli.steer_commands import add_steer_commands
-from mistudio.core.errors import Cancelled, MiStudioError, as_user_error
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import Cancelled, MiStudioError, as_user_error
+from mistudio.core.store.workspace import Workspace
 
 __all__ = ["CliProgress", "build_parser", "cli_task", "emit", "main"]
 
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nStart with: mistudio quickstart --headless", file=sys.stderr)
         return 0
     if args.online:
-        from mistudio.core.hub import set_online
+        from mistudio.core.runtime.online import set_online
 
         set_online(True)
     ws = None
@@ -316,7 +316,7 @@ def self_test(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from mistudio.core.selftest import self_test as core_self_test
+    from mistudio.core.workflows.selftest import self_test as core_self_test
 
     try:
         with cli_task(args) as task:

@@ -6,13 +6,13 @@ import argparse
 import time
 
 from mistudio.cli.output import cli_task, emit, fmt_dict, table
-from mistudio.core.errors import MiStudioError
-from mistudio.core.massive import describe_positions, ev_phrase
-from mistudio.core.workspace import Workspace
+from mistudio.core.activations.massive import describe_positions, ev_phrase
+from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.store.workspace import Workspace
 
 
 def cmd_datasets(args: argparse.Namespace, ws: Workspace) -> None:
-    from mistudio.core import datasets as ds
+    from mistudio.core.data import datasets as ds
 
     if args.action == "add":
         cfg = ds.DatasetConfig(args.source, args.text_column, args.split, args.hf_config,
@@ -39,12 +39,12 @@ def cmd_datasets(args: argparse.Namespace, ws: Workspace) -> None:
 
 
 def cmd_models(args: argparse.Namespace, ws: Workspace) -> None:
-    from mistudio.core import models as mdl
+    from mistudio.core.models import registry as mdl
 
     mdl.ensure_embedded_model(ws)
     if args.action == "plan":
-        from mistudio.core.devices import resolve_device
-        from mistudio.core.planner import plan_memory, plan_text
+        from mistudio.core.models.devices import resolve_device
+        from mistudio.core.workflows.planner import plan_memory, plan_text
 
         info = mdl.model_info(ws, args.name)
         plan = plan_memory(info, resolve_device(args.device), args.batch_tokens)
@@ -52,7 +52,7 @@ def cmd_models(args: argparse.Namespace, ws: Workspace) -> None:
              f"parameters, {info.n_layers} layers, d_model {info.d_model}\n" + plan_text(plan))
         return
     if args.action == "faithfulness":
-        from mistudio.core.faithfulness import faithfulness_line, quantization_faithfulness
+        from mistudio.core.activations.faithfulness import faithfulness_line, quantization_faithfulness
 
         with cli_task(args) as task:
             r = quantization_faithfulness(ws, args.name, args.quantize, args.layer, args.hook,
@@ -73,8 +73,8 @@ def cmd_models(args: argparse.Namespace, ws: Workspace) -> None:
     elif args.action == "show":
         from dataclasses import asdict
 
-        from mistudio.core.devices import estimate_model_bytes, resolve_device, resolve_dtype
-        from mistudio.core.workspace import human_bytes
+        from mistudio.core.models.devices import estimate_model_bytes, resolve_device, resolve_dtype
+        from mistudio.core.store.files import human_bytes
 
         info = mdl.model_info(ws, args.name)
         dtype = resolve_dtype("auto", resolve_device("auto"))
@@ -90,8 +90,8 @@ def cmd_models(args: argparse.Namespace, ws: Workspace) -> None:
 
 
 def cmd_tokenize(args: argparse.Namespace, ws: Workspace) -> None:
-    from mistudio.core.models import ensure_embedded_model
-    from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
+    from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
+    from mistudio.core.models.registry import ensure_embedded_model
 
     ensure_embedded_model(ws)
     _ensure_default_dataset(ws, args.dataset)
@@ -111,7 +111,7 @@ def cmd_tokenized(args: argparse.Namespace, ws: Workspace) -> None:
               a.config.get("context_length"), a.summary.get("sequences"), a.summary.get("tokens")]
              for a in arts], ["NAME", "DATASET", "MODEL", "CTX", "SEQUENCES", "TOKENS"]))
     else:
-        from mistudio.core.tokenization import open_tokenized
+        from mistudio.core.data.tokenization import open_tokenized
 
         m = open_tokenized(ws, args.name).manifest
         prov = m["provenance"]
@@ -124,8 +124,8 @@ def cmd_tokenized(args: argparse.Namespace, ws: Workspace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
-    from mistudio.core.extraction import ExtractConfig, default_layer, extract_activations
-    from mistudio.core.models import ensure_embedded_model, model_info
+    from mistudio.core.activations.extraction import ExtractConfig, default_layer, extract_activations
+    from mistudio.core.models.registry import ensure_embedded_model, model_info
 
     ensure_embedded_model(ws)
     _ensure_default_dataset(ws, args.dataset)
@@ -156,7 +156,7 @@ def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
              for a in arts],
             ["NAME", "MODEL", "HOOK POINTS", "TOKENS", "MASSIVE", "STATUS"]))
     elif args.action == "show":
-        from mistudio.core.activations import open_activations
+        from mistudio.core.activations.store import open_activations
 
         m = open_activations(ws, args.name).manifest
         emit(args, m, lambda m: fmt_dict({"name": m["name"], "status": m["status"],
@@ -169,20 +169,20 @@ def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
 
 def _ensure_default_dataset(ws: Workspace, name: str) -> None:
     """The default dataset name means the built-in corpus: add it on first use."""
-    from mistudio.core.datasets import ensure_builtin_dataset
+    from mistudio.core.data.datasets import ensure_builtin_dataset
 
     if name == "pydoc" and ws.catalog.find("tokenized", name) is None:
         ensure_builtin_dataset(ws, name)
 
 
 def cmd_doctor(args: argparse.Namespace, ws: Workspace) -> None:
-    from mistudio.core.doctor import doctor
+    from mistudio.core.workflows.doctor import doctor
 
     emit(args, doctor(ws), fmt_dict)
 
 
 def cmd_catalog(args: argparse.Namespace, ws: Workspace) -> None:
-    from mistudio.core.catalog import rebuild_catalog
+    from mistudio.core.store.catalog import rebuild_catalog
 
     ws.close()
     backup, result = rebuild_catalog(ws.root)
@@ -208,7 +208,7 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
     if not args.headless:
         raise MiStudioError("The desktop app is not part of this build yet.",
                             "Run `mistudio quickstart --headless`.")
-    from mistudio.core.quickstart import run_quickstart
+    from mistudio.core.workflows.quickstart import run_quickstart
 
     with cli_task(args) as task:
         r = run_quickstart(ws, task, args.max_tokens, device=args.device,

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from mistudio.cli.output import cli_task, emit, table
-from mistudio.core.errors import MiStudioError
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.store.workspace import Workspace
 
 BEFORE_ATTR = 24  # attribution shown for the last tokens up to the peak
 SORT_KEYS = {"freq": "frequency", "max": "max_activation", "mean": "mean_activation",
@@ -37,8 +37,8 @@ def cmd_analyze(args: argparse.Namespace, ws: Workspace) -> None:
 
 def activations_for_dataset(ws: Workspace, sae: str, dataset: str, tokens: int, task: Any) -> str:
     """Extract the SAE's hook point from another dataset (reused when already there)."""
-    from mistudio.core.adapters import parse_hook_key
-    from mistudio.core.extraction import ExtractConfig, extract_activations
+    from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+    from mistudio.core.models.adapters import parse_hook_key
 
     art = ws.catalog.get("sae", sae)
     model, hook = art.provenance.get("model"), art.summary.get("hook")
@@ -98,7 +98,7 @@ def _highlight(tokens: list[str], acts: np.ndarray, marked: int, color: bool) ->
 def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.features.examples import FeatureReader, TokenText
     from mistudio.core.features.store import describe_columns, open_features
-    from mistudio.core.models import load_tokenizer
+    from mistudio.core.models.registry import load_tokenizer
 
     store = open_features(ws, args.analysis)
     f = args.index
@@ -193,7 +193,7 @@ def cmd_map(args: argparse.Namespace, ws: Workspace) -> None:
         fmap = feature_map(ws, args.analysis, task, recompute=args.recompute)
     store = open_features(ws, args.analysis)
     if args.csv:
-        from mistudio.core.workspace import atomic_write
+        from mistudio.core.store.files import atomic_write
 
         out = Path(args.csv).expanduser()
         freq, labels = store.column("frequency"), store.column("label")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mistudio.core.jobs import CallbackTask, CancelToken
+from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 
 
 class CliProgress:

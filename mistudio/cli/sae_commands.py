@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from mistudio.cli.output import cli_task, emit, fmt_dict, fmt_num, table
-from mistudio.core.errors import MiStudioError
-from mistudio.core.massive import ev_phrase
-from mistudio.core.workspace import Workspace
+from mistudio.core.activations.massive import ev_phrase
+from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.store.workspace import Workspace
 
 ARCH_CHOICES = ("topk", "batchtopk", "jumprelu", "relu", "skip", "transcoder")
 # CLI option -> TrainConfig field, for the options that may list several values (a sweep)
@@ -173,7 +173,7 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace) -> None:
 def cmd_import(args: argparse.Namespace, ws: Workspace) -> None:
     from pathlib import Path
 
-    from mistudio.core.models import ensure_embedded_model
+    from mistudio.core.models.registry import ensure_embedded_model
     from mistudio.core.sae.formats import import_sae
 
     ensure_embedded_model(ws)

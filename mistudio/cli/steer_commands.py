@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mistudio.cli.output import cli_task, emit, table
-from mistudio.core.errors import MiStudioError
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.store.workspace import Workspace
 
 
 def parse_feature(text: str) -> tuple[int, float]:
@@ -112,7 +112,7 @@ def cmd_steer(args: argparse.Namespace, ws: Workspace) -> None:
 
 
 def _tokens_text(ws: Workspace, spec: Any, r: dict[str, Any]) -> tuple[list[str], list[str]]:
-    from mistudio.core.models import load_tokenizer
+    from mistudio.core.models.registry import load_tokenizer
 
     art = ws.catalog.get("sae", spec.saes[0])
     tok = load_tokenizer(ws, spec.model or art.provenance["model"])

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, refill_combo, show_error
 from mistudio.gui.worker import JobRunner, in_worker
 
@@ -160,13 +160,13 @@ class DatasetsPanel(ArtifactPanel):
         return self.model.rows[idx[0].row()][0] if idx else None
 
     def add_builtin(self) -> None:
-        from mistudio.core.datasets import ensure_builtin_dataset
+        from mistudio.core.data.datasets import ensure_builtin_dataset
 
         self.runner.start("Adding the built-in corpus",
                           in_worker(self.ws, lambda ws, t: ensure_builtin_dataset(ws, "pydoc", t)))
 
     def add_files(self, folder: bool = False, path: str | None = None) -> None:
-        from mistudio.core.datasets import DatasetConfig, add_dataset
+        from mistudio.core.data.datasets import DatasetConfig, add_dataset
 
         if path is None:
             path = (QFileDialog.getExistingDirectory(self, "Folder of documents")
@@ -183,7 +183,7 @@ class DatasetsPanel(ArtifactPanel):
     def add_with_dialog(self, dialog: Any = None) -> None:
         """The Add-dataset dialog (hub, saved datasets, text-column choice); ``dialog``:
         an already accepted one (tests)."""
-        from mistudio.core.datasets import add_dataset
+        from mistudio.core.data.datasets import add_dataset
         from mistudio.gui.dataset_dialog import AddDatasetDialog
 
         if dialog is None:
@@ -195,7 +195,7 @@ class DatasetsPanel(ArtifactPanel):
             self.ws, lambda ws, t: add_dataset(ws, name, cfg, task=t)))
 
     def tokenize(self) -> None:
-        from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
+        from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
 
         ds, model = self.selected(), self.tok_model.currentText()
         if not ds or not model:
@@ -297,8 +297,8 @@ def _tokenized_preview(root: Path, name: str) -> dict[str, Any]:
     """HTML of a tokenized set's first sequences, one hoverable span per token, and its stats."""
     import html
 
-    from mistudio.core.models import load_tokenizer
-    from mistudio.core.tokenization import open_tokenized
+    from mistudio.core.data.tokenization import open_tokenized
+    from mistudio.core.models.registry import load_tokenizer
 
     ws = Workspace(root)
     try:

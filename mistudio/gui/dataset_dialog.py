@@ -82,7 +82,7 @@ class AddDatasetDialog(QDialog):
             self.source.setText(path)
 
     def config(self) -> Any:
-        from mistudio.core.datasets import DatasetConfig
+        from mistudio.core.data.datasets import DatasetConfig
 
         return DatasetConfig(self.source.text().strip(), text_column=self.column.currentText()
                              or None, split=self.split.text().strip() or "train",
@@ -90,7 +90,7 @@ class AddDatasetDialog(QDialog):
                              max_samples=self.max_samples.value() or None)
 
     def preview(self) -> None:
-        from mistudio.core.datasets import DatasetConfig, preview_source
+        from mistudio.core.data.datasets import DatasetConfig, preview_source
 
         src = self.source.text().strip()
         if not src:

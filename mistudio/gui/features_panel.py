@@ -27,11 +27,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.child import ChildService
-from mistudio.core.errors import MiStudioError
 from mistudio.core.features.examples import FeatureReader, TokenText
 from mistudio.core.features.store import FeatureStore, Label
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.runtime.processes import ChildService
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.analyse_bar import AnalyseBar, EmptyFeatures
 from mistudio.gui.common import show_error
 from mistudio.gui.feature_detail import FeatureDetail
@@ -210,7 +210,7 @@ class FeaturesPanel(QWidget):
             """The analysis's stored token texts; for an analysis made before they were stored,
             the tokenizer once (it holds the interpreter for seconds), then stored."""
             from mistudio.core.features.examples import stored_token_text, write_token_texts
-            from mistudio.core.models import load_tokenizer
+            from mistudio.core.models.registry import load_tokenizer
 
             text = stored_token_text(folder)
             if text is None:

@@ -1,12 +1,12 @@
 """Help > Lesson: one flow for a class period, in large type.
 
 1. Train: what an SAE is, in two sentences, beside the live curves of a run sized to about
-   four and a half minutes on this machine (:func:`mistudio.core.lesson.run_lesson`).
+   four and a half minutes on this machine (:func:`mistudio.core.workflows.lesson.run_lesson`).
 2. Features: the most interpretable first (label score, then variety).
 3. Steer: a large prompt box for the audience's prompts, the coefficient the quick start's
    sweep found fluent (perplexity within 2x of unsteered), and a slider to push further.
 
-Generation runs in a :class:`mistudio.core.child.ChildService`, as in the Steering tab.
+Generation runs in a :class:`mistudio.core.runtime.processes.ChildService`, as in the Steering tab.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.child import ChildService
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.processes import ChildService
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import show_error
 from mistudio.gui.dashboard import Dashboard
 from mistudio.gui.worker import JobRunner, in_worker
@@ -109,7 +109,7 @@ class LessonWindow(QWidget):
         return w
 
     def start(self) -> None:
-        from mistudio.core.lesson import run_lesson
+        from mistudio.core.workflows.lesson import run_lesson
 
         options = dict(self.options)
         device = self.device
@@ -130,7 +130,7 @@ class LessonWindow(QWidget):
             self.dashboard.add_rows(rows)
 
     def _trained(self, result: dict[str, Any]) -> None:
-        from mistudio.core.lesson import lesson_features
+        from mistudio.core.workflows.lesson import lesson_features
 
         self.result = result
         self.features.clear()

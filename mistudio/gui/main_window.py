@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from mistudio import __version__
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import PanelScroll, apply_theme, restyle_plots, show_error
 from mistudio.gui.data_panels import DatasetsPanel
 from mistudio.gui.features_panel import FeaturesPanel
@@ -368,7 +368,7 @@ class MainWindow(QMainWindow):
 
     def set_online(self, on: bool) -> None:
         """Off by default and not remembered across starts: a clear, deliberate choice."""
-        from mistudio.core.hub import set_online
+        from mistudio.core.runtime.online import set_online
 
         set_online(on)
         self.refresh()
@@ -453,7 +453,7 @@ class MainWindow(QMainWindow):
         """The doctor report (device, memory, disk, model), gathered in a worker."""
 
         def job(ws: Workspace, task: Any) -> str:
-            from mistudio.core.doctor import doctor
+            from mistudio.core.workflows.doctor import doctor
 
             report = doctor(ws)
             return "\n".join(f"{k}: {v}" for k, v in report.items()
@@ -470,7 +470,7 @@ class MainWindow(QMainWindow):
         self._catalog_mtime = self._catalog_stamp()  # what is shown now; the watch skips it
         for panel in (self.datasets, self.models, self.training, self.features, self.steering):
             panel.refresh()
-        from mistudio.core.hub import is_online
+        from mistudio.core.runtime.online import is_online
 
         online = is_online()
         self.online_label.setText("ONLINE: hub downloads allowed" if online else "")

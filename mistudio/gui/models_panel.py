@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.workspace import Workspace, human_bytes
+from mistudio.core.store.files import human_bytes
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, refill_combo, show_error
 from mistudio.gui.data_panels import ArtifactPanel
 from mistudio.gui.worker import in_worker
@@ -139,7 +140,7 @@ class ModelsPanel(ArtifactPanel):
 
     def show_hooks(self) -> None:
         """The hook-point browser: layers x hook points of the selected model."""
-        from mistudio.core.models import model_info
+        from mistudio.core.models.registry import model_info
 
         idx = self.table.selectionModel().selectedRows()
         if not idx:
@@ -161,8 +162,8 @@ class ModelsPanel(ArtifactPanel):
         self.hook.setCurrentText(self.hooks_model.headers[index.column()])
 
     def rows(self) -> list[list[Any]]:
-        from mistudio.core.devices import resolve_device
-        from mistudio.core.errors import MiStudioError
+        from mistudio.core.models.devices import resolve_device
+        from mistudio.core.runtime.errors import MiStudioError
 
         try:
             cuda = resolve_device(self.device).type == "cuda"
@@ -178,8 +179,8 @@ class ModelsPanel(ArtifactPanel):
             f"  {a.name}: {a.summary.get('tokens', 0):,} tokens, "
             f"{human_bytes(a.summary.get('bytes', 0))} ({a.status})" + _massive_note(a.summary)
             for a in sets) if sets else "No activation sets yet.")
-        from mistudio.core.devices import estimate_model_bytes, resolve_device, resolve_dtype
-        from mistudio.core.errors import MiStudioError
+        from mistudio.core.models.devices import estimate_model_bytes, resolve_device, resolve_dtype
+        from mistudio.core.runtime.errors import MiStudioError
 
         try:  # where the Settings menu's device and dtype would load the models
             device = resolve_device(self.device)
@@ -194,14 +195,14 @@ class ModelsPanel(ArtifactPanel):
                  if dtype is not None else "-"] for m in models]
 
     def add_embedded(self) -> None:
-        from mistudio.core.models import ensure_embedded_model
+        from mistudio.core.models.registry import ensure_embedded_model
 
         self.runner.start("Registering the embedded model", in_worker(
             self.ws, lambda ws, t: ensure_embedded_model(ws)))
 
     def add_hub_model(self) -> None:
-        from mistudio.core.hub import is_online
-        from mistudio.core.models import add_model
+        from mistudio.core.models.registry import add_model
+        from mistudio.core.runtime.online import is_online
 
         repo = self.hub_id.text().strip()
         if not repo:
@@ -216,7 +217,7 @@ class ModelsPanel(ArtifactPanel):
             self.ws, lambda ws, t: add_model(ws, name, source)))
 
     def add_model(self, folder: bool, path: str | None = None) -> None:
-        from mistudio.core.models import add_model
+        from mistudio.core.models.registry import add_model
 
         if path is None:
             path = (QFileDialog.getExistingDirectory(self, "Hugging Face model folder")
@@ -229,7 +230,7 @@ class ModelsPanel(ArtifactPanel):
             self.ws, lambda ws, t: add_model(ws, name, path)))
 
     def extract(self) -> None:
-        from mistudio.core.extraction import ExtractConfig, extract_activations
+        from mistudio.core.activations.extraction import ExtractConfig, extract_activations
 
         model, ds = self.model_box.currentText(), self.dataset.currentText()
         if not model or not ds:
@@ -253,7 +254,7 @@ class ModelsPanel(ArtifactPanel):
             self.ws, lambda ws, t: extract_activations(ws, cfg, name, t)))
 
     def check_faithfulness(self) -> None:
-        from mistudio.core.faithfulness import quantization_faithfulness
+        from mistudio.core.activations.faithfulness import quantization_faithfulness
 
         model = self.model_box.currentText()
         quantize = WEIGHTS[self.weights.currentText()]
@@ -270,10 +271,10 @@ class ModelsPanel(ArtifactPanel):
 
 def memory_text(ws: Workspace, name: str, info: Any, device_setting: str) -> str:
     """The memory plan for ``name`` on the settings' device, then any faithfulness measured."""
-    from mistudio.core.devices import resolve_device
-    from mistudio.core.errors import MiStudioError
-    from mistudio.core.faithfulness import faithfulness_line, known_faithfulness
-    from mistudio.core.planner import plan_memory, plan_text
+    from mistudio.core.activations.faithfulness import faithfulness_line, known_faithfulness
+    from mistudio.core.models.devices import resolve_device
+    from mistudio.core.runtime.errors import MiStudioError
+    from mistudio.core.workflows.planner import plan_memory, plan_text
 
     try:
         plan = plan_text(plan_memory(info, resolve_device(device_setting)))

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, show_error
 from mistudio.gui.worker import JobRunner
 
@@ -121,7 +121,7 @@ class PretrainedDialog(QDialog):
         return self.shown[rows[0].row()] if rows else None
 
     def pull(self) -> None:
-        from mistudio.core.hub import is_online
+        from mistudio.core.runtime.online import is_online
         from mistudio.core.sae.releases import pull_in_child
 
         sae = self.selected()

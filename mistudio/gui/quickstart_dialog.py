@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.quickstart import STAGES
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
+from mistudio.core.workflows.quickstart import STAGES
 from mistudio.gui.common import show_error
 from mistudio.gui.dashboard import Dashboard
 from mistudio.gui.worker import JobRunner, in_worker
@@ -95,7 +95,7 @@ class QuickStartDialog(QDialog):
         self.resize(1040, 600)
 
     def start(self) -> None:
-        from mistudio.core.quickstart import run_quickstart
+        from mistudio.core.workflows.quickstart import run_quickstart
 
         device, options = self.device, dict(self.options)
         self.dashboard.reset(int(options.get("train_steps", 400)))

@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.errors import MiStudioError
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, show_error
 from mistudio.gui.worker import JobRunner, in_worker
 

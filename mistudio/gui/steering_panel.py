@@ -35,12 +35,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.child import ChildService
-from mistudio.core.errors import MiStudioError
+from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.runtime.processes import ChildService
 from mistudio.core.steering.generate import GenerationConfig
 from mistudio.core.steering.interventions import Intervention
 from mistudio.core.steering.session import SteeringSpec
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import show_error
 from mistudio.gui.steer_eval_view import SteerEvalView
 from mistudio.gui.token_view import TokenHeatmap, scrolled

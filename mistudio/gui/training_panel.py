@@ -25,10 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.errors import MiStudioError
-from mistudio.core.massive import ev_phrase
+from mistudio.core.activations.massive import ev_phrase
+from mistudio.core.runtime.errors import MiStudioError
 from mistudio.core.sae.trainer import TrainConfig, read_metrics, train_sae
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import refill_combo, show_error
 from mistudio.gui.dashboard import Dashboard
 from mistudio.gui.worker import JobRunner
@@ -180,7 +180,7 @@ class TrainingPanel(QWidget):
         device = self.device
 
         def job(task: Any) -> Any:
-            from mistudio.core.jobs import SubTask
+            from mistudio.core.runtime.tasks import SubTask
             from mistudio.core.sae.evaluation import evaluate_in_child
 
             ws = Workspace(ws_root)  # SQLite connections stay on their own thread
@@ -202,9 +202,9 @@ class TrainingPanel(QWidget):
 
     def _fits(self, cfg: Any) -> bool:
         """Shapes and memory checked before anything starts (the core checks again)."""
-        from mistudio.core.devices import available_memory, resolve_device
+        from mistudio.core.models.devices import available_memory, resolve_device
         from mistudio.core.sae.train_config import training_bytes
-        from mistudio.core.workspace import human_bytes
+        from mistudio.core.store.files import human_bytes
 
         art = self.ws.catalog.find("activations", cfg.activations)
         d_in = int((art.summary if art else {}).get("d_model") or 0)

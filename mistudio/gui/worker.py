@@ -18,9 +18,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
-from mistudio.core.errors import Cancelled, as_user_error
-from mistudio.core.jobs import CancelToken
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import Cancelled, as_user_error
+from mistudio.core.runtime.tasks import CancelToken
+from mistudio.core.store.workspace import Workspace
 
 UI_INTERVAL_MS = 50
 """At most this often (20 Hz) progress, status and partial results reach the UI thread."""

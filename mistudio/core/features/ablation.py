@@ -17,16 +17,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mistudio.core.adapters import parse_hook_key
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.activations.massive import sae_threshold, token_mask
+from mistudio.core.data.tokenization import open_tokenized
 from mistudio.core.features.examples import FeatureReader
-from mistudio.core.hooks import capture, forward
-from mistudio.core.massive import sae_threshold, token_mask
-from mistudio.core.models import LoadedModel, load_model
+from mistudio.core.models.adapters import parse_hook_key
+from mistudio.core.models.hooks import capture, forward
+from mistudio.core.models.registry import LoadedModel, load_model
+from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.sae.splice import _next_token_ce, replace_site
 from mistudio.core.sae.trainer import open_sae
-from mistudio.core.tokenization import open_tokenized
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 
 class AblationEffect(NamedTuple):

@@ -31,12 +31,14 @@ import numpy as np
 import torch
 
 from mistudio import __version__
-from mistudio.core.activations import ActivationSet, open_activations
-from mistudio.core.errors import InvalidInputError
-from mistudio.core.jobs import SubTask, TaskState, check_cancelled, silent_task
+from mistudio.core.activations.store import ActivationSet, open_activations
+from mistudio.core.data.tokenization import open_tokenized
+from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.runtime.tasks import SubTask, TaskState, check_cancelled, silent_task
 from mistudio.core.sae.trainer import open_sae
-from mistudio.core.tokenization import open_tokenized
-from mistudio.core.workspace import MANIFEST, Workspace, building, write_json_atomic
+from mistudio.core.store.files import building, write_json_atomic
+from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.workspace import Workspace
 
 HIST_BINS = 32
 DENSE_FREQUENCY = 0.1
@@ -64,7 +66,7 @@ class AnalyzeConfig:
     """Device for encoding."""
     keep_massive: bool = False
     """Analyse massive tokens too (attention sinks flagged at extraction); off, they fire no
-    feature and do not count in frequencies (see mistudio.core.massive)."""
+    feature and do not count in frequencies (see mistudio.core.activations.massive)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 100:
@@ -90,7 +92,7 @@ def analyze_in_child(root: str, cfg: AnalyzeConfig, overwrite: bool = False,
     """:func:`analyze` in a fresh process, for the app (the model's unembedding and the
     analysis's Python loops would otherwise compete with the UI thread); progress reaches
     ``task`` and cancelling it stops the child, which leaves a resumable partial folder."""
-    from mistudio.core.child import run_in_child
+    from mistudio.core.runtime.processes import run_in_child
 
     return run_in_child(_analyze_at, root, cfg, overwrite, task=task)
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mistudio.core.workspace import atomic_write, read_json
+from mistudio.core.store.files import atomic_write, read_json
 
 BEFORE, AFTER = 24, 8
 """Tokens shown before and after the marked token (a 33-token window, as delphi uses ~32)."""

@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from mistudio.core.jobs import TaskState, silent_task
-from mistudio.core.workspace import Workspace, write_json_atomic, write_npy_atomic
+from mistudio.core.runtime.tasks import TaskState, silent_task
+from mistudio.core.store.files import write_json_atomic, write_npy_atomic
+from mistudio.core.store.workspace import Workspace
 
 MAP_FILE = "map.npy"
 MAP_INFO = "map.json"
@@ -121,7 +122,7 @@ def feature_map_in_child(root: str, analysis: str, recompute: bool = False,
     and compiles with numba, long stretches that hold the interpreter lock, and importing them
     on a worker thread of a PySide6 app once hung the app (PySide6 hooks every import).
     Progress reaches ``task``; cancelling it stops the child."""
-    from mistudio.core.child import run_in_child
+    from mistudio.core.runtime.processes import run_in_child
 
     return FeatureMap(*run_in_child(_map_at, root, analysis, recompute, task=task))
 

@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from mistudio.core.adapters import get_submodule
-from mistudio.core.jobs import TaskState, check_cancelled
-from mistudio.core.workspace import Workspace
+from mistudio.core.models.adapters import get_submodule
+from mistudio.core.runtime.tasks import TaskState, check_cancelled
+from mistudio.core.store.workspace import Workspace
 
 
 def interpret(ws: Workspace, model: str, sae: Any, hook: str, folder: Path, cfg: Any,
               task: TaskState) -> dict[str, np.ndarray]:
     """Columns for the feature table: logit lens, decoder neighbours, co-occurrence."""
-    from mistudio.core.models import load_model
+    from mistudio.core.models.registry import load_model
 
     loaded = load_model(ws, model, device="cpu", dtype="float32")
     W_dec_FO = sae.W_dec_FO.detach().float().cpu()

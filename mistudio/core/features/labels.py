@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from mistudio.core.errors import InvalidInputError
 from mistudio.core.features.examples import FeatureReader, TokenText
 from mistudio.core.features.explain import (
     explain_pattern,
@@ -25,8 +24,9 @@ from mistudio.core.features.explain import (
     split_examples,
 )
 from mistudio.core.features.store import FeatureStore, Label, open_features
-from mistudio.core.jobs import TaskState, check_cancelled, silent_task
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
+from mistudio.core.store.workspace import Workspace
 
 COMMIT_EVERY = 16
 
@@ -79,7 +79,7 @@ def choose_features(store: FeatureStore, top: int) -> np.ndarray:
 
 def _explainer(ws: Workspace, cfg: LabelConfig) -> Any:
     from mistudio.core.features.llm import EndpointLLM, LocalLLM
-    from mistudio.core.models import EMBEDDED_NAME, ensure_embedded_model
+    from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model
 
     kind, _, model = cfg.explainer.partition(":")
     if kind == "pattern":
@@ -101,7 +101,7 @@ def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
 def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
            task: TaskState | None) -> dict[str, Any]:
     from mistudio.core.features.llm import detection_score, explain_with_llm
-    from mistudio.core.models import load_tokenizer
+    from mistudio.core.models.registry import load_tokenizer
 
     task = task or silent_task()
     store = open_features(ws, analysis)

@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 
 import torch
 
-from mistudio.core.errors import InvalidInputError, ResourceError
 from mistudio.core.features.examples import Example
-from mistudio.core.hub import is_online
+from mistudio.core.runtime.errors import InvalidInputError, ResourceError
+from mistudio.core.runtime.online import is_online
 
 EXPLAIN_PROMPT = """We are studying a feature inside a language model. Below are text excerpts where \
 it is active; the tokens where it is most active are marked with << >>.
@@ -81,7 +81,7 @@ class LocalLLM:
     """A causal LM from the workspace (HF folder or GGUF; the embedded model by default)."""
 
     def __init__(self, ws: Any, model: str, device: str = "auto") -> None:
-        from mistudio.core.models import load_model
+        from mistudio.core.models.registry import load_model
 
         self.loaded = load_model(ws, model, device=device)
         self.tok = self.loaded.tokenizer

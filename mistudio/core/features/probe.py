@@ -3,7 +3,7 @@ encodes every token, and the strongest features per token come back with their a
 
 :class:`TextProbe` keeps the model and SAE loaded, so a panel can probe one text after another.
 Position 0 (BOS, or the attention sink whose norm is an outlier) and massive tokens (sinks
-elsewhere, :mod:`mistudio.core.massive`) are reported silent, as the analysis and the training
+elsewhere, :mod:`mistudio.core.activations.massive`) are reported silent, as the analysis and the training
 data leave them out.
 """
 
@@ -14,15 +14,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from mistudio.core.adapters import parse_hook_key
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.activations.massive import sae_threshold, token_mask
 from mistudio.core.features.examples import TokenText
 from mistudio.core.features.store import open_features
-from mistudio.core.hooks import capture, forward
-from mistudio.core.massive import sae_threshold, token_mask
-from mistudio.core.models import LoadedModel, load_model
+from mistudio.core.models.adapters import parse_hook_key
+from mistudio.core.models.hooks import capture, forward
+from mistudio.core.models.registry import LoadedModel, load_model
+from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.sae.trainer import open_sae
-from mistudio.core.workspace import Workspace, read_json
+from mistudio.core.store.files import read_json
+from mistudio.core.store.workspace import Workspace
 
 MAX_PROBE_TOKENS = 2048
 """Longer texts are refused: the probe runs on the UI's behalf and should answer in seconds."""

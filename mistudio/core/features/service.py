@@ -1,5 +1,5 @@
 """The Features tab's model-holding work (ablation effects, "Analyze this text"), run in a
-:class:`mistudio.core.child.ChildService` so that the model's forward passes and the Python
+:class:`mistudio.core.runtime.processes.ChildService` so that the model's forward passes and the Python
 around them never share an interpreter with the UI thread (measured on the quick start's
 SAE: an ablation took 13.9 s from a worker thread against 8.5 s called directly).
 
@@ -15,12 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mistudio.core.child import service_workspace
 from mistudio.core.features.ablation import AblationEffect, FeatureModel
 from mistudio.core.features.probe import TextActivations, TextProbe
-from mistudio.core.jobs import TaskState
-from mistudio.core.models import LoadedModel, load_model
-from mistudio.core.workspace import Workspace
+from mistudio.core.models.registry import LoadedModel, load_model
+from mistudio.core.runtime.tasks import TaskState
+from mistudio.core.store.workspace import Workspace, service_workspace
 
 
 def _kept(state: dict[str, Any], kind: str, key: Any, make: Callable[[], Any]) -> Any:

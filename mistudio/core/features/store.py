@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from mistudio.core.errors import CorruptedError, InvalidInputError, NotFoundError
-from mistudio.core.workspace import Workspace, atomic_write, write_npy_atomic
+from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
+from mistudio.core.store.files import atomic_write, write_npy_atomic
+from mistudio.core.store.workspace import Workspace
 
 TABLE_FILE = "features.arrow"
 LABELS_FILE = "labels.sqlite"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.runtime.errors import InvalidInputError
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")

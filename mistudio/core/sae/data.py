@@ -3,7 +3,7 @@
 Rows are grouped in blocks of ``block_rows`` consecutive rows. Each epoch visits the blocks in a
 seeded random order; ``buffer_rows`` worth of blocks are read into a buffer (float16, as stored),
 shuffled row by row, and cut into batches; rows listed in ``exclude`` (massive tokens, see
-:mod:`mistudio.core.massive`) are dropped from every buffer. The position in this schedule
+:mod:`mistudio.core.activations.massive`) are dropped from every buffer. The position in this schedule
 (epoch, buffer, batch) is the loader's whole state, so a resumed run sees exactly the batches
 an uninterrupted run would.
 """
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mistudio.core.activations import ActivationSet
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.activations.store import ActivationSet
+from mistudio.core.runtime.errors import InvalidInputError
 
 
 class NonFiniteActivations(InvalidInputError):

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mistudio.core.jobs import TaskState, silent_task
-from mistudio.core.models import load_model
+from mistudio.core.models.registry import load_model
+from mistudio.core.runtime.tasks import TaskState, silent_task
 from mistudio.core.sae.splice import splice_eval
 from mistudio.core.sae.trainer import open_sae
-from mistudio.core.workspace import MANIFEST, Workspace, read_json, write_json_atomic
+from mistudio.core.store.files import read_json, write_json_atomic
+from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.workspace import Workspace
 
 
 def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: str = "auto",
@@ -20,8 +22,8 @@ def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: s
     meta = dict(cfg["metadata"])
     if not meta.get("dataset_path") or ws.catalog.find("tokenized", meta["dataset_path"]) is None:
         # An imported SAE: evaluate on the built-in corpus, tokenized for its model.
-        from mistudio.core.datasets import ensure_builtin_dataset
-        from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
+        from mistudio.core.data.datasets import ensure_builtin_dataset
+        from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
 
         ensure_builtin_dataset(ws)
         meta["dataset_path"] = tokenize_dataset(
@@ -48,7 +50,7 @@ def evaluate_in_child(root: str, name: str, n_sequences: int = 32, device: str =
     Loading a model runs long stretches of Python and C code that hold the interpreter lock;
     in a separate process it cannot stall the caller's other threads (the app's UI thread).
     """
-    from mistudio.core.child import run_in_child
+    from mistudio.core.runtime.processes import run_in_child
 
     return run_in_child(_evaluate_at, root, name, n_sequences, device, task=task)
 

@@ -22,13 +22,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from mistudio import __version__
-from mistudio.core.adapters import HOOK_POINTS, parse_hook_key
-from mistudio.core.errors import CorruptedError, InvalidInputError, NotFoundError
-from mistudio.core.models import model_info
+from mistudio.core.models.adapters import HOOK_POINTS, parse_hook_key
+from mistudio.core.models.registry import model_info
+from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
 from mistudio.core.sae.hooknames import FoundHook, match_model, read_hook, read_json_if
 from mistudio.core.sae.io import CFG_FILE, WEIGHTS_FILE, config_from_saelens, load_tensors, save_sae
-from mistudio.core.workspace import MANIFEST, Workspace, building, write_json_atomic
+from mistudio.core.store.files import building, write_json_atomic
+from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.workspace import Workspace
 
 
 class ForeignSAE(NamedTuple):
@@ -310,7 +312,7 @@ def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens",
 
 
 def _sample_rows(ws: Workspace, activations: str | None, hook: str | None) -> np.ndarray | None:
-    from mistudio.core.activations import open_activations
+    from mistudio.core.activations.store import open_activations
 
     if not activations or not hook or ws.catalog.find("activations", activations) is None:
         return None

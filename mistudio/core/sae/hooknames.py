@@ -1,7 +1,7 @@
 """Which hook point and model an SAE made elsewhere reads, from what its files already say.
 
 Each ecosystem names hook points its own way; all of them map onto miStudio's
-``layers.L.HOOK`` (:mod:`mistudio.core.adapters`):
+``layers.L.HOOK`` (:mod:`mistudio.core.models.adapters`):
 
 - TransformerLens / SAELens (``cfg.json``: ``metadata.hook_name``, or ``hook_name`` /
   ``hook_point`` in older files): ``blocks.L.hook_resid_pre``, ``hook_resid_post``,
@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mistudio.core.adapters import HOOK_POINTS
+from mistudio.core.models.adapters import HOOK_POINTS
 
 _TL = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post",
        "hook_mlp_out": "mlp_out", "hook_attn_out": "attn_out", "ln2.hook_normalized": "mlp_in",

@@ -22,9 +22,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from mistudio.core.errors import CorruptedError, InvalidInputError
+from mistudio.core.runtime.errors import CorruptedError, InvalidInputError
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
-from mistudio.core.workspace import atomic_write, read_json, write_json_atomic
+from mistudio.core.store.files import atomic_write, read_json, write_json_atomic
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"

@@ -13,7 +13,7 @@ reconstructions y_hat_n:
 - ``log10_density``: log10 of each latent's firing frequency (floor 1 / (N + 1)).
 
 The N tokens are the ones the SAE is meant for: massive tokens (attention sinks, see
-:mod:`mistudio.core.massive`) are left out unless the SAE was trained with them, because one of
+:mod:`mistudio.core.activations.massive`) are left out unless the SAE was trained with them, because one of
 them can carry most of a set's variance. ``explained_variance_all`` and ``mse_all`` are the
 same formulas over every token, reported beside them.
 """

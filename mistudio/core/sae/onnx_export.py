@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from mistudio.core.errors import InvalidInputError, ResourceError
+from mistudio.core.runtime.errors import InvalidInputError, ResourceError
 from mistudio.core.sae import SparseCoder
 from mistudio.core.sae.io import export_tensors, inference_config
 

@@ -16,9 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mistudio.core.errors import InvalidInputError, NotFoundError
-from mistudio.core.jobs import TaskState, check_cancelled, silent_task
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.errors import InvalidInputError, NotFoundError
+from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
+from mistudio.core.store.workspace import Workspace
 
 REGISTRY_FILE = Path(__file__).with_name("pretrained_saes.json")
 
@@ -119,8 +119,8 @@ def find_sae(release: str, sae_id: str) -> PretrainedSAE:
 def fetch_files(sae: PretrainedSAE, task: TaskState | None = None) -> Path:
     """The SAE's files from the Hugging Face cache, downloaded first in online mode. Returns
     the local folder holding them (``path`` inside the cached snapshot)."""
-    from mistudio.core.hub import is_online, offline_hint
-    from mistudio.core.models import HF_IMPORT_LOCK
+    from mistudio.core.models.hf import HF_IMPORT_LOCK
+    from mistudio.core.runtime.online import is_online, offline_hint
 
     with HF_IMPORT_LOCK:
         from huggingface_hub import hf_hub_download
@@ -163,7 +163,7 @@ def pull_sae(ws: Workspace, release: str, sae_id: str, name: str | None = None,
     """Download (online) or find (offline) a published SAE and import it into the workspace.
     ``model``: the workspace model to attach it to; default: the one the release was trained on
     (matched by name or Hugging Face id)."""
-    from mistudio.core.jobs import SubTask
+    from mistudio.core.runtime.tasks import SubTask
     from mistudio.core.sae.formats import import_sae
     from mistudio.core.sae.hooknames import match_model
 
@@ -191,14 +191,14 @@ def pull_in_child(root: str, release: str, sae_id: str, name: str | None = None,
                   task: TaskState | None = None) -> dict[str, Any]:
     """:func:`pull_sae` in a child process, for the app: a download of hundreds of MB cannot
     be interrupted from inside, but a child can be stopped when the user cancels."""
-    from mistudio.core.child import run_in_child
+    from mistudio.core.runtime.processes import run_in_child
 
     return run_in_child(_pull_at, root, release, sae_id, name, model, online, task=task)
 
 
 def _pull_at(root: str, release: str, sae_id: str, name: str | None, model: str | None,
              online: bool, task: TaskState | None = None) -> dict[str, Any]:
-    from mistudio.core.hub import set_online
+    from mistudio.core.runtime.online import set_online
 
     set_online(online)
     ws = Workspace(root)

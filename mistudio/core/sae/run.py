@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
 from mistudio.core.sae.distributed import Ranks
 from mistudio.core.sae.jumprelu import JumpReLUSAE

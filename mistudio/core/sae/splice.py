@@ -12,7 +12,7 @@ passes per batch:
 better than deleting the activations), and ``kl_div`` = mean over tokens of
 KL(clean || spliced) of the next-token distributions. Position 0 is never replaced: SAEs here
 are not trained on it (see extraction). Nor are massive tokens (attention sinks, see
-:mod:`mistudio.core.massive`) unless the SAE was trained on them: the SAE is applied, and the
+:mod:`mistudio.core.activations.massive`) unless the SAE was trained on them: the SAE is applied, and the
 zero ablation made, only on tokens under its norm threshold, so the score measures the SAE on
 the tokens it is meant for while every position's loss still counts.
 """
@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mistudio.core.adapters import first_tensor, get_submodule, parse_hook_key
-from mistudio.core.hooks import capture
-from mistudio.core.jobs import TaskState, check_cancelled, silent_task
-from mistudio.core.massive import DEFAULT_FACTOR, sae_threshold, token_mask
-from mistudio.core.models import LoadedModel, load_model
-from mistudio.core.tokenization import open_tokenized
-from mistudio.core.workspace import Workspace
+from mistudio.core.activations.massive import DEFAULT_FACTOR, sae_threshold, token_mask
+from mistudio.core.data.tokenization import open_tokenized
+from mistudio.core.models.adapters import first_tensor, get_submodule, parse_hook_key
+from mistudio.core.models.hooks import capture
+from mistudio.core.models.registry import LoadedModel, load_model
+from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
+from mistudio.core.store.workspace import Workspace
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.sae.optim import Optimizer, default_lr
 
 # Settings every SAE of a sweep must share: they are trained on the same batches in one pass.
@@ -89,7 +89,7 @@ class TrainConfig:
     keep_massive: bool = False
     """Train and evaluate on massive tokens too (attention sinks with norms tens of times the
     median, flagged at extraction). Off: they are left out of batches and metrics, since a
-    handful of them would dominate both (see mistudio.core.massive)."""
+    handful of them would dominate both (see mistudio.core.activations.massive)."""
     eval_tokens: int = 16384
     """Tokens held out at the end of the set for the final evaluation (at most a tenth of it)."""
     seed: int = 0

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from mistudio import __version__
-from mistudio.core.activations import ActivationSet, open_activations
-from mistudio.core.devices import available_memory, resolve_device
-from mistudio.core.errors import Cancelled, InvalidInputError, ResourceError
-from mistudio.core.jobs import TaskState, check_cancelled, silent_task
+from mistudio.core.activations.store import ActivationSet, open_activations
+from mistudio.core.models.devices import available_memory, resolve_device
+from mistudio.core.runtime.errors import Cancelled, InvalidInputError, ResourceError
+from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
 from mistudio.core.sae import SparseCoder
 from mistudio.core.sae.data import ActivationBatches
 from mistudio.core.sae.distributed import Ranks, tensors_checksum
@@ -35,14 +35,9 @@ from mistudio.core.sae.io import export_tensors, save_sae
 from mistudio.core.sae.metrics import evaluate
 from mistudio.core.sae.run import SAERun
 from mistudio.core.sae.train_config import TrainConfig, check_sweep, training_bytes
-from mistudio.core.workspace import (
-    MANIFEST,
-    Workspace,
-    atomic_write,
-    building,
-    human_bytes,
-    write_json_atomic,
-)
+from mistudio.core.store.files import atomic_write, building, human_bytes, write_json_atomic
+from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.workspace import Workspace
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"

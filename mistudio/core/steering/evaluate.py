@@ -20,13 +20,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from mistudio.core.errors import InvalidInputError
-from mistudio.core.jobs import TaskState, check_cancelled, silent_task
+from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
 from mistudio.core.steering.generate import GenerationConfig, _cache_argument, _sample
 from mistudio.core.steering.interventions import steering
 from mistudio.core.steering.scorers import Classifier, ScoreSummary, load_words, summarize, word_share
 from mistudio.core.steering.session import Steerer, SteeringSpec
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -150,9 +150,9 @@ def _generate(steerer: Steerer, sites: dict[str, Any], prompt: str, n: int, cfg:
 def _read(steerer: Steerer, prompt_ids: torch.Tensor, new: list[int],
           features: list[tuple[str, int]]) -> _Reading:
     """Perplexity of a continuation and its feature activations, under the unsteered model."""
-    from mistudio.core.adapters import parse_hook_key
-    from mistudio.core.hooks import capture
-    from mistudio.core.massive import token_mask
+    from mistudio.core.activations.massive import token_mask
+    from mistudio.core.models.adapters import parse_hook_key
+    from mistudio.core.models.hooks import capture
 
     loaded = steerer.loaded
     text = loaded.tokenizer.decode(new, skip_special_tokens=True)

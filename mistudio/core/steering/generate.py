@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mistudio.core.errors import InvalidInputError
-from mistudio.core.jobs import TaskState, check_cancelled, silent_task
-from mistudio.core.models import LoadedModel
+from mistudio.core.models.registry import LoadedModel
+from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
 from mistudio.core.steering.interventions import SiteSteer, steering
 
 
@@ -232,8 +232,8 @@ def _feature_activations(loaded: LoadedModel, sites: dict[str, SiteSteer], sides
     steered text read with the steering applied, as it was generated). ``None`` instead of a
     feature list watches a whole SAE (e.g. at a later layer) and reports its five features whose
     mean activation changed most."""
-    from mistudio.core.adapters import parse_hook_key
-    from mistudio.core.hooks import capture
+    from mistudio.core.models.adapters import parse_hook_key
+    from mistudio.core.models.hooks import capture
 
     out: dict[str, dict[str, float]] = {}
     if not watch or not all(s.new for s in sides):

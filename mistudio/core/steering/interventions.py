@@ -27,10 +27,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from mistudio.core.adapters import first_tensor, get_submodule, parse_hook_key
-from mistudio.core.errors import InvalidInputError
-from mistudio.core.massive import token_mask
-from mistudio.core.models import LoadedModel
+from mistudio.core.activations.massive import token_mask
+from mistudio.core.models.adapters import first_tensor, get_submodule, parse_hook_key
+from mistudio.core.models.registry import LoadedModel
+from mistudio.core.runtime.errors import InvalidInputError
 
 Method = Literal["add", "clamp", "ablate", "cap"]
 METHODS = ("add", "clamp", "ablate", "cap")

@@ -14,15 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from mistudio.core.errors import InvalidInputError, NotFoundError
+from mistudio.core.runtime.errors import InvalidInputError, NotFoundError
 from mistudio.core.steering.session import SteeringSpec
-from mistudio.core.workspace import (
-    Workspace,
-    atomic_write,
-    read_json,
-    validate_name,
-    write_json_atomic,
-)
+from mistudio.core.store.files import atomic_write, read_json, write_json_atomic
+from mistudio.core.store.layout import validate_name
+from mistudio.core.store.workspace import Workspace
 
 PRESET_DIR = "presets"
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mistudio.core.errors import InvalidInputError, NotFoundError
+from mistudio.core.runtime.errors import InvalidInputError, NotFoundError
 
 BUILTIN_PROMPTS = {
     "everyday": (
@@ -123,7 +123,7 @@ class Classifier:
     """A local Hugging Face text-classification model, scoring the probability of one label."""
 
     def __init__(self, path: str, label: str, device: str = "cpu") -> None:
-        from mistudio.core.models import HF_IMPORT_LOCK
+        from mistudio.core.models.hf import HF_IMPORT_LOCK
 
         with HF_IMPORT_LOCK:
             from transformers import pipeline

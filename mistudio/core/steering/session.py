@@ -11,14 +11,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from mistudio.core.errors import InvalidInputError
-from mistudio.core.jobs import TaskState
-from mistudio.core.massive import sae_threshold
-from mistudio.core.models import LoadedModel, load_model
+from mistudio.core.activations.massive import sae_threshold
+from mistudio.core.models.registry import LoadedModel, load_model
+from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.runtime.tasks import TaskState
 from mistudio.core.sae.trainer import open_sae
 from mistudio.core.steering.generate import Comparison, GenerationConfig, compare
 from mistudio.core.steering.interventions import Intervention, SiteSteer
-from mistudio.core.workspace import Workspace
+from mistudio.core.store.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Steerer:
         self.ws, self.spec = ws, spec
         self.saes: dict[str, tuple[Any, dict[str, Any], str]] = {}
         self.thresholds: dict[str, float | None] = {}
-        """Per SAE, the input norm above which a token is massive (mistudio.core.massive)."""
+        """Per SAE, the input norm above which a token is massive (mistudio.core.activations.massive)."""
         models = set()
         for name in spec.saes:
             sae, saelens_cfg = open_sae(ws, name)
@@ -148,10 +148,10 @@ def run_steering(ws: Workspace, spec: SteeringSpec, prompt: str, task: TaskState
 
 def steer_in_service(state: dict[str, Any], root: str, spec: SteeringSpec, prompt: str,
                      device: str, task: TaskState) -> tuple[Comparison, list[str], list[str]]:
-    """The app's generation, run in a :class:`mistudio.core.child.ChildService`: the loaded
+    """The app's generation, run in a :class:`mistudio.core.runtime.processes.ChildService`: the loaded
     :class:`Steerer` stays in ``state`` for the next call on the same workspace, SAEs (as
     saved now), model and device. Returns the comparison and each side's token texts."""
-    from mistudio.core.child import service_workspace
+    from mistudio.core.store.workspace import service_workspace
 
     ws = service_workspace(state, root)
     saved = tuple((n, ws.catalog.get("sae", n).updated) for n in spec.saes)

@@ -4,7 +4,7 @@ A user picking ``--quantize int4`` to fit a 3B model should see what it costs wh
 reads: the activations. Both models (truncated to the layer read) run over the same sequences of
 the built-in corpus; per token, the cosine similarity of the two activation vectors and the
 relative error ||quantized - full|| / ||full|| are summarised. Position 0 and massive tokens
-(attention sinks) are left out, as everywhere (:mod:`mistudio.core.massive`). Results are kept
+(attention sinks) are left out, as everywhere (:mod:`mistudio.core.activations.massive`). Results are kept
 in the model's folder, per quantization, layer and hook point.
 """
 
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mistudio.core.jobs import SubTask, TaskState, check_cancelled, silent_task
-from mistudio.core.workspace import Workspace, write_json_atomic
+from mistudio.core.runtime.tasks import SubTask, TaskState, check_cancelled, silent_task
+from mistudio.core.store.files import write_json_atomic
+from mistudio.core.store.workspace import Workspace
 
 CACHE = "faithfulness.json"
 VERSION = 2
@@ -28,8 +29,8 @@ with bfloat16 inputs for few rows)."""
 
 def _sequences(ws: Workspace, model: str, n_tokens: int, task: TaskState) -> np.ndarray:
     """[n, 128] token ids of the built-in corpus, tokenized for ``model``."""
-    from mistudio.core.datasets import ensure_builtin_dataset
-    from mistudio.core.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
+    from mistudio.core.data.datasets import ensure_builtin_dataset
+    from mistudio.core.data.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
 
     ensure_builtin_dataset(ws)
     name = tokenize_dataset(ws, TokenizeConfig("pydoc", model, 128), task=task)["name"]
@@ -42,8 +43,8 @@ def _sequences(ws: Workspace, model: str, n_tokens: int, task: TaskState) -> np.
 
 @torch.no_grad()
 def _activations(loaded: Any, ids: np.ndarray, key: str, task: TaskState) -> torch.Tensor:
-    from mistudio.core.adapters import parse_hook_key
-    from mistudio.core.hooks import capture, forward
+    from mistudio.core.models.adapters import parse_hook_key
+    from mistudio.core.models.hooks import capture, forward
 
     out = []
     with capture(loaded, [parse_hook_key(key)]) as seen:
@@ -61,10 +62,10 @@ def quantization_faithfulness(ws: Workspace, model: str, quantize: str, layer: i
                               device: str = "cpu", task: TaskState | None = None,
                               recompute: bool = False) -> dict[str, Any]:
     """Cosine and relative error of ``quantize``'s activations against full precision."""
-    from mistudio.core.adapters import hook_key
-    from mistudio.core.extraction import default_layer
-    from mistudio.core.massive import DEFAULT_FACTOR
-    from mistudio.core.models import load_model, model_info
+    from mistudio.core.activations.extraction import default_layer
+    from mistudio.core.activations.massive import DEFAULT_FACTOR
+    from mistudio.core.models.adapters import hook_key
+    from mistudio.core.models.registry import load_model, model_info
 
     task = task or silent_task()
     info = model_info(ws, model)

@@ -3,7 +3,7 @@
 Layout of ``activations/NAME/``::
 
     manifest.json                 model, dataset, hook points, dtype, chunks, statistics,
-                                  massive-token report (see mistudio.core.massive)
+                                  massive-token report (see mistudio.core.activations.massive)
     positions/chunk_00000.npy     int32 [rows, 2]: (sequence index, position) of every row
     norms/chunk_00000.npy         float32 [rows, n_hook_points]: each row's norm per hook point
     layers.6.resid_post/chunk_00000.npy   float16 [rows, d_model]
@@ -24,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from mistudio.core.errors import CorruptedError, InvalidInputError
-from mistudio.core.massive import DEFAULT_FACTOR, flag_massive
-from mistudio.core.workspace import MANIFEST, Workspace, read_json, write_json_atomic, write_npy_atomic
+from mistudio.core.activations.massive import DEFAULT_FACTOR, flag_massive
+from mistudio.core.runtime.errors import CorruptedError, InvalidInputError
+from mistudio.core.store.files import read_json, write_json_atomic, write_npy_atomic
+from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.workspace import Workspace
 
 POSITIONS = "positions"
 NORMS = "norms"
@@ -116,7 +118,7 @@ class ActivationSet:
         return NormStats(int(s["count"]), float(s["mean_norm"]), float(s["std_norm"]),
                          float(s["scale_to_sqrt_d"]))
 
-    # -- massive tokens (mistudio.core.massive) ---------------------------------------------
+    # -- massive tokens (mistudio.core.activations.massive) ---------------------------------------------
     @property
     def massive(self) -> dict[str, Any]:
         """The manifest's massive-token report (count, per-hook thresholds, positions)."""

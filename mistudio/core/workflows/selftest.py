@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mistudio.core.jobs import SubTask, TaskState, silent_task
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.tasks import SubTask, TaskState, silent_task
+from mistudio.core.store.workspace import Workspace
 
 SELFTEST_TOKENS = 2048
 """Activations extracted and analysed: enough for every step to have something to chew on."""
@@ -33,17 +33,17 @@ def self_test(task: TaskState | None = None, keep: Path | None = None) -> dict[s
 
 
 def _run(ws: Workspace, task: TaskState) -> dict[str, Any]:
-    from mistudio.core.datasets import DatasetConfig, add_dataset
-    from mistudio.core.extraction import ExtractConfig, default_layer, extract_activations
+    from mistudio.core.activations.extraction import ExtractConfig, default_layer, extract_activations
+    from mistudio.core.data.datasets import DatasetConfig, add_dataset
+    from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
     from mistudio.core.features.labels import LabelConfig, label_features
-    from mistudio.core.models import ensure_embedded_model, load_model, model_info
+    from mistudio.core.models.registry import ensure_embedded_model, load_model, model_info
     from mistudio.core.sae.evaluation import evaluate_in_child
     from mistudio.core.sae.trainer import TrainConfig, train_sae
     from mistudio.core.steering.generate import GenerationConfig
     from mistudio.core.steering.interventions import Intervention
     from mistudio.core.steering.session import Steerer, SteeringSpec
-    from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
 
     steps: dict[str, Any] = {}
 

@@ -20,10 +20,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from mistudio.core.devices import available_memory
-from mistudio.core.errors import ResourceError
-from mistudio.core.quantize import quantized_bytes
-from mistudio.core.workspace import human_bytes
+from mistudio.core.models.devices import available_memory
+from mistudio.core.models.quantize import quantized_bytes
+from mistudio.core.runtime.errors import ResourceError
+from mistudio.core.store.files import human_bytes
 
 RUNTIME_BYTES = 400 * 2**20
 """The process itself: Python, torch and transformers loaded (measured here: 0.3-0.45 GB)."""

@@ -9,13 +9,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mistudio.core.activations import open_activations
-from mistudio.core.datasets import ensure_builtin_dataset
-from mistudio.core.extraction import ExtractConfig, default_layer, extract_activations
-from mistudio.core.jobs import SubTask, TaskState, silent_task
-from mistudio.core.models import ensure_embedded_model, model_info
-from mistudio.core.tokenization import TokenizeConfig, tokenize_dataset
-from mistudio.core.workspace import Workspace
+from mistudio.core.activations.extraction import ExtractConfig, default_layer, extract_activations
+from mistudio.core.activations.store import open_activations
+from mistudio.core.data.datasets import ensure_builtin_dataset
+from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
+from mistudio.core.models.registry import ensure_embedded_model, model_info
+from mistudio.core.runtime.tasks import SubTask, TaskState, silent_task
+from mistudio.core.store.workspace import Workspace
 
 QUICKSTART_NAME = "quickstart"
 QUICKSTART_SAE = "quickstart-topk"
@@ -175,7 +175,7 @@ def _steer_stage(ws: Workspace, features: dict[str, Any], device: str,
     from mistudio.core.steering.generate import GenerationConfig
     from mistudio.core.steering.interventions import Intervention
     from mistudio.core.steering.session import Steerer, SteeringSpec
-    from mistudio.core.workspace import read_json, write_json_atomic
+    from mistudio.core.store.files import read_json, write_json_atomic
 
     saved = Path(ws.catalog.get("features", QUICKSTART_SAE).path) / STEER_FILE
     if features["reused"] and saved.is_file():  # the sweep of this very analysis: reuse it

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from mistudio.core.adapters import first_tensor, get_submodule, hook_key
-from mistudio.core.models import LoadedModel
+from mistudio.core.models.adapters import first_tensor, get_submodule, hook_key
+from mistudio.core.models.registry import LoadedModel
 
 
 class _StopForward(Exception):

@@ -4,7 +4,7 @@ class should meet them.
 - :func:`lesson_train_steps` sizes the training run from a measured warm-up on the machine at
   hand (a short run of the same SAE; its training throughput, not its start-up, sets the
   step count), so the live curves fill about ``seconds``.
-- :func:`run_lesson` is :func:`mistudio.core.quickstart.run_quickstart` with that step count.
+- :func:`run_lesson` is :func:`mistudio.core.workflows.quickstart.run_quickstart` with that step count.
 - :func:`lesson_features` lists the most interpretable features first: by label score, then
   variety (one feature per label, words before punctuation and newlines), so the first screen
   is not a column of newline detectors.
@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mistudio.core.jobs import SubTask, TaskState, silent_task
-from mistudio.core.workspace import Workspace
+from mistudio.core.runtime.tasks import SubTask, TaskState, silent_task
+from mistudio.core.store.workspace import Workspace
 
 LESSON_SECONDS = 270.0
 """Training time a lesson aims for (the seed: "live-trains a small SAE in about five minutes"):
@@ -71,7 +71,7 @@ def run_lesson(ws: Workspace, task: TaskState | None = None, seconds: float = LE
                **quickstart: Any) -> dict[str, Any]:
     """The quick start with training sized to ``seconds`` (an SAE the quick start already
     trained is reused, whatever its length). ``quickstart`` overrides its defaults."""
-    from mistudio.core.quickstart import QUICKSTART_SAE, run_quickstart
+    from mistudio.core.workflows.quickstart import QUICKSTART_SAE, run_quickstart
 
     task = task or silent_task()
     existing = ws.catalog.find("sae", QUICKSTART_SAE)

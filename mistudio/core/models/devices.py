@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from mistudio.core.errors import InvalidInputError, ResourceError
-from mistudio.core.workspace import human_bytes
+from mistudio.core.runtime.errors import InvalidInputError, ResourceError
+from mistudio.core.store.files import human_bytes
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -57,7 +57,7 @@ def available_memory(device: torch.device) -> int:
 
 def estimate_model_bytes(n_params: int, dtype: torch.dtype, quantize: str = "none") -> int:
     """Weights plus a margin for buffers, activations of a small batch and the allocator."""
-    from mistudio.core.quantize import quantized_bytes
+    from mistudio.core.models.quantize import quantized_bytes
 
     per_param = torch.finfo(dtype).bits // 8
     weights = n_params * per_param if quantize == "none" else quantized_bytes(n_params, quantize)

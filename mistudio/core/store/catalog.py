@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mistudio.core.errors import CorruptedError, NotFoundError, ResourceError
+from mistudio.core.runtime.errors import CorruptedError, NotFoundError, ResourceError
+from mistudio.core.store.layout import ARTIFACT_DIRS, MANIFEST
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -141,8 +142,6 @@ class Catalog:
 
     def _relative(self, kind: str, path: Path | str) -> str:
         """``SUBDIR/FOLDER`` of an artifact folder inside this workspace."""
-        from mistudio.core.workspace import ARTIFACT_DIRS
-
         path = Path(path)
         sub = ARTIFACT_DIRS[kind]
         if path.parent.name != sub or path.parent.parent.resolve() != self.root.resolve():
@@ -153,8 +152,6 @@ class Catalog:
         """The folder a stored path means in this workspace. Catalogs written by earlier
         versions hold absolute paths, possibly of the workspace this one was copied from: only
         the folder's name is kept."""
-        from mistudio.core.workspace import ARTIFACT_DIRS
-
         folder = Path(stored).name
         return str(self.root / ARTIFACT_DIRS[kind] / folder)
 
@@ -299,8 +296,6 @@ def scan_manifests(root: Path) -> tuple[dict[tuple[str, str], tuple[Path, dict[s
                                         list[tuple[str, str]]]:
     """Every artifact folder with a readable manifest of the right kind, keyed by (kind, name),
     and the folders that could not be read, each with the reason."""
-    from mistudio.core.workspace import ARTIFACT_DIRS, MANIFEST
-
     found: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
     skipped: list[tuple[str, str]] = []
     for kind, sub in ARTIFACT_DIRS.items():

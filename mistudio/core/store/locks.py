@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from mistudio.core.errors import MiStudioError
+from mistudio.core.runtime.errors import MiStudioError
 
 LOCK_DIR = "locks"
 

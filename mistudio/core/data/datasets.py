@@ -25,10 +25,12 @@ from typing import Any
 import pyarrow as pa
 
 from mistudio import __version__
-from mistudio.core.errors import InvalidInputError, NotFoundError
-from mistudio.core.hub import is_online, offline_hint
-from mistudio.core.jobs import TaskState, check_cancelled, silent_task
-from mistudio.core.workspace import MANIFEST, Workspace, building, validate_name, write_json_atomic
+from mistudio.core.runtime.errors import InvalidInputError, NotFoundError
+from mistudio.core.runtime.online import is_online, offline_hint
+from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
+from mistudio.core.store.files import building, write_json_atomic
+from mistudio.core.store.layout import MANIFEST, validate_name
+from mistudio.core.store.workspace import Workspace
 
 BUILTIN_PYDOC = "builtin:pydoc"
 DATA_FILE = "data.arrow"
@@ -417,7 +419,7 @@ def open_dataset(ws: Workspace, name: str) -> pa.Table:
     art = ws.catalog.get("dataset", name)
     path = Path(art.path) / DATA_FILE
     if not path.is_file():
-        from mistudio.core.errors import CorruptedError
+        from mistudio.core.runtime.errors import CorruptedError
 
         raise CorruptedError(f"The data file of dataset {name!r} is missing ({path}).",
                              f"Add it again with `mistudio datasets add {name} --overwrite ...`.")

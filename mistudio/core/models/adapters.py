@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.runtime.errors import InvalidInputError
 
 HOOK_POINTS = ("resid_pre", "resid_post", "mlp_in", "mlp_out", "attn_out", "attn_z")
 Side = Literal["input", "output"]

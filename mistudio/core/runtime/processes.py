@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mistudio.core.errors import Cancelled
-from mistudio.core.jobs import TaskState, silent_task
+from mistudio.core.runtime.errors import Cancelled
+from mistudio.core.runtime.tasks import TaskState, silent_task
 
 
 class _ChildTask:
@@ -201,15 +201,3 @@ class ChildService:
             if q is not None:
                 q.close()
         self._child = self._requests = self._reports = self._cancel = None
-
-
-def service_workspace(state: dict[str, Any], root: str) -> Any:
-    """The workspace handle a service's calls share (opened on the child's own thread); a call
-    for another workspace starts from an empty state."""
-    from mistudio.core.workspace import Workspace
-
-    ws = state.get("ws")
-    if ws is None or str(ws.root) != str(root):
-        state.clear()
-        ws = state["ws"] = Workspace(root)
-    return ws

@@ -15,7 +15,7 @@ fewer bits and expanded when used.
 Written here rather than taken from torchao: torchao 0.18's INT4 kernels need CUDA (or its
 ``mslk`` package), and miStudio must quantize on a laptop CPU and a Jetson the same way.
 bitsandbytes' 8-bit and NF4 loading are used instead when asked for on CUDA
-(:mod:`mistudio.core.models`).
+(:mod:`mistudio.core.models.registry`).
 
 Quantizing while loading (:func:`load_quantized`) streams the checkpoint tensor by tensor into a
 model built on the meta device, so the full-precision model never exists in memory: peak memory
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mistudio.core.errors import InvalidInputError
+from mistudio.core.runtime.errors import InvalidInputError
 
 QUANTIZATIONS = ("none", "int8", "int4", "nf4", "bnb8")
 """none, miStudio's int8 / int4 (any device), bitsandbytes NF4 / 8-bit (CUDA with bitsandbytes)."""
@@ -264,7 +264,7 @@ def load_quantized(folder: str | Path, config: Any, mode: str, dtype: torch.dtyp
     from accelerate.utils import set_module_tensor_to_device
     from safetensors import safe_open
 
-    from mistudio.core.models import HF_IMPORT_LOCK
+    from mistudio.core.models.hf import HF_IMPORT_LOCK
 
     with HF_IMPORT_LOCK:
         from transformers import AutoModelForCausalLM

@@ -19,22 +19,17 @@ import numpy as np
 import torch
 
 from mistudio import __version__
-from mistudio.core.activations import NORMS, POSITIONS, chunk_file, finish_massive
-from mistudio.core.adapters import hook_key, validate_hooks
-from mistudio.core.errors import Cancelled, InvalidInputError, NotFoundError, ResourceError
-from mistudio.core.hooks import capture, forward
-from mistudio.core.jobs import SubTask, TaskState, check_cancelled, silent_task
-from mistudio.core.massive import DEFAULT_FACTOR
-from mistudio.core.models import LoadedModel, load_model, model_info
-from mistudio.core.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
-from mistudio.core.workspace import (
-    MANIFEST,
-    Workspace,
-    building,
-    read_json,
-    write_json_atomic,
-    write_npy_atomic,
-)
+from mistudio.core.activations.massive import DEFAULT_FACTOR
+from mistudio.core.activations.store import NORMS, POSITIONS, chunk_file, finish_massive
+from mistudio.core.data.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
+from mistudio.core.models.adapters import hook_key, validate_hooks
+from mistudio.core.models.hooks import capture, forward
+from mistudio.core.models.registry import LoadedModel, load_model, model_info
+from mistudio.core.runtime.errors import Cancelled, InvalidInputError, NotFoundError, ResourceError
+from mistudio.core.runtime.tasks import SubTask, TaskState, check_cancelled, silent_task
+from mistudio.core.store.files import building, read_json, write_json_atomic, write_npy_atomic
+from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.workspace import Workspace
 
 # Fields that change what is stored; a partial run resumes only if they are all the same.
 _DATA_FIELDS = ("model", "dataset", "layers", "hooks", "context_length", "max_tokens", "dtype",
@@ -52,7 +47,7 @@ class ExtractConfig:
     layers: tuple[int, ...]
     """Blocks to read, 0-based."""
     hooks: tuple[str, ...] = ("resid_post",)
-    """Hook points read at every layer (see mistudio.core.adapters)."""
+    """Hook points read at every layer (see mistudio.core.models.adapters)."""
     context_length: int = 128
     """Tokens per sequence when the dataset has to be tokenized."""
     max_tokens: int | None = None
@@ -90,7 +85,7 @@ class ExtractConfig:
         if not (self.massive_factor > 1.0 and self.massive_factor < float("inf")):
             raise InvalidInputError(f"--massive-factor must be a number above 1, got "
                                     f"{self.massive_factor}.", "Use e.g. --massive-factor 10.")
-        from mistudio.core.quantize import QUANTIZATIONS
+        from mistudio.core.models.quantize import QUANTIZATIONS
 
         if self.quantize not in QUANTIZATIONS:
             raise InvalidInputError(f"Unknown quantization {self.quantize!r}.",

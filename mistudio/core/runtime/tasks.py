@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from mistudio.core.errors import Cancelled
+from mistudio.core.runtime.errors import Cancelled
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ Why BOS by default: models park attention on the first token of a sequence and g
 activation norm tens of times the typical one. With BOS first, that sink is the BOS position,
 which extraction drops; without it (SmolLM2's tokenizer adds none) the sink lands on the first
 text tokens, which would then be stored and dominate training and metrics
-(:mod:`mistudio.core.massive`).
+(:mod:`mistudio.core.activations.massive`).
 - ``truncate``: one sequence per document, cut at the context length and padded, with an
   attention mask.
 """
@@ -28,11 +28,13 @@ import numpy as np
 import pyarrow as pa
 
 from mistudio import __version__
-from mistudio.core.datasets import open_dataset
-from mistudio.core.errors import CorruptedError, InvalidInputError
-from mistudio.core.jobs import TaskState, check_cancelled, silent_task
-from mistudio.core.models import load_tokenizer, model_info
-from mistudio.core.workspace import MANIFEST, Workspace, building, read_json, write_json_atomic
+from mistudio.core.data.datasets import open_dataset
+from mistudio.core.models.registry import load_tokenizer, model_info
+from mistudio.core.runtime.errors import CorruptedError, InvalidInputError
+from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
+from mistudio.core.store.files import building, read_json, write_json_atomic
+from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.workspace import Workspace
 
 TOKENS_FILE = "tokens.arrow"
 _DOC_BATCH = 64

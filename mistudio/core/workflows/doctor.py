@@ -7,8 +7,9 @@ import sys
 from typing import Any
 
 from mistudio import __version__
-from mistudio.core.hub import is_online
-from mistudio.core.workspace import Workspace, human_bytes
+from mistudio.core.runtime.online import is_online
+from mistudio.core.store.files import human_bytes
+from mistudio.core.store.workspace import Workspace
 
 
 def doctor(ws: Workspace) -> dict[str, Any]:
@@ -16,8 +17,8 @@ def doctor(ws: Workspace) -> dict[str, Any]:
     import psutil
     import torch
 
-    from mistudio.core.devices import available_memory, resolve_device, resolve_dtype
-    from mistudio.core.models import CACHE_DIR, EMBEDDED_NAME, embedded_gguf_path
+    from mistudio.core.models.devices import available_memory, resolve_device, resolve_dtype
+    from mistudio.core.models.registry import CACHE_DIR, EMBEDDED_NAME, embedded_gguf_path
 
     device = resolve_device("auto")
     report: dict[str, Any] = {

@@ -1,0 +1,1 @@
+"""Activation sets: extraction, the chunked store, massive-token flags, quantization faithfulness."""

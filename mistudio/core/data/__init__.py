@@ -1,0 +1,1 @@
+"""Text datasets and their tokenized sequences."""

@@ -1,0 +1,1 @@
+"""Language models: registering, loading (quantized or not), devices, hook points."""
