@@ -27,7 +27,7 @@ import torch
 from mistudio.core.activations.store import open_activations
 from mistudio.core.features.analysis import AnalyzeConfig, _stream, _whole_sequences, analyze
 from mistudio.core.runtime.tasks import silent_task
-from mistudio.core.sae.trainer import open_sae
+from mistudio.core.sae.io import open_sae
 from mistudio.core.store.workspace import Workspace
 
 try:
@@ -46,7 +46,7 @@ def main() -> None:
     ws = Workspace(args.workspace)
     acts_name, sae_name = prepare_sae(ws)
     sae, _ = open_sae(ws, sae_name)
-    hook = ws.catalog.get("sae", sae_name).summary["hook"]
+    hook = ws.catalog.get("sae", sae_name).summary.hook
     acts = open_activations(ws, acts_name)
     n = _whole_sequences(acts, min(args.tokens, acts.n_rows))
     cfg = AnalyzeConfig(sae_name, acts_name, n)
@@ -79,7 +79,7 @@ def main() -> None:
            "ratio_vs_encode": round(statistics.median(enc) / statistics.median(ana), 3),
            "bookkeeping_overhead": round(statistics.median(ana) / statistics.median(enc) - 1, 3),
            "analyze_wall_s": round(full, 2), "analyze_tokens_per_s": round(n / full),
-           "stored_entries": m["summary"]["n_entries"],
+           "stored_entries": m.summary.n_entries,
            "runs": {"encode_s": [round(x, 3) for x in enc], "stream_s": [round(x, 3) for x in ana]}}
     print(json.dumps(out, indent=2))
 

@@ -45,7 +45,7 @@ def prepare(ws: Workspace) -> str:
         texts = [t for _ in range(3) for t in topics.topics.values()]
         path.write_text("\n".join(json.dumps({"text": t}) for t in texts))
         add_dataset(ws, "bench", DatasetConfig(str(path)))
-    return tokenize_dataset(ws, TokenizeConfig("bench", EMBEDDED_NAME, CTX))["name"]
+    return tokenize_dataset(ws, TokenizeConfig("bench", EMBEDDED_NAME, CTX)).name
 
 
 def time_forward(model: torch.nn.Module, batches: list[torch.Tensor], **kwargs: object) -> float:
@@ -75,7 +75,7 @@ def throughput(ws: Workspace, tok_name: str, layer: int, n_batches: int, repeats
         finally:
             base.layers = all_layers
         m = extract_activations(ws, cfg, f"bench-{r}", overwrite=True, loaded=lm)
-        ours.append(m["summary"]["tokens_per_s"])
+        ours.append(m.summary.tokens_per_s)
         full.append(time_forward(lm.model, batches, output_hidden_states=True))
     for r in range(repeats):
         ws.catalog.delete("activations", f"bench-{r}")

@@ -48,19 +48,19 @@ def main() -> None:
     t = time.perf_counter()
     m = extract_activations(ws, ExtractConfig(EMBEDDED_NAME, "pydoc", (15,), batch_size=32,
                                               device="cuda"), "gpu-acts", overwrite=True)
-    out["extract"] = {"tokens": m["summary"]["tokens"], "tokens_per_s":
-                      round(m["summary"]["tokens_per_s"]), "wall_s": round(time.perf_counter() - t,
+    out["extract"] = {"tokens": m.summary.tokens, "tokens_per_s":
+                      round(m.summary.tokens_per_s), "wall_s": round(time.perf_counter() - t,
                                                                             1)}
     t = time.perf_counter()
     s = train_sae(ws, TrainConfig("gpu-acts", steps=400, batch_size=4096, device="cuda"),
-                  "gpu-sae", overwrite=True)["summary"]
+                  "gpu-sae", overwrite=True).summary
     wall = time.perf_counter() - t
-    out["train"] = {"steps": s["steps"], "tokens_per_s": round(s["tokens"] / wall),
-                    "explained_variance": round(s["explained_variance"], 4), "l0": s["l0"],
+    out["train"] = {"steps": s.steps, "tokens_per_s": round(s.tokens / wall),
+                    "explained_variance": round(s.explained_variance, 4), "l0": s.l0,
                     "wall_s": round(wall, 1)}
     t = time.perf_counter()
     a = analyze(ws, AnalyzeConfig("gpu-sae", tokens=100_000, device="cuda"), overwrite=True)
-    out["analyze"] = {"tokens_per_s": a["summary"]["tokens_per_s"],
+    out["analyze"] = {"tokens_per_s": a.summary.tokens_per_s,
                       "wall_s": round(time.perf_counter() - t, 1)}
     loaded = load_model(ws, EMBEDDED_NAME, "cuda")
     steerer = Steerer(ws, SteeringSpec(("gpu-sae",), (Intervention(1, 4.0),),

@@ -46,25 +46,25 @@ def main() -> None:
     out: dict[str, object] = {
         "sae": sae_name, "d_sae": store.n, "live_features": len(live),
         "explainer": "pattern", "scorer": "simulation (held-out, half hard negatives)",
-        "features_labelled": r["requested"], "features_scored": r["scored"],
-        "features_score_ge_0_7": r["score_ge_0_7"],
-        "mean_score": round(r["mean_score"], 3) if r["mean_score"] is not None else None,
-        "score_histogram_0_to_1": r["score_histogram"],
-        "pattern_wall_s": r["wall_s"]}
+        "features_labelled": r.requested, "features_scored": r.scored,
+        "features_score_ge_0_7": r.score_ge_0_7,
+        "mean_score": round(r.mean_score, 3) if r.mean_score is not None else None,
+        "score_histogram_0_to_1": r.score_histogram,
+        "pattern_wall_s": r.wall_s}
     if not args.skip_llm:
         rng = np.random.default_rng(0)
         pick = tuple(int(f) for f in rng.choice(live, size=min(args.llm_features, len(live)),
                                                  replace=False))
         before = store.column("score")[list(pick)]
         r = label_features(ws, "interp-bench", LabelConfig(features=pick, explainer="llm"))
-        out.update(llm_explainer=r["explainer"], llm_features=len(pick),
-                   llm_features_scored=r["scored"],
-                   llm_features_score_ge_0_7=r["score_ge_0_7"],
-                   llm_mean_score=round(r["mean_score"], 3) if r["mean_score"] is not None
+        out.update(llm_explainer=r.explainer, llm_features=len(pick),
+                   llm_features_scored=r.scored,
+                   llm_features_score_ge_0_7=r.score_ge_0_7,
+                   llm_mean_score=round(r.mean_score, 3) if r.mean_score is not None
                    else None,
-                   llm_failed=len(pick) - r["scored"],
+                   llm_failed=len(pick) - r.scored,
                    pattern_on_same_features_ge_0_7=int(np.nansum(before >= 0.7)),
-                   llm_wall_s=r["wall_s"])
+                   llm_wall_s=r.wall_s)
         store = open_features(ws, "interp-bench")
         out["llm_examples"] = [store.label(f).label for f in pick[:8]]  # type: ignore[union-attr]
     out["wall_s"] = round(time.perf_counter() - t0, 1)

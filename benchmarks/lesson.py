@@ -61,14 +61,14 @@ def main() -> None:
     sae = ws.catalog.get("sae", "quickstart-topk")
     from pathlib import Path
 
-    from mistudio.core.sae.trainer import read_metrics
+    from mistudio.core.sae.checkpoints import read_metrics
 
     last = read_metrics(Path(sae.path) / "metrics.jsonl")[-1]  # cumulative rate: time trained
     print(json.dumps({
         **{k: round(v, 1) for k, v in marks.items()},
         "target_s": 600, "training_steps": sae.config["steps"],
         "training_s": round(last["tokens"] / last["tokens_per_s"], 1),
-        "explained_variance": sae.summary.get("explained_variance"),
+        "explained_variance": sae.summary.explained_variance,
         "feature": int(lesson.features.currentItem().data(256)),
         "strength": lesson.strength.value() / 10,
         "unsteered": lesson.plain_text.toPlainText(),

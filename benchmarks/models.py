@@ -195,11 +195,11 @@ def _embedded_cosine() -> dict:
     ensure_embedded_model(ws)
     r = quantization_faithfulness(ws, "smollm2-135m", "int8", recompute=True)
     r4 = quantization_faithfulness(ws, "smollm2-135m", "int4", recompute=True)
-    return {"int8_cosine_mean": round(r["cosine_mean"], 5), "int8_cosine_min":
-            round(r["cosine_min"], 5), "int8_relative_error": round(r["relative_error_mean"], 4),
-            "int4_cosine_mean": round(r4["cosine_mean"], 5),
-            "int4_relative_error": round(r4["relative_error_mean"], 4), "hook": r["hook"],
-            "tokens": r["tokens"], "target": 0.99}
+    return {"int8_cosine_mean": round(r.cosine_mean, 5), "int8_cosine_min":
+            round(r.cosine_min, 5), "int8_relative_error": round(r.relative_error_mean, 4),
+            "int4_cosine_mean": round(r4.cosine_mean, 5),
+            "int4_relative_error": round(r4.relative_error_mean, 4), "hook": r.hook,
+            "tokens": r.tokens, "target": 0.99}
 
 
 def _cleanup(folder: Path) -> None:

@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mistudio.core.sae.trainer import METRICS, TrainConfig, train_saes
+from mistudio.core.sae.checkpoints import METRICS
+from mistudio.core.sae.trainer import TrainConfig, train_saes
 from mistudio.core.store.workspace import Workspace
 
 try:
@@ -56,13 +57,13 @@ def main() -> None:
                               "architecture": args.arch, "wall_s": round(time.perf_counter() - t0)}
     results = {}
     for (cfg, name), m in zip(runs, manifests, strict=True):
-        s = m["summary"]
+        s = m.summary
         rows = [json.loads(line) for line in
                 (ws.artifact_path("sae", name) / METRICS).read_text().splitlines()]
-        results[name] = {"optimizer": cfg.optimizer, "lr": s["lr"],
+        results[name] = {"optimizer": cfg.optimizer, "lr": s.lr,
                          "unit_norm_decoder": cfg.unit_norm_decoder,
-                         "explained_variance": round(s["explained_variance"], 4),
-                         "l0": round(s["l0"], 2), "dead_fraction": round(s["dead_fraction"], 4),
+                         "explained_variance": round(s.explained_variance, 4),
+                         "l0": round(s.l0, 2), "dead_fraction": round(s.dead_fraction, 4),
                          "ev_curve": {r["step"]: r["explained_variance"] for r in rows
                                       if r["step"] % 100 == 0 or r["step"] == 25}}
     out["variants"] = results

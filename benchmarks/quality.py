@@ -101,26 +101,26 @@ def main() -> None:
     m = train_sae(ws, cfg, "quality", overwrite=True)
     wall = time.perf_counter() - t0
     e = evaluate_in_model(ws, "quality", n_sequences=32)
-    s = m["summary"]
+    s = m.summary
     out = {"architecture": cfg.architecture, "expansion": cfg.expansion, "k": cfg.k,
-           "steps": s["steps"], "batch_size": cfg.batch_size, "train_tokens": s["tokens"],
-           "wall_s": round(wall, 1), "explained_variance": round(s["explained_variance"], 4),
-           "explained_variance_all_tokens": round(s["explained_variance_all_tokens"], 4),
-           "massive_tokens_in_set": int(open_activations(ws, acts_name).massive["count"]),
-           "massive_tokens_held_out": s["massive_excluded"],
-           "l0": round(s["l0"], 2), "dead_fraction": round(s["dead_fraction"], 4),
-           "ce_loss_score": round(e["ce_loss_score"], 4), "kl_div": round(e["kl_div"], 4),
-           "ce_loss_clean": e["ce_loss_clean"], "ce_loss_sae": e["ce_loss_sae"],
-           "ce_loss_zero": e["ce_loss_zero"], "eval_tokens": s["eval_tokens"]}
+           "steps": s.steps, "batch_size": cfg.batch_size, "train_tokens": s.tokens,
+           "wall_s": round(wall, 1), "explained_variance": round(s.explained_variance, 4),
+           "explained_variance_all_tokens": round(s.explained_variance_all_tokens, 4),
+           "massive_tokens_in_set": int(open_activations(ws, acts_name).massive.count),
+           "massive_tokens_held_out": s.massive_excluded,
+           "l0": round(s.l0, 2), "dead_fraction": round(s.dead_fraction, 4),
+           "ce_loss_score": round(e.ce_loss_score, 4), "kl_div": round(e.kl_div, 4),
+           "ce_loss_clean": e.ce_loss_clean, "ce_loss_sae": e.ce_loss_sae,
+           "ce_loss_zero": e.ce_loss_zero, "eval_tokens": s.eval_tokens}
     if not args.skip_baseline:
         acts = open_activations(ws, acts_name)
         key = acts.keys[0]
         scale = acts.norm_stats(key).scale_to_sqrt_d
-        n_eval = s["eval_tokens"] + s["massive_excluded"]  # held-out rows, sinks included
+        n_eval = s.eval_tokens + s.massive_excluded  # held-out rows, sinks included
         split = acts.n_rows - n_eval
         x = torch.from_numpy(acts.rows(key, 0, acts.n_rows)) * scale
         keep = torch.from_numpy(acts.kept_mask(0, acts.n_rows))
-        ev, ev_all = baseline(x[:split][keep[:split]], x[split:], keep[split:], s["d_sae"],
+        ev, ev_all = baseline(x[:split][keep[:split]], x[split:], keep[split:], s.d_sae,
                               cfg.k, cfg.steps, cfg.batch_size)
         out["baseline_explained_variance"] = round(ev, 4)
         out["baseline_explained_variance_all_tokens"] = round(ev_all, 4)

@@ -56,21 +56,21 @@ def main() -> None:
         app.processEvents()
         time.sleep(0.01)
     wall = time.perf_counter() - t0
-    result = dialog.result or {}
+    result = dialog.result
     win.close()
-    if errors or not result:
+    if errors or result is None:
         print(json.dumps({"error": errors[0] if errors else "timed out", "wall_s": round(wall, 1)}))
         sys.exit(1)
-    f, sae = result["features"], result["sae"]
-    steer = result.get("steering") or {}
+    f, sae, steer = result.features, result.sae, result.steering
     print(json.dumps({
         "wall_s": round(wall, 1), "target_s": TARGET_S, "meets_target": wall < TARGET_S,
-        "features_score_ge_0_7": f["score_ge_0_7"], "features_labelled": f["labelled"],
-        "mean_label_score": f["mean_score"], "core_seconds": result["seconds"],
-        "tokens_extracted": result["activations"].get("tokens"),
-        "explained_variance": sae.get("explained_variance"), "l0": sae.get("l0"),
-        "dead_fraction": sae.get("dead_fraction"), "ce_loss_score": sae.get("ce_loss_score"),
-        "steering_feature": steer.get("feature"), "steering_label": steer.get("label"),
+        "features_score_ge_0_7": f.score_ge_0_7, "features_labelled": f.labelled,
+        "mean_label_score": f.mean_score, "core_seconds": result.seconds,
+        "tokens_extracted": result.activations.tokens,
+        "explained_variance": sae.explained_variance, "l0": sae.l0,
+        "dead_fraction": sae.dead_fraction, "ce_loss_score": sae.ce_loss_score,
+        "steering_feature": steer.feature if steer else None,
+        "steering_label": steer.label if steer else None,
         "cpu_count": os.cpu_count()}, indent=2))
     if tmp is not None:
         tmp.cleanup()

@@ -81,7 +81,7 @@ def main() -> None:
     timer.setInterval(10)
     timer.timeout.connect(tick)
     timer.start()
-    from mistudio.core.sae.trainer import TrainConfig  # noqa: F401  (already loaded by the app)
+    from mistudio.core.sae.train_config import TrainConfig  # noqa: F401  (already loaded by the app)
 
     ws_overwrite = Workspace(args.workspace)
     if ws_overwrite.catalog.find("sae", "ui-bench") is not None:

@@ -37,7 +37,7 @@ def _write_sources(folder: Path) -> dict[str, Path]:
 def test_local_files(ws: Workspace, tmp_path: Path, kind: str) -> None:
     path = _write_sources(tmp_path / "src")[kind]
     m = add_dataset(ws, kind, DatasetConfig(str(path)))
-    assert m["summary"]["documents"] == 3
+    assert m.summary.documents == 3
     assert open_dataset(ws, kind).column("text").to_pylist() == DOCS
     assert ws.catalog.get("dataset", kind).status == "complete"
 
@@ -48,7 +48,7 @@ def test_folder_of_text_files_is_one_document_per_file(ws: Workspace, tmp_path: 
     for i, t in enumerate(DOCS):
         (folder / f"{i}.txt").write_text(t + "\n\nsame document")
     m = add_dataset(ws, "folder", DatasetConfig(str(folder)))
-    assert m["summary"]["documents"] == 3
+    assert m.summary.documents == 3
 
 
 def test_saved_dataset_with_splits(ws: Workspace, tmp_path: Path) -> None:
@@ -58,16 +58,16 @@ def test_saved_dataset_with_splits(ws: Workspace, tmp_path: Path) -> None:
                                "test": datasets.Dataset.from_dict({"text": DOCS[:1]})})
     dd.save_to_disk(str(tmp_path / "saved"))
     m = add_dataset(ws, "saved", DatasetConfig(str(tmp_path / "saved"), split="test"))
-    assert m["summary"]["documents"] == 1
+    assert m.summary.documents == 1
     with pytest.raises(NotFoundError, match="no split 'dev'.*--split"):
         add_dataset(ws, "saved2", DatasetConfig(str(tmp_path / "saved"), split="dev"))
 
 
 def test_builtin_corpus_and_max_samples(ws: Workspace) -> None:
     m = add_dataset(ws, "pydoc", DatasetConfig("builtin:pydoc"))
-    assert m["summary"]["documents"] >= 70 and m["summary"]["characters"] > 300_000
+    assert m.summary.documents >= 70 and m.summary.characters > 300_000
     m = add_dataset(ws, "few", DatasetConfig("builtin:pydoc", max_samples=5))
-    assert m["summary"]["documents"] == 5 and len(open_dataset(ws, "few")) == 5
+    assert m.summary.documents == 5 and len(open_dataset(ws, "few")) == 5
 
 
 def test_ambiguous_and_missing_text_columns(ws: Workspace, tmp_path: Path) -> None:
@@ -77,8 +77,8 @@ def test_ambiguous_and_missing_text_columns(ws: Workspace, tmp_path: Path) -> No
         add_dataset(ws, "two", DatasetConfig(str(path)))
     with pytest.raises(InvalidInputError, match=r"no column 'txt' \(columns: title \(string\)"):
         add_dataset(ws, "two", DatasetConfig(str(path), text_column="txt"))
-    assert add_dataset(ws, "two", DatasetConfig(str(path), text_column="body"))["summary"][
-        "documents"] == 1
+    assert add_dataset(ws, "two", DatasetConfig(str(path), text_column="body")).summary \
+        .documents == 1
 
 
 def test_empty_dataset_is_refused_and_leaves_nothing(ws: Workspace, tmp_path: Path) -> None:

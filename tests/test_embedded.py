@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from mistudio.core import models
 from mistudio.core.activations.extraction import ExtractConfig, extract_activations
 from mistudio.core.activations.store import open_activations
 from mistudio.core.data.datasets import ensure_builtin_dataset
 from mistudio.core.data.tokenization import open_tokenized
+from mistudio.core.models import registry as models
 from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model, load_model, model_info
 from mistudio.core.store.workspace import Workspace
 
@@ -57,7 +57,7 @@ def test_extraction_matches_output_hidden_states(embedded_ws: Workspace) -> None
     extract_activations(embedded_ws, cfg, "check")
     acts = open_activations(embedded_ws, "check")
     pos = acts.row_positions(0, acts.n_rows)
-    ids, mask = open_tokenized(embedded_ws, acts.manifest["config"]["tokenized"]).slice(
+    ids, mask = open_tokenized(embedded_ws, acts.manifest.config["tokenized"]).slice(
         0, int(pos[:, 0].max()) + 1)
     lm = load_model(embedded_ws, EMBEDDED_NAME)
     with torch.inference_mode():
@@ -95,7 +95,8 @@ def test_quickstart_headless_runs_offline(embedded_ws: Workspace) -> None:
     fluent = [r for r in steer["sweep"] if r["perplexity_ratio"] <= 2 and r["concept_change"] > 0]
     if fluent:  # the demonstration is the sweep's strongest fluent push
         top = max(fluent, key=lambda r: r["concept_change"])
-        assert (steer["feature"], steer["strength"]) == (top["feature"], top["strength"])
+        assert (steer["feature"], steer["coefficient_x_max"]) == (top["feature"],
+                                                                  top["coefficient_x_max"])
     assert len(steer["sweep"]) % 4 == 0 and steer["sweep"]
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env,
                                       timeout=600).stdout)
@@ -109,8 +110,8 @@ def test_quickstart_sae_improves_on_zero_ablation(embedded_ws: Workspace) -> Non
     if embedded_ws.catalog.find("sae", "quickstart-topk") is None:
         pytest.skip("needs test_quickstart_headless_runs_offline")
     r = evaluate_in_model(embedded_ws, "quickstart-topk", n_sequences=8)
-    assert r["ce_loss_zero"] > r["ce_loss_clean"]
-    assert 0.0 < r["ce_loss_score"] <= 1.05 and r["kl_div"] > 0  # noise can pass 1
+    assert r.ce_loss_zero > r.ce_loss_clean
+    assert 0.0 < r.ce_loss_score <= 1.05 and r.kl_div > 0  # noise can pass 1
 
 
 def test_self_test_passes_offline(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mistudio.core import extraction
+from mistudio.core.activations import extraction
 from mistudio.core.activations.extraction import ExtractConfig, extract_activations
 from mistudio.core.activations.store import open_activations
 from mistudio.core.data.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
@@ -30,7 +30,7 @@ from mistudio.core.store.workspace import Workspace
 def _recompute(ws: Workspace, set_name: str, model: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
     """Stored rows, and the same rows from output_hidden_states (float32)."""
     acts = open_activations(ws, set_name)
-    tset = open_tokenized(ws, acts.manifest["config"]["tokenized"])
+    tset = open_tokenized(ws, acts.manifest.config["tokenized"])
     pos = acts.row_positions(0, acts.n_rows)
     ids, mask = tset.slice(0, int(pos[:, 0].max()) + 1)
     lm = load_model(ws, model)
@@ -52,7 +52,7 @@ def test_stored_rows_equal_output_hidden_states(ws: Workspace, toy_folder: Calla
     cfg = ExtractConfig("m", "d", (1,), dtype="float32", context_length=32, batch_size=3,
                         chunk_rows=100, max_tokens=700)
     m = extract_activations(ws, cfg, "a")
-    assert m["summary"]["tokens"] == 700 and m["summary"]["chunks"] == 4  # 2 batches of 93 rows each
+    assert m.summary.tokens == 700 and m.summary.chunks == 4  # 2 batches of 93 rows each
     stored, expected = _recompute(ws, "a", "m", 1)
     assert stored.shape == (700, 32)
     np.testing.assert_allclose(stored, expected, atol=1e-5, rtol=0)
@@ -61,10 +61,10 @@ def test_stored_rows_equal_output_hidden_states(ws: Workspace, toy_folder: Calla
 def test_bos_pad_and_first_position_are_excluded(toy_ws: Workspace) -> None:
     tok = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 256, mode="truncate",
                                                   prepend_bos="yes"))
-    extract_activations(toy_ws, ExtractConfig("toy", tok["name"], (0,)), "a")
+    extract_activations(toy_ws, ExtractConfig("toy", tok.name, (0,)), "a")
     acts = open_activations(toy_ws, "a")
     assert acts.chunk(acts.keys[0], 0).dtype == np.float16  # the default storage dtype
-    ids, mask = open_tokenized(toy_ws, tok["name"]).slice(0, 12)
+    ids, mask = open_tokenized(toy_ws, tok.name).slice(0, 12)
     pos = acts.row_positions(0, acts.n_rows)
     assert (mask[pos[:, 0], pos[:, 1]] == 1).all()
     assert (ids[pos[:, 0], pos[:, 1]] != 1).all() and (pos[:, 1] > 0).all()
@@ -73,12 +73,12 @@ def test_bos_pad_and_first_position_are_excluded(toy_ws: Workspace) -> None:
 
 def test_keep_first_position(toy_ws: Workspace) -> None:
     tok = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32, prepend_bos="no"))
-    n = open_tokenized(toy_ws, tok["name"]).n_sequences
-    with_first = extract_activations(toy_ws, ExtractConfig("toy", tok["name"], (0,),
+    n = open_tokenized(toy_ws, tok.name).n_sequences
+    with_first = extract_activations(toy_ws, ExtractConfig("toy", tok.name, (0,),
                                                            keep_first_position=True), "a")
-    without = extract_activations(toy_ws, ExtractConfig("toy", tok["name"], (0,)), "b")
-    assert with_first["summary"]["tokens"] == n * 32
-    assert without["summary"]["tokens"] == n * 31
+    without = extract_activations(toy_ws, ExtractConfig("toy", tok.name, (0,)), "b")
+    assert with_first.summary.tokens == n * 32
+    assert without.summary.tokens == n * 31
 
 
 def test_several_hook_points_share_rows_and_stats(toy_ws: Workspace) -> None:
@@ -87,7 +87,7 @@ def test_several_hook_points_share_rows_and_stats(toy_ws: Workspace) -> None:
     m = extract_activations(toy_ws, cfg, "multi")
     acts = open_activations(toy_ws, "multi")
     assert len(acts.keys) == 6 and acts.n_rows == 1000
-    assert [c["rows"] for c in m["chunks"]] == [504, 496]  # flushed at batch ends (8 x 63 rows)
+    assert [c.rows for c in m.chunks] == [504, 496]  # flushed at batch ends (8 x 63 rows)
     for key in acts.keys:
         x = acts.rows(key, 0, 1000)
         norms = np.linalg.norm(x.astype(np.float64), axis=1)
@@ -117,14 +117,14 @@ def test_cancelled_extraction_resumes_to_identical_data(toy_ws: Workspace) -> No
     with pytest.raises(Cancelled):
         extract_activations(toy_ws, cfg, "r", _cancel_after(5))
     art = toy_ws.catalog.get("activations", "r")
-    assert art.status == "partial" and art.summary["tokens"] > 0
+    assert art.status == "partial" and art.summary.tokens > 0
     with pytest.raises(InvalidInputError, match="incomplete.*resume"):
         open_activations(toy_ws, "r")
     with pytest.raises(InvalidInputError, match="different settings"):
         extract_activations(toy_ws, ExtractConfig("toy", "pydoc", (2,), context_length=64), "r")
     resumed = extract_activations(toy_ws, cfg, "r")
     whole = extract_activations(toy_ws, cfg, "whole")
-    assert resumed["summary"]["tokens"] == whole["summary"]["tokens"] == 2500
+    assert resumed.summary.tokens == whole.summary.tokens == 2500
     a, b = open_activations(toy_ws, "r"), open_activations(toy_ws, "whole")
     for key in a.keys:
         np.testing.assert_array_equal(a.rows(key, 0, 2500), b.rows(key, 0, 2500))
@@ -147,7 +147,7 @@ def test_full_disk_keeps_complete_chunks_and_resumes(toy_ws: Workspace,
     with pytest.raises(ResourceError, match="disk filled up.*2 complete chunks are kept.*resume"):
         extract_activations(toy_ws, cfg, "full")
     monkeypatch.setattr(extraction.np, "save", real_save)
-    assert extract_activations(toy_ws, cfg, "full")["summary"]["tokens"] == 1200
+    assert extract_activations(toy_ws, cfg, "full").summary.tokens == 1200
 
 
 def test_not_enough_disk_is_refused_up_front(toy_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,7 +157,7 @@ def test_not_enough_disk_is_refused_up_front(toy_ws: Workspace, monkeypatch: pyt
 
 
 def test_model_too_large_for_memory(toy_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mistudio.core import devices
+    from mistudio.core.models import devices
 
     monkeypatch.setattr(devices, "available_memory", lambda device: 1000)
     with pytest.raises(ResourceError, match="needs about .* but only 1000 B is free"):
@@ -189,7 +189,7 @@ def test_existing_set_needs_overwrite(toy_ws: Workspace) -> None:
         extract_activations(toy_ws, cfg, "a")
     m = extract_activations(toy_ws, ExtractConfig("toy", "pydoc", (0,), max_tokens=50), "a",
                             overwrite=True)
-    assert m["summary"]["tokens"] == 50 and open_activations(toy_ws, "a").n_rows == 50
+    assert m.summary.tokens == 50 and open_activations(toy_ws, "a").n_rows == 50
 
 
 def test_corrupted_manifest_and_chunk_are_reported(toy_ws: Workspace) -> None:

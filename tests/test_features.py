@@ -15,7 +15,8 @@ from mistudio.core.features.analysis import AnalyzeConfig, analyze
 from mistudio.core.features.examples import Example, FeatureReader
 from mistudio.core.features.store import open_features
 from mistudio.core.runtime.errors import InvalidInputError
-from mistudio.core.sae.trainer import open_sae, train_sae
+from mistudio.core.sae.io import open_sae
+from mistudio.core.sae.trainer import train_sae
 from mistudio.core.store.workspace import Workspace
 
 HOOK = "layers.1.resid_post"
@@ -31,7 +32,7 @@ def _dense_latents(ws: Workspace, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_statistics_match_a_dense_computation(analysed: Workspace) -> None:
     store = open_features(analysed, "sae")
-    n = analysed.catalog.get("features", "sae").summary["n_tokens"]
+    n = analysed.catalog.get("features", "sae").summary.n_tokens
     assert 1800 <= n <= 2000
     lat, _ = _dense_latents(analysed, n)
     fires = lat > 0
@@ -51,7 +52,7 @@ def test_statistics_match_a_dense_computation(analysed: Workspace) -> None:
 
 def test_top_examples_are_the_highest_sequence_maxima(analysed: Workspace) -> None:
     store = open_features(analysed, "sae")
-    n = analysed.catalog.get("features", "sae").summary["n_tokens"]
+    n = analysed.catalog.get("features", "sae").summary.n_tokens
     lat, pos = _dense_latents(analysed, n)
     reader = FeatureReader(store.folder)
     for f in np.flatnonzero(~store.column("dead"))[:20]:
@@ -117,7 +118,7 @@ def test_logit_lens_neighbours_and_cooccurrence(analysed: Workspace) -> None:
     cos[f] = -2
     assert store.column("neighbour_ids")[f].tolist() == cos.topk(10).indices.tolist()
     # co-occurrence against the dense firing matrix
-    n = analysed.catalog.get("features", "sae").summary["n_tokens"]
+    n = analysed.catalog.get("features", "sae").summary.n_tokens
     fires = (_dense_latents(analysed, n)[0] > 0).astype(np.float64)
     g = int(np.flatnonzero(~store.column("dead"))[0])
     both = fires.T @ fires[:, g]
@@ -207,7 +208,7 @@ def test_label_features_scores_and_keeps_human_labels(analysed: Workspace) -> No
     first = int(choose_features(store, 1)[0])
     store.set_labels([Label(first, "my own words", "human", None, None, "ok", None)])
     r = label_features(analysed, "sae", LabelConfig(top=12))
-    assert r["requested"] == 12 and r["skipped"] == 1 and r["labelled_now"] == 11
+    assert r.requested == 12 and r.skipped == 1 and r.labelled_now == 11
     store = open_features(analysed, "sae")
     assert store.label(first).label == "my own words"
     labelled = [store.label(int(f)) for f in store.labelled()]
@@ -215,7 +216,7 @@ def test_label_features_scores_and_keeps_human_labels(analysed: Workspace) -> No
     scored = [lb for lb in labelled if lb.score is not None]
     assert scored and all(0 <= lb.score <= 1 and lb.scorer == "simulation" for lb in scored)
     again = label_features(analysed, "sae", LabelConfig(top=12))  # cached
-    assert again["labelled_now"] == 0
+    assert again.labelled_now == 0
 
 
 def test_an_explainer_that_writes_nothing_marks_the_label_failed(
@@ -233,7 +234,7 @@ def test_an_explainer_that_writes_nothing_marks_the_label_failed(
 
     monkeypatch.setattr(labels_mod, "_explainer", lambda ws, cfg: Mute())
     r = labels_mod.label_features(analysed, "sae", labels_mod.LabelConfig(top=3, explainer="llm"))
-    assert r["labelled_now"] == 3 and r["scored"] == 0
+    assert r.labelled_now == 3 and r.scored == 0
     store = open_features(analysed, "sae")
     for f in store.labelled():
         lb = store.label(int(f))
@@ -369,7 +370,7 @@ def test_cancelled_labelling_keeps_what_it_finished(analysed: Workspace) -> None
     kept = len(open_features(analysed, "sae").labelled())
     assert 0 < kept < 20
     r = label_features(analysed, "sae", LabelConfig(top=20))  # resumes
-    assert r["skipped"] == kept and len(open_features(analysed, "sae").labelled()) == 20
+    assert r.skipped == kept and len(open_features(analysed, "sae").labelled()) == 20
 
 
 def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
@@ -407,7 +408,7 @@ def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
             prompt="MY PROMPT: describe these.\n{examples}\nAnswer:"))
     finally:
         server.shutdown()
-    assert r["explainer"] == "endpoint:stub" and r["scored"] == 2
+    assert r.explainer == "endpoint:stub" and r.scored == 2
     assert seen and all(p == "/v1/chat/completions" for p in seen)
     store = open_features(analysed, "sae")
     lb = store.label(int(store.labelled()[0]))
@@ -427,7 +428,7 @@ def test_text_probe_matches_the_analysis(analysed: Workspace) -> None:
     reader = FeatureReader(store.folder)
     probe = TextProbe(analysed, "sae", device="cpu")
     seq = int(reader.rows[0, 0])
-    ids, mask = open_tokenized(analysed, reader.manifest["provenance"]["tokenized"]).slice(
+    ids, mask = open_tokenized(analysed, reader.manifest.provenance.tokenized).slice(
         seq, seq + 1)
     r0, r1 = reader.sequence_rows(seq)
     feature = int(np.argmax(np.diff(reader.col_ptr)))  # the most frequent feature

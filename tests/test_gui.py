@@ -15,7 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import check_cancelled
-from mistudio.core.sae.trainer import read_metrics
+from mistudio.core.sae.checkpoints import read_metrics
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.worker import JobRunner
 
@@ -108,7 +108,7 @@ def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws:
     panel.dashboard.redraw()
     assert panel.dashboard.summary.text().startswith("gui-sae: held-out explained")
     assert sum(panel.dashboard.hist.opts["height"]) == acts_ws.catalog.get(
-        "sae", "gui-sae").summary["d_sae"]
+        "sae", "gui-sae").summary.d_sae
     rows = [{**r, "step": r["step"] * 3}
             for r in read_metrics(acts_ws.root / "saes" / "gui-sae" / "metrics.jsonl")]
     panel.dashboard.show_compare(rows, "longer-run")
@@ -156,7 +156,7 @@ def test_cancel_and_resume_from_the_panel(qtbot: QtBot, acts_ws: Workspace) -> N
     assert acts_ws.catalog.get("sae", "resumable").status == "partial"
     with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
         panel.start_btn.click()
-    assert acts_ws.catalog.get("sae", "resumable").summary["steps"] == 400
+    assert acts_ws.catalog.get("sae", "resumable").summary.steps == 400
 
 
 @pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
@@ -202,7 +202,7 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     ds.max_samples.setValue(3)
     with qtbot.waitSignal(ds.runner.finished, timeout=60_000):
         ds.add_files(folder=True, path=str(docs))
-    assert toy_ws.catalog.get("dataset", "notes").summary["documents"] == 3
+    assert toy_ws.catalog.get("dataset", "notes").summary.documents == 3
     assert "notes" in [r[0] for r in ds.model.rows]
     with qtbot.waitSignal(win.models.runner.finished, timeout=60_000):
         win.models.add_model(folder=True, path=str(toy_folder("gpt2")))
@@ -273,8 +273,8 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     assert float(text.split("relative error mean ")[1].split("%")[0]) > 0  # close, not equal
     with qtbot.waitSignal(models.runner.finished, timeout=60_000):
         models.extract()  # the choice goes with the activations, named and recorded
-    assert open_activations(toy_ws, "pydoc.toy.0-1.resid_post.int8").manifest["provenance"][
-        "quantization"] == "int8"
+    assert open_activations(toy_ws, "pydoc.toy.0-1.resid_post.int8").manifest.provenance \
+        .quantization == "int8"
 
 
 def test_selections_presentation_mode_and_cli_changes_show(qtbot: QtBot, acts_ws: Workspace) -> None:
@@ -336,7 +336,7 @@ def test_add_dataset_dialog_previews_and_uses_the_chosen_column(qtbot: QtBot, to
     with qtbot.waitSignal(win.datasets.runner.finished, timeout=30_000):
         win.datasets.add_with_dialog(dialog)
     art = toy_ws.catalog.get("dataset", "qa")
-    assert art.summary["documents"] == 4 and art.config["text_column"] == "answer"
+    assert art.summary.documents == 4 and art.config["text_column"] == "answer"
 
 
 def test_settings_menus_choose_device_and_dtype(qtbot: QtBot, toy_ws: Workspace) -> None:

@@ -302,9 +302,9 @@ def test_quick_start_runs_end_to_end_on_a_tiny_model(qtbot: QtBot, toy_ws: Works
     assert win.current_panel() is win.features
     qtbot.waitUntil(lambda: win.features.detail.feature >= 0, timeout=60_000)
     assert win.features.analysis == "quickstart-topk" and win.features.model.rowCount() > 0
-    assert result["features"]["labelled"] > 0
-    if result["steering"]:
-        assert [r.feature for r in win.steering.rows] == [result["steering"]["feature"]]
+    assert result.features.labelled > 0
+    if result.steering:
+        assert [r.feature for r in win.steering.rows] == [result.steering.feature]
     _shot(dialog, "quickstart-dialog")
 
 

@@ -27,6 +27,7 @@ from mistudio.core.sae.io import load_sae
 from mistudio.core.sae.trainer import train_sae
 from mistudio.core.store.files import write_json_atomic
 from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.manifests import manifest_of
 from mistudio.core.store.workspace import Workspace
 
 D, SEQ = 32, 64
@@ -56,13 +57,13 @@ def _synthetic(ws: Workspace, name: str = "acts", n_seq: int = 400, seed: int = 
             chunk_file(folder, k, i).parent.mkdir(parents=True, exist_ok=True)
             np.save(chunk_file(folder, k, i), arr)
         chunks.append({"rows": z - a, "seq_end": int(pos[z - 1, 0]) + 1})
-    manifest = {"kind": "activations", "name": name, "status": "complete",
-                "config": {"model": "synthetic", "dtype": "float32", "context_length": SEQ,
-                           "tokenized": None},
-                "provenance": {"model": "synthetic"}, "hook_points": [key], "d_model": D,
-                "chunks": chunks, "summary": {"tokens": n}}
+    manifest = manifest_of({"kind": "activations", "name": name, "status": "complete",
+                            "config": {"model": "synthetic", "dtype": "float32",
+                                       "context_length": SEQ, "tokenized": None},
+                            "provenance": {"model": "synthetic"}, "hook_points": [key],
+                            "d_model": D, "chunks": chunks, "summary": {"tokens": n}})
     finish_massive(folder, manifest, 10.0)  # norms computed from the rows (no norms stored)
-    write_json_atomic(folder / MANIFEST, manifest)
+    write_json_atomic(folder / MANIFEST, manifest.to_json())
     ws.register(manifest)
     return X, planted
 
@@ -72,18 +73,18 @@ def test_flagging_finds_exactly_the_planted_tokens(ws: Workspace) -> None:
     acts = open_activations(ws, "acts")
     np.testing.assert_array_equal(acts.massive_rows(), planted)
     report = acts.massive
-    assert report["count"] == len(planted) == 40 and report["positions"] == {"1": 40}
-    hook = report["by_hook"]["layers.1.resid_post"]
-    assert hook["median_norm"] == pytest.approx(np.median(np.linalg.norm(X, axis=1)), rel=1e-4)
-    assert acts.manifest["summary"]["massive_tokens"] == 40
+    assert report.count == len(planted) == 40 and report.positions == {"1": 40}
+    hook = report.by_hook["layers.1.resid_post"]
+    assert hook.median_norm == pytest.approx(np.median(np.linalg.norm(X, axis=1)), rel=1e-4)
+    assert acts.manifest.summary.massive_tokens == 40
     assert describe_positions(report).startswith("40 tokens over 10x the median norm, at "
                                                  "position 1 (40)")
     # the norms were stored beside the chunks, and the normalisation ignores the sinks
     assert chunk_file(acts.path, NORMS, 0).is_file()
-    stats = acts.manifest["stats"]["layers.1.resid_post"]
+    stats = acts.manifest.stats["layers.1.resid_post"]
     kept = np.delete(np.linalg.norm(X, axis=1), planted)
-    assert stats["mean_norm"] == pytest.approx(kept.mean(), rel=1e-4)
-    assert stats["mean_norm_all_rows"] > 1.2 * stats["mean_norm"]  # 40 sinks of 25,000 rows
+    assert stats.mean_norm == pytest.approx(kept.mean(), rel=1e-4)
+    assert stats.mean_norm_all_rows > 1.2 * stats.mean_norm  # 40 sinks of 25,000 rows
 
 
 def test_flag_massive_takes_the_union_over_hook_points() -> None:
@@ -92,8 +93,8 @@ def test_flag_massive_takes_the_union_over_hook_points() -> None:
     pos = np.stack([np.arange(100) // 10, np.arange(100) % 10], 1)
     flags = flag_massive(norms, ["a", "b"], pos, 4, factor=10.0)
     assert flags.rows.tolist() == [3, 7]
-    assert flags.report["by_hook"]["a"]["count"] == 1 == flags.report["by_hook"]["b"]["count"]
-    assert flags.report["positions"] == {"3": 1, "7": 1}
+    assert flags.report.by_hook["a"].count == 1 == flags.report.by_hook["b"].count
+    assert flags.report.positions == {"3": 1, "7": 1}
 
 
 def test_batches_leave_massive_rows_out(ws: Workspace) -> None:
@@ -133,18 +134,18 @@ def test_explained_variance_is_not_inflated_by_massive_tokens(ws: Workspace) -> 
     in_held = planted[planted >= len(X) - n_eval] - (len(X) - n_eval)
     assert len(in_held) >= 1
     cfg = dict(steps=150, batch_size=256, eval_tokens=n_eval, expansion=4, k=8)
-    honest = train_sae(ws, small_train_config(**cfg), "honest")["summary"]
-    kept = train_sae(ws, small_train_config(**cfg, keep_massive=True), "kept")["summary"]
+    honest = train_sae(ws, small_train_config(**cfg), "honest").summary
+    kept = train_sae(ws, small_train_config(**cfg, keep_massive=True), "kept").summary
     # the reported figure is the one over the tokens the SAE is meant for ...
-    assert honest["massive_excluded"] == len(in_held) and not honest["keep_massive"]
-    assert honest["explained_variance"] == pytest.approx(
+    assert honest.massive_excluded == len(in_held) and not honest.keep_massive
+    assert honest.explained_variance == pytest.approx(
         _clean_ev(ws.artifact_path("sae", "honest"), X, held, in_held), abs=2e-3)
     # ... while an SAE trained and scored on every token reports a figure the sinks lift far
     # above what it does on the other tokens
     kept_clean = _clean_ev(ws.artifact_path("sae", "kept"), X, held, in_held)
-    assert kept["explained_variance"] == pytest.approx(kept["explained_variance_all_tokens"])
-    assert kept["explained_variance"] > kept_clean + 0.1
-    assert honest["explained_variance"] > 0.5
+    assert kept.explained_variance == pytest.approx(kept.explained_variance_all_tokens)
+    assert kept.explained_variance > kept_clean + 0.1
+    assert honest.explained_variance > 0.5
     meta = json.loads((ws.artifact_path("sae", "honest") / "cfg.json").read_text())["metadata"]
     assert meta["keep_massive"] is False and meta["massive_norm_threshold"] > 0
 
@@ -160,7 +161,7 @@ def test_sets_extracted_before_flagging_are_flagged_once(ws: Workspace) -> None:
     acts = open_activations(ws, "acts")
     np.testing.assert_array_equal(acts.massive_rows(), planted)
     assert json.loads((folder / MANIFEST).read_text())["massive"]["count"] == len(planted)
-    assert ws.catalog.get("activations", "acts").summary["massive_tokens"] == len(planted)
+    assert ws.catalog.get("activations", "acts").summary.massive_tokens == len(planted)
     before = (folder / MANIFEST).stat().st_mtime_ns
     time.sleep(0.01)
     open_activations(ws, "acts")
@@ -182,9 +183,9 @@ def test_extraction_flags_and_analysis_skips_massive_rows(acts_ws: Workspace) ->
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
 
     acts = open_activations(acts_ws, "acts")
-    assert chunk_file(acts.path, NORMS, 0).is_file() and "massive" in acts.manifest
+    assert chunk_file(acts.path, NORMS, 0).is_file() and acts.manifest.massive is not None
     stored = acts.chunk(NORMS, 0)
-    assert stored.shape == (acts.chunks[0]["rows"], 3)
+    assert stored.shape == (acts.chunks[0].rows, 3)
     np.testing.assert_allclose(stored[:50, 0], np.linalg.norm(
         acts.rows(acts.keys[0], 0, 50), axis=1), rtol=1e-3)
     train_sae(acts_ws, small_train_config(steps=30), "sae")
@@ -199,14 +200,14 @@ def test_extraction_flags_and_analysis_skips_massive_rows(acts_ws: Workspace) ->
     shutil.rmtree(acts.path / NORMS)
     assert 100 in open_activations(acts_ws, "acts").massive_rows()
     m = analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_k=5))
-    s = m["summary"]
-    assert s["massive_excluded"] >= 1 and s["n_tokens"] == s["n_rows"] - s["massive_excluded"]
+    s = m.summary
+    assert s.massive_excluded >= 1 and s.n_tokens == s.n_rows - s.massive_excluded
     folder = acts_ws.artifact_path("features", "sae")
     indptr = np.load(folder / "csr_indptr.npy")
     assert indptr[101] == indptr[100]  # row 100 has no feature
     kept = analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_k=5, keep_massive=True),
                    name="with-sinks")
-    assert kept["summary"]["massive_excluded"] == 0
+    assert kept.summary.massive_excluded == 0
     indptr = np.load(acts_ws.artifact_path("features", "with-sinks") / "csr_indptr.npy")
     assert indptr[101] > indptr[100]
 
@@ -221,17 +222,17 @@ def test_in_model_evaluation_leaves_massive_tokens_alone(acts_ws: Workspace) -> 
     cfg = json.loads(cfg_path.read_text())
     assert cfg["metadata"]["massive_norm_threshold"] > 0
     normal = evaluate_in_model(acts_ws, "sae", n_sequences=4)
-    assert normal["massive_passed_through"] == 0 and normal["kl_div"] > 0
+    assert normal.massive_passed_through == 0 and normal.kl_div > 0
     # every token over the threshold: nothing is replaced, the model is untouched
     cfg["metadata"]["massive_norm_threshold"] = 1e-6
     write_json_atomic(cfg_path, cfg)
     none = evaluate_in_model(acts_ws, "sae", n_sequences=4)
-    assert none["massive_passed_through"] == none["eval_tokens"] + 4  # + each sequence's last
-    assert none["kl_div"] == pytest.approx(0.0, abs=1e-6)
-    assert none["ce_loss_sae"] == pytest.approx(none["ce_loss_clean"], abs=1e-5)
+    assert none.massive_passed_through == none.in_model_tokens + 4  # + each sequence's last
+    assert none.kl_div == pytest.approx(0.0, abs=1e-6)
+    assert none.ce_loss_sae == pytest.approx(none.ce_loss_clean, abs=1e-5)
     # as imported from elsewhere: no threshold on record, the median rule decides
     del cfg["metadata"]["massive_norm_threshold"], cfg["metadata"]["keep_massive"]
     write_json_atomic(cfg_path, cfg)
     imported = evaluate_in_model(acts_ws, "sae", n_sequences=4)
-    assert imported["massive_passed_through"] == 0  # toy models have no sinks
-    assert imported["kl_div"] == pytest.approx(normal["kl_div"], rel=1e-5)
+    assert imported.massive_passed_through == 0  # toy models have no sinks
+    assert imported.kl_div == pytest.approx(normal.kl_div, rel=1e-5)

@@ -19,7 +19,7 @@ from mistudio.core.store.workspace import Workspace
 def test_register_and_load_each_family(ws: Workspace, toy_folder: Callable[[str], Path],
                                        family: str) -> None:
     m = add_model(ws, "m", str(toy_folder(family)))
-    assert m["provenance"]["type"] == "folder" and m["config"]["trust_remote_code"] is False
+    assert m.provenance.type == "folder" and m.config["trust_remote_code"] is False
     info = model_info(ws, "m")
     assert (info.n_layers, info.d_model) == (3, 32)
     lm = load_model(ws, "m")
@@ -44,7 +44,7 @@ def test_device_and_dtype_auto_on_this_machine() -> None:
 
 
 def test_too_large_for_memory_is_refused(toy_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mistudio.core import devices
+    from mistudio.core.models import devices
 
     monkeypatch.setattr(devices, "available_memory", lambda device: 10 * 2**20)
     with pytest.raises(ResourceError, match=r"Model 'toy' needs about 256\.\d MB .* 10\.0 MB is free"):

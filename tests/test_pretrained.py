@@ -20,9 +20,8 @@ from mistudio.core.runtime.errors import InvalidInputError, NotFoundError
 from mistudio.core.sae import SAEConfig, build_sae
 from mistudio.core.sae.formats import import_sae, read_foreign
 from mistudio.core.sae.hooknames import match_model, read_hook, to_hook_key
-from mistudio.core.sae.io import save_sae
+from mistudio.core.sae.io import open_sae, save_sae
 from mistudio.core.sae.releases import find_sae, list_saes, pull_sae, releases
-from mistudio.core.sae.trainer import open_sae
 from mistudio.core.store.workspace import Workspace
 
 
@@ -67,12 +66,12 @@ def test_import_reads_the_hook_and_model_from_the_files(toy_ws: Workspace,
                                                         tmp_path: Path) -> None:
     _saelens_folder(tmp_path / "sl", 32, "blocks.1.hook_resid_post", "toy")
     m = import_sae(toy_ws, tmp_path / "sl", "from-files")
-    assert m["summary"]["hook"] == "layers.1.resid_post" and m["provenance"]["model"] == "toy"
+    assert m.summary.hook == "layers.1.resid_post" and m.provenance.model == "toy"
     meta = json.loads((toy_ws.artifact_path("sae", "from-files") / "cfg.json").read_text())
     assert meta["metadata"]["hook_name_in_files"] == "blocks.1.hook_resid_post"
     # --hook only overrides; the width is still checked against the model
     m = import_sae(toy_ws, tmp_path / "sl", "override", hook="layers.2.resid_post")
-    assert m["summary"]["hook"] == "layers.2.resid_post"
+    assert m.summary.hook == "layers.2.resid_post"
     _saelens_folder(tmp_path / "other", 32, "blocks.1.hook_resid_post", "gemma-2-2b")
     with pytest.raises(InvalidInputError, match="its files name 'gemma-2-2b'.*registered: "):
         import_sae(toy_ws, tmp_path / "other", "x")
@@ -166,10 +165,10 @@ def pythia_ws(ws: Workspace, toy_folder: Callable[[str], Path], tmp_path: Path,
 def test_pull_from_the_cache_offline(pythia_ws: tuple[Workspace, Path, torch.nn.Module]) -> None:
     ws, _, sae = pythia_ws
     m = pull_sae(ws, "pythia-70m-deduped-res-sm", "blocks.2.hook_resid_post")
-    assert m["name"] == "pythia-70m-deduped-res-sm.blocks.2.hook_resid_post"
-    assert m["summary"]["hook"] == "layers.2.resid_post"
-    assert m["provenance"]["model"] == "pythia-70m-deduped"
-    loaded, _ = open_sae(ws, m["name"])
+    assert m.name == "pythia-70m-deduped-res-sm.blocks.2.hook_resid_post"
+    assert m.summary.hook == "layers.2.resid_post"
+    assert m.provenance.model == "pythia-70m-deduped"
+    loaded, _ = open_sae(ws, m.name)
     x = torch.randn(8, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded.reconstruct(x), sae.reconstruct(x), atol=1e-5,
@@ -220,7 +219,7 @@ def test_gemma_scope_attention_reads_attn_z(ws: Workspace, toy_folder: Callable[
              W_dec=sae.W_dec_FO.detach().numpy(), b_enc=sae.b_enc_F.detach().numpy(),
              b_dec=sae.b_dec_O.detach().numpy(), threshold=sae.threshold_F.detach().numpy())
     m = import_sae(ws, folder, "att")
-    assert m["summary"]["hook"] == "layers.1.attn_z" and m["provenance"]["model"] == "gemma-2-2b"
+    assert m.summary.hook == "layers.1.attn_z" and m.provenance.model == "gemma-2-2b"
 
 
 def test_pretrained_dialog_searches_and_pulls(qtbot: Any, pythia_ws: tuple[Workspace, Path, Any],

@@ -127,11 +127,11 @@ def test_hooks_and_extraction_on_a_quantized_model(toy_ws: Workspace) -> None:
     assert got[hook_key(1, "attn_z")].shape[-1] == 32 and got[hook_key(1, "mlp_in")].shape[-1] == 32
     m = extract_activations(toy_ws, ExtractConfig("toy", "pydoc", (1,), max_tokens=2000,
                                                   quantize="int8"), "q8")
-    assert m["provenance"]["quantization"] == "int8"
-    assert open_activations(toy_ws, "q8").manifest["config"]["quantize"] == "int8"
+    assert m.provenance.quantization == "int8"
+    assert open_activations(toy_ws, "q8").manifest.config["quantize"] == "int8"
     sae = train_sae(toy_ws, TrainConfig("q8", steps=5, batch_size=128, expansion=2, k=4,
                                         eval_tokens=256), "sae-q8")
-    assert sae["provenance"]["model_quantization"] == "int8"
+    assert sae.provenance.model_quantization == "int8"
     with pytest.raises(InvalidInputError, match="bitsandbytes, which needs a CUDA GPU"):
         load_model(toy_ws, "toy", "cpu", quantize="nf4")
     with pytest.raises(InvalidInputError, match="Unknown quantization"):

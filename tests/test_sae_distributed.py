@@ -32,11 +32,11 @@ def test_two_processes_train_in_sync_and_match_one(acts_ws: Workspace) -> None:
                  "--workspace", str(acts_ws.root)]) == 0
     ddp = acts_ws.catalog.get("sae", "ddp").summary
     one = acts_ws.catalog.get("sae", "single").summary
-    assert ddp["world_size"] == 2 and one["world_size"] == 1
-    assert ddp["tokens"] == one["tokens"] == 40 * 512
-    a, b = ddp["rank_checksums"]
+    assert ddp.world_size == 2 and one.world_size == 1
+    assert ddp.tokens == one.tokens == 40 * 512
+    a, b = ddp.rank_checksums
     assert a == b  # the ranks ended with identical weights
     saved = load_file(str(acts_ws.root / "saes" / "ddp" / WEIGHTS_FILE))
     assert tensors_checksum(saved) == a  # and the saved file is what rank 0 reported
-    assert abs(ddp["explained_variance"] - one["explained_variance"]) < 0.05
-    assert ddp["explained_variance"] > 0.5
+    assert abs(ddp.explained_variance - one.explained_variance) < 0.05
+    assert ddp.explained_variance > 0.5

@@ -45,7 +45,7 @@ def test_identity_reconstruction_scores_one_and_zero_scores_zero(tok_ws: Workspa
     useless = splice_eval(tok_ws, _sae(identity=False), _meta(hook), n_sequences=8)
     assert useless["ce_loss_sae"] == pytest.approx(useless["ce_loss_zero"], abs=1e-5)
     assert useless["ce_loss_zero"] != pytest.approx(useless["ce_loss_clean"], abs=1e-4)
-    assert useless["kl_div"] > 0 and useless["eval_tokens"] == 8 * 30
+    assert useless["kl_div"] > 0 and useless["in_model_tokens"] == 8 * 30
 
 
 def test_transcoder_splice_reads_one_site_and_replaces_another(tok_ws: Workspace) -> None:
@@ -59,6 +59,6 @@ def test_eval_of_a_trained_sae_is_stored(tok_ws: Workspace) -> None:
     train_sae(tok_ws, TrainConfig("acts", expansion=4, k=8, steps=30, batch_size=256, lr=3e-3,
                                   eval_tokens=512), "s")
     r = evaluate_in_model(tok_ws, "s", n_sequences=8)
-    assert r["kl_div"] >= 0 and r["eval_tokens"] == 8 * 30
+    assert r.kl_div >= 0 and r.in_model_tokens == 8 * 30
     summary = tok_ws.catalog.get("sae", "s").summary
-    assert summary["kl_div"] == r["kl_div"] and "explained_variance" in summary
+    assert summary.kl_div == r.kl_div and summary.explained_variance is not None

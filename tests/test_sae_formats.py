@@ -14,8 +14,7 @@ from mistudio.cli import main
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.sae import SAEConfig, build_sae
 from mistudio.core.sae.formats import import_sae
-from mistudio.core.sae.io import load_sae, save_sae
-from mistudio.core.sae.trainer import open_sae
+from mistudio.core.sae.io import load_sae, open_sae, save_sae
 from mistudio.core.store.workspace import Workspace
 
 HOOK = "layers.1.resid_post"

@@ -12,9 +12,11 @@ from mistudio.cli import main
 from mistudio.core.runtime.errors import Cancelled, InvalidInputError
 from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 from mistudio.core.sae import SAEConfig, build_sae
+from mistudio.core.sae.checkpoints import METRICS
+from mistudio.core.sae.io import open_sae
 from mistudio.core.sae.optim import ScheduleFreeSignSGD
 from mistudio.core.sae.relu import ghost_grads_loss
-from mistudio.core.sae.trainer import METRICS, open_sae, train_sae, train_saes
+from mistudio.core.sae.trainer import train_sae, train_saes
 from mistudio.core.store.workspace import Workspace
 
 
@@ -33,8 +35,8 @@ def test_a_sweep_trains_each_sae_exactly_as_alone(acts_ws: Workspace) -> None:
     """One pass over the data, but every SAE sees what it would see trained on its own."""
     a, b = small(k=4), small(architecture="relu", expansion=2, optimizer="signum", lr=1e-3)
     manifests = train_saes(acts_ws, [(a, "sw-a"), (b, "sw-b")])
-    assert [m["name"] for m in manifests] == ["sw-a", "sw-b"]
-    assert manifests[1]["summary"]["d_sae"] == 64 and manifests[1]["summary"]["optimizer"] == "signum"
+    assert [m.name for m in manifests] == ["sw-a", "sw-b"]
+    assert manifests[1].summary.d_sae == 64 and manifests[1].summary.optimizer == "signum"
     train_sae(acts_ws, a, "alone-a")
     train_sae(acts_ws, b, "alone-b")
     _same_weights(acts_ws, "sw-a", "alone-a")
@@ -97,8 +99,8 @@ def test_schedule_free_sign_sgd_minimises_a_quadratic() -> None:
 
 def test_signum_training_learns(acts_ws: Workspace) -> None:
     m = train_sae(acts_ws, small(optimizer="signum", lr=None), "sg")
-    assert m["summary"]["explained_variance"] > 0.5
-    assert m["summary"]["lr"] == pytest.approx(5e-3 * (16384 / 128) ** 0.5)
+    assert m.summary.explained_variance > 0.5
+    assert m.summary.lr == pytest.approx(5e-3 * (16384 / 128) ** 0.5)
 
 
 def test_ghost_grads_reach_only_dead_latents_and_train_them() -> None:
@@ -135,7 +137,7 @@ def test_target_l0_steers_the_sparsity_coefficient(acts_ws: Workspace, arch: str
     rows = _metrics(acts_ws, f"tl-{arch}")
     late = [r["l0"] for r in rows if r["step"] > 200]
     assert abs(sum(late) / len(late) - target) / target < 0.3, late
-    assert m["summary"]["l0"] == pytest.approx(target, rel=0.4)
+    assert m.summary.l0 == pytest.approx(target, rel=0.4)
     assert rows[-1]["sparsity_coefficient"] != rows[0]["sparsity_coefficient"]
 
 
@@ -155,7 +157,7 @@ def test_cli_sweep_names_each_sae_by_what_varies(acts_ws: Workspace,
                  "2", "--steps", "10", "--batch-size", "256", *w]) == 0
     out = capsys.readouterr().out
     assert "SAE sw-k4:" in out and "SAE sw-k8:" in out
-    assert acts_ws.catalog.get("sae", "sw-k8").summary["l0"] <= 8
+    assert acts_ws.catalog.get("sae", "sw-k8").summary.l0 <= 8
     assert main(["train", "--activations", "acts", "--name", "nothing", "--resume", *w]) == 2
     assert "No interrupted training run named 'nothing'" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: usage and "expected int values like 16,32"
@@ -167,9 +169,9 @@ def test_early_stopping_ends_only_the_run_that_plateaus(acts_ws: Workspace) -> N
     stuck = small(lr=1e-9, early_stop_patience=2, steps=60)  # cannot improve: stops early
     learning = small(steps=60, early_stop_patience=2, k=4)
     a, b = train_saes(acts_ws, [(stuck, "stuck"), (learning, "learning")])
-    assert a["summary"]["steps"] < 60 and a["summary"]["tokens"] == a["summary"]["steps"] * 256
-    assert b["summary"]["steps"] > a["summary"]["steps"]
-    assert _metrics(acts_ws, "stuck")[-1]["step"] == a["summary"]["steps"]
+    assert a.summary.steps < 60 and a.summary.tokens == a.summary.steps * 256
+    assert b.summary.steps > a.summary.steps
+    assert _metrics(acts_ws, "stuck")[-1]["step"] == a.summary.steps
 
 
 def test_training_that_cannot_fit_is_refused_before_it_starts(

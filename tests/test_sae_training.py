@@ -12,8 +12,9 @@ from toy import small_train_config as small
 from mistudio.core.runtime.errors import Cancelled, CorruptedError, InvalidInputError
 from mistudio.core.runtime.tasks import CallbackTask, CancelToken
 from mistudio.core.sae import SAEConfig, build_sae
-from mistudio.core.sae.io import CFG_FILE, WEIGHTS_FILE, load_sae
-from mistudio.core.sae.trainer import METRICS, open_sae, train_sae
+from mistudio.core.sae.checkpoints import METRICS
+from mistudio.core.sae.io import CFG_FILE, WEIGHTS_FILE, load_sae, open_sae
+from mistudio.core.sae.trainer import train_sae
 from mistudio.core.store.workspace import Workspace
 
 ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
@@ -65,7 +66,7 @@ def test_training_improves_and_saves_in_saelens_layout(acts_ws: Workspace, arch:
     rows = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(5, 41, 5))
     assert rows[-1]["mse"] < rows[0]["mse"]
-    assert m["summary"]["explained_variance"] > 0.3
+    assert m.summary.explained_variance > 0.3
     assert not (folder / "checkpoint.pt").exists()
     assert acts_ws.catalog.get("sae", f"s-{arch}").status == "complete"
 
@@ -97,7 +98,7 @@ def test_saved_weights_work_on_raw_activations(acts_ws: Workspace) -> None:
     x = torch.from_numpy(acts.rows("layers.1.resid_post", 0, 512))
     fvu = float((sae.reconstruct(x) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
     summary = acts_ws.catalog.get("sae", "s").summary
-    assert fvu == pytest.approx(1 - summary["explained_variance"], abs=0.05)
+    assert fvu == pytest.approx(1 - summary.explained_variance, abs=0.05)
 
 
 def test_transcoder_maps_mlp_in_to_mlp_out(acts_ws: Workspace) -> None:
@@ -106,7 +107,7 @@ def test_transcoder_maps_mlp_in_to_mlp_out(acts_ws: Workspace) -> None:
     cfg = json.loads((acts_ws.root / "saes" / "tc" / CFG_FILE).read_text())
     assert cfg["architecture"] == "topk_transcoder" and cfg["d_out"] == 32
     assert cfg["apply_b_dec_to_input"] is False
-    assert m["summary"]["target_hook"] == "layers.1.mlp_out"
+    assert m.summary.target_hook == "layers.1.mlp_out"
 
 
 def _stop_at(step: int) -> CallbackTask:
@@ -185,7 +186,7 @@ def test_out_of_memory_keeps_the_run_and_resumes_with_smaller_batches(
     monkeypatch.setattr(TopKSAE, "forward", real_forward)
     assert acts_ws.catalog.get("sae", "oom").status == "partial"
     m = train_sae(acts_ws, small(steps=20, batch_size=128, grad_accumulation=2), "oom")
-    assert m["summary"]["steps"] == 20 and m["summary"]["tokens"] == 20 * 256
+    assert m.summary.steps == 20 and m.summary.tokens == 20 * 256
     rows = [json.loads(x) for x in (acts_ws.root / "saes" / "oom" / METRICS).read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20]
 
@@ -218,6 +219,6 @@ def test_training_with_resampling(acts_ws: Workspace) -> None:
     m = train_sae(acts_ws, small(architecture="relu", resample_dead_every=10, dead_after_tokens=256,
                                  steps=40, sparsity_coefficient=5.0), "rs",
                   CallbackTask(on_partial=events.append))
-    assert m["summary"]["steps"] == 40
+    assert m.summary.steps == 40
     revived = [e for e in events if e.get("event") == "resampled"]
     assert revived and all(e["latents"] > 0 for e in revived)  # a strong L1 kills latents

@@ -12,7 +12,8 @@ from toy import small_train_config as small
 from mistudio.core.models.registry import load_model
 from mistudio.core.runtime.errors import Cancelled, InvalidInputError, NotFoundError
 from mistudio.core.runtime.tasks import CallbackTask, CancelToken
-from mistudio.core.sae.trainer import open_sae, train_sae
+from mistudio.core.sae.io import open_sae
+from mistudio.core.sae.trainer import train_sae
 from mistudio.core.steering.generate import GenerationConfig, compare
 from mistudio.core.steering.interventions import Intervention, SiteSteer, steering
 from mistudio.core.steering.session import Steerer, SteeringSpec

@@ -24,23 +24,23 @@ def _stream(ws: Workspace) -> list[int]:
 
 def test_concat_mode_chunks_the_joined_stream(toy_ws: Workspace) -> None:
     m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 64, prepend_bos="no"))
-    tset = open_tokenized(toy_ws, m["name"])
+    tset = open_tokenized(toy_ws, m.name)
     stream = _stream(toy_ws)
     n = len(stream) // 64
-    assert tset.n_sequences == n == m["summary"]["sequences"]
+    assert tset.n_sequences == n == m.summary.sequences
     ids, mask = tset.slice(0, n)
     assert ids.shape == (n, 64) and mask.all()
     assert ids.reshape(-1).tolist() == stream[: n * 64]
-    assert m["summary"]["dropped_tail_tokens"] == len(stream) - n * 64
-    assert m["summary"]["tokens"] == n * 64
+    assert m.summary.dropped_tail_tokens == len(stream) - n * 64
+    assert m.summary.tokens == n * 64
 
 
 def test_bos_is_prepended_to_every_sequence(toy_ws: Workspace) -> None:
     m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32, prepend_bos="yes"))
-    ids, _ = open_tokenized(toy_ws, m["name"]).slice(0, 10)
+    ids, _ = open_tokenized(toy_ws, m.name).slice(0, 10)
     assert (ids[:, 0] == toy_tokenizer().bos_token_id).all()
     assert ids[:, 1:].reshape(-1).tolist() == _stream(toy_ws)[: 10 * 31]
-    assert m["provenance"]["bos_token_id"] == toy_tokenizer().bos_token_id
+    assert m.provenance.bos_token_id == toy_tokenizer().bos_token_id
 
 
 def test_bos_is_prepended_by_default_when_the_tokenizer_defines_one(toy_ws: Workspace) -> None:
@@ -49,14 +49,14 @@ def test_bos_is_prepended_by_default_when_the_tokenizer_defines_one(toy_ws: Work
     assert toy_tokenizer()("a")["input_ids"][0] != toy_tokenizer().bos_token_id
     m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32))
     bos = toy_tokenizer().bos_token_id
-    assert m["name"] == "pydoc.toy.ctx32.bos"
-    assert m["provenance"]["bos_token_id"] == bos and m["provenance"]["prepend_bos"] is True
-    assert m["provenance"]["bos_token"] == "<s>"
-    ids, _ = open_tokenized(toy_ws, m["name"]).slice(0, 5)
+    assert m.name == "pydoc.toy.ctx32.bos"
+    assert m.provenance.bos_token_id == bos and m.provenance.prepend_bos is True
+    assert m.provenance.bos_token == "<s>"
+    ids, _ = open_tokenized(toy_ws, m.name).slice(0, 5)
     assert (ids[:, 0] == bos).all()
     # "no" keeps the old behaviour, under its own name
     plain = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32, prepend_bos="no"))
-    assert plain["name"] == "pydoc.toy.ctx32" and plain["provenance"]["prepend_bos"] is False
+    assert plain.name == "pydoc.toy.ctx32" and plain.provenance.prepend_bos is False
 
 
 def test_no_bos_for_a_tokenizer_without_one(toy_ws: Workspace, tmp_path: Path) -> None:
@@ -72,8 +72,8 @@ def test_no_bos_for_a_tokenizer_without_one(toy_ws: Workspace, tmp_path: Path) -
     tok.save_pretrained(folder)
     add_model(toy_ws, "nobos", str(folder))
     m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "nobos", 32))
-    assert m["name"] == "pydoc.nobos.ctx32" and m["provenance"]["bos_token_id"] is None
-    ids, _ = open_tokenized(toy_ws, m["name"]).slice(0, 3)
+    assert m.name == "pydoc.nobos.ctx32" and m.provenance.bos_token_id is None
+    ids, _ = open_tokenized(toy_ws, m.name).slice(0, 3)
     first = load_tokenizer(toy_ws, "nobos")(open_dataset(toy_ws, "pydoc").column("text")[0]
                                              .as_py(), add_special_tokens=False)["input_ids"]
     assert ids[0].tolist() == first[:32]  # text from the first token on
@@ -93,7 +93,7 @@ def test_a_set_found_by_name_must_match(toy_ws: Workspace) -> None:
 def test_truncate_mode_pads_with_a_mask(toy_ws: Workspace) -> None:
     m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 256, mode="truncate",
                                                 prepend_bos="yes"))
-    tset = open_tokenized(toy_ws, m["name"])
+    tset = open_tokenized(toy_ws, m.name)
     assert tset.n_sequences == 12  # one per document
     ids, mask = tset.slice(0, 12)
     first = toy_tokenizer()(open_dataset(toy_ws, "pydoc").column("text")[0].as_py(),
@@ -101,7 +101,7 @@ def test_truncate_mode_pads_with_a_mask(toy_ws: Workspace) -> None:
     expect = [1, *first][:256]
     assert ids[0, : len(expect)].tolist() == expect and mask[0, : len(expect)].all()
     assert (ids[mask == 0] == toy_tokenizer().pad_token_id).all()
-    assert m["summary"]["tokens"] == int(mask.sum())
+    assert m.summary.tokens == int(mask.sum())
 
 
 def test_slices_cross_record_batches(toy_ws: Workspace) -> None:
@@ -109,7 +109,7 @@ def test_slices_cross_record_batches(toy_ws: Workspace) -> None:
 
     add_dataset(toy_ws, "all", DatasetConfig("builtin:pydoc"))  # more documents than one batch
     m = tokenize_dataset(toy_ws, TokenizeConfig("all", "toy", 16))
-    tset = open_tokenized(toy_ws, m["name"])
+    tset = open_tokenized(toy_ws, m.name)
     assert len(tset._batches) > 1
     whole, _ = tset.slice(0, tset.n_sequences)
     for a, b in [(0, 7), (5, 500), (tset.n_sequences - 3, tset.n_sequences + 5)]:
@@ -119,16 +119,16 @@ def test_slices_cross_record_batches(toy_ws: Workspace) -> None:
 
 def test_stats_are_stored(toy_ws: Workspace) -> None:
     m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 64))
-    stats = m["stats"]
-    assert sum(stats["doc_length_histogram"]["counts"]) == 12
-    top = stats["top_tokens"]
-    assert top[0]["count"] >= top[-1]["count"] > 0 and isinstance(top[0]["token"], str)
+    stats = m.stats
+    assert sum(stats.doc_length_histogram.counts) == 12
+    top = stats.top_tokens
+    assert top[0].count >= top[-1].count > 0 and isinstance(top[0].token, str)
 
 
 def test_existing_set_is_reused(toy_ws: Workspace) -> None:
     cfg = TokenizeConfig("pydoc", "toy", 64)
     first = tokenize_dataset(toy_ws, cfg)
-    assert tokenize_dataset(toy_ws, cfg)["provenance"]["created"] == first["provenance"]["created"]
+    assert tokenize_dataset(toy_ws, cfg).provenance.created == first.provenance.created
 
 
 def test_bad_context_lengths(toy_ws: Workspace) -> None:

@@ -49,7 +49,7 @@ def test_a_copied_workspace_is_independent(trained: Workspace, tmp_path: Path) -
 
 def test_a_moved_workspace_keeps_working(trained: Workspace, tmp_path: Path) -> None:
     from mistudio.core.activations.store import open_activations
-    from mistudio.core.sae.trainer import open_sae
+    from mistudio.core.sae.io import open_sae
 
     old_root = trained.root
     trained.close()
@@ -149,7 +149,7 @@ def test_reanalysis_keeps_labels_of_the_same_weights(analysed: Workspace) -> Non
     store.set_labels([Label(3, "my careful label", "human", None, None, "ok", None),
                       Label(4, "auto label", "pattern", "simulation", 0.8, "ok", None)])
     m = analyze(analysed, AnalyzeConfig("sae", tokens=2000, top_k=5), overwrite=True)
-    assert m["previous_labels"]["carried_over"] == 2 and m["previous_labels"]["human"] == 1
+    assert m.previous_labels["carried_over"] == 2 and m.previous_labels["human"] == 1
     store = open_features(analysed, "sae")
     assert store.label(3).label == "my careful label" and store.label(4).score == 0.8
 
@@ -164,7 +164,7 @@ def test_reanalysis_after_retraining_archives_the_labels(analysed: Workspace) ->
         [Label(3, "my careful label", "human", None, None, "ok", None)])
     train_sae(analysed, small_train_config(steps=61), "sae", overwrite=True)  # new weights
     m = analyze(analysed, AnalyzeConfig("sae", tokens=2000, top_k=5), overwrite=True)
-    kept = m["previous_labels"]
+    kept = m.previous_labels
     assert kept["archived_labels"] == 1 and kept["human"] == 1
     assert "archived" in describe(kept)
     folder = analysed.artifact_path("features", "sae")
@@ -254,7 +254,8 @@ def test_live_explained_variance_of_a_one_token_batch_is_not_made_up(
 def test_resume_tolerates_a_torn_metrics_tail(acts_ws: Workspace) -> None:
     from mistudio.core.runtime.errors import Cancelled
     from mistudio.core.runtime.tasks import CallbackTask, CancelToken
-    from mistudio.core.sae.trainer import METRICS, train_sae
+    from mistudio.core.sae.checkpoints import METRICS
+    from mistudio.core.sae.trainer import train_sae
 
     token = CancelToken()
     task = CallbackTask(lambda p: token.cancel() if p > 0.5 else None, cancel=token,
@@ -265,7 +266,7 @@ def test_resume_tolerates_a_torn_metrics_tail(acts_ws: Workspace) -> None:
     with open(log, "a") as fh:
         fh.write('{"step": 999, "mse": 0.1')  # a crash in the middle of a line
     m = train_sae(acts_ws, small_train_config(), "torn")
-    assert m["summary"]["steps"] == 40
+    assert m.summary.steps == 40
     steps = [json.loads(x)["step"] for x in
              (acts_ws.artifact_path("sae", "torn") / METRICS).read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 40

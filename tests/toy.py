@@ -68,7 +68,7 @@ def save_toy(family: str, folder: Path, n_layers: int = 3) -> Path:
 
 def small_train_config(**kw: object) -> Any:
     """A TrainConfig for the toy activation set "acts" that trains in about a second."""
-    from mistudio.core.sae.trainer import TrainConfig
+    from mistudio.core.sae.train_config import TrainConfig
 
     base = dict(activations="acts", expansion=4, k=8, steps=40, batch_size=256, log_every=5,
                 checkpoint_every=10, warmup_steps=5, lr=3e-3, eval_tokens=1024)

@@ -9,6 +9,7 @@ from mistudio.cli.output import cli_task, emit, fmt_dict, table
 from mistudio.core.activations.massive import describe_positions, ev_phrase
 from mistudio.core.runtime.errors import MiStudioError
 from mistudio.core.store.workspace import Workspace
+from mistudio.core.workflows.results import QuickstartResult, SteeringDemo
 
 
 def cmd_datasets(args: argparse.Namespace, ws: Workspace) -> None:
@@ -19,18 +20,18 @@ def cmd_datasets(args: argparse.Namespace, ws: Workspace) -> None:
                                args.max_samples)
         with cli_task(args) as task:
             m = ds.add_dataset(ws, args.name, cfg, task, overwrite=args.overwrite)
-        emit(args, m, lambda m: f"Added dataset {m['name']}: {m['summary']['documents']:,} "
-             f"documents, {m['summary']['characters']:,} characters "
-             f"(text column {m['config']['text_column']!r}).")
+        emit(args, m, lambda m: f"Added dataset {m.name}: {m.summary.documents:,} "
+             f"documents, {m.summary.characters:,} characters "
+             f"(text column {m.config['text_column']!r}).")
     elif args.action == "list":
         arts = ws.catalog.list("dataset")
-        emit(args, [a._asdict() for a in arts], lambda _: table(
-            [[a.name, a.config.get("source"), a.summary.get("documents"), a.status] for a in arts],
+        emit(args, arts, lambda _: table(
+            [[a.name, a.config.get("source"), a.summary.documents, a.status] for a in arts],
             ["NAME", "SOURCE", "DOCUMENTS", "STATUS"]))
     elif args.action == "show":
         art = ws.catalog.get("dataset", args.name)
         toks = [t for t in ws.catalog.list("tokenized") if t.config.get("dataset") == args.name]
-        data = {**art._asdict(), "tokenized": [t.name for t in toks]}
+        data = {**art.to_json(), "tokenized": [t.name for t in toks]}
         emit(args, data, lambda d: fmt_dict({k: d[k] for k in
              ("name", "status", "path", "config", "summary", "tokenized")}))
     elif args.action == "remove":
@@ -61,24 +62,22 @@ def cmd_models(args: argparse.Namespace, ws: Workspace) -> None:
         return
     if args.action == "add":
         m = mdl.add_model(ws, args.name, args.source, args.trust_remote_code, args.overwrite)
-        emit(args, m, lambda m: f"Registered model {m['name']}: {m['summary']['family']}, "
-             f"{m['summary']['n_layers']} layers, d_model {m['summary']['d_model']}, "
-             f"{m['summary']['n_params'] / 1e6:.1f}M parameters.")
+        emit(args, m, lambda m: f"Registered model {m.name}: {m.summary.family}, "
+             f"{m.summary.n_layers} layers, d_model {m.summary.d_model}, "
+             f"{m.summary.n_params / 1e6:.1f}M parameters.")
     elif args.action == "list":
         arts = ws.catalog.list("model")
-        emit(args, [a._asdict() for a in arts], lambda _: table(
-            [[a.name, a.summary.get("family"), f"{a.summary.get('n_params', 0) / 1e6:.1f}M",
-              a.summary.get("n_layers"), a.summary.get("d_model"), a.config.get("source")]
+        emit(args, arts, lambda _: table(
+            [[a.name, a.summary.family, f"{a.summary.n_params / 1e6:.1f}M",
+              a.summary.n_layers, a.summary.d_model, a.config.get("source")]
              for a in arts], ["NAME", "FAMILY", "PARAMS", "LAYERS", "D_MODEL", "SOURCE"]))
     elif args.action == "show":
-        from dataclasses import asdict
-
         from mistudio.core.models.devices import estimate_model_bytes, resolve_device, resolve_dtype
         from mistudio.core.store.files import human_bytes
 
         info = mdl.model_info(ws, args.name)
         dtype = resolve_dtype("auto", resolve_device("auto"))
-        data = {"name": args.name, **asdict(info),
+        data = {"name": args.name, **info.to_json(),
                 "estimated_memory": human_bytes(estimate_model_bytes(info.n_params, dtype)),
                 "hook_points": [f"layers.{i}.{h}" for i in range(info.n_layers)
                                 for h in info.hook_points]}
@@ -98,29 +97,30 @@ def cmd_tokenize(args: argparse.Namespace, ws: Workspace) -> None:
     cfg = TokenizeConfig(args.dataset, args.model, args.context_length, args.mode, args.prepend_bos)
     with cli_task(args) as task:
         m = tokenize_dataset(ws, cfg, args.name, task, overwrite=args.overwrite)
-    s = m["summary"]
-    emit(args, m, lambda m: f"Tokenized set {m['name']}: {s['sequences']:,} sequences of "
-         f"{cfg.context_length} tokens, {s['tokens']:,} tokens from {s['documents']:,} documents.")
+    s = m.summary
+    emit(args, m, lambda m: f"Tokenized set {m.name}: {s.sequences:,} sequences of "
+         f"{cfg.context_length} tokens, {s.tokens:,} tokens from {s.documents:,} documents.")
 
 
 def cmd_tokenized(args: argparse.Namespace, ws: Workspace) -> None:
     if args.action == "list":
         arts = ws.catalog.list("tokenized")
-        emit(args, [a._asdict() for a in arts], lambda _: table(
+        emit(args, arts, lambda _: table(
             [[a.name, a.config.get("dataset"), a.config.get("model"),
-              a.config.get("context_length"), a.summary.get("sequences"), a.summary.get("tokens")]
+              a.config.get("context_length"), a.summary.sequences, a.summary.tokens]
              for a in arts], ["NAME", "DATASET", "MODEL", "CTX", "SEQUENCES", "TOKENS"]))
     else:
         from mistudio.core.data.tokenization import open_tokenized
 
         m = open_tokenized(ws, args.name).manifest
-        prov = m["provenance"]
-        bos = (f"{prov.get('bos_token') or prov['bos_token_id']!s} first in every sequence"
-               if prov.get("bos_token_id") is not None else "not prepended")
-        emit(args, m, lambda m: fmt_dict({k: m[k] for k in ("name", "config", "summary")}) +
+        prov = m.provenance
+        bos = (f"{prov.bos_token or prov.bos_token_id!s} first in every sequence"
+               if prov.bos_token_id is not None else "not prepended")
+        emit(args, m, lambda m: fmt_dict({"name": m.name, "config": m.config,
+                                          "summary": m.summary.to_json()}) +
              f"\nBOS: {bos}" +
-             "\ntop tokens: " + ", ".join(f"{t['token']!r} ({t['count']})"
-                                          for t in m["stats"]["top_tokens"][:15]))
+             "\ntop tokens: " + ", ".join(f"{t.token!r} ({t.count})"
+                                          for t in m.stats.top_tokens[:15]))
 
 
 def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
@@ -138,30 +138,31 @@ def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
                          (f".{cfg.quantize}" if cfg.quantize != "none" else ""))
     with cli_task(args) as task:
         m = extract_activations(ws, cfg, name, task, overwrite=args.overwrite)
-    s = m["summary"]
-    emit(args, m, lambda m: f"Activation set {m['name']}: {s['tokens']:,} tokens x "
-         f"{s['d_model']} at {', '.join(s['hook_points'])} ({s['chunks']} chunks, "
-         f"{(s['tokens_per_s'] or 0):,.0f} tokens/s).\nMassive tokens: "
-         f"{describe_positions(m.get('massive'))} (kept on disk, left out of training, "
+    s = m.summary
+    emit(args, m, lambda m: f"Activation set {m.name}: {s.tokens:,} tokens x "
+         f"{s.d_model} at {', '.join(s.hook_points)} ({s.chunks} chunks, "
+         f"{(s.tokens_per_s or 0):,.0f} tokens/s).\nMassive tokens: "
+         f"{describe_positions(m.massive)} (kept on disk, left out of training, "
          "evaluation and analysis unless --keep-massive).")
 
 
 def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
     if args.action == "list":
         arts = ws.catalog.list("activations")
-        emit(args, [a._asdict() for a in arts], lambda _: table(
+        emit(args, arts, lambda _: table(
             [[a.name, a.config.get("model"), ",".join(
                 f"{layer}.{hook}" for layer, hook in a.config.get("sites", [])),
-              a.summary.get("tokens"), a.summary.get("massive_tokens", "?"), a.status]
+              a.summary.tokens, a.summary.massive_tokens, a.status]
              for a in arts],
             ["NAME", "MODEL", "HOOK POINTS", "TOKENS", "MASSIVE", "STATUS"]))
     elif args.action == "show":
         from mistudio.core.activations.store import open_activations
 
         m = open_activations(ws, args.name).manifest
-        emit(args, m, lambda m: fmt_dict({"name": m["name"], "status": m["status"],
-                                            "summary": m["summary"], "stats": m["stats"]})
-             + f"\nmassive tokens: {describe_positions(m.get('massive'))}")
+        emit(args, m, lambda m: fmt_dict({"name": m.name, "status": m.status,
+                                          "summary": m.summary.to_json(),
+                                          "stats": {k: v.to_json() for k, v in m.stats.items()}})
+             + f"\nmassive tokens: {describe_positions(m.massive)}")
     elif args.action == "remove":
         ws.remove("activations", args.name)
         emit(args, {"removed": args.name}, f"Removed activation set {args.name}.")
@@ -199,7 +200,7 @@ def cmd_catalog(args: argparse.Namespace, ws: Workspace) -> None:
 
 def cmd_jobs(args: argparse.Namespace, ws: Workspace) -> None:
     jobs = ws.catalog.jobs()
-    emit(args, [j._asdict() for j in jobs], lambda _: table(
+    emit(args, jobs, lambda _: table(
         [[j.id, j.kind, j.target, j.status, time.strftime("%Y-%m-%d %H:%M", time.localtime(j.started)),
           j.message[:60]] for j in jobs], ["ID", "KIND", "TARGET", "STATUS", "STARTED", "MESSAGE"]))
 
@@ -214,46 +215,48 @@ def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
         r = run_quickstart(ws, task, args.max_tokens, device=args.device,
                            train_steps=args.train_steps, batch_size=args.batch_size,
                            label_top=args.label_top)
-    a = r["activations"]
-    emit(args, r, lambda r: "\n".join([
-        "miStudio quick start: done in {:.0f} s".format(r["seconds"]),
-        f"  workspace   {r['workspace']}",
-        f"  model       {r['model']['name']} ({r['model']['family']}, {r['model']['n_layers']} "
-        f"layers, d_model {r['model']['d_model']}, {r['model']['n_params'] / 1e6:.0f}M params)",
-        f"  dataset     {r['dataset']['name']} ({r['dataset']['documents']:,} documents)",
-        f"  tokenized   {r['tokenized']['name']} ({r['tokenized']['tokens']:,} tokens)",
-        f"  activations {a['name']}: layer {a['layer']} {a['hook']}, {a['tokens']:,} tokens x "
-        f"{a['d_model']}" + (" (reused)" if a["reused"] else
-                             f", {(a.get('tokens_per_s') or 0):,.0f} tokens/s"),
-        f"              massive tokens: {describe_positions(a.get('massive'))}",
-        "  sae         {name}: {architecture} {d_in} -> {d_sae}, {steps} steps; {ev}, "
-        "L0 {l0:.1f}, dead {dead_fraction:.1%}, CE loss score "
-        "{ce_loss_score:.3f}, KL {kl_div:.3f}{reused}".format(
-            **{**r["sae"], "ev": ev_phrase(r["sae"]),
-               "reused": " (reused)" if r["sae"]["reused"] else ""}),
-        "  features    {name}: {alive:,} live, {dead:,} dead on {n_tokens:,} tokens; {score_ge_0_7} "
-        "of {labelled} labelled features score >= 0.7 on held-out contexts{reused}".format(
-            **{**r["features"], "reused": " (analysis reused)" if r["features"]["reused"] else ""}),
-        *[f"      {b['feature']:>5}  {b['score']:.2f}  {b['label']}" for b in r["features"]["best"]],
-        *_steer_lines(r.get("steering")),
+    emit(args, r, quickstart_text)
+
+
+def quickstart_text(r: QuickstartResult) -> str:
+    """The quick start's result as the README shows it."""
+    a, sae, f = r.activations, r.sae, r.features
+    in_model = (f", CE loss score {sae.ce_loss_score:.3f}, KL {sae.kl_div:.3f}"
+                if sae.ce_loss_score is not None else "")
+    return "\n".join([
+        f"miStudio quick start: done in {r.seconds:.0f} s",
+        f"  workspace   {r.workspace}",
+        f"  model       {r.model.name} ({r.model.family}, {r.model.n_layers} layers, d_model "
+        f"{r.model.d_model}, {r.model.n_params / 1e6:.0f}M params)",
+        f"  dataset     {r.dataset.name} ({r.dataset.documents:,} documents)",
+        f"  tokenized   {r.tokenized.name} ({r.tokenized.tokens:,} tokens)",
+        f"  activations {a.name}: layer {a.layer} {a.hook}, {a.tokens:,} tokens x {a.d_model}"
+        + (" (reused)" if a.reused else f", {(a.tokens_per_s or 0):,.0f} tokens/s"),
+        f"              massive tokens: {describe_positions(a.massive)}",
+        f"  sae         {sae.name}: {sae.architecture} {sae.d_in} -> {sae.d_sae}, {sae.steps} "
+        f"steps; {ev_phrase(sae)}, L0 {sae.l0:.1f}, dead {sae.dead_fraction:.1%}{in_model}"
+        + (" (reused)" if sae.reused else ""),
+        f"  features    {f.name}: {f.alive:,} live, {f.dead:,} dead on {f.n_tokens:,} tokens; "
+        f"{f.score_ge_0_7} of {f.labelled} labelled features score >= 0.7 on held-out "
+        "contexts" + (" (analysis reused)" if f.reused else ""),
+        *[f"      {b.feature:>5}  {b.score:.2f}  {b.label}" for b in f.best],
+        *_steer_lines(r.steering),
         "Next: `mistudio features quickstart-topk --sort score`, "
         "`mistudio feature quickstart-topk INDEX`, "
         "`mistudio steer --sae quickstart-topk --feature INDEX=+20`.",
-    ]))
+    ])
 
 
-def _steer_lines(s: dict | None) -> list[str]:
+def _steer_lines(s: SteeringDemo | None) -> list[str]:
     if not s:
         return []
-    sweep = s.get("sweep") or []
-    picked = (f"              chosen from {len({r['feature'] for r in sweep})} features x "
-              f"{len({r['strength'] for r in sweep})} strengths over 3 prompts x 2 samples: the "
-              f"feature's mean activation in the text {s['concept_plain']:.3f} -> "
-              f"{s['concept_steered']:.3f}, perplexity x{s['perplexity_ratio']:.2f} (limit 2)"
-              ) if sweep else None
-    return [f"  steering    feature {s['feature']} ({s['label']}) at {s['coefficient']}, "
-            f"prompt {s['prompt']!r}:", *([picked] if picked else []),
-            f"      unsteered: {s['plain'].strip()!r}",
-            f"      steered:   {s['steered'].strip()!r}  (KL {s['kl_mean']:.3f}; perplexity "
-            f"{s.get('perplexity_plain', float('nan')):.1f} -> "
-            f"{s.get('perplexity_steered', float('nan')):.1f})"]
+    picked = (f"              chosen from {len({r.feature for r in s.sweep})} features x "
+              f"{len({r.coefficient_x_max for r in s.sweep})} strengths over 3 prompts x 2 "
+              f"samples: the feature's mean activation in the text {s.concept_plain:.3f} -> "
+              f"{s.concept_steered:.3f}, perplexity x{s.perplexity_ratio:.2f} (limit 2)"
+              ) if s.sweep else None
+    return [f"  steering    feature {s.feature} ({s.label}) at {s.coefficient_x_max:g} x max, "
+            f"prompt {s.prompt!r}:", *([picked] if picked else []),
+            f"      unsteered: {s.plain.strip()!r}",
+            f"      steered:   {s.steered.strip()!r}  (KL {s.kl_mean:.3f}; perplexity "
+            f"{s.perplexity_plain:.1f} -> {s.perplexity_steered:.1f})"]

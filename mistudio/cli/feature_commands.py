@@ -28,11 +28,11 @@ def cmd_analyze(args: argparse.Namespace, ws: Workspace) -> None:
         cfg = AnalyzeConfig(args.sae, activations, args.tokens, args.top_k, device=args.device,
                             keep_massive=args.keep_massive)
         m = analyze(ws, cfg, args.name, task, overwrite=args.overwrite)
-    s = m["summary"]
-    kept = describe_kept(m.get("previous_labels"))
-    emit(args, m, f"Analysed {m['name']}: {s['n_tokens']:,} tokens, {s['alive']:,} live features, "
-         f"{s['dead']:,} dead, {s['dense']:,} dense ({s['tokens_per_s']:,} tokens/s). "
-         + (f"{kept} " if kept else "") + f"Next: `mistudio features {m['name']}`.")
+    s = m.summary
+    kept = describe_kept(m.previous_labels)
+    emit(args, m, f"Analysed {m.name}: {s.n_tokens:,} tokens, {s.alive:,} live features, "
+         f"{s.dead:,} dead, {s.dense:,} dense ({s.tokens_per_s:,.0f} tokens/s). "
+         + (f"{kept} " if kept else "") + f"Next: `mistudio features {m.name}`.")
 
 
 def activations_for_dataset(ws: Workspace, sae: str, dataset: str, tokens: int, task: Any) -> str:
@@ -41,7 +41,7 @@ def activations_for_dataset(ws: Workspace, sae: str, dataset: str, tokens: int, 
     from mistudio.core.models.adapters import parse_hook_key
 
     art = ws.catalog.get("sae", sae)
-    model, hook = art.provenance.get("model"), art.summary.get("hook")
+    model, hook = art.provenance.model, art.summary.hook
     if not model or not hook:
         raise MiStudioError(f"SAE {sae!r} does not record its model and hook point.",
                             "Pass --activations with a matching set instead.")
@@ -104,7 +104,7 @@ def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
     f = args.index
     info = describe_columns(store, f)
     reader = FeatureReader(store.folder)
-    text = TokenText(load_tokenizer(ws, reader.manifest["provenance"]["model"]))
+    text = TokenText(load_tokenizer(ws, reader.manifest.provenance.model))
     lb = store.label(f)
     top = reader.top_examples(f, args.examples)
     quant = reader.quantile_examples(f, n_bins=5, per_bin=1) if args.quantiles else []
@@ -238,9 +238,9 @@ def cmd_label(args: argparse.Namespace, ws: Workspace) -> None:
         print(f"note: {SMALL_MODEL_WARNING}", file=sys.stderr)
     with cli_task(args) as task:
         r = label_features(ws, args.analysis, cfg, task)
-    mean = "n/a" if r["mean_score"] is None else f"{r['mean_score']:.2f}"
-    emit(args, r, f"Labelled {r['labelled_now']:,} features with {r['explainer']} "
-         f"({r['skipped']:,} already labelled); {r['score_ge_0_7']:,} of {r['scored']:,} scored "
+    mean = "n/a" if r.mean_score is None else f"{r.mean_score:.2f}"
+    emit(args, r, f"Labelled {r.labelled_now:,} features with {r.explainer} "
+         f"({r.skipped:,} already labelled); {r.score_ge_0_7:,} of {r.scored:,} scored "
          f"labels reach 0.7 (mean {mean}). See `mistudio features {args.analysis} --sort score`.")
 
 

@@ -74,11 +74,24 @@ def cli_task(args: argparse.Namespace) -> Iterator[CallbackTask]:
 
 
 def emit(args: argparse.Namespace, data: Any, text: Callable[[Any], str] | str) -> None:
-    """Print ``data`` as JSON with --json, else the human-readable text."""
+    """Print ``data`` as JSON with --json (typed records as their JSON), else the text."""
     if args.json:
-        print(json.dumps(data, indent=2, default=str))
+        print(json.dumps(jsonable(data), indent=2, default=str))
     else:
         print(text(data) if callable(text) else text)
+
+
+def jsonable(data: Any) -> Any:
+    """``data`` with typed records, catalog rows and named tuples as plain JSON values."""
+    if hasattr(data, "to_json"):
+        return data.to_json()
+    if hasattr(data, "_asdict"):
+        return {k: jsonable(v) for k, v in data._asdict().items()}
+    if isinstance(data, list | tuple):
+        return [jsonable(v) for v in data]
+    if isinstance(data, dict):
+        return {k: jsonable(v) for k, v in data.items()}
+    return data
 
 
 def table(rows: list[list[Any]], header: list[str]) -> str:

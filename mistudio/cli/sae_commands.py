@@ -41,7 +41,7 @@ def str_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
 
 def train_configs(args: argparse.Namespace) -> list[tuple[Any, str]]:
     """Every combination of the listed values, each with a name that says what varies."""
-    from mistudio.core.sae.trainer import TrainConfig
+    from mistudio.core.sae.train_config import TrainConfig
 
     fixed = ("hook", "target_hook", "skip", "steps", "batch_size", "seed", "device", "keep_massive",
              "grad_accumulation", "checkpoint_every", "resample_dead_every", "warmup_steps",
@@ -81,7 +81,8 @@ def train_configs(args: argparse.Namespace) -> list[tuple[Any, str]]:
 
 
 def cmd_train(args: argparse.Namespace, ws: Workspace) -> None:
-    from mistudio.core.sae.trainer import CHECKPOINT, train_saes
+    from mistudio.core.sae.checkpoints import CHECKPOINT
+    from mistudio.core.sae.trainer import train_saes
 
     runs = train_configs(args)
     if args.resume:
@@ -97,27 +98,27 @@ def cmd_train(args: argparse.Namespace, ws: Workspace) -> None:
         manifests = train_saes(ws, runs, task, overwrite=args.overwrite)
     lines = []
     for m in manifests:
-        s = m["summary"]
-        lines.append(f"SAE {m['name']}: {s['architecture']}, {s['d_in']} -> {s['d_sae']}, "
-                     f"{s['steps']:,} steps on {s['tokens']:,} tokens; {ev_phrase(s)}, "
-                     f"L0 {s['l0']:.1f}, dead "
-                     f"{s['dead_fraction']:.1%}.")
+        s = m.summary
+        lines.append(f"SAE {m.name}: {s.architecture}, {s.d_in} -> {s.d_sae}, "
+                     f"{s.steps:,} steps on {s.tokens:,} tokens; {ev_phrase(s)}, "
+                     f"L0 {s.l0:.1f}, dead {s.dead_fraction:.1%}.")
     emit(args, manifests[0] if len(manifests) == 1 else manifests, "\n".join(lines))
 
 
 def cmd_saes(args: argparse.Namespace, ws: Workspace) -> None:
     if args.action == "list":
         arts = ws.catalog.list("sae")
-        emit(args, [a._asdict() for a in arts], lambda _: table(
-            [[a.name, a.summary.get("architecture", a.config.get("architecture")),
-              a.summary.get("hook"), a.summary.get("d_sae"),
-              fmt_num(a.summary.get("explained_variance")), fmt_num(a.summary.get("l0")),
+        emit(args, arts, lambda _: table(
+            [[a.name, a.summary.architecture or a.config.get("architecture"),
+              a.summary.hook, a.summary.d_sae,
+              fmt_num(a.summary.explained_variance), fmt_num(a.summary.l0),
               a.status] for a in arts],
             ["NAME", "ARCH", "HOOK", "D_SAE", "EV", "L0", "STATUS"]))
     elif args.action == "show":
         art = ws.catalog.get("sae", args.name)
-        emit(args, art._asdict(), lambda _: fmt_dict(
-            {"name": art.name, "status": art.status, "path": art.path, "summary": art.summary}))
+        emit(args, art, lambda _: fmt_dict(
+            {"name": art.name, "status": art.status, "path": art.path,
+             "summary": art.summary.to_json()}))
     elif args.action == "releases":
         from mistudio.core.sae.releases import list_saes, releases
 
@@ -140,10 +141,10 @@ def cmd_saes(args: argparse.Namespace, ws: Workspace) -> None:
         with cli_task(args) as task:
             m = pull_sae(ws, args.release, args.sae_id, args.name, args.model, task,
                          args.overwrite)
-        s = m["summary"]
-        emit(args, m, f"Pulled {args.release} {args.sae_id} as SAE {m['name']}: "
-             f"{s['architecture']} {s['d_in']} -> {s['d_sae']} at {s['hook']} of "
-             f"{m['provenance']['model']}. Next: `mistudio eval {m['name']}`.")
+        s = m.summary
+        emit(args, m, f"Pulled {args.release} {args.sae_id} as SAE {m.name}: "
+             f"{s.architecture} {s.d_in} -> {s.d_sae} at {s.hook} of "
+             f"{m.provenance.model}. Next: `mistudio eval {m.name}`.")
     elif args.action == "remove":
         from mistudio.core.features.carry import remove_sae
 
@@ -158,16 +159,22 @@ def cmd_eval(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.sae.evaluation import evaluate_in_model
 
     with cli_task(args) as task:
-        r = evaluate_in_model(ws, args.sae, args.sequences, device=args.device, task=task)
-    emit(args, r, lambda r: "\n".join([
-        f"SAE {args.sae} spliced into {r['model']} at {r['hook']} ({r['eval_tokens']:,} held-out "
+        s = evaluate_in_model(ws, args.sae, args.sequences, device=args.device, task=task)
+    model = ws.catalog.get("sae", args.sae).provenance.model
+    emit(args, {"sae": args.sae, "model": model, **s.to_json()}, "\n".join([
+        f"SAE {args.sae} spliced into {model} at {s.hook} ({s.in_model_tokens:,} held-out "
         "tokens):",
-        f"  CE loss  clean {r['ce_loss_clean']:.4f}  with SAE {r['ce_loss_sae']:.4f}  "
-        f"zero-ablated {r['ce_loss_zero']:.4f}",
-        f"  CE loss score {r['ce_loss_score']:.3f}   KL divergence {r['kl_div']:.4f}",
-        f"  {ev_phrase(r)}   L0 {r['l0']:.1f}   dead {r['dead_fraction']:.1%}"]
-        + ([f"  {r['massive_passed_through']:,} massive tokens passed through unchanged"]
-           if r.get("massive_passed_through") else [])))
+        f"  CE loss  clean {s.ce_loss_clean:.4f}  with SAE {s.ce_loss_sae:.4f}  "
+        f"zero-ablated {s.ce_loss_zero:.4f}",
+        f"  CE loss score {s.ce_loss_score:.3f}   KL divergence {s.kl_div:.4f}",
+        f"  {ev_phrase(s)}   L0 {_num(s.l0, '.1f')}   dead {_num(s.dead_fraction, '.1%')}"]
+        + ([f"  {s.massive_passed_through:,} massive tokens passed through unchanged"]
+           if s.massive_passed_through else [])))
+
+
+def _num(value: float | None, fmt: str) -> str:
+    """A figure that an imported SAE may not have (no held-out evaluation)."""
+    return "n/a" if value is None else format(value, fmt)
 
 
 def cmd_import(args: argparse.Namespace, ws: Workspace) -> None:
@@ -178,10 +185,9 @@ def cmd_import(args: argparse.Namespace, ws: Workspace) -> None:
 
     ensure_embedded_model(ws)
     m = import_sae(ws, Path(args.folder), args.name, args.model, args.hook, args.overwrite)
-    s = m["summary"]
-    emit(args, m, lambda m: f"Imported SAE {m['name']} ({s['imported_format']}): "
-         f"{s['architecture']} {s['d_in']} -> {s['d_sae']} at {s['hook']} of "
-         f"{m['provenance']['model']}.")
+    s = m.summary
+    emit(args, m, lambda m: f"Imported SAE {m.name} ({s.imported_format}): "
+         f"{s.architecture} {s.d_in} -> {s.d_sae} at {s.hook} of {m.provenance.model}.")
 
 
 def cmd_export(args: argparse.Namespace, ws: Workspace) -> None:

@@ -115,7 +115,7 @@ def _tokens_text(ws: Workspace, spec: Any, r: dict[str, Any]) -> tuple[list[str]
     from mistudio.core.models.registry import load_tokenizer
 
     art = ws.catalog.get("sae", spec.saes[0])
-    tok = load_tokenizer(ws, spec.model or art.provenance["model"])
+    tok = load_tokenizer(ws, spec.model or art.provenance.model)
     return ([tok.decode([t]) for t in r["plain"]["token_ids"]],
             [tok.decode([t]) for t in r["steered"]["token_ids"]])
 

@@ -152,8 +152,8 @@ class DatasetsPanel(ArtifactPanel):
 
     def rows(self) -> list[list[Any]]:
         refill_combo(self.tok_model, [m.name for m in self.ws.catalog.list("model")])
-        return [[a.name, a.config.get("source"), a.summary.get("documents"),
-                 a.summary.get("characters"), a.status] for a in self.ws.catalog.list("dataset")]
+        return [[a.name, a.config.get("source"), a.summary.documents,
+                 a.summary.characters, a.status] for a in self.ws.catalog.list("dataset")]
 
     def selected(self) -> str | None:
         idx = self.table.selectionModel().selectedRows()
@@ -269,20 +269,20 @@ class TokenizedPreview(QWidget):
         self.text.setHtml(result["html"])
         self.policy.setText(result["policy"])
         stats = result["stats"]
-        h = stats.get("doc_length_histogram")
+        h = stats.doc_length_histogram
         self.lengths.clear()
         self.top.clear()
-        if h:
-            edges = np.array(h["edges"], dtype=float)
+        if len(h.edges) > 1:
+            edges = np.array(h.edges, dtype=float)
             self.lengths.addItem(pg.BarGraphItem(x=(edges[:-1] + edges[1:]) / 2,
-                                                 height=h["counts"],
+                                                 height=h.counts,
                                                  width=float(edges[1] - edges[0]) * 0.9,
                                                  brush="#61afef"))
-        top = stats.get("top_tokens", [])[:12]
+        top = stats.top_tokens[:12]
         if top:
-            self.top.addItem(pg.BarGraphItem(x=np.arange(len(top)), height=[t["count"] for t in top],
+            self.top.addItem(pg.BarGraphItem(x=np.arange(len(top)), height=[t.count for t in top],
                                              width=0.8, brush="#e06c75"))
-            self.top.getAxis("bottom").setTicks([[(i, repr(t["token"])[1:-1][:6])
+            self.top.getAxis("bottom").setTicks([[(i, repr(t.token)[1:-1][:6])
                                                   for i, t in enumerate(top)]])
 
     def _hover(self, url: QUrl) -> None:
@@ -303,7 +303,7 @@ def _tokenized_preview(root: Path, name: str) -> dict[str, Any]:
     ws = Workspace(root)
     try:
         tokens = open_tokenized(ws, name)
-        tok = load_tokenizer(ws, tokens.manifest["config"]["model"])
+        tok = load_tokenizer(ws, tokens.manifest.config["model"])
         ids, mask = tokens.slice(0, min(3, tokens.n_sequences))
         parts = []
         for row, m in zip(ids, mask, strict=True):
@@ -313,13 +313,13 @@ def _tokenized_preview(root: Path, name: str) -> dict[str, Any]:
                 parts.append(f'<a href="tok:{int(t)}" style="background:{shade};color:#111;'
                              f'text-decoration:none">{text}</a>')
             parts.append("<br><br>")
-        prov = tokens.manifest.get("provenance", {})
-        policy = (f"Every sequence starts with BOS ({prov.get('bos_token') or prov['bos_token_id']})"
+        prov = tokens.manifest.provenance
+        policy = (f"Every sequence starts with BOS ({prov.bos_token or prov.bos_token_id})"
                   f", where the attention sink sits; extraction leaves it out."
-                  if prov.get("bos_token_id") is not None else
+                  if prov.bos_token_id is not None else
                   "No BOS first: the text's first tokens take the attention sink (extraction "
                   "flags their huge norms and training leaves them out).")
-        return {"html": "".join(parts), "stats": tokens.manifest.get("stats", {}),
+        return {"html": "".join(parts), "stats": tokens.manifest.stats,
                 "policy": policy}
     finally:
         ws.close()

@@ -90,7 +90,7 @@ class AddDatasetDialog(QDialog):
                              max_samples=self.max_samples.value() or None)
 
     def preview(self) -> None:
-        from mistudio.core.data.datasets import DatasetConfig, preview_source
+        from mistudio.core.data.sources import DatasetConfig, preview_source
 
         src = self.source.text().strip()
         if not src:

@@ -181,7 +181,7 @@ class FeaturesPanel(QWidget):
         art = self.ws.catalog.find("features", name)
         if art is None or art.status != "complete":
             return
-        stamp = (name, art.path, art.provenance.get("created"))
+        stamp = (name, art.path, art.provenance.created)
         if feature >= 0:
             self._pending_feature = feature
         if stamp == self._stamp:
@@ -196,14 +196,14 @@ class FeaturesPanel(QWidget):
         folder = Path(art.path)
         self.store, self.reader, self.text = FeatureStore(folder), FeatureReader(folder), None
         s = art.summary
-        self.summary.setText(f"{s.get('alive', 0):,} live features of {self.store.n:,}, "
-                             f"{s.get('n_tokens', 0):,} tokens analysed, hook "
-                             f"{art.provenance.get('hook', '?')}")
+        self.summary.setText(f"{s.alive:,} live features of {self.store.n:,}, "
+                             f"{s.n_tokens:,} tokens analysed, hook "
+                             f"{art.provenance.hook or '?'}")
         self.model.set_store(self.store)
         self.filters.apply()
         self.map.clear()
         self.detail.set_source(None, None, None)
-        model = self.reader.manifest["provenance"]["model"]
+        model = self.reader.manifest.provenance.model
         root = self.ws.root
 
         def load(task: Any) -> tuple[str, TokenText]:
@@ -321,8 +321,8 @@ class FeaturesPanel(QWidget):
         kind, analysis, value = result
         if kind == "analysis":
             self.refresh()
-            self.choice.setCurrentText(value["name"])
-            self.open_analysis(value["name"])
+            self.choice.setCurrentText(value.name)
+            self.open_analysis(value.name)
             return
         if analysis != self.analysis or self.store is None:
             return
@@ -333,10 +333,10 @@ class FeaturesPanel(QWidget):
             self.model.labels_changed()
             if self.detail.feature >= 0:
                 self.detail.show_label(self.store.label(self.detail.feature))
-            mean = "n/a" if value["mean_score"] is None else f"{value['mean_score']:.2f}"
-            self.summary.setText(f"Described {value['labelled_now']:,} features with "
-                                 f"{value['explainer']}: {value['score_ge_0_7']:,} of "
-                                 f"{value['scored']:,} scored labels reach 0.7 (mean {mean}).")
+            mean = "n/a" if value.mean_score is None else f"{value.mean_score:.2f}"
+            self.summary.setText(f"Described {value.labelled_now:,} features with "
+                                 f"{value.explainer}: {value.score_ge_0_7:,} of "
+                                 f"{value.scored:,} scored labels reach 0.7 (mean {mean}).")
         elif kind == "ablation":
             self.detail.show_ablation(value)
         elif kind == "correlation":

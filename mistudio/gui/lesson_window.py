@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from mistudio.core.runtime.processes import ChildService
 from mistudio.core.store.workspace import Workspace
+from mistudio.core.workflows.results import QuickstartResult
 from mistudio.gui.common import show_error
 from mistudio.gui.dashboard import Dashboard
 from mistudio.gui.worker import JobRunner, in_worker
@@ -78,7 +79,7 @@ class LessonWindow(QWidget):
         self.steer_runner.finished.connect(self._generated)
         self.steer_runner.failed.connect(lambda m, d: show_error(self, m, d))
         self.service = ChildService()
-        self.result: dict[str, Any] = {}
+        self.result: QuickstartResult | None = None
         self.started_at = 0.0
         self.pages = QStackedWidget()
         for page in (self._train_page(), self._features_page(), self._steer_page()):
@@ -129,13 +130,13 @@ class LessonWindow(QWidget):
         if rows:
             self.dashboard.add_rows(rows)
 
-    def _trained(self, result: dict[str, Any]) -> None:
+    def _trained(self, result: QuickstartResult) -> None:
         from mistudio.core.workflows.lesson import lesson_features
 
         self.result = result
         self.features.clear()
-        demo = (result.get("steering") or {}).get("feature")
-        for f in lesson_features(self.ws, result["features"]["name"]):
+        demo = result.steering.feature if result.steering else None
+        for f in lesson_features(self.ws, result.features.name):
             item = QListWidgetItem(f"{f.label}    (feature {f.feature}, fires on "
                                    f"{f.frequency:.1%} of tokens, score {f.score:.2f})")
             item.setData(Qt.ItemDataRole.UserRole, f.feature)
@@ -201,13 +202,14 @@ class LessonWindow(QWidget):
         return w
 
     def _steer_shown(self) -> None:
-        steer = self.result.get("steering") or {}
-        self.strength.setValue(round(10 * float(steer.get("strength", 1.0))))
-        if steer.get("prompt"):
-            self.prompt.setPlainText(steer["prompt"])
+        steer = self.result.steering if self.result else None
+        self.strength.setValue(round(10 * (steer.coefficient_x_max if steer else 1.0)))
+        if steer and steer.prompt:
+            self.prompt.setPlainText(steer.prompt)
 
     def _strength_changed(self, value: int) -> None:
-        fluent = float((self.result.get("steering") or {}).get("strength", 0) or 0)
+        steer = self.result.steering if self.result else None
+        fluent = steer.coefficient_x_max if steer else 0.0
         x = value / 10
         tag = " (stays fluent)" if fluent and x <= fluent else \
             " (past the fluent setting)" if fluent else ""
@@ -220,10 +222,10 @@ class LessonWindow(QWidget):
 
         item = self.features.currentItem()
         prompt = self.prompt.toPlainText()
-        if item is None or not self.result or not prompt.strip():
+        if item is None or self.result is None or not prompt.strip():
             self.note.setText("Train first, pick a feature, and type a prompt.")
             return
-        sae = self.result["sae"]["name"]
+        sae = self.result.sae.name
         spec = SteeringSpec((sae,), (Intervention(int(item.data(Qt.ItemDataRole.UserRole)),
                                                   self.strength.value() / 10),),
                             units="max", generation=GenerationConfig(max_tokens=24))

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from mistudio import __version__
 from mistudio.core.store.workspace import Workspace
+from mistudio.core.workflows.results import QuickstartResult
 from mistudio.gui.common import PanelScroll, apply_theme, restyle_plots, show_error
 from mistudio.gui.data_panels import DatasetsPanel
 from mistudio.gui.features_panel import FeaturesPanel
@@ -287,21 +288,20 @@ class MainWindow(QMainWindow):
         self.lesson.raise_()
         return self.lesson
 
-    def _quickstart_done(self, result: dict[str, Any]) -> None:
+    def _quickstart_done(self, result: QuickstartResult) -> None:
         """Open the Feature browser on the result and set up a steering experiment."""
         self.refresh()
-        features = result["features"]
-        best = features["best"][0]["feature"] if features["best"] else -1
-        self.features.open_analysis(features["name"], best)
+        features = result.features
+        best = features.best[0].feature if features.best else -1
+        self.features.open_analysis(features.name, best)
         self.show_panel(self.features)
-        steer = result.get("steering")
+        steer = result.steering
         if steer:
             self.steering.refresh()
             self.steering.clear_features()
             self.steering.units.setCurrentIndex(self.steering.units.findData("max"))
-            self.steering.add_feature(result["sae"]["name"], steer["feature"],
-                                      steer.get("strength", 1.0))
-            self.steering.prompt.setPlainText(steer["prompt"])
+            self.steering.add_feature(result.sae.name, steer.feature, steer.coefficient_x_max)
+            self.steering.prompt.setPlainText(steer.prompt)
 
     def analyse(self, sae: str) -> None:
         """From the Training tab: analyse a finished run in the Features tab."""
@@ -313,7 +313,7 @@ class MainWindow(QMainWindow):
         """From the feature browser: this feature (its SAE is named like its analysis) in the
         Steering tab, ready to generate."""
         art = self.ws.catalog.find("features", analysis)
-        sae = art.provenance.get("sae", analysis) if art is not None else analysis
+        sae = (art.provenance.sae or analysis) if art is not None else analysis
         self.steering.refresh()
         self.steering.add_feature(sae, feature)
         self.show_panel(self.steering)
@@ -397,8 +397,7 @@ class MainWindow(QMainWindow):
         def job(ws: Workspace, task: Any) -> str:
             m = import_sae(ws, Path(folder), name, None if model == from_files else model,
                            hook.strip() or None)
-            return (f"Imported SAE {name} at {m['summary']['hook']} of "
-                    f"{m['provenance']['model']}.")
+            return f"Imported SAE {name} at {m.summary.hook} of {m.provenance.model}."
 
         self.file_runner.start(f"Importing {name}", in_worker(self.ws, job))
 

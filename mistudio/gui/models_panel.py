@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from mistudio.core.store.files import human_bytes
+from mistudio.core.store.manifests import ActivationsSummary
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, refill_combo, show_error
 from mistudio.gui.data_panels import ArtifactPanel
@@ -40,9 +41,9 @@ WEIGHTS = {"full precision": "none", "int8 (about 1/4 of float32)": "int8",
 """The extraction form's choices of how the model's weights are held while it runs."""
 
 
-def _massive_note(summary: dict[str, Any]) -> str:
+def _massive_note(summary: ActivationsSummary) -> str:
     """", 17 massive tokens left out" for an activation set's catalog summary."""
-    n = summary.get("massive_tokens")
+    n = summary.massive_tokens
     if not n:
         return ""
     return f", {n:,} massive token{'s' if n != 1 else ''} (attention sinks) left out"
@@ -176,8 +177,8 @@ class ModelsPanel(ArtifactPanel):
         refill_combo(self.dataset, [d.name for d in self.ws.catalog.list("dataset")])
         sets = self.ws.catalog.list("activations")
         self.acts.setText("Activation sets:\n" + "\n".join(
-            f"  {a.name}: {a.summary.get('tokens', 0):,} tokens, "
-            f"{human_bytes(a.summary.get('bytes', 0))} ({a.status})" + _massive_note(a.summary)
+            f"  {a.name}: {a.summary.tokens:,} tokens, "
+            f"{human_bytes(a.summary.bytes)} ({a.status})" + _massive_note(a.summary)
             for a in sets) if sets else "No activation sets yet.")
         from mistudio.core.models.devices import estimate_model_bytes, resolve_device, resolve_dtype
         from mistudio.core.runtime.errors import MiStudioError
@@ -188,10 +189,9 @@ class ModelsPanel(ArtifactPanel):
             where = f"{device.type} ({str(dtype).removeprefix('torch.')})"
         except MiStudioError:  # e.g. cuda chosen on a machine without one
             device, dtype, where = None, None, f"{self.device}: not available"
-        return [[m.name, m.summary.get("family"), f"{(m.summary.get('n_params') or 0) / 1e6:.1f}M",
-                 m.summary.get("n_layers"), m.summary.get("d_model"),
-                 m.summary.get("max_context"), where,
-                 human_bytes(estimate_model_bytes(int(m.summary.get("n_params") or 0), dtype))
+        return [[m.name, m.summary.family, f"{m.summary.n_params / 1e6:.1f}M",
+                 m.summary.n_layers, m.summary.d_model, m.summary.max_context, where,
+                 human_bytes(estimate_model_bytes(m.summary.n_params, dtype))
                  if dtype is not None else "-"] for m in models]
 
     def add_embedded(self) -> None:

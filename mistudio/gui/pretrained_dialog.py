@@ -137,13 +137,12 @@ class PretrainedDialog(QDialog):
         self.pull_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
 
-    def _done(self, manifest: dict[str, Any]) -> None:
-        s = manifest["summary"]
+    def _done(self, manifest: Any) -> None:
+        s = manifest.summary
         self.progress.setValue(1000)
-        self.status.setText(f"Added SAE {manifest['name']} ({s['architecture']}, "
-                            f"{s['d_sae']:,} latents at {s['hook']} of "
-                            f"{manifest['provenance']['model']}).")
-        self.pulled.emit(manifest["name"])
+        self.status.setText(f"Added SAE {manifest.name} ({s.architecture}, {s.d_sae:,} latents "
+                            f"at {s.hook} of {manifest.provenance.model}).")
+        self.pulled.emit(manifest.name)
 
     def _failed(self, message: str, details: str) -> None:
         self.status.setText(message)

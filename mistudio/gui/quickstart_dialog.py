@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from mistudio.core.store.workspace import Workspace
 from mistudio.core.workflows.quickstart import STAGES
+from mistudio.core.workflows.results import QuickstartResult
 from mistudio.gui.common import show_error
 from mistudio.gui.dashboard import Dashboard
 from mistudio.gui.worker import JobRunner, in_worker
@@ -37,7 +38,7 @@ INTRO = ("Quick start runs the whole workflow on this computer, with nothing to 
 
 
 class QuickStartDialog(QDialog):
-    finishedRun = Signal(dict)
+    finishedRun = Signal(object)
     """The quick start's result (as ``mistudio quickstart --json`` prints it)."""
 
     def __init__(self, ws: Workspace, device: str = "auto", options: dict[str, Any] | None = None,
@@ -55,7 +56,7 @@ class QuickStartDialog(QDialog):
         self.runner.failed.connect(self._failed)
         self.runner.cancelled.connect(lambda: self._ended("Cancelled. Start again to resume: "
                                                           "finished steps are reused."))
-        self.result: dict[str, Any] | None = None
+        self.result: QuickstartResult | None = None
         self.started_at = 0.0
         v = QVBoxLayout(self)
         intro = QLabel(INTRO)
@@ -134,21 +135,21 @@ class QuickStartDialog(QDialog):
         self._ended(f"Stopped: {message}")
         show_error(self, message, details)
 
-    def _done(self, result: dict[str, Any]) -> None:
+    def _done(self, result: QuickstartResult) -> None:
         self.result = result
         self._progress(1.0)
-        f, sae = result["features"], result["sae"]
+        f, sae = result.features, result.sae
         seconds = time.perf_counter() - self.started_at
         took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
         sinks = (" (the few attention-sink tokens, with norms tens of times larger, left out)"
-                 if sae.get("massive_excluded") else "")
-        text = (f"Done in {took}. The SAE explains {sae['explained_variance']:.1%} of "
-                f"the layer's variance{sinks} with {sae['l0']:.0f} features per token; "
-                f"{f['score_ge_0_7']} of {f['labelled']} labelled features score >= 0.7 on "
+                 if sae.massive_excluded else "")
+        text = (f"Done in {took}. The SAE explains {sae.explained_variance or 0:.1%} of "
+                f"the layer's variance{sinks} with {sae.l0 or 0:.0f} features per token; "
+                f"{f.score_ge_0_7} of {f.labelled} labelled features score >= 0.7 on "
                 "held-out text. The Features tab now shows them.")
-        steer = result.get("steering")
+        steer = result.steering
         if steer:
-            text += (f"\nTry steering: feature {steer['feature']} ({steer['label']}) is ready in "
+            text += (f"\nTry steering: feature {steer.feature} ({steer.label}) is ready in "
                      "the Steering tab; press Generate, then move its slider.")
         self._ended(text)
         self.start_button.setText("Run again")

@@ -267,8 +267,8 @@ class SteeringPanel(QWidget):
         self.sae.clear()
         for art in self.ws.catalog.list("sae"):
             if art.status == "complete" and not art.config.get("transcoder") and \
-                    art.summary.get("hook"):
-                self.sae.addItem(f"{art.name} ({art.summary['hook']})", art.name)
+                    art.summary.hook:
+                self.sae.addItem(f"{art.name} ({art.summary.hook})", art.name)
         if current is not None and self.sae.findData(current) >= 0:
             self.sae.setCurrentIndex(self.sae.findData(current))
         chosen = self.preset.currentText()

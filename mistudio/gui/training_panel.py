@@ -27,7 +27,9 @@ from PySide6.QtWidgets import (
 
 from mistudio.core.activations.massive import ev_phrase
 from mistudio.core.runtime.errors import MiStudioError
-from mistudio.core.sae.trainer import TrainConfig, read_metrics, train_sae
+from mistudio.core.sae.checkpoints import read_metrics
+from mistudio.core.sae.trainer import TrainConfig, train_sae
+from mistudio.core.store.manifests import SAESummary
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import refill_combo, show_error
 from mistudio.gui.dashboard import Dashboard
@@ -191,10 +193,10 @@ class TrainingPanel(QWidget):
             task.set_status(f"Evaluating {name} inside the model")
             try:  # CE loss score and KL with the SAE spliced in; a child process loads the
                 # model, so its interpreter-heavy loading cannot stall the UI thread
-                manifest["summary"].update(evaluate_in_child(str(ws_root), name, 16, device,
-                                                             task=SubTask(task, 0.9, 1.0)))
+                manifest.summary = evaluate_in_child(str(ws_root), name, 16, device,
+                                                     task=SubTask(task, 0.9, 1.0))
             except MiStudioError as err:  # e.g. the tokenized set is gone
-                manifest["summary"]["in_model_error"] = str(err)
+                manifest.summary.in_model_error = str(err)
             task.set_progress(1.0)
             return manifest
 
@@ -207,7 +209,7 @@ class TrainingPanel(QWidget):
         from mistudio.core.store.files import human_bytes
 
         art = self.ws.catalog.find("activations", cfg.activations)
-        d_in = int((art.summary if art else {}).get("d_model") or 0)
+        d_in = art.summary.d_model if art is not None else 0
         if not d_in:
             return True  # the core will say what is wrong with the set
         need = training_bytes(cfg, d_in)
@@ -223,9 +225,9 @@ class TrainingPanel(QWidget):
             return False
         return True
 
-    def done(self, manifest: dict[str, Any]) -> None:
-        self.result.setText(run_summary(manifest))
-        self.last_run = manifest["name"]
+    def done(self, manifest: Any) -> None:
+        self.result.setText(run_summary(manifest.name, manifest.summary))
+        self.last_run = manifest.name
         self.analyse_btn.show()
         self.refresh()
 
@@ -254,9 +256,8 @@ class TrainingPanel(QWidget):
             return
         self.dashboard.reset(name=name)
         self.dashboard.add_rows(rows)
-        manifest = {"name": name, "summary": art.summary}
-        self.dashboard.summary.setText(run_summary(manifest))
-        self.result.setText(run_summary(manifest))
+        self.dashboard.summary.setText(run_summary(name, art.summary))
+        self.result.setText(run_summary(name, art.summary))
         self.last_run = name
         self.analyse_btn.show()
         hist = self._final_density(art.path)
@@ -276,17 +277,15 @@ class TrainingPanel(QWidget):
         return hist if isinstance(hist, dict) and "edges" in hist else None
 
 
-def run_summary(manifest: dict[str, Any]) -> str:
+def run_summary(name: str, s: SAESummary) -> str:
     """One line of a finished run's held-out and in-model figures."""
-    s = manifest["summary"]
-    if "l0" not in s:
-        return f"{manifest['name']}: no held-out figures recorded."
-    text = (f"{manifest['name']}: held-out {ev_phrase(s)}, "
-            f"L0 {s['l0']:.1f}, dead {s['dead_fraction']:.1%}")
-    if "steps" in s:
-        text += f" ({s['steps']:,} steps, {s['tokens']:,} tokens)"
-    if "ce_loss_score" in s:
-        text += f"; in the model: CE loss score {s['ce_loss_score']:.3f}, KL {s['kl_div']:.3f}"
-    elif "in_model_error" in s:
-        text += f"; not evaluated in the model: {s['in_model_error']}"
+    if s.l0 is None or s.dead_fraction is None:
+        return f"{name}: no held-out figures recorded."
+    text = f"{name}: held-out {ev_phrase(s)}, L0 {s.l0:.1f}, dead {s.dead_fraction:.1%}"
+    if s.steps:
+        text += f" ({s.steps:,} steps, {s.tokens:,} tokens)"
+    if s.ce_loss_score is not None and s.kl_div is not None:
+        text += f"; in the model: CE loss score {s.ce_loss_score:.3f}, KL {s.kl_div:.3f}"
+    elif s.in_model_error:
+        text += f"; not evaluated in the model: {s.in_model_error}"
     return text

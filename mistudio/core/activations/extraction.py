@@ -18,17 +18,24 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mistudio import __version__
 from mistudio.core.activations.massive import DEFAULT_FACTOR
 from mistudio.core.activations.store import NORMS, POSITIONS, chunk_file, finish_massive
 from mistudio.core.data.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
 from mistudio.core.models.adapters import hook_key, validate_hooks
 from mistudio.core.models.hooks import capture, forward
-from mistudio.core.models.registry import LoadedModel, load_model, model_info
-from mistudio.core.runtime.errors import Cancelled, InvalidInputError, NotFoundError, ResourceError
+from mistudio.core.models.registry import LoadedModel, ModelInfo, load_model, model_info
+from mistudio.core.runtime.errors import InvalidInputError, NotFoundError, ResourceError
 from mistudio.core.runtime.tasks import SubTask, TaskState, check_cancelled, silent_task
-from mistudio.core.store.files import building, read_json, write_json_atomic, write_npy_atomic
+from mistudio.core.store.files import read_manifest, write_npy_atomic
 from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.lifecycle import Build
+from mistudio.core.store.manifests import (
+    ActivationsManifest,
+    ActivationsProvenance,
+    ActivationsSummary,
+    Chunk,
+    made_now,
+)
 from mistudio.core.store.workspace import Workspace
 
 # Fields that change what is stored; a partial run resumes only if they are all the same.
@@ -128,19 +135,23 @@ def resolve_tokenized(ws: Workspace, cfg: ExtractConfig, task: TaskState) -> str
                             f"(known: {', '.join(known) or 'none yet'}).",
                             "Add one with `mistudio datasets add NAME --source ...`.")
     tcfg = TokenizeConfig(cfg.dataset, cfg.model, cfg.context_length)
-    return tokenize_dataset(ws, tcfg, task=task)["name"]
+    return tokenize_dataset(ws, tcfg, task=task).name
 
 
 class _Chunks:
     """Preallocated row buffers for every hook point, flushed as one chunk at a time."""
 
-    def __init__(self, out: Path, keys: list[str], d_model: int, capacity: int,
-                 dtype: np.dtype, manifest: dict[str, Any]) -> None:
-        self.out, self.keys, self.manifest = out, keys, manifest
+    def __init__(self, b: Build, keys: list[str], d_model: int, capacity: int,
+                 dtype: np.dtype) -> None:
+        self.build, self.out, self.keys = b, b.folder, keys
         self.data = {k: np.empty((capacity, d_model), dtype) for k in keys}
         self.pos = np.empty((capacity, 2), np.int32)
         self.row_norms = np.empty((capacity, len(keys)), np.float32)  # per row, per hook point
         self.fill = 0
+
+    @property
+    def manifest(self) -> ActivationsManifest:
+        return self.build.manifest  # type: ignore[return-value]
 
     def add(self, rows: dict[str, torch.Tensor], norms: dict[str, torch.Tensor],
             positions: np.ndarray) -> None:
@@ -155,33 +166,65 @@ class _Chunks:
         """Write the buffered rows as the next chunk, then record it in the manifest."""
         if self.fill == 0:
             return
-        index = len(self.manifest["chunks"])
+        index = len(self.manifest.chunks)
         for key, buf in [*self.data.items(), (POSITIONS, self.pos), (NORMS, self.row_norms)]:
             path = chunk_file(self.out, key, index)
             path.parent.mkdir(exist_ok=True)
             write_npy_atomic(path, buf[: self.fill])
-        self.manifest["chunks"].append({"rows": self.fill, "seq_end": seq_end})
-        write_json_atomic(self.out / MANIFEST, self.manifest)
+        self.manifest.chunks.append(Chunk(self.fill, seq_end))
+        self.manifest.summary.tokens += self.fill
+        self.build.write_manifest(self.manifest)
         self.fill = 0
 
 
 def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
                         task: TaskState | None = None, overwrite: bool = False,
-                        loaded: LoadedModel | None = None) -> dict[str, Any]:
+                        loaded: LoadedModel | None = None) -> ActivationsManifest:
     """Extract ``cfg.sites`` over a tokenized set into ``activations/NAME``; returns the manifest.
 
     A partial run of the same name and settings is resumed from its last complete chunk.
     ``loaded`` reuses a model already in memory (the app keeps one); it must be ``cfg.model``.
     """
     task = task or silent_task()
-    ws.refuse_existing("activations", name, overwrite)
-    with ws.writer("activations", name, "extract"):  # before the partial folder is touched
-        return _extract(ws, cfg, name, task, overwrite, loaded)
+    info = _check_sites(ws, cfg)
+    keys = [hook_key(layer, hook) for layer, hook in cfg.sites]
+    with ws.build("activations", name, "extract", _json(asdict(cfg)), overwrite,
+                  resumable=True) as b:
+        tok_name = resolve_tokenized(ws, cfg, SubTask(task, 0.0, 0.05))
+        tokens = open_tokenized(ws, tok_name)
+        b.manifest = _start_or_resume(b, cfg, tok_name, keys, info.d_model)
+        b.manifest.provenance.prepend_bos = tokens.manifest.provenance.bos_token_id is not None
+        b.show_partial(b.manifest)  # visible (and resumable) even after a crash
+        row_bytes = info.d_model * np.dtype(cfg.dtype).itemsize * len(keys) + 8
+        target = cfg.max_tokens or tokens.manifest.summary.tokens
+        ws.require_free_space((target - b.manifest.summary.tokens) * row_bytes,
+                              f"activation set {name!r}")
+        if loaded is not None and (loaded.name != cfg.model or loaded.quantization != cfg.quantize):
+            loaded = None  # not the model (or not the weights) this set is made of
+        if loaded is None:  # only the blocks up to the deepest one read: the rest is never read
+            loaded = load_model(ws, cfg.model, cfg.device, cfg.model_dtype,
+                                SubTask(task, 0.05, 0.1), quantize=cfg.quantize,
+                                n_layers=max(cfg.layers) + 1)
+        t0 = time.perf_counter()
+        forwarded = _forward_all(b, cfg, loaded, tokens, keys, target, task)
+        if b.manifest.summary.tokens == 0:
+            b.discard()
+            raise InvalidInputError(f"No tokens were left to extract from {tok_name!r} after "
+                                    "excluding BOS and padding.", "Use a larger dataset.")
+        task.set_status("Flagging massive tokens")
+        finish_massive(b.folder, b.manifest, cfg.massive_factor)
+        elapsed = time.perf_counter() - t0
+        b.manifest.summary = b.manifest.summary.replace(
+            hook_points=keys, d_model=info.d_model, chunks=len(b.manifest.chunks),
+            bytes=b.manifest.summary.tokens * row_bytes,
+            # tokens through the model per second, this run
+            tokens_per_s=forwarded / elapsed if elapsed > 0 else None)
+    task.set_progress(1.0)
+    return b.manifest
 
 
-def _extract(ws: Workspace, cfg: ExtractConfig, name: str, task: TaskState, overwrite: bool,
-             loaded: LoadedModel | None) -> dict[str, Any]:
-    final, partial = ws.artifact_path("activations", name), ws.partial_path("activations", name)
+def _check_sites(ws: Workspace, cfg: ExtractConfig) -> ModelInfo:
+    """The model's description, once every requested hook point is known to exist in it."""
     info = model_info(ws, cfg.model)
     for hook in cfg.hooks:
         validate_hooks(info.n_layers, list(cfg.layers), hook)
@@ -190,145 +233,110 @@ def _extract(ws: Workspace, cfg: ExtractConfig, name: str, task: TaskState, over
                 f"{hook} of {cfg.model} is {info.width(hook)} wide, not d_model "
                 f"({info.d_model}); activation sets hold hook points of the model's width.",
                 "Extract another hook point (attn_out is the attention's output in d_model).")
-    tok_name = resolve_tokenized(ws, cfg, SubTask(task, 0.0, 0.05))
-    tokens = open_tokenized(ws, tok_name)
-    keys = [hook_key(layer, hook) for layer, hook in cfg.sites]
-    manifest = _start_or_resume(partial, cfg, name, tok_name, keys, info.d_model, overwrite)
-    manifest["provenance"]["prepend_bos"] = tokens.manifest["provenance"].get("bos_token_id") \
-        is not None
-    _mark_partial(ws, name, partial, manifest)  # visible (and resumable) even after a crash
-    seq_start = manifest["chunks"][-1]["seq_end"] if manifest["chunks"] else 0
-    done_rows = sum(c["rows"] for c in manifest["chunks"])
-    row_bytes = info.d_model * np.dtype(cfg.dtype).itemsize * len(keys) + 8
-    target = cfg.max_tokens or int(tokens.manifest["summary"]["tokens"])
-    ws.require_free_space((target - done_rows) * row_bytes, f"activation set {name!r}")
+    return info
 
-    if loaded is not None and (loaded.name != cfg.model or loaded.quantization != cfg.quantize):
-        loaded = None  # not the model (or not the weights) this set is made of
-    if loaded is None:  # only the blocks up to the deepest one read: the rest is never loaded
-        loaded = load_model(ws, cfg.model, cfg.device, cfg.model_dtype, SubTask(task, 0.05, 0.1),
-                            quantize=cfg.quantize, n_layers=max(cfg.layers) + 1)
-    bos = tokens.manifest["provenance"].get("bos_token_id")
+
+def _forward_all(b: Build, cfg: ExtractConfig, loaded: LoadedModel, tokens: Any,
+                 keys: list[str], target: int, task: TaskState) -> int:
+    """Run the model over the sequences not yet stored, keeping the rows of ``keys``, chunk by
+    chunk; returns the tokens it forwarded. A full disk keeps the complete chunks."""
+    manifest: ActivationsManifest = b.manifest  # type: ignore[assignment]
+    bos = tokens.manifest.provenance.bos_token_id
     capacity = cfg.chunk_rows + cfg.batch_size * tokens.context_length
-    chunks = _Chunks(partial, keys, info.d_model, capacity, np.dtype(cfg.dtype), manifest)
+    chunks = _Chunks(b, keys, loaded.info.d_model, capacity, np.dtype(cfg.dtype))
     store_dtype = getattr(torch, cfg.dtype)
-    t0, forwarded = time.perf_counter(), 0
-    with ws.job("extract", name, manifest["config"]) as _, \
-            building(final, partial, keep_partial=True):
-        try:
-            with torch.inference_mode(), capture(loaded, cfg.sites) as captured:
-                seq = seq_start
-                while seq < tokens.n_sequences and done_rows < target:
-                    check_cancelled(task)
-                    stop = min(seq + cfg.batch_size, tokens.n_sequences)
-                    ids_np, mask_np = tokens.slice(seq, stop)
-                    ids = torch.from_numpy(ids_np.astype(np.int64)).to(loaded.device)
-                    mask = torch.from_numpy(mask_np.astype(np.int64)).to(loaded.device)
-                    captured.clear()
-                    forward(loaded, ids, mask)
-                    keep = mask.bool()
-                    if bos is not None:
-                        keep &= ids != bos
-                    if not cfg.keep_first_position:
-                        keep[:, 0] = False
-                    where = keep.nonzero()  # [n_keep, 2]: (row in batch, position)
-                    where = where[: target - done_rows]
-                    flat = where[:, 0] * ids.shape[1] + where[:, 1]
-                    picked = {k: captured[k].reshape(-1, captured[k].shape[-1])[flat]  # [n, d]
-                              for k in keys}
-                    rows = {k: v.to(store_dtype).cpu() for k, v in picked.items()}
-                    # norms of what the model computed (before any float16 rounding)
-                    norms = {k: v.float().norm(dim=-1).cpu() for k, v in picked.items()}
-                    positions = where.cpu().numpy().astype(np.int32)
-                    positions[:, 0] += seq
-                    chunks.add(rows, norms, positions)
-                    done_rows += len(positions)
-                    forwarded += int(mask.sum())
-                    seq = stop
-                    if chunks.fill >= cfg.chunk_rows:
-                        chunks.flush(seq)
-                    task.set_status(_status(done_rows, target, forwarded,
-                                            time.perf_counter() - t0))
-                    task.set_progress(0.1 + 0.9 * min(done_rows / target, 1.0))
-                chunks.flush(seq)
-        except Cancelled:
-            _mark_partial(ws, name, partial, manifest)
-            raise
-        except OSError as err:
-            _mark_partial(ws, name, partial, manifest)
-            if err.errno == errno.ENOSPC:
-                raise ResourceError(
-                    f"The disk filled up while writing activation set {name!r}; the "
-                    f"{len(manifest['chunks'])} complete chunks are kept.",
-                    "Free some space and run the same command again to resume.") from err
-            raise
-        if done_rows == 0:
-            _discard(partial)
-            ws.catalog.delete("activations", name)
-            raise InvalidInputError(f"No tokens were left to extract from {tok_name!r} after "
-                                    "excluding BOS and padding.", "Use a larger dataset.")
-        elapsed = time.perf_counter() - t0
-        manifest["status"] = "complete"
-        task.set_status("Flagging massive tokens")
-        finish_massive(partial, manifest, cfg.massive_factor)
-        manifest["summary"] = {"tokens": done_rows, "massive_tokens": manifest["massive"]["count"],
-                               "hook_points": keys, "d_model": info.d_model,
-                               "chunks": len(manifest["chunks"]),
-                               "bytes": done_rows * row_bytes,
-                               # tokens through the model per second, this run
-                               "tokens_per_s": forwarded / elapsed if elapsed > 0 else None}
-        write_json_atomic(partial / MANIFEST, manifest)
-    ws.register(manifest)
-    task.set_progress(1.0)
-    return manifest
+    seq = manifest.chunks[-1].seq_end if manifest.chunks else 0
+    done, forwarded, t0 = manifest.summary.tokens, 0, time.perf_counter()
+    try:
+        with torch.inference_mode(), capture(loaded, cfg.sites) as captured:
+            while seq < tokens.n_sequences and done < target:
+                check_cancelled(task)
+                stop = min(seq + cfg.batch_size, tokens.n_sequences)
+                ids_np, mask_np = tokens.slice(seq, stop)
+                ids = torch.from_numpy(ids_np.astype(np.int64)).to(loaded.device)
+                mask = torch.from_numpy(mask_np.astype(np.int64)).to(loaded.device)
+                captured.clear()
+                forward(loaded, ids, mask)
+                where = _kept_positions(ids, mask, bos, cfg.keep_first_position)
+                where = where[: target - done]
+                flat = where[:, 0] * ids.shape[1] + where[:, 1]
+                picked = {k: captured[k].reshape(-1, captured[k].shape[-1])[flat]  # [n, d]
+                          for k in keys}
+                positions = where.cpu().numpy().astype(np.int32)
+                positions[:, 0] += seq
+                # norms of what the model computed (before any float16 rounding)
+                chunks.add({k: v.to(store_dtype).cpu() for k, v in picked.items()},
+                           {k: v.float().norm(dim=-1).cpu() for k, v in picked.items()},
+                           positions)
+                done += len(positions)
+                forwarded += int(mask.sum())
+                seq = stop
+                if chunks.fill >= cfg.chunk_rows:
+                    chunks.flush(seq)
+                task.set_status(_status(done, target, forwarded, time.perf_counter() - t0))
+                task.set_progress(0.1 + 0.9 * min(done / target, 1.0))
+            chunks.flush(seq)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise ResourceError(
+                f"The disk filled up while writing activation set {b.name!r}; the "
+                f"{len(manifest.chunks)} complete chunks are kept.",
+                "Free some space and run the same command again to resume.") from err
+        raise
+    return forwarded
 
 
-def _start_or_resume(partial: Path, cfg: ExtractConfig, name: str, tok_name: str,
-                     keys: list[str], d_model: int, overwrite: bool) -> dict[str, Any]:
+def _kept_positions(ids: torch.Tensor, mask: torch.Tensor, bos: int | None,
+                    keep_first: bool) -> torch.Tensor:
+    """(row in batch, position) of the tokens to store: [n, 2]. Padding and BOS are never
+    stored; position 0 only when asked for."""
+    keep = mask.bool()
+    if bos is not None:
+        keep &= ids != bos
+    if not keep_first:
+        keep[:, 0] = False
+    return keep.nonzero()
+
+
+def _json(d: dict[str, Any]) -> dict[str, Any]:
+    """A config as JSON (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _start_or_resume(b: Build, cfg: ExtractConfig, tok_name: str, keys: list[str],
+                     d_model: int) -> ActivationsManifest:
     """A fresh manifest, or the partial run's one when its settings match."""
-    if overwrite:
-        _discard(partial)
+    partial = b.folder
     if (partial / MANIFEST).is_file():
-        old = read_json(partial / MANIFEST, f"partial activation set {name!r}",
-                        "Start over with --overwrite.")
-        if cfg.same_data(old.get("config", {}).get("data")):
+        old = read_manifest(partial, f"partial activation set {b.name!r}",
+                            "Start over with --overwrite.")
+        if cfg.same_data(old.config.get("data")):
             _drop_orphans(partial, old, keys)
+            old.summary.tokens = sum(c.rows for c in old.chunks)
             return old
         raise InvalidInputError(
-            f"An interrupted extraction named {name!r} with different settings exists.",
+            f"An interrupted extraction named {b.name!r} with different settings exists.",
             "Run it again with its original settings to resume, or pass --overwrite.")
-    _discard(partial)
-    partial.mkdir(parents=True)
-    manifest = {
-        "kind": "activations", "name": name, "status": "partial",
-        "config": {**asdict(cfg), "data": cfg.data_fields(), "tokenized": tok_name},
-        "provenance": {"model": cfg.model, "tokenized": tok_name, "quantization": cfg.quantize,
-                       "mistudio": __version__,
-                       "torch": torch.__version__, "created": time.time()},
-        "hook_points": keys, "d_model": d_model, "chunks": [], "summary": {},
-    }
-    write_json_atomic(partial / MANIFEST, manifest)
+    for child in partial.iterdir():  # no manifest: nothing in it can be trusted
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    manifest = ActivationsManifest(
+        b.name, "partial", {**_json(asdict(cfg)), "data": cfg.data_fields(),
+                            "tokenized": tok_name},
+        ActivationsProvenance(**made_now(), model=cfg.model, tokenized=tok_name,
+                              quantization=cfg.quantize, torch=torch.__version__),
+        ActivationsSummary(), hook_points=keys, d_model=d_model)
+    b.write_manifest(manifest)
     return manifest
 
 
-def _drop_orphans(partial: Path, manifest: dict[str, Any], keys: list[str]) -> None:
+def _drop_orphans(partial: Path, manifest: ActivationsManifest, keys: list[str]) -> None:
     """Remove chunk files written after the manifest's last complete chunk (a crash mid-flush)."""
-    n = len(manifest["chunks"])
+    n = len(manifest.chunks)
     for key in [*keys, POSITIONS, NORMS]:
         for f in (partial / key).glob("*.npy*") if (partial / key).is_dir() else ():
             stem = f.name.lstrip(".").split(".")[0]
             if not stem.startswith("chunk_") or int(stem[6:]) >= n:
                 f.unlink()
-
-
-def _mark_partial(ws: Workspace, name: str, partial: Path, manifest: dict[str, Any]) -> None:
-    """Show a resumable set in the catalog (the manifest on disk already lists its chunks)."""
-    ws.catalog.put("activations", name, partial, "partial", manifest["config"],
-                   manifest["provenance"], {"tokens": sum(c["rows"] for c in manifest["chunks"])})
-
-
-def _discard(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _status(done: int, target: int, forwarded: int, elapsed: float) -> str:
@@ -339,4 +347,3 @@ def _status(done: int, target: int, forwarded: int, elapsed: float) -> str:
     left = max(target - done, 0) / max(rate, 1e-9)
     return (f"Extracted {done:,} / {target:,} tokens, {forwarded / elapsed:,.0f} tokens/s, "
             f"about {int(left // 60)}:{int(left % 60):02d} left")
-

@@ -11,6 +11,7 @@ in the model's folder, per quantization, layer and hook point.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 
 from mistudio.core.runtime.tasks import SubTask, TaskState, check_cancelled, silent_task
 from mistudio.core.store.files import write_json_atomic
+from mistudio.core.store.records import Record
 from mistudio.core.store.workspace import Workspace
 
 CACHE = "faithfulness.json"
@@ -27,13 +29,31 @@ VERSION = 2
 with bfloat16 inputs for few rows)."""
 
 
+@dataclass
+class Faithfulness(Record):
+    """Quantized against full-precision activations at one hook point, on the same tokens."""
+
+    version: int = VERSION
+    model: str = ""
+    quantize: str = ""
+    hook: str = ""
+    tokens: int = 0
+    """Tokens compared (massive ones left out)."""
+    cosine_mean: float = 0.0
+    cosine_min: float = 0.0
+    cosine_p1: float = 0.0
+    """1st percentile of the per-token cosine."""
+    relative_error_mean: float = 0.0
+    relative_error_p99: float = 0.0
+
+
 def _sequences(ws: Workspace, model: str, n_tokens: int, task: TaskState) -> np.ndarray:
     """[n, 128] token ids of the built-in corpus, tokenized for ``model``."""
     from mistudio.core.data.datasets import ensure_builtin_dataset
     from mistudio.core.data.tokenization import TokenizeConfig, open_tokenized, tokenize_dataset
 
     ensure_builtin_dataset(ws)
-    name = tokenize_dataset(ws, TokenizeConfig("pydoc", model, 128), task=task)["name"]
+    name = tokenize_dataset(ws, TokenizeConfig("pydoc", model, 128), task=task).name
     tokens = open_tokenized(ws, name)
     n = max(1, min(tokens.n_sequences, -(-n_tokens // 127)))
     step = max(1, tokens.n_sequences // n)  # spread over the corpus
@@ -60,7 +80,7 @@ def _activations(loaded: Any, ids: np.ndarray, key: str, task: TaskState) -> tor
 def quantization_faithfulness(ws: Workspace, model: str, quantize: str, layer: int | None = None,
                               hook: str = "resid_post", n_tokens: int = 2048,
                               device: str = "cpu", task: TaskState | None = None,
-                              recompute: bool = False) -> dict[str, Any]:
+                              recompute: bool = False) -> Faithfulness:
     """Cosine and relative error of ``quantize``'s activations against full precision."""
     from mistudio.core.activations.extraction import default_layer
     from mistudio.core.activations.massive import DEFAULT_FACTOR
@@ -75,7 +95,7 @@ def quantization_faithfulness(ws: Workspace, model: str, quantize: str, layer: i
     cache: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     entry = f"{quantize}/{key}/{n_tokens}/v{VERSION}"
     if entry in cache and not recompute:
-        return cache[entry]
+        return Faithfulness.from_json(cache[entry])
     ids = _sequences(ws, model, n_tokens, SubTask(task, 0.0, 0.1))
     acts = {}
     for i, mode in enumerate(("none", quantize)):
@@ -89,12 +109,10 @@ def quantization_faithfulness(ws: Workspace, model: str, quantize: str, layer: i
     keep = norms <= DEFAULT_FACTOR * norms.median()  # massive tokens out
     cos = torch.nn.functional.cosine_similarity(full[keep], quant[keep], dim=-1)
     rel = (quant[keep] - full[keep]).norm(dim=-1) / full[keep].norm(dim=-1).clamp_min(1e-12)
-    result = {"version": VERSION, "model": model, "quantize": quantize, "hook": key,
-              "tokens": int(keep.sum()),
-              "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-              "cosine_p1": float(cos.quantile(0.01)), "relative_error_mean": float(rel.mean()),
-              "relative_error_p99": float(rel.quantile(0.99))}
-    cache[entry] = result
+    result = Faithfulness(VERSION, model, quantize, key, int(keep.sum()), float(cos.mean()),
+                          float(cos.min()), float(cos.quantile(0.01)), float(rel.mean()),
+                          float(rel.quantile(0.99)))
+    cache[entry] = result.to_json()
     try:
         write_json_atomic(path, cache)
     except OSError:
@@ -103,19 +121,20 @@ def quantization_faithfulness(ws: Workspace, model: str, quantize: str, layer: i
     return result
 
 
-def known_faithfulness(ws: Workspace, model: str) -> list[dict[str, Any]]:
+def known_faithfulness(ws: Workspace, model: str) -> list[Faithfulness]:
     """The results already measured for ``model`` with the current kernels (no model loaded)."""
     path = Path(ws.catalog.get("model", model).path) / CACHE
     try:
         cache = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return []  # derived: a damaged file is measured again
-    return [r for r in cache.values() if isinstance(r, dict) and r.get("version") == VERSION]
+    return [Faithfulness.from_json(r) for r in cache.values()
+            if isinstance(r, dict) and r.get("version") == VERSION]
 
 
-def faithfulness_line(r: dict[str, Any]) -> str:
+def faithfulness_line(r: Faithfulness) -> str:
     """One result as a sentence (the CLI and the Models panel)."""
-    return (f"{r['quantize']} against full precision at {r['hook']} of {r['model']}, "
-            f"{r['tokens']:,} tokens: cosine mean {r['cosine_mean']:.4f} (1st percentile "
-            f"{r['cosine_p1']:.4f}, min {r['cosine_min']:.4f}), relative error mean "
-            f"{r['relative_error_mean']:.1%} (99th percentile {r['relative_error_p99']:.1%}).")
+    return (f"{r.quantize} against full precision at {r.hook} of {r.model}, "
+            f"{r.tokens:,} tokens: cosine mean {r.cosine_mean:.4f} (1st percentile "
+            f"{r.cosine_p1:.4f}, min {r.cosine_min:.4f}), relative error mean "
+            f"{r.relative_error_mean:.1%} (99th percentile {r.relative_error_p99:.1%}).")

@@ -25,6 +25,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from mistudio.core.store.manifests import (
+    HookMassive,
+    MassiveExample,
+    MassiveReport,
+    NormStats,
+)
+
 if TYPE_CHECKING:  # torch is imported where a tensor is used: the CLI's listings stay fast
     from torch import Tensor
 
@@ -38,10 +45,10 @@ class MassiveFlags(NamedTuple):
 
     rows: np.ndarray
     """Sorted int64 indices of flagged rows (massive at any hook point)."""
-    report: dict[str, Any]
+    report: MassiveReport
     """The manifest's ``massive`` section: factor, per-hook median / threshold / count,
     positions of the flagged rows and a few examples."""
-    stats: dict[str, Any]
+    stats: dict[str, NormStats]
     """Norm statistics per hook point over the rows that are kept (what training scales by),
     with the all-row mean beside them."""
 
@@ -51,7 +58,7 @@ def flag_massive(norms_NK: np.ndarray, keys: list[str], positions_N2: np.ndarray
     """Flag rows from their per-hook norms [N, n_keys] and (sequence, position) [N, 2]."""
     norms_NK = np.asarray(norms_NK, dtype=np.float64)
     n = len(norms_NK)
-    by_hook: dict[str, Any] = {}
+    by_hook: dict[str, HookMassive] = {}
     massive_N = np.zeros(n, dtype=bool)
     for j, key in enumerate(keys):
         col = norms_NK[:, j]
@@ -59,52 +66,49 @@ def flag_massive(norms_NK: np.ndarray, keys: list[str], positions_N2: np.ndarray
         threshold = factor * median
         hit = col > threshold if median > 0 else np.zeros(n, dtype=bool)
         massive_N |= hit
-        by_hook[key] = {"median_norm": median, "threshold": threshold, "count": int(hit.sum()),
-                        "max_norm": float(col.max()) if n else 0.0}
+        by_hook[key] = HookMassive(median, threshold, int(hit.sum()),
+                                   float(col.max()) if n else 0.0)
     rows = np.flatnonzero(massive_N).astype(np.int64)
     pos = positions_N2[rows, 1] if len(rows) else np.zeros(0, np.int64)
     values, counts = np.unique(pos, return_counts=True)
-    report = {
-        "factor": factor, "count": len(rows), "fraction": len(rows) / max(n, 1),
-        "by_hook": by_hook,
+    report = MassiveReport(
+        factor, len(rows), len(rows) / max(n, 1), by_hook,
         # position in the sequence -> how many flagged rows sit there
-        "positions": {str(int(p)): int(c) for p, c in zip(values, counts, strict=True)},
-        "examples": [{"row": int(r), "sequence": int(positions_N2[r, 0]),
-                      "position": int(positions_N2[r, 1]),
-                      "norm": round(float(norms_NK[r].max()), 1)} for r in rows[:_EXAMPLES]],
-    }
+        {str(int(p)): int(c) for p, c in zip(values, counts, strict=True)},
+        [MassiveExample(int(r), int(positions_N2[r, 0]), int(positions_N2[r, 1]),
+                        round(float(norms_NK[r].max()), 1)) for r in rows[:_EXAMPLES]])
     keep = ~massive_N
     stats = {}
     for j, key in enumerate(keys):
         col, kept = norms_NK[:, j], norms_NK[keep, j]
         mean = float(kept.mean()) if len(kept) else 0.0
-        stats[key] = {"count": len(kept), "mean_norm": mean,
-                      "std_norm": float(kept.std()) if len(kept) else 0.0,
-                      "scale_to_sqrt_d": (d_model ** 0.5) / mean if mean > 0 else 1.0,
-                      "mean_norm_all_rows": float(col.mean()) if n else 0.0}
+        stats[key] = NormStats(len(kept), mean, float(kept.std()) if len(kept) else 0.0,
+                               (d_model ** 0.5) / mean if mean > 0 else 1.0,
+                               float(col.mean()) if n else 0.0)
     return MassiveFlags(rows, report, stats)
 
 
-def describe_positions(report: dict[str, Any] | None, limit: int = 4) -> str:
+def describe_positions(report: MassiveReport | None, limit: int = 4) -> str:
     """"17 tokens at positions 1 (15), 2 (2)" for a manifest's ``massive`` section."""
-    if not report or not report.get("count"):
+    if not report or not report.count:
         return "none"
-    pos = sorted(report["positions"].items(), key=lambda kv: -kv[1])
+    pos = sorted(report.positions.items(), key=lambda kv: -kv[1])
     shown = ", ".join(f"{p} ({c})" for p, c in pos[:limit])
     more = f", {len(pos) - limit} more" if len(pos) > limit else ""
-    return (f"{report['count']:,} token{'s' if report['count'] != 1 else ''} over "
-            f"{report['factor']:g}x the median norm, at position{'s' if len(pos) > 1 else ''} "
+    return (f"{report.count:,} token{'s' if report.count != 1 else ''} over "
+            f"{report.factor:g}x the median norm, at position{'s' if len(pos) > 1 else ''} "
             f"{shown}{more}")
 
 
-def ev_phrase(s: dict[str, Any]) -> str:
-    """"explained variance 0.851 (0.960 over all tokens, 1 massive included)": the all-token
-    figure only where massive tokens were left out and it differs."""
-    ev = s.get("explained_variance")
+def ev_phrase(s: Any) -> str:
+    """"explained variance 0.851 (0.960 over all tokens, 1 massive included)" for an SAE's
+    summary (or an in-model evaluation): the all-token figure only where massive tokens were
+    left out and it differs."""
+    ev = s.explained_variance
     if ev is None:
         return "explained variance n/a"
     text = f"explained variance {ev:.3f}"
-    ev_all, n = s.get("explained_variance_all_tokens"), s.get("massive_excluded") or 0
+    ev_all, n = s.explained_variance_all_tokens, s.massive_excluded or 0
     if n and ev_all is not None and abs(ev_all - ev) >= 0.0005:
         text += (f" ({ev_all:.3f} over all tokens, {n:,} massive token{'s' if n != 1 else ''} "
                  "included)")

@@ -18,7 +18,6 @@ tokenized set named in the manifest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ import numpy as np
 
 from mistudio.core.activations.massive import DEFAULT_FACTOR, flag_massive
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError
-from mistudio.core.store.files import read_json, write_json_atomic, write_npy_atomic
+from mistudio.core.store.files import read_manifest, write_json_atomic, write_npy_atomic
 from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.manifests import ActivationsManifest, Chunk, MassiveReport, NormStats
 from mistudio.core.store.workspace import Workspace
 
 POSITIONS = "positions"
@@ -39,33 +39,24 @@ def chunk_file(folder: Path, key: str, index: int) -> Path:
     return folder / key / f"chunk_{index:05d}.npy"
 
 
-@dataclass(frozen=True)
-class NormStats:
-    """Norm statistics of one hook point's activations, for normalisation during training."""
-
-    count: int
-    mean_norm: float
-    std_norm: float
-    scale_to_sqrt_d: float
-    """Multiply activations by this to make their mean norm sqrt(d_model) (the SAELens convention)."""
-
-
 class ActivationSet:
     """Read-only view of a stored activation set; nothing is loaded until it is indexed."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: ActivationsManifest) -> None:
         self.path = path
         self.manifest = manifest
-        fix = "Extract it again with --overwrite."
+        self.keys: list[str] = list(manifest.hook_points)
+        self.d_model: int = int(manifest.d_model)
+        self.chunks: list[Chunk] = list(manifest.chunks)
         try:
-            self.keys: list[str] = list(manifest["hook_points"])
-            self.d_model: int = int(manifest["d_model"])
-            self.chunks: list[dict[str, Any]] = list(manifest["chunks"])
-            self.dtype = np.dtype(manifest["config"]["dtype"])
-        except (KeyError, TypeError, ValueError) as err:
+            self.dtype = np.dtype(manifest.config["dtype"])
+        except (KeyError, TypeError) as err:
             raise CorruptedError(f"The activation manifest in {path} is incomplete ({err}).",
-                                 fix) from err
-        self._starts = np.concatenate([[0], np.cumsum([c["rows"] for c in self.chunks])])
+                                 "Extract it again with --overwrite.") from err
+        if not self.keys or not self.d_model:
+            raise CorruptedError(f"The activation manifest in {path} names no hook points.",
+                                 "Extract it again with --overwrite.")
+        self._starts = np.concatenate([[0], np.cumsum([c.rows for c in self.chunks])])
         self.n_rows = int(self._starts[-1])
 
     def chunk(self, key: str, index: int) -> np.ndarray:
@@ -79,9 +70,9 @@ class ActivationSet:
         except (OSError, ValueError) as err:
             raise CorruptedError(f"Activation chunk {path} is missing or damaged ({err}).",
                                  "Extract the set again with --overwrite.") from err
-        if arr.shape[0] != self.chunks[index]["rows"]:
+        if arr.shape[0] != self.chunks[index].rows:
             raise CorruptedError(f"Activation chunk {path} has {arr.shape[0]} rows, the manifest "
-                                 f"says {self.chunks[index]['rows']}.",
+                                 f"says {self.chunks[index].rows}.",
                                  "Extract the set again with --overwrite.")
         return arr
 
@@ -112,22 +103,32 @@ class ActivationSet:
             return np.zeros((0, width), dtype)
         return np.concatenate(parts)
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """How the set was extracted (the ExtractConfig as JSON, with the tokenized set)."""
+        return self.manifest.config
+
+    @property
+    def model(self) -> str:
+        return self.manifest.provenance.model or self.config["model"]
+
+    @property
+    def tokenized(self) -> str:
+        return self.manifest.provenance.tokenized or self.config["tokenized"]
+
     def norm_stats(self, key: str) -> NormStats:
         """Norm statistics over the rows that are kept (massive rows left out)."""
-        s = self.manifest["stats"][key]
-        return NormStats(int(s["count"]), float(s["mean_norm"]), float(s["std_norm"]),
-                         float(s["scale_to_sqrt_d"]))
+        return self.manifest.stats[key]
 
-    # -- massive tokens (mistudio.core.activations.massive) ---------------------------------------------
+    # -- massive tokens (mistudio.core.activations.massive) ---------------------------------
     @property
-    def massive(self) -> dict[str, Any]:
+    def massive(self) -> MassiveReport:
         """The manifest's massive-token report (count, per-hook thresholds, positions)."""
-        return self.manifest.get("massive") or {"count": 0, "factor": DEFAULT_FACTOR,
-                                                "by_hook": {}, "positions": {}}
+        return self.manifest.massive or MassiveReport(DEFAULT_FACTOR)
 
     def massive_rows(self) -> np.ndarray:
         """Sorted int64 indices of the rows flagged as massive."""
-        if not self.massive.get("count"):
+        if not self.massive.count:
             return np.zeros(0, np.int64)
         try:
             return np.load(self.path / MASSIVE_ROWS).astype(np.int64)
@@ -148,16 +149,16 @@ class ActivationSet:
         return mask
 
 
-def finish_massive(folder: Path, manifest: dict[str, Any], factor: float) -> None:
+def finish_massive(folder: Path, manifest: ActivationsManifest, factor: float) -> None:
     """Flag massive rows from the stored norms; fill the manifest's ``massive`` and ``stats``
     sections and write ``massive_rows.npy`` (the caller writes the manifest)."""
     acts = ActivationSet(folder, manifest)
     norms, positions = _all_norms(acts), acts.row_positions(0, acts.n_rows)
     flags = flag_massive(norms, acts.keys, positions, acts.d_model, factor)
     write_npy_atomic(folder / MASSIVE_ROWS, flags.rows)
-    manifest["massive"] = flags.report
-    manifest["stats"] = flags.stats
-    manifest.setdefault("summary", {})["massive_tokens"] = flags.report["count"]
+    manifest.massive = flags.report
+    manifest.stats = flags.stats
+    manifest.summary.massive_tokens = flags.report.count
 
 
 def _all_norms(acts: ActivationSet) -> np.ndarray:
@@ -183,17 +184,18 @@ def _all_norms(acts: ActivationSet) -> np.ndarray:
 def open_activations(ws: Workspace, name: str) -> ActivationSet:
     art = ws.catalog.get("activations", name)
     path = Path(art.path)
-    manifest = read_json(path / MANIFEST, f"activation set {name!r}",
-                         f"Extract it again with `mistudio extract ... --name {name} --overwrite`.")
-    if manifest.get("status") != "complete":
-        done = sum(c.get("rows", 0) for c in manifest.get("chunks", []))
+    manifest = read_manifest(path, f"activation set {name!r}",
+                             f"Extract it again with `mistudio extract ... --name {name} "
+                             "--overwrite`.")
+    if manifest.status != "complete":
+        done = sum(c.rows for c in manifest.chunks)
         raise InvalidInputError(
             f"Activation set {name!r} is incomplete ({done:,} tokens so far).",
             "Run the same `mistudio extract` command again to resume it.")
-    if "massive" not in manifest:  # extracted before massive tokens were flagged: flag once
+    if manifest.massive is None:  # extracted before massive tokens were flagged: flag once
         finish_massive(path, manifest, DEFAULT_FACTOR)
         try:
-            write_json_atomic(path / MANIFEST, manifest)
+            write_json_atomic(path / MANIFEST, manifest.to_json())
             ws.register(manifest, path)
         except OSError:
             pass  # read-only: flagged again next time

@@ -18,7 +18,6 @@ text tokens, which would then be stored and dominate training and metrics
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,13 +26,20 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from mistudio import __version__
 from mistudio.core.data.datasets import open_dataset
 from mistudio.core.models.registry import load_tokenizer, model_info
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError
 from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
-from mistudio.core.store.files import building, read_json, write_json_atomic
-from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.files import read_manifest
+from mistudio.core.store.manifests import (
+    Histogram,
+    TokenizedManifest,
+    TokenizedProvenance,
+    TokenizedSummary,
+    TokenStats,
+    TopToken,
+    made_now,
+)
 from mistudio.core.store.workspace import Workspace
 
 TOKENS_FILE = "tokens.arrow"
@@ -77,10 +83,10 @@ class TokenizeConfig:
 class TokenizedSet:
     """Read access to a tokenized set without loading it: sequences come from the memory map."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: TokenizedManifest) -> None:
         self.path = path
         self.manifest = manifest
-        self.context_length = int(manifest["config"]["context_length"])
+        self.context_length = int(manifest.config["context_length"])
         try:
             reader = pa.ipc.open_file(pa.memory_map(str(path / TOKENS_FILE), "r"))
             self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
@@ -125,18 +131,18 @@ def bos_policy(tokenizer: Any, prepend_bos: str) -> int | None:
     return int(bos)
 
 
-def _check_same(manifest: dict[str, Any], cfg: TokenizeConfig, bos: int | None) -> None:
+def _check_same(manifest: TokenizedManifest, cfg: TokenizeConfig, bos: int | None) -> None:
     """A tokenized set found by name must be what ``cfg`` asks for."""
-    have = manifest.get("config", {})
+    have = manifest.config
     diffs = [f"{f.replace('_', ' ')} {have.get(f)!r} (asked: {getattr(cfg, f)!r})"
              for f in ("dataset", "model", "context_length", "mode") if have.get(f) != getattr(cfg, f)]
-    old_bos = manifest.get("provenance", {}).get("bos_token_id")
+    old_bos = manifest.provenance.bos_token_id
     if old_bos != bos:
         diffs.append(f"BOS {'first' if old_bos is not None else 'not prepended'} (asked: "
                      f"{'first' if bos is not None else 'not prepended'})")
     if diffs:
         raise InvalidInputError(
-            f"Tokenized set {manifest.get('name')!r} exists with other settings: "
+            f"Tokenized set {manifest.name!r} exists with other settings: "
             f"{'; '.join(diffs)}.", "Give the new set another --name, or pass --overwrite.")
 
 
@@ -184,8 +190,9 @@ def _documents(table: pa.Table, tokenizer: Any,
 
 
 def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None,
-                     task: TaskState | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Tokenize ``cfg.dataset`` with ``cfg.model``'s tokenizer into ``tokenized/NAME``."""
+                     task: TaskState | None = None, overwrite: bool = False) -> TokenizedManifest:
+    """Tokenize ``cfg.dataset`` with ``cfg.model``'s tokenizer into ``tokenized/NAME``; a set of
+    that name made with the same settings is returned as it is."""
     task = task or silent_task()
     info = model_info(ws, cfg.model)
     task.set_status(f"Loading the tokenizer of {cfg.model}")
@@ -194,127 +201,150 @@ def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None
     name = name or cfg.default_name(bos is not None)
     existing = ws.catalog.find("tokenized", name)
     if existing and existing.status == "complete" and not overwrite:
-        manifest = read_json(Path(existing.path) / MANIFEST, f"tokenized set {name!r}",
-                             "Run `mistudio catalog rebuild`, or tokenize again with --overwrite.")
+        manifest = read_manifest(Path(existing.path), f"tokenized set {name!r}",
+                                 "Run `mistudio catalog rebuild`, or tokenize again with "
+                                 "--overwrite.")
         _check_same(manifest, cfg, bos)
         return manifest
-    ws.refuse_existing("tokenized", name, overwrite)
-    with ws.writer("tokenized", name, "tokenize"):
-        return _tokenize(ws, cfg, name, info, tokenizer, bos, task)
-
-
-def _tokenize(ws: Workspace, cfg: TokenizeConfig, name: str, info: Any, tokenizer: Any,
-              bos: int | None, task: TaskState) -> dict[str, Any]:
-    table = open_dataset(ws, cfg.dataset)
     if cfg.context_length > info.max_context:
         raise InvalidInputError(f"Context length {cfg.context_length} exceeds the model's "
                                 f"maximum of {info.max_context}.",
                                 f"Use --context-length {min(1024, info.max_context)} or less.")
-    sep = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ctx = cfg.context_length
-    body = ctx - (bos is not None)  # tokens of text per sequence
-    schema = pa.schema([("input_ids", pa.list_(pa.int32(), ctx)),
-                        ("attention_mask", pa.list_(pa.int8(), ctx)),
-                        ("doc_index", pa.int32())])
-    counts = np.zeros(max(info.vocab_size, len(tokenizer)), np.int64)
-    doc_lengths: list[int] = []
-    n_seq = n_tokens = 0
-    stream: list[int] = []
-    stream_docs: list[int] = []  # which document each token of the stream came from
-    n_docs = len(table)
-
-    def write(w: Any, rows: list[list[int]], masks: list[list[int]], docs: list[int]) -> None:
-        nonlocal n_seq, n_tokens
-        ids = np.asarray(rows, np.int32).reshape(-1)  # [n * ctx]
-        mask = np.asarray(masks, np.int8).reshape(-1)
-        w.write_batch(pa.record_batch([
-            pa.FixedSizeListArray.from_arrays(pa.array(ids), ctx),
-            pa.FixedSizeListArray.from_arrays(pa.array(mask), ctx),
-            pa.array(docs, pa.int32())], schema=schema))
-        np.add.at(counts, ids[mask.astype(bool)], 1)
-        n_seq += len(rows)
-        n_tokens += int(mask.sum())
-
-    final, partial = ws.artifact_path("tokenized", name), ws.partial_path("tokenized", name)
-    with ws.job("tokenize", name, asdict(cfg)), building(final, partial) as out:
-        with pa.OSFile(str(out / TOKENS_FILE), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
-            pos = 0  # the stream's consumed prefix (deleting it per sequence was quadratic)
-            rows, masks, docs = [], [], []
-            length = 0  # tokens of the current document so far
+    with ws.build("tokenized", name, "tokenize", asdict(cfg), overwrite) as b:
+        table = open_dataset(ws, cfg.dataset)
+        sequences = _Sequences(b.folder / TOKENS_FILE, cfg, tokenizer, bos,
+                               max(info.vocab_size, len(tokenizer)))
+        with sequences:
             for doc, toks, last in _documents(table, tokenizer, task):
                 check_cancelled(task)
-                length += len(toks)
-                if cfg.mode == "truncate":
-                    stream.extend(toks[: max(body - len(stream), 0)])
-                    if last:
-                        seq = ([bos] if bos is not None else []) + stream
-                        rows.append(seq + [pad] * (ctx - len(seq)))
-                        masks.append([1] * len(seq) + [0] * (ctx - len(seq)))
-                        docs.append(doc)
-                        stream.clear()
-                else:
-                    piece = toks + ([sep] if last and sep is not None else [])
-                    stream.extend(piece)
-                    stream_docs.extend([doc] * len(piece))
-                    while len(stream) - pos >= body:
-                        rows.append(([bos] if bos is not None else []) + stream[pos:pos + body])
-                        masks.append([1] * ctx)
-                        docs.append(stream_docs[pos])
-                        pos += body
-                if last:
-                    doc_lengths.append(length)
-                    length = 0
-                if len(rows) >= 256 or (last and doc % _DOC_BATCH == _DOC_BATCH - 1):
-                    if rows:
-                        write(w, rows, masks, docs)
-                    rows, masks, docs = [], [], []
-                    del stream[:pos], stream_docs[:pos]
-                    pos = 0
-                    task.set_status(f"Tokenized {doc + last:,}/{n_docs:,} documents, "
-                                    f"{n_seq:,} sequences")
-                    task.set_progress((doc + last) / max(n_docs, 1))
-            if rows:
-                write(w, rows, masks, docs)
-            del stream[:pos], stream_docs[:pos]
-        if n_seq == 0:
+                if sequences.add(doc, toks, last):  # a batch was written
+                    task.set_status(f"Tokenized {doc + last:,}/{len(table):,} documents, "
+                                    f"{sequences.n_seq:,} sequences")
+                    task.set_progress((doc + last) / max(len(table), 1))
+        if sequences.n_seq == 0:
             raise InvalidInputError(
-                f"Dataset {cfg.dataset!r} has fewer tokens than one sequence of {ctx}.",
+                f"Dataset {cfg.dataset!r} has fewer tokens than one sequence of "
+                f"{cfg.context_length}.",
                 "Use a smaller --context-length, --mode truncate, or a larger dataset.")
-        manifest = {
-            "kind": "tokenized", "name": name, "status": "complete", "config": asdict(cfg),
-            "provenance": {"dataset": cfg.dataset, "model": cfg.model, "bos_token_id": bos,
-                           "prepend_bos": bos is not None,
-                           "bos_token": tokenizer.convert_ids_to_tokens(bos)
-                           if bos is not None else None,
-                           "separator_token_id": sep, "pad_token_id": pad,
-                           "mistudio": __version__, "created": time.time()},
-            "summary": {"documents": n_docs, "sequences": n_seq, "tokens": n_tokens,
-                        "dropped_tail_tokens": len(stream)},
-            "stats": _stats(doc_lengths, counts, tokenizer),
-        }
-        write_json_atomic(out / MANIFEST, manifest)
-    ws.register(manifest)
+        b.manifest = TokenizedManifest(
+            name, config=asdict(cfg), provenance=TokenizedProvenance(
+                **made_now(), dataset=cfg.dataset, model=cfg.model, bos_token_id=bos,
+                prepend_bos=bos is not None,
+                bos_token=tokenizer.convert_ids_to_tokens(bos) if bos is not None else None,
+                separator_token_id=sequences.sep, pad_token_id=sequences.pad),
+            summary=TokenizedSummary(len(table), sequences.n_seq, sequences.n_tokens,
+                                     sequences.dropped_tail),
+            stats=sequences.stats(tokenizer))
     task.set_progress(1.0)
-    return manifest
+    return b.manifest
 
 
-def _stats(doc_lengths: list[int], counts: np.ndarray, tokenizer: Any) -> dict[str, Any]:
-    """Document-length histogram (in tokens) and the most frequent tokens."""
-    lengths = np.asarray(doc_lengths)
-    hist, edges = np.histogram(lengths, bins=min(30, max(1, len(np.unique(lengths)))))
-    top = np.argsort(counts)[::-1][:30]
-    return {
-        "doc_length_histogram": {"counts": hist.tolist(), "edges": edges.tolist()},
-        "doc_length_mean": float(lengths.mean()), "doc_length_max": int(lengths.max()),
-        "top_tokens": [{"id": int(t), "token": tokenizer.decode([int(t)]), "count": int(counts[t])}
-                       for t in top if counts[t] > 0],
-    }
+class _Sequences:
+    """Documents in, fixed-length sequences out: cut (concat) or padded (truncate), written to
+    the Arrow file in batches, with token counts and document lengths for the statistics."""
+
+    def __init__(self, path: Path, cfg: TokenizeConfig, tokenizer: Any, bos: int | None,
+                 vocab: int) -> None:
+        self.path, self.cfg, self.bos = path, cfg, bos
+        self.ctx = cfg.context_length
+        self.body = self.ctx - (bos is not None)  # tokens of text per sequence
+        self.sep = tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.schema = pa.schema([("input_ids", pa.list_(pa.int32(), self.ctx)),
+                                 ("attention_mask", pa.list_(pa.int8(), self.ctx)),
+                                 ("doc_index", pa.int32())])
+        self.counts = np.zeros(vocab, np.int64)
+        self.doc_lengths: list[int] = []
+        self.n_seq = self.n_tokens = 0
+        self.stream: list[int] = []
+        self.stream_docs: list[int] = []  # which document each token of the stream came from
+        self.pos = 0  # the stream's consumed prefix (deleting it per sequence was quadratic)
+        self.rows: list[list[int]] = []
+        self.masks: list[list[int]] = []
+        self.docs: list[int] = []
+        self.length = 0  # tokens of the current document so far
+
+    def __enter__(self) -> _Sequences:
+        self._sink = pa.OSFile(str(self.path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, self.schema)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if exc[0] is None:
+                self.flush()
+        finally:
+            self._writer.close()
+            self._sink.close()
+
+    @property
+    def dropped_tail(self) -> int:
+        return len(self.stream) - self.pos
+
+    def add(self, doc: int, toks: list[int], last: bool) -> bool:
+        """Take one document (or a piece of a long one); True when a batch was written."""
+        self.length += len(toks)
+        if self.cfg.mode == "truncate":
+            self._truncate(doc, toks, last)
+        else:
+            self._concat(doc, toks, last)
+        if last:
+            self.doc_lengths.append(self.length)
+            self.length = 0
+        if len(self.rows) >= 256 or (last and doc % _DOC_BATCH == _DOC_BATCH - 1):
+            self.flush()
+            return True
+        return False
+
+    def _truncate(self, doc: int, toks: list[int], last: bool) -> None:
+        self.stream.extend(toks[: max(self.body - len(self.stream), 0)])
+        if last:
+            seq = ([self.bos] if self.bos is not None else []) + self.stream
+            self.rows.append(seq + [self.pad] * (self.ctx - len(seq)))
+            self.masks.append([1] * len(seq) + [0] * (self.ctx - len(seq)))
+            self.docs.append(doc)
+            self.stream.clear()
+
+    def _concat(self, doc: int, toks: list[int], last: bool) -> None:
+        piece = toks + ([self.sep] if last and self.sep is not None else [])
+        self.stream.extend(piece)
+        self.stream_docs.extend([doc] * len(piece))
+        while len(self.stream) - self.pos >= self.body:
+            self.rows.append(([self.bos] if self.bos is not None else [])
+                             + self.stream[self.pos:self.pos + self.body])
+            self.masks.append([1] * self.ctx)
+            self.docs.append(self.stream_docs[self.pos])
+            self.pos += self.body
+
+    def flush(self) -> None:
+        """Write the sequences made so far as one record batch."""
+        if self.rows:
+            ids = np.asarray(self.rows, np.int32).reshape(-1)  # [n * ctx]
+            mask = np.asarray(self.masks, np.int8).reshape(-1)
+            self._writer.write_batch(pa.record_batch([
+                pa.FixedSizeListArray.from_arrays(pa.array(ids), self.ctx),
+                pa.FixedSizeListArray.from_arrays(pa.array(mask), self.ctx),
+                pa.array(self.docs, pa.int32())], schema=self.schema))
+            np.add.at(self.counts, ids[mask.astype(bool)], 1)
+            self.n_seq += len(self.rows)
+            self.n_tokens += int(mask.sum())
+        self.rows, self.masks, self.docs = [], [], []
+        del self.stream[:self.pos], self.stream_docs[:self.pos]
+        self.pos = 0
+
+    def stats(self, tokenizer: Any) -> TokenStats:
+        """Document-length histogram (in tokens) and the most frequent tokens."""
+        lengths = np.asarray(self.doc_lengths)
+        hist, edges = np.histogram(lengths, bins=min(30, max(1, len(np.unique(lengths)))))
+        top = np.argsort(self.counts)[::-1][:30]
+        return TokenStats(Histogram(hist.tolist(), edges.tolist()), float(lengths.mean()),
+                          int(lengths.max()),
+                          [TopToken(int(t), tokenizer.decode([int(t)]), int(self.counts[t]))
+                           for t in top if self.counts[t] > 0])
 
 
 def open_tokenized(ws: Workspace, name: str) -> TokenizedSet:
     art = ws.catalog.get("tokenized", name)
     path = Path(art.path)
-    manifest = read_json(path / MANIFEST, f"tokenized set {name!r}",
-                         "Tokenize the dataset again with --overwrite.")
-    return TokenizedSet(path, manifest)
+    return TokenizedSet(path, read_manifest(path, f"tokenized set {name!r}",
+                                            "Tokenize the dataset again with --overwrite."))

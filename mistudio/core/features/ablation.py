@@ -24,8 +24,8 @@ from mistudio.core.models.adapters import parse_hook_key
 from mistudio.core.models.hooks import capture, forward
 from mistudio.core.models.registry import LoadedModel, load_model
 from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.sae.io import open_sae
 from mistudio.core.sae.splice import _next_token_ce, replace_site
-from mistudio.core.sae.trainer import open_sae
 from mistudio.core.store.workspace import Workspace
 
 
@@ -60,17 +60,17 @@ class FeatureModel:
 
     def __init__(self, ws: Workspace, folder: Any, loaded: LoadedModel | None = None) -> None:
         self.reader = FeatureReader(folder)
-        prov = self.reader.manifest["provenance"]
-        self.sae, self.meta = open_sae(ws, prov["sae"])
+        prov = self.reader.manifest.provenance
+        self.sae, self.meta = open_sae(ws, prov.sae)
         self.sae = self.sae.float()
         self.threshold = sae_threshold(self.meta.get("metadata") or {})
         if self.sae.cfg.transcoder:
             raise InvalidInputError("Ablation and attribution work on SAEs, not transcoders.",
                                     "Choose an analysis of an SAE.")
-        self.loaded = loaded or load_model(ws, prov["model"])
+        self.loaded = loaded or load_model(ws, prov.model)
         self.sae = self.sae.to(self.loaded.device)
-        self.hook = prov["hook"]
-        self.tokens = open_tokenized(ws, prov["tokenized"])
+        self.hook = prov.hook
+        self.tokens = open_tokenized(ws, prov.tokenized)
 
     def sequence(self, seq: int) -> tuple[Tensor, Tensor]:
         ids, mask = self.tokens.slice(seq, seq + 1)

@@ -25,19 +25,23 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from mistudio import __version__
 from mistudio.core.activations.store import ActivationSet, open_activations
 from mistudio.core.data.tokenization import open_tokenized
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import SubTask, TaskState, check_cancelled, silent_task
-from mistudio.core.sae.trainer import open_sae
-from mistudio.core.store.files import building, write_json_atomic
+from mistudio.core.sae.io import open_sae
 from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.manifests import (
+    FeaturesManifest,
+    FeaturesProvenance,
+    FeaturesSummary,
+    made_now,
+)
 from mistudio.core.store.workspace import Workspace
 
 HIST_BINS = 32
@@ -77,28 +81,44 @@ class AnalyzeConfig:
 
 
 def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
-            task: TaskState | None = None, overwrite: bool = False) -> dict[str, Any]:
+            task: TaskState | None = None, overwrite: bool = False) -> FeaturesManifest:
     """Analyse ``cfg.sae`` and store the result as ``features/NAME`` (default: the SAE's name).
-    Labels of an analysis it replaces are carried over or archived (:mod:`.carry`)."""
+    Labels of an analysis it replaces are carried over or archived (:mod:`.carry`). A
+    half-written analysis is never resumed: it starts clean (the pass is cheap next to
+    training)."""
+    from mistudio.core.features.carry import carry_labels, weights_checksum
+
     task = task or silent_task()
     name = name or cfg.sae
-    ws.refuse_existing("features", name, overwrite)
-    with ws.writer("features", name, "analyze"):
-        return _analyze(ws, cfg, name, task)
+    with ws.build("features", name, "analyze", asdict(cfg), overwrite) as b:
+        src = _inputs(ws, cfg)
+        t0 = time.perf_counter()
+        summary = _fill(ws, b.folder, src, cfg, task)
+        checksum = weights_checksum(Path(src.sae_art.path))
+        # labels of the analysis this one replaces: carried over (same weights) or archived
+        kept = carry_labels(b.final, b.folder, _old_checksum(b.final), checksum,
+                            src.sae.cfg.d_sae) if b.final.exists() else {}
+        b.manifest = FeaturesManifest(
+            name, config=asdict(cfg), summary=summary.replace(
+                wall_s=round(time.perf_counter() - t0, 2)),
+            provenance=FeaturesProvenance(
+                **made_now(), sae=cfg.sae, activations=src.acts_name, model=src.model,
+                hook=src.hook, tokenized=src.tokenized.manifest.name, sae_checksum=checksum),
+            previous_labels=kept)
+    task.set_progress(1.0)
+    return b.manifest
 
 
 def analyze_in_child(root: str, cfg: AnalyzeConfig, overwrite: bool = False,
-                     task: TaskState | None = None) -> dict[str, Any]:
-    """:func:`analyze` in a fresh process, for the app (the model's unembedding and the
-    analysis's Python loops would otherwise compete with the UI thread); progress reaches
-    ``task`` and cancelling it stops the child, which leaves a resumable partial folder."""
+                     task: TaskState | None = None) -> FeaturesManifest:
+    """:func:`analyze` in a fresh process, for the app."""
     from mistudio.core.runtime.processes import run_in_child
 
     return run_in_child(_analyze_at, root, cfg, overwrite, task=task)
 
 
 def _analyze_at(root: str, cfg: AnalyzeConfig, overwrite: bool,
-                task: TaskState | None = None) -> dict[str, Any]:
+                task: TaskState | None = None) -> FeaturesManifest:
     ws = Workspace(root)
     try:
         return analyze(ws, cfg, task=task, overwrite=overwrite)
@@ -106,22 +126,30 @@ def _analyze_at(root: str, cfg: AnalyzeConfig, overwrite: bool,
         ws.close()
 
 
-def _analyze(ws: Workspace, cfg: AnalyzeConfig, name: str, task: TaskState) -> dict[str, Any]:
-    from mistudio.core.features.carry import carry_labels, weights_checksum
-    from mistudio.core.features.interpret import interpret
-    from mistudio.core.features.store import write_table
+class _Inputs(NamedTuple):
+    """What an analysis reads: the SAE, its activation set and tokens, the model's name."""
 
-    final, partial = ws.artifact_path("features", name), ws.partial_path("features", name)
+    sae: Any
+    sae_art: Any
+    hook: str
+    acts_name: str
+    acts: ActivationSet
+    model: str
+    tokenized: Any
+
+
+def _inputs(ws: Workspace, cfg: AnalyzeConfig) -> _Inputs:
+    """Open the SAE and the activations it runs over, checking that they belong together."""
     sae, _ = open_sae(ws, cfg.sae, cfg.device)
     sae_art = ws.catalog.get("sae", cfg.sae)
-    hook = sae_art.summary.get("hook")
-    acts_name = cfg.activations or sae_art.provenance.get("activations")
+    hook = sae_art.summary.hook
+    acts_name = cfg.activations or sae_art.provenance.activations
     if not acts_name:
         raise InvalidInputError(f"SAE {cfg.sae!r} has no activation set on record.",
                                 "Pass --activations NAME (one with its hook point).")
     acts = open_activations(ws, acts_name)
-    model = acts.manifest["config"]["model"]
-    sae_model = sae_art.provenance.get("model")
+    model = acts.model
+    sae_model = sae_art.provenance.model
     if sae_model and sae_model != model:
         raise InvalidInputError(f"SAE {cfg.sae!r} was trained on {sae_model}, but activation set "
                                 f"{acts_name!r} comes from {model}.",
@@ -130,56 +158,42 @@ def _analyze(ws: Workspace, cfg: AnalyzeConfig, name: str, task: TaskState) -> d
         raise InvalidInputError(f"Activation set {acts_name!r} has no {hook} of width "
                                 f"{sae.cfg.d_in} (it has {', '.join(acts.keys)}, width "
                                 f"{acts.d_model}).", "Extract that hook point first.")
-    tokenized = open_tokenized(ws, acts.manifest["config"]["tokenized"])
-    n_rows = _whole_sequences(acts, min(cfg.tokens, acts.n_rows))
-    # Always start clean: a half-written analysis is never shown as complete, and the pass is
-    # cheap next to training.
-    import shutil
+    return _Inputs(sae, sae_art, hook, acts_name, acts, model, open_tokenized(ws, acts.tokenized))
 
-    shutil.rmtree(partial, ignore_errors=True)
-    t0 = time.perf_counter()
-    with ws.job("analyze", name, asdict(cfg)), building(final, partial):
-        stream = _stream(sae, acts, hook, n_rows, cfg, partial, SubTask(task, 0.0, 0.7))
-        task.set_status("Indexing features")
-        csc = _transpose(partial, stream["n_entries"], sae.cfg.d_sae)
-        n_used = n_rows - stream["excluded"]
-        stats = _feature_stats(stream, csc, n_used)
-        np.save(partial / "histograms.npy", _histograms(partial, csc, stats["max_activation"]))
-        rows = _row_tokens(acts, tokenized, n_rows)
-        np.save(partial / "rows.npy", rows)
-        check_cancelled(task)
-        task.set_status("Logit lens, neighbours and co-occurrence")
-        extras = interpret(ws, model, sae, hook, partial, cfg, SubTask(task, 0.75, 0.98))
-        write_table(partial, {"feature": np.arange(sae.cfg.d_sae, dtype=np.int32), **stats,
-                              **extras})
-        checksum = weights_checksum(Path(sae_art.path))
-        # labels of the analysis this one replaces: carried over (same weights) or archived
-        kept = carry_labels(final, partial, _old_checksum(final), checksum,
-                            sae.cfg.d_sae) if final.exists() else {}
-        manifest = {"kind": "features", "name": name, "status": "complete", "config": asdict(cfg),
-                    "provenance": {"sae": cfg.sae, "activations": acts_name, "model": model,
-                                   "hook": hook, "tokenized": tokenized.manifest["name"],
-                                   "sae_checksum": checksum,
-                                   "mistudio": __version__, "created": time.time()},
-                    "previous_labels": kept,
-                    "summary": {"n_tokens": n_used, "massive_excluded": stream["excluded"],
-                                "n_rows": n_rows, "n_sequences": int(rows[-1, 0] - rows[0, 0] + 1)
-                                if n_rows else 0, "d_sae": sae.cfg.d_sae,
-                                "n_entries": stream["n_entries"], "top_k": cfg.top_k,
-                                "alive": int((stats["frequency"] > 0).sum()),
-                                "dead": int((stats["frequency"] == 0).sum()),
-                                "dense": int(stats["dense"].sum()),
-                                "wall_s": round(time.perf_counter() - t0, 2),
-                                "tokens_per_s": round(n_rows / max(stream["encode_s"], 1e-9))}}
-        write_json_atomic(partial / MANIFEST, manifest)
-    ws.register(manifest)
-    task.set_progress(1.0)
-    return manifest
+
+def _fill(ws: Workspace, folder: Path, src: _Inputs, cfg: AnalyzeConfig,
+          task: TaskState) -> FeaturesSummary:
+    """Write the analysis's files into ``folder``; returns its summary."""
+    from mistudio.core.features.interpret import interpret
+    from mistudio.core.features.store import write_table
+
+    sae, acts = src.sae, src.acts
+    n_rows = _whole_sequences(acts, min(cfg.tokens, acts.n_rows))
+    stream = _stream(sae, acts, src.hook, n_rows, cfg, folder, SubTask(task, 0.0, 0.7))
+    task.set_status("Indexing features")
+    csc = _transpose(folder, stream["n_entries"], sae.cfg.d_sae)
+    n_used = n_rows - stream["excluded"]
+    stats = _feature_stats(stream, csc, n_used)
+    np.save(folder / "histograms.npy", _histograms(folder, csc, stats["max_activation"]))
+    rows = _row_tokens(acts, src.tokenized, n_rows)
+    np.save(folder / "rows.npy", rows)
+    check_cancelled(task)
+    task.set_status("Logit lens, neighbours and co-occurrence")
+    extras = interpret(ws, src.model, sae, src.hook, folder, cfg, SubTask(task, 0.75, 0.98))
+    write_table(folder, {"feature": np.arange(sae.cfg.d_sae, dtype=np.int32), **stats, **extras})
+    return FeaturesSummary(
+        n_tokens=n_used, massive_excluded=stream["excluded"], n_rows=n_rows,
+        n_sequences=int(rows[-1, 0] - rows[0, 0] + 1) if n_rows else 0, d_sae=sae.cfg.d_sae,
+        n_entries=stream["n_entries"], top_k=cfg.top_k,
+        alive=int((stats["frequency"] > 0).sum()), dead=int((stats["frequency"] == 0).sum()),
+        dense=int(stats["dense"].sum()),
+        tokens_per_s=round(n_rows / max(stream["encode_s"], 1e-9)))
 
 
 def _old_checksum(folder: Path) -> str | None:
     try:
-        return json.loads((folder / MANIFEST).read_text())["provenance"].get("sae_checksum")
+        return FeaturesProvenance.from_json(
+            json.loads((folder / MANIFEST).read_text())["provenance"]).sae_checksum
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -214,7 +228,7 @@ def _stream(sae: Any, acts: ActivationSet, hook: str, n_rows: int, cfg: AnalyzeC
     excluded = acts.excluded_rows(cfg.keep_massive)
     excluded = excluded[excluded < n_rows]
     # at least two sequences per block, so that every block can end at a sequence boundary
-    block = max(cfg.block_rows, 2 * int(acts.manifest["config"].get("context_length", 128)))
+    block = max(cfg.block_rows, 2 * int(acts.config.get("context_length", 128)))
     try:
         while start < n_rows:
             check_cancelled(task)
@@ -229,7 +243,7 @@ def _stream(sae: Any, acts: ActivationSet, hook: str, n_rows: int, cfg: AnalyzeC
             if not bool(finite_R.all()):
                 bad = (torch.nonzero(~finite_R).flatten()[:5] + start).tolist()
                 raise InvalidInputError(
-                    f"Activation set {acts.manifest['name']!r} has NaN or infinite values at "
+                    f"Activation set {acts.manifest.name!r} has NaN or infinite values at "
                     f"{hook} (rows {', '.join(map(str, bad))}...); nothing was analysed.",
                     "Extract it again (with model dtype float32 if the model ran in float16).")
             t = time.perf_counter()

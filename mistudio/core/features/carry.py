@@ -109,7 +109,7 @@ def remove_sae(ws: Any, name: str) -> dict[str, Any]:
     ws.catalog.get("sae", name)  # a clear error if unknown
     removed, archived = [], []
     for art in ws.catalog.list("features"):
-        if art.provenance.get("sae") != name:
+        if art.provenance.sae != name:
             continue
         db = Path(art.path) / LABELS_FILE
         if db.is_file() and _read_labels_or_none(db) != []:

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mistudio.core.store.files import atomic_write, read_json
+from mistudio.core.store.files import atomic_write, read_manifest
+from mistudio.core.store.manifests import FeaturesManifest
 
 BEFORE, AFTER = 24, 8
 """Tokens shown before and after the marked token (a 33-token window, as delphi uses ~32)."""
@@ -42,8 +43,8 @@ class FeatureReader:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.manifest = read_json(folder / "manifest.json", f"analysis at {folder}",
-                                  "Run `mistudio analyze` again with --overwrite.")
+        self.manifest: FeaturesManifest = read_manifest(
+            folder, f"analysis at {folder}", "Run `mistudio analyze` again with --overwrite.")
         load = lambda n: np.load(folder / n, mmap_mode="r")  # noqa: E731
         self.rows = load("rows.npy")  # [n_rows, 3]: sequence, position, token
         self.top_values, self.top_sequences = load("top_values.npy"), load("top_sequences.npy")

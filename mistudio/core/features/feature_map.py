@@ -14,13 +14,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from mistudio.core.runtime.tasks import TaskState, silent_task
-from mistudio.core.store.files import write_json_atomic, write_npy_atomic
+from mistudio.core.store.files import read_manifest, write_json_atomic, write_npy_atomic
 from mistudio.core.store.workspace import Workspace
 
 MAP_FILE = "map.npy"
@@ -93,7 +93,7 @@ def feature_map(ws: Workspace, analysis: str, task: TaskState | None = None,
                 recompute: bool = False) -> FeatureMap:
     """The analysis's map, computed once (about half a minute for 4608 features) and cached."""
     from mistudio.core.features.store import open_features
-    from mistudio.core.sae.trainer import open_sae
+    from mistudio.core.sae.io import open_sae
 
     task = task or silent_task()
     store = open_features(ws, analysis)
@@ -102,8 +102,7 @@ def feature_map(ws: Workspace, analysis: str, task: TaskState | None = None,
         xy = np.load(folder / MAP_FILE)
         if xy.shape == (store.n, 2):
             return FeatureMap(xy, json.loads((folder / MAP_INFO).read_text())["method"])
-    manifest: dict[str, Any] = json.loads((folder / "manifest.json").read_text())
-    sae, _ = open_sae(ws, manifest["provenance"]["sae"])
+    sae, _ = open_sae(ws, read_manifest(folder, f"analysis {analysis!r}").provenance.sae)
     n = sae.cfg.d_sae
     estimate = map_seconds(n)
     task.set_status(f"Computing the feature map of {n:,} features (UMAP, about "

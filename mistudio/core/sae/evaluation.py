@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from mistudio.core.models.registry import load_model
 from mistudio.core.runtime.tasks import TaskState, silent_task
+from mistudio.core.sae.io import open_sae
 from mistudio.core.sae.splice import splice_eval
-from mistudio.core.sae.trainer import open_sae
-from mistudio.core.store.files import read_json, write_json_atomic
+from mistudio.core.store.files import write_json_atomic
 from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.manifests import SAESummary
 from mistudio.core.store.workspace import Workspace
 
 
 def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: str = "auto",
-                      task: TaskState | None = None) -> dict[str, Any]:
-    """CE loss score and KL on held-out text; stored in the SAE's manifest and catalog row."""
+                      task: TaskState | None = None) -> SAESummary:
+    """CE loss score and KL on held-out text, stored in the SAE's manifest and catalog row;
+    returns the SAE's summary with them."""
     task = task or silent_task()
     sae, cfg = open_sae(ws, name)
     meta = dict(cfg["metadata"])
@@ -27,24 +28,21 @@ def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: s
 
         ensure_builtin_dataset(ws)
         meta["dataset_path"] = tokenize_dataset(
-            ws, TokenizeConfig("pydoc", meta["model_name"], 128))["name"]
+            ws, TokenizeConfig("pydoc", meta["model_name"], 128)).name
     task.set_status(f"Loading {meta['model_name']}")
     loaded = load_model(ws, meta["model_name"], device,
                         quantize=meta.get("model_quantization") or "none")
     task.set_status("Evaluating with the SAE spliced in")
     result = splice_eval(ws, sae, meta, n_sequences, loaded=loaded, task=task)
-    art = ws.catalog.get("sae", name)
-    manifest = read_json(Path(art.path) / MANIFEST, f"SAE {name!r}", "Train it again.")
-    manifest["summary"] = {**manifest["summary"], **result}
-    write_json_atomic(Path(art.path) / MANIFEST, manifest)
+    manifest = ws.manifest("sae", name)
+    manifest.summary = manifest.summary.replace(**result, in_model_error=None)
+    write_json_atomic(Path(ws.catalog.get("sae", name).path) / MANIFEST, manifest.to_json())
     ws.register(manifest)
-    s = manifest["summary"]
-    return {"sae": name, "model": meta["model_name"], "hook": meta["hook_name"], **result,
-            **{k: s.get(k) for k in ("explained_variance", "l0", "dead_fraction", "mse")}}
+    return manifest.summary
 
 
 def evaluate_in_child(root: str, name: str, n_sequences: int = 32, device: str = "auto",
-                      task: TaskState | None = None) -> dict[str, Any]:
+                      task: TaskState | None = None) -> SAESummary:
     """:func:`evaluate_in_model` in a fresh process, for callers that must stay responsive.
 
     Loading a model runs long stretches of Python and C code that hold the interpreter lock;
@@ -56,7 +54,7 @@ def evaluate_in_child(root: str, name: str, n_sequences: int = 32, device: str =
 
 
 def _evaluate_at(root: str, name: str, n_sequences: int, device: str,
-                 task: TaskState | None = None) -> dict[str, Any]:
+                 task: TaskState | None = None) -> SAESummary:
     ws = Workspace(root)
     try:
         return evaluate_in_model(ws, name, n_sequences, device, task)

@@ -12,7 +12,6 @@ the SAELens layout like one trained here.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +28,7 @@ from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
 from mistudio.core.sae.hooknames import FoundHook, match_model, read_hook, read_json_if
 from mistudio.core.sae.io import CFG_FILE, WEIGHTS_FILE, config_from_saelens, load_tensors, save_sae
 from mistudio.core.store.files import building, write_json_atomic
-from mistudio.core.store.layout import MANIFEST
+from mistudio.core.store.manifests import SAEManifest, SAEProvenance, SAESummary, made_now
 from mistudio.core.store.workspace import Workspace
 
 
@@ -173,7 +172,7 @@ def _llama_scope(hp: dict[str, Any], raw: dict[str, torch.Tensor],
 
 def import_sae(ws: Workspace, folder: Path, name: str, model: str | None = None,
                hook: str | None = None, overwrite: bool = False,
-               fold_centering: bool = False) -> dict[str, Any]:
+               fold_centering: bool = False) -> SAEManifest:
     """Convert and register an SAE. ``model`` and ``hook`` default to what the files say
     (checked against the workspace); given, they override it. ``fold_centering``: the SAE was
     trained on TransformerLens activations with ``center_writing_weights`` (each token's residual
@@ -181,9 +180,29 @@ def import_sae(ws: Workspace, folder: Path, name: str, model: str | None = None,
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise NotFoundError(f"The folder {folder} does not exist.", "Check the path.")
-    final, partial = ws.artifact_path("sae", name), ws.partial_path("sae", name)
     ws.refuse_existing("sae", name, overwrite)
     sae, meta, fmt, found = read_foreign(folder)
+    model, hook = _placement(ws, sae, found, folder, model, hook)
+    if fold_centering:
+        _fold_centering(sae)
+    summary = SAESummary(architecture=sae.cfg.architecture, d_in=sae.cfg.d_in,
+                         d_sae=sae.cfg.d_sae, hook=hook, target_hook=found.target,
+                         imported_format=fmt)
+    config = {"source": str(folder), "format": fmt, "transcoder": sae.cfg.transcoder}
+    with ws.build("sae", name, "import", config, overwrite) as b:
+        save_sae(b.folder, sae, {**meta, "model_name": model, "hook_name": hook,
+                                 "hook_name_out": found.target, "imported_from": str(folder),
+                                 "imported_format": fmt, "hook_name_in_files": found.said,
+                                 "model_in_files": found.model},
+                 {"imported": True, "summary": summary.to_json(), "mistudio": __version__})
+        b.manifest = SAEManifest(name, config=config, summary=summary,
+                                 provenance=SAEProvenance(**made_now(), model=model))
+    return b.manifest
+
+
+def _placement(ws: Workspace, sae: SparseCoder, found: FoundHook, folder: Path,
+               model: str | None, hook: str | None) -> tuple[str, str]:
+    """The workspace model and hook point an imported SAE reads, checked against its width."""
     model = model or match_model(ws, found.model)
     if model is None:
         known = ", ".join(a.name for a in ws.catalog.list("model")) or "none"
@@ -198,33 +217,15 @@ def import_sae(ws: Workspace, folder: Path, name: str, model: str | None = None,
                                 "reads.", f"Give it with --hook, e.g. layers."
                                 f"{info.n_layers // 2}.resid_post.")
     _, point = _check_hook(hook, info, model)
-    target = found.target
-    if target is not None:
-        _check_hook(target, info, model)
+    if found.target is not None:
+        _check_hook(found.target, info, model)
     width = info.width(point)
     if sae.cfg.d_in != width:
         raise InvalidInputError(
             f"The SAE reads {sae.cfg.d_in}-wide activations but {hook} of {model!r} is "
             f"{width} wide" + (f" (its files say {found.said})" if found.said else "") + ".",
             "Import it for the model and hook point it was trained on.")
-    if fold_centering:
-        _fold_centering(sae)
-    metadata = {**meta, "model_name": model, "hook_name": hook, "hook_name_out": target,
-                "imported_from": str(folder), "imported_format": fmt,
-                "hook_name_in_files": found.said, "model_in_files": found.model}
-    summary = {"architecture": sae.cfg.architecture, "d_in": sae.cfg.d_in,
-               "d_sae": sae.cfg.d_sae, "hook": hook, "target_hook": target,
-               "imported_format": fmt}
-    with ws.writer("sae", name, "import"), building(final, partial) as out:
-        save_sae(out, sae, metadata, {"imported": True, "summary": summary,
-                                      "mistudio": __version__})
-        manifest = {"kind": "sae", "name": name, "status": "complete",
-                    "config": {"source": str(folder), "format": fmt,
-                               "transcoder": sae.cfg.transcoder},
-                    "provenance": {"model": model, "created": time.time()}, "summary": summary}
-        write_json_atomic(out / MANIFEST, manifest)
-    ws.register(manifest)
-    return manifest
+    return model, hook
 
 
 def _check_hook(hook: str, info: Any, model: str) -> tuple[int, str]:
@@ -297,7 +298,7 @@ def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens",
         else:
             from mistudio.core.sae.onnx_export import export_onnx, quantize_onnx
 
-            sample = _sample_rows(ws, art.provenance.get("activations"), art.summary.get("hook"))
+            sample = _sample_rows(ws, art.provenance.activations, art.summary.hook)
             result = export_onnx(sae, tmp, sample)
             info.update(max_abs_diff=result.max_abs_diff, max_abs_value=result.max_abs_value,
                         files=[result.encoder.name, result.full.name],

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
 from mistudio.core.store.files import atomic_write, read_json, write_json_atomic
+from mistudio.core.store.workspace import Workspace
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -171,3 +172,14 @@ def load_tensors(sae: SparseCoder, tensors: dict[str, torch.Tensor], where: Path
 def read_extra(folder: Path) -> dict[str, Any]:
     path = folder / EXTRA_FILE
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def open_sae(ws: Workspace, name: str, device: str = "cpu") -> tuple[SparseCoder, dict[str, Any]]:
+    """A trained or imported SAE of the workspace, ready for inference on raw activations, with
+    its SAELens cfg.json."""
+    art = ws.catalog.get("sae", name)
+    if art.status != "complete":
+        raise InvalidInputError(f"SAE {name!r} has not finished training (step "
+                                f"{art.summary.steps}).",
+                                "Run the same `mistudio train` command again to resume it.")
+    return load_sae(Path(art.path), device)

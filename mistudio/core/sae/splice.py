@@ -130,8 +130,8 @@ def splice_eval(ws: Workspace, sae: Any, meta: dict[str, Any], n_sequences: int 
             "ce_loss_zero": means["zero"],
             "ce_loss_score": (means["zero"] - means["sae"]) / gap if gap > 0 else float("nan"),
             "kl_div": float(torch.cat(kls).mean()),
-            "eval_tokens": int(sum(len(v) for v in ce["clean"])),
+            "in_model_tokens": int(sum(len(v) for v in ce["clean"])),
             "massive_passed_through": skipped[0],
-            "eval_sequences": tokens.n_sequences - start}
+            "in_model_sequences": tokens.n_sequences - start}
 
 

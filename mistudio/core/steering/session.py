@@ -15,7 +15,7 @@ from mistudio.core.activations.massive import sae_threshold
 from mistudio.core.models.registry import LoadedModel, load_model
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import TaskState
-from mistudio.core.sae.trainer import open_sae
+from mistudio.core.sae.io import open_sae
 from mistudio.core.steering.generate import Comparison, GenerationConfig, compare
 from mistudio.core.steering.interventions import Intervention, SiteSteer
 from mistudio.core.store.workspace import Workspace
@@ -78,14 +78,14 @@ class Steerer:
             if sae.cfg.transcoder:
                 raise InvalidInputError(f"{name!r} is a transcoder; steering adds SAE features "
                                         "to one hook point.", "Choose an SAE.")
-            self.saes[name] = (sae, art.summary, art.summary["hook"])
-            models.add(art.provenance.get("model"))
+            self.saes[name] = (sae, art.summary, art.summary.hook)
+            models.add(art.provenance.model)
         model = spec.model or next(iter(models))
         if spec.model and models - {spec.model, None}:
             raise InvalidInputError(f"The SAEs were trained on {', '.join(sorted(models))}, not "
                                     f"{spec.model}.", "Steer the model the SAEs belong to.")
         # the weights the SAEs were trained on (int8 / int4 when their activations were)
-        quantize = next((ws.catalog.get("sae", n).provenance.get("model_quantization")
+        quantize = next((ws.catalog.get("sae", n).provenance.model_quantization
                          for n in spec.saes), None) or "none"
         self.loaded = loaded or load_model(ws, model, device=device, quantize=quantize)
         d_model = self.loaded.info.d_model

@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 
 from mistudio.core.runtime.errors import CorruptedError, NotFoundError, ResourceError
 from mistudio.core.store.layout import ARTIFACT_DIRS, MANIFEST
+from mistudio.core.store.manifests import provenance_type, summary_type
+from mistudio.core.store.records import Record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -53,22 +55,26 @@ REBUILD_FIX = "Run `mistudio catalog rebuild` to re-index the workspace from its
 
 
 class Artifact(NamedTuple):
-    """One catalog row."""
+    """One catalog row, typed by its kind (:mod:`mistudio.core.store.manifests`)."""
 
     kind: str
     """dataset, tokenized, activations, model, sae or features."""
     name: str
     status: str
-    """complete, partial (resumable) or failed."""
+    """complete, or partial (a build that can be resumed)."""
     path: str
     config: dict[str, Any]
-    """How it was made (the arguments)."""
-    provenance: dict[str, Any]
-    """What it was made from (names of other artifacts, versions)."""
-    summary: dict[str, Any]
-    """Numbers to show in lists (documents, tokens, shape)."""
+    """How it was made: the producer's configuration, as JSON."""
+    provenance: Any
+    """What it was made from: the kind's provenance record (``SAEProvenance``, ...)."""
+    summary: Any
+    """Figures to show in lists: the kind's summary record (``ActivationsSummary``, ...)."""
     created: float
     updated: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self._asdict(), "provenance": self.provenance.to_json(),
+                "summary": self.summary.to_json()}
 
 
 class Job(NamedTuple):
@@ -126,8 +132,8 @@ class Catalog:
         path: Path | str,
         status: str = "complete",
         config: dict[str, Any] | None = None,
-        provenance: dict[str, Any] | None = None,
-        summary: dict[str, Any] | None = None,
+        provenance: Record | dict[str, Any] | None = None,
+        summary: Record | dict[str, Any] | None = None,
     ) -> None:
         now = time.time()
         with self._write() as db:
@@ -246,10 +252,13 @@ class Catalog:
 def _artifact(row: tuple) -> Artifact:
     kind, name = row[0], row[1]
     return Artifact(kind, name, row[2], row[3], _loads(row[4], kind, name),
-                    _loads(row[5], kind, name), _loads(row[6], kind, name), row[7], row[8])
+                    provenance_type(kind).from_json(_loads(row[5], kind, name)),
+                    summary_type(kind).from_json(_loads(row[6], kind, name)), row[7], row[8])
 
 
-def _dumps(value: dict[str, Any] | None) -> str:
+def _dumps(value: Record | dict[str, Any] | None) -> str:
+    if isinstance(value, Record):
+        value = value.to_json()
     return json.dumps(value or {}, sort_keys=True, default=str)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mistudio.core.runtime.errors import CorruptedError
+from mistudio.core.store.manifests import manifest_of
 
 
 @contextmanager
@@ -99,6 +100,13 @@ def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CorruptedError(f"The {what} manifest {path} is not a JSON object.", fix)
     return data
+
+
+def read_manifest(folder: Path, what: str, fix: str | None = None) -> Any:
+    """The typed manifest (:mod:`mistudio.core.store.manifests`) in ``folder``."""
+    return manifest_of(read_json(folder / "manifest.json", what, fix or
+                                 "Make it again with --overwrite, or run `mistudio catalog "
+                                 "rebuild` if its folder was changed by hand."))
 
 
 def human_bytes(n: float) -> str:

@@ -20,8 +20,9 @@ from mistudio.core.runtime.errors import (
     InvalidInputError,
     ResourceError,
 )
+from mistudio.core.store import lifecycle
 from mistudio.core.store.catalog import Catalog
-from mistudio.core.store.files import human_bytes
+from mistudio.core.store.files import human_bytes, read_manifest
 from mistudio.core.store.layout import (
     ARTIFACT_DIRS,
     SUBDIRS,
@@ -29,6 +30,7 @@ from mistudio.core.store.layout import (
     validate_name,
 )
 from mistudio.core.store.locks import BusyError, writer_lock
+from mistudio.core.store.manifests import Manifest
 
 
 class Workspace:
@@ -44,7 +46,7 @@ class Workspace:
                 f"Cannot create the workspace at {self.root}: {err.strerror}.",
                 "Choose a writable folder with --workspace or MISTUDIO_HOME.",
             ) from err
-        self._catalog = None
+        self._catalog: Catalog | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -81,12 +83,25 @@ class Workspace:
     def partial_path(self, kind: str, name: str) -> Path:
         return self.root / ARTIFACT_DIRS[kind] / f".{validate_name(name)}.partial"
 
-    def register(self, manifest: dict[str, Any], path: Path | None = None) -> None:
-        """Index an artifact whose manifest is already on disk (kind and name in the manifest)."""
-        kind, name = manifest["kind"], manifest["name"]
-        self.catalog.put(kind, name, path or self.artifact_path(kind, name),
-                         manifest.get("status", "complete"), manifest.get("config"),
-                         manifest.get("provenance"), manifest.get("summary"))
+    def register(self, manifest: Manifest, path: Path | None = None) -> None:
+        """Index an artifact whose manifest is already on disk."""
+        self.catalog.put(manifest.kind, manifest.name,
+                         path or self.artifact_path(manifest.kind, manifest.name),
+                         manifest.status, manifest.config, manifest.provenance, manifest.summary)
+
+    def build(self, kind: str, name: str, job: str, params: dict[str, Any],
+              overwrite: bool = False, resumable: bool = False,
+              fresh: bool | None = None) -> Any:
+        """Make an artifact through the one lifecycle (:mod:`mistudio.core.store.lifecycle`):
+        lock, refusal of an existing folder, job record, partial folder, manifest, swap and
+        catalog row. A context yielding a :class:`~mistudio.core.store.lifecycle.Build`."""
+        return lifecycle.build(self, kind, name, job, params, overwrite, resumable, fresh)
+
+    def manifest(self, kind: str, name: str) -> Any:
+        """The typed manifest of a registered artifact (``SAEManifest``, ...), read from its
+        folder; one clear line if it is missing or damaged."""
+        art = self.catalog.get(kind, name)
+        return read_manifest(Path(art.path), f"{kind} {name!r}")
 
     def remove(self, kind: str, name: str) -> None:
         """Delete an artifact's folder (complete or partial) and its catalog row; refused while a

@@ -48,7 +48,8 @@ def lesson_train_steps(ws: Workspace, activations: str, batch_size: int, device:
                        seconds: float = LESSON_SECONDS, task: TaskState | None = None) -> int:
     """Training steps that take about ``seconds`` here: ``WARMUP_STEPS`` of the quick start's
     SAE are trained (and removed), and their logged tokens/s sets the count."""
-    from mistudio.core.sae.trainer import TrainConfig, read_metrics, train_sae
+    from mistudio.core.sae.checkpoints import read_metrics
+    from mistudio.core.sae.trainer import TrainConfig, train_sae
 
     cfg = TrainConfig(activations, steps=WARMUP_STEPS, batch_size=batch_size, device=device,
                       log_every=WARMUP_STEPS // 2, eval_tokens=batch_size)

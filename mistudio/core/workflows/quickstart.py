@@ -15,7 +15,21 @@ from mistudio.core.data.datasets import ensure_builtin_dataset
 from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
 from mistudio.core.models.registry import ensure_embedded_model, model_info
 from mistudio.core.runtime.tasks import SubTask, TaskState, silent_task
+from mistudio.core.store.files import read_json, write_json_atomic
 from mistudio.core.store.workspace import Workspace
+from mistudio.core.workflows.results import (
+    ActivationsStep,
+    BestFeature,
+    DatasetStep,
+    FeaturesStep,
+    ModelStep,
+    QuickstartResult,
+    SAEStep,
+    SteeringDemo,
+    SweepRow,
+    TokenizedStep,
+    step_of,
+)
 
 QUICKSTART_NAME = "quickstart"
 QUICKSTART_SAE = "quickstart-topk"
@@ -31,7 +45,7 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
                    context_length: int = 128, device: str = "auto",
                    train_steps: int | Callable[[str, int, str], int] = 400,
                    batch_size: int = 2048, label_top: int = 300, model: str | None = None,
-                   dataset: str | None = None, analyze_tokens: int = 100_000) -> dict[str, Any]:
+                   dataset: str | None = None, analyze_tokens: int = 100_000) -> QuickstartResult:
     """Built-in corpus -> embedded model -> tokenize -> extract a middle layer -> train a TopK
     SAE with the defaults and evaluate it -> analyse its features and label the most frequent
     ``label_top`` with the pattern explainer -> steer with the best. Steps already done with
@@ -48,44 +62,42 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
     tok = tokenize_dataset(ws, TokenizeConfig(dataset, model, context_length),
                            task=SubTask(task, 0.05, 0.15))
     layer = default_layer(info.n_layers)
-    cfg = ExtractConfig(model, tok["name"], (layer,), ("resid_post",), context_length,
-                        max_tokens=max_tokens, device=device)
-    existing = ws.catalog.find("activations", QUICKSTART_NAME)
-    if existing is not None and existing.status == "complete" and \
-            cfg.same_data(existing.config.get("data")):
-        acts = {"summary": existing.summary, "name": QUICKSTART_NAME, "reused": True}
-    else:
-        acts = extract_activations(ws, cfg, QUICKSTART_NAME, SubTask(task, 0.15, 0.5),
-                                   overwrite=existing is not None and existing.status == "complete")
+    acts = _extract_stage(ws, ExtractConfig(model, tok.name, (layer,), ("resid_post",),
+                                            context_length, max_tokens=max_tokens,
+                                            device=device), SubTask(task, 0.15, 0.5))
     if callable(train_steps):
         train_steps = train_steps(QUICKSTART_NAME, batch_size, device)
     sae = _train_stage(ws, train_steps, batch_size, device, SubTask(task, 0.5, 0.85))
     features = _feature_stage(ws, label_top, analyze_tokens, SubTask(task, 0.85, 0.95))
     steer = _steer_stage(ws, features, device, SubTask(task, 0.95, 1.0))
     task.set_progress(1.0)
-    return {
-        "workspace": str(ws.root),
-        "model": {"name": model, **{k: getattr(info, k) for k in
-                                   ("family", "n_layers", "d_model", "n_params")}},
-        "dataset": {"name": dataset, **ws.catalog.get("dataset", dataset).summary},
-        "tokenized": {"name": tok["name"], **tok["summary"]},
-        "activations": {"name": QUICKSTART_NAME, "layer": layer, "hook": "resid_post",
-                        "reused": bool(acts.get("reused")), **acts["summary"],
-                        "massive": open_activations(ws, QUICKSTART_NAME).massive},
-        "sae": sae,
-        "features": features,
-        "steering": steer,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    return QuickstartResult(
+        str(ws.root), ModelStep(model, info.family, info.n_layers, info.d_model, info.n_params),
+        step_of(DatasetStep, ws.catalog.get("dataset", dataset).summary, name=dataset),
+        step_of(TokenizedStep, tok.summary, name=tok.name), acts, sae, features, steer,
+        round(time.perf_counter() - t0, 1))
+
+
+def _extract_stage(ws: Workspace, cfg: ExtractConfig, task: TaskState) -> ActivationsStep:
+    """The quick start's activation set: reused when it holds what ``cfg`` asks for."""
+    existing = ws.catalog.find("activations", QUICKSTART_NAME)
+    reused = existing is not None and existing.status == "complete" and \
+        cfg.same_data(existing.config.get("data"))
+    if not reused:
+        extract_activations(ws, cfg, QUICKSTART_NAME, task, overwrite=existing is not None
+                            and existing.status == "complete")
+    acts = open_activations(ws, QUICKSTART_NAME)
+    return step_of(ActivationsStep, acts.manifest.summary, name=QUICKSTART_NAME,
+                   layer=cfg.layers[0], hook=cfg.hooks[0], reused=reused,
+                   massive=acts.massive.to_json())
 
 
 def _train_stage(ws: Workspace, steps: int, batch_size: int, device: str,
-                 task: TaskState) -> dict[str, Any]:
+                 task: TaskState) -> SAEStep:
+    from mistudio.core.sae.evaluation import evaluate_in_model
     from mistudio.core.sae.trainer import TrainConfig, train_sae
 
     cfg = TrainConfig(QUICKSTART_NAME, steps=steps, batch_size=batch_size, device=device)
-    from mistudio.core.sae.evaluation import evaluate_in_model
-
     existing = ws.catalog.find("sae", QUICKSTART_SAE)
     reused = existing is not None and existing.status == "complete" and \
         existing.config == json.loads(json.dumps(asdict(cfg)))
@@ -93,14 +105,14 @@ def _train_stage(ws: Workspace, steps: int, batch_size: int, device: str,
         train_sae(ws, cfg, QUICKSTART_SAE, SubTask(task, 0.0, 0.9),
                   overwrite=existing is not None and existing.status == "complete")
     summary = ws.catalog.get("sae", QUICKSTART_SAE).summary
-    if "ce_loss_score" not in summary:  # CE loss score and KL with the SAE spliced in
-        summary = {**summary, **evaluate_in_model(ws, QUICKSTART_SAE, n_sequences=16,
-                                                  device=device, task=SubTask(task, 0.9, 1.0))}
-    return {"name": QUICKSTART_SAE, "reused": reused, **summary}
+    if summary.ce_loss_score is None:  # CE loss score and KL with the SAE spliced in
+        summary = evaluate_in_model(ws, QUICKSTART_SAE, n_sequences=16, device=device,
+                                    task=SubTask(task, 0.9, 1.0))
+    return step_of(SAEStep, summary, name=QUICKSTART_SAE, reused=reused)
 
 
 def _feature_stage(ws: Workspace, label_top: int, tokens: int,
-                   task: TaskState) -> dict[str, Any]:
+                   task: TaskState) -> FeaturesStep:
     """Analyse the quick-start SAE (reused when newer than the SAE) and label its top features."""
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
     from mistudio.core.features.labels import LabelConfig, label_features
@@ -109,23 +121,19 @@ def _feature_stage(ws: Workspace, label_top: int, tokens: int,
     sae_art = ws.catalog.get("sae", QUICKSTART_SAE)
     existing = ws.catalog.find("features", QUICKSTART_SAE)
     reused = existing is not None and existing.status == "complete" and \
-        existing.provenance.get("created", 0) >= sae_art.provenance.get("created", 0)
+        (existing.provenance.created or 0) >= (sae_art.provenance.created or 0)
     if not reused:
         analyze(ws, AnalyzeConfig(QUICKSTART_SAE, tokens=tokens), QUICKSTART_SAE,
-                SubTask(task, 0.0, 0.6),
-                overwrite=existing is not None)
+                SubTask(task, 0.0, 0.6), overwrite=existing is not None)
     labels = label_features(ws, QUICKSTART_SAE, LabelConfig(top=label_top),
                             SubTask(task, 0.6, 1.0))
     store = open_features(ws, QUICKSTART_SAE)
     scored = store.order(store.labelled(), "score")[:8]
-    best = [{"feature": int(f), "label": lb.label, "score": lb.score,
-             "frequency": float(store.column("frequency")[f])}
+    best = [BestFeature(int(f), lb.label, lb.score, float(store.column("frequency")[f]))
             for f in scored if (lb := store.label(int(f))) is not None and lb.score is not None]
     summary = ws.catalog.get("features", QUICKSTART_SAE).summary
-    return {"name": QUICKSTART_SAE, "reused": reused, "n_tokens": summary["n_tokens"],
-            "alive": summary["alive"], "dead": summary["dead"],
-            "labelled": labels["scored"], "score_ge_0_7": labels["score_ge_0_7"],
-            "mean_score": labels["mean_score"], "best": best}
+    return FeaturesStep(QUICKSTART_SAE, reused, summary.n_tokens, summary.alive, summary.dead,
+                        labels.scored, labels.score_ge_0_7, labels.mean_score, best)
 
 
 STEER_PROMPT = "The most important thing about Python is"
@@ -139,10 +147,10 @@ MAX_PERPLEXITY_RATIO = 2.0
 than the unsteered one: beyond it the model stops writing sentences."""
 
 
-def _candidates(ws: Workspace, n: int) -> list[dict[str, Any]]:
+def _candidates(ws: Workspace, n: int) -> list[tuple[int, str]]:
     """The ``n`` best-scored labelled features that fire on words (labels like '"the"' or
     '"list" / "dict"'), not on punctuation, newlines or whatever follows something: a concept a
-    class can see in the text."""
+    class can see in the text. (feature, label) pairs."""
     import re
 
     from mistudio.core.features.store import open_features
@@ -155,78 +163,88 @@ def _candidates(ws: Workspace, n: int) -> list[dict[str, Any]]:
             continue
         quoted = re.findall(r'"([^"]*)"', lb.label.split(" after ")[0])
         if quoted and all(re.search(r"[A-Za-z]{2,}", q) for q in quoted):
-            out.append({"feature": int(f), "label": lb.label})
+            out.append((int(f), lb.label))
         if len(out) == n:
             break
     return out
 
 
-def _steer_stage(ws: Workspace, features: dict[str, Any], device: str,
-                 task: TaskState) -> dict[str, Any] | None:
+def _steer_stage(ws: Workspace, features: FeaturesStep, device: str,
+                 task: TaskState) -> SteeringDemo | None:
     """A steering demonstration that shows a concept without breaking the model: for the three
     best-labelled features that fire on words (:func:`_candidates`), a small sweep of
     coefficients over a few prompts (:mod:`mistudio.core.steering.evaluate`) picks the feature
     and coefficient that raise the feature's own mean activation in the generated text (read by
     the unsteered model) most while the text stays within ``MAX_PERPLEXITY_RATIO`` of the
     unsteered perplexity; both sides are then generated."""
-    import dataclasses
-
-    from mistudio.core.steering.evaluate import SteerEvalConfig, evaluate_steering
     from mistudio.core.steering.generate import GenerationConfig
     from mistudio.core.steering.interventions import Intervention
     from mistudio.core.steering.session import Steerer, SteeringSpec
-    from mistudio.core.store.files import read_json, write_json_atomic
 
     saved = Path(ws.catalog.get("features", QUICKSTART_SAE).path) / STEER_FILE
-    if features["reused"] and saved.is_file():  # the sweep of this very analysis: reuse it
-        return {**read_json(saved, "quick-start steering", "Delete it."), "reused": True}
+    if features.reused and saved.is_file():  # the sweep of this very analysis: reuse it
+        return SteeringDemo.from_json(read_json(saved, "quick-start steering",
+                                                "Delete it.")).replace(reused=True)
     candidates = _candidates(ws, 3)
     if not candidates:
         return None
     task.set_status("Loading the model for the steering sweep")
-    spec0 = SteeringSpec((QUICKSTART_SAE,), (Intervention(candidates[0]["feature"], 1.0),),
-                         units="max", generation=GenerationConfig(max_tokens=24))
-    steerer = Steerer(ws, spec0, device)
-    sweep: list[dict[str, Any]] = []
-    for i, cand in enumerate(candidates):
-        spec = dataclasses.replace(spec0, interventions=(Intervention(cand["feature"], 1.0),))
-        cfg = SteerEvalConfig(SWEEP_PROMPTS, samples=2, max_tokens=16, temperature=0.7,
-                              strengths=SWEEP_STRENGTHS, bootstrap=200)
-        sub = SubTask(task, 0.8 * i / len(candidates), 0.8 * (i + 1) / len(candidates))
-        result = evaluate_steering(ws, spec, cfg, sub, device, steerer)
-        for p in result.points:
+    spec = SteeringSpec((QUICKSTART_SAE,), (Intervention(candidates[0][0], 1.0),),
+                        units="max", generation=GenerationConfig(max_tokens=24))
+    steerer = Steerer(ws, spec, device)
+    sweep = _sweep(ws, steerer, spec, candidates, device, SubTask(task, 0.0, 0.8))
+    demo = _demonstrate(steerer, spec, sweep, candidates[0][0], SubTask(task, 0.8, 1.0))
+    write_json_atomic(saved, demo.to_json())
+    return demo
+
+
+def _sweep(ws: Workspace, steerer: Any, spec: Any, candidates: list[tuple[int, str]],
+           device: str, task: TaskState) -> list[SweepRow]:
+    """Each candidate at each of ``SWEEP_STRENGTHS`` x its max activation, over the sweep's
+    prompts: the feature's own activation in the text and the perplexity cost."""
+    import dataclasses
+
+    from mistudio.core.steering.evaluate import SteerEvalConfig, evaluate_steering
+    from mistudio.core.steering.interventions import Intervention
+
+    rows: list[SweepRow] = []
+    cfg = SteerEvalConfig(SWEEP_PROMPTS, samples=2, max_tokens=16, temperature=0.7,
+                          strengths=SWEEP_STRENGTHS, bootstrap=200)
+    for i, (feature, label) in enumerate(candidates):
+        one = dataclasses.replace(spec, interventions=(Intervention(feature, 1.0),))
+        sub = SubTask(task, i / len(candidates), (i + 1) / len(candidates))
+        for p in evaluate_steering(ws, one, cfg, sub, device, steerer).points:
             concept = p.scores[0]  # the feature's own activation in the generated text
-            row = {"feature": cand["feature"], "label": cand["label"], "strength": p.strength,
-                   "concept_change": round(concept.change, 4),
-                   "concept_plain": round(concept.plain, 4),
-                   "concept_steered": round(concept.steered, 4),
-                   "perplexity_ratio": round(p.perplexity_ratio, 3)}
-            sweep.append(row)
+            rows.append(SweepRow(feature, label, p.strength, round(concept.change, 4),
+                                 round(concept.plain, 4), round(concept.steered, 4),
+                                 round(p.perplexity_ratio, 3)))
+    return rows
+
+
+def _demonstrate(steerer: Any, spec: Any, sweep: list[SweepRow], first: int,
+                 task: TaskState) -> SteeringDemo:
+    """Generate both sides at the fluent settings, strongest concept first, then the gentlest
+    push of the best feature; the first whose text does not loop ("same same same") is shown."""
+    import dataclasses
+
+    from mistudio.core.steering.interventions import Intervention
     from mistudio.core.steering.scorers import REPETITIVE, repetition
 
-    # The fluent settings, strongest concept first, then the gentlest push of the best
-    # feature; the first whose demonstration does not loop ("same same same") is shown.
-    fluent = sorted((r for r in sweep if r["perplexity_ratio"] <= MAX_PERPLEXITY_RATIO
-                     and r["concept_change"] > 0), key=lambda r: -r["concept_change"])
-    gentlest = min((r for r in sweep if r["feature"] == candidates[0]["feature"]),
-                   key=lambda r: r["strength"])
+    fluent = sorted((r for r in sweep if r.perplexity_ratio <= MAX_PERPLEXITY_RATIO
+                     and r.concept_change > 0), key=lambda r: -r.concept_change)
+    gentlest = min((r for r in sweep if r.feature == first), key=lambda r: r.coefficient_x_max)
     tries = [*fluent[:3], gentlest]
     for i, best in enumerate(tries):
-        spec = dataclasses.replace(spec0, interventions=(Intervention(best["feature"],
-                                                                      best["strength"]),))
-        task.set_status(f"Steering with feature {best['feature']} ({best['label']}) at "
-                        f"{best['strength']:g} x max")
-        r = steerer.run(STEER_PROMPT, spec, SubTask(task, 0.8 + 0.05 * i, 0.85 + 0.05 * i))
+        one = dataclasses.replace(spec, interventions=(Intervention(best.feature,
+                                                                    best.coefficient_x_max),))
+        task.set_status(f"Steering with feature {best.feature} ({best.label}) at "
+                        f"{best.coefficient_x_max:g} x max")
+        r = steerer.run(STEER_PROMPT, one, SubTask(task, i / len(tries), (i + 1) / len(tries)))
         if repetition(r.steered.text) <= REPETITIVE:
             break
-    result = {"feature": best["feature"], "label": best["label"],
-            "coefficient": f"{best['strength']:g} x max", "strength": best["strength"],
-            "prompt": STEER_PROMPT, "plain": r.plain.text, "steered": r.steered.text,
-            "kl_mean": r.kl_mean, "diverges_at": r.diverges_at,
-            "perplexity_plain": r.perplexity_plain, "perplexity_steered": r.perplexity_steered,
-            "concept_change": best["concept_change"],
-            "concept_plain": best["concept_plain"], "concept_steered": best["concept_steered"],
-            "perplexity_ratio": best["perplexity_ratio"],
-            "repetition": round(repetition(r.steered.text), 3), "sweep": sweep}
-    write_json_atomic(saved, result)
-    return {**result, "reused": False}
+    return SteeringDemo.from_json({
+        **best.to_json(), "prompt": STEER_PROMPT, "plain": r.plain.text,
+        "steered": r.steered.text, "kl_mean": r.kl_mean, "diverges_at": r.diverges_at,
+        "perplexity_plain": r.perplexity_plain, "perplexity_steered": r.perplexity_steered,
+        "repetition": round(repetition(r.steered.text), 3),
+        "sweep": [row.to_json() for row in sweep]})

@@ -66,24 +66,24 @@ def _run(ws: Workspace, task: TaskState) -> dict[str, Any]:
             ws, TokenizeConfig("pydoc", model, 64), task=t))
         layer = default_layer(info.n_layers)
         acts = step("extract", 0.55, 0.7, lambda t: extract_activations(
-            ws, ExtractConfig(model, tok["name"], (layer,), ("resid_post",), 64,
+            ws, ExtractConfig(model, tok.name, (layer,), ("resid_post",), 64,
                               max_tokens=SELFTEST_TOKENS, device="cpu"), "acts", t))
-        steps["extract"]["tokens"] = acts["summary"]["tokens"]
+        steps["extract"]["tokens"] = acts.summary.tokens
         sae = step("train", 0.7, 0.85, lambda t: train_sae(
             ws, TrainConfig("acts", expansion=4, k=16, steps=40, batch_size=256,
                             eval_tokens=256, device="cpu"), "sae", t))
-        steps["train"].update(explained_variance=round(sae["summary"]["explained_variance"], 3),
-                              l0=sae["summary"]["l0"])
+        steps["train"].update(explained_variance=round(sae.summary.explained_variance, 3),
+                              l0=sae.summary.l0)
         # In a child process, as the app's Training panel does it: in a bundle this checks
         # that a spawned process runs the job (multiprocessing.freeze_support) and not the app.
         evaluation = step("evaluate", 0.85, 0.87, lambda t: evaluate_in_child(
             str(ws.root), "sae", 2, "cpu", task=t))
-        steps["evaluate"].update(kl_div=round(evaluation["kl_div"], 3))
+        steps["evaluate"].update(kl_div=round(evaluation.kl_div, 3))
         step("analyze", 0.87, 0.92, lambda t: analyze(ws, AnalyzeConfig(
             "sae", tokens=SELFTEST_TOKENS, top_k=5), "sae", t))
         labels = step("label", 0.92, 0.96, lambda t: label_features(
             ws, "sae", LabelConfig(top=10), t))
-        steps["label"].update(labelled=labels["labelled_now"])
+        steps["label"].update(labelled=labels.labelled_now)
         spec = SteeringSpec(("sae",), (Intervention(0, 20.0),), units="activation",
                             generation=GenerationConfig(max_tokens=6))
         comparison = step("steer", 0.96, 1.0, lambda t: Steerer(ws, spec, loaded=loaded).run(
