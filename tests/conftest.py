@@ -80,5 +80,5 @@ def analysed(acts_ws: Workspace) -> Workspace:
     from mistudio.core.sae.trainer import train_sae
 
     train_sae(acts_ws, small_train_config(steps=60), "sae")
-    analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_k=5))
+    analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_contexts=5))
     return acts_ws

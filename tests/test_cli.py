@@ -199,3 +199,16 @@ def test_global_workspace_before_the_command_is_the_one_acted_on(
     capsys.readouterr()
     assert main(["--json", "--workspace", str(b), "datasets", "list"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["name"] == "d"
+
+
+def test_errors_under_json_are_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run(capsys, "datasets", "show", "nope", "--json", "--workspace",
+                         str(tmp_path))
+    data = json.loads(out)
+    assert code == 2 and data["error"] == "NotFoundError"
+    assert data["actions"] == ["list_artifacts"] and "mistudio datasets list" in data["fix"]
+    assert err.startswith("error: There is no dataset named 'nope'")
+    code, out, _ = run(capsys, "train", "--activations", "a", "--batch-size", "0", "--json",
+                       "--workspace", str(tmp_path))
+    data = json.loads(out)
+    assert code == 2 and data["problem"].startswith("--batch-size must be a positive whole")

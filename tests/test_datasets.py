@@ -59,7 +59,7 @@ def test_saved_dataset_with_splits(ws: Workspace, tmp_path: Path) -> None:
     dd.save_to_disk(str(tmp_path / "saved"))
     m = add_dataset(ws, "saved", DatasetConfig(str(tmp_path / "saved"), split="test"))
     assert m.summary.documents == 1
-    with pytest.raises(NotFoundError, match="no split 'dev'.*--split"):
+    with pytest.raises(NotFoundError, match="no split 'dev'.*Choose split"):
         add_dataset(ws, "saved2", DatasetConfig(str(tmp_path / "saved"), split="dev"))
 
 
@@ -73,7 +73,7 @@ def test_builtin_corpus_and_max_samples(ws: Workspace) -> None:
 def test_ambiguous_and_missing_text_columns(ws: Workspace, tmp_path: Path) -> None:
     path = tmp_path / "two.jsonl"
     path.write_text(json.dumps({"title": "a", "body": "b"}) + "\n")
-    with pytest.raises(InvalidInputError, match="several text columns: title, body.*--text-column"):
+    with pytest.raises(InvalidInputError, match="several text columns: title, body.*text column"):
         add_dataset(ws, "two", DatasetConfig(str(path)))
     with pytest.raises(InvalidInputError, match=r"no column 'txt' \(columns: title \(string\)"):
         add_dataset(ws, "two", DatasetConfig(str(path), text_column="txt"))
@@ -98,7 +98,7 @@ def test_missing_file_and_unknown_builtin(ws: Workspace) -> None:
 
 
 def test_hub_dataset_offline_says_how_to_go_online(ws: Workspace) -> None:
-    with pytest.raises(NotFoundError, match="not in the local cache.*--online"):
+    with pytest.raises(NotFoundError, match="not in the local cache.*online"):
         add_dataset(ws, "x", DatasetConfig("hf:someone/not-cached-anywhere"))
 
 
@@ -111,7 +111,7 @@ def test_bad_jsonl_line_is_named(ws: Workspace, tmp_path: Path) -> None:
 
 def test_existing_name_needs_overwrite_and_keeps_the_old_one(ws: Workspace, tmp_path: Path) -> None:
     add_dataset(ws, "d", DatasetConfig("builtin:pydoc", max_samples=2))
-    with pytest.raises(InvalidInputError, match="already exists.*--overwrite"):
+    with pytest.raises(InvalidInputError, match="already exists.*overwrite"):
         add_dataset(ws, "d", DatasetConfig("builtin:pydoc", max_samples=3))
     assert len(open_dataset(ws, "d")) == 2
     add_dataset(ws, "d", DatasetConfig("builtin:pydoc", max_samples=3), overwrite=True)
@@ -131,7 +131,7 @@ def test_cancel_leaves_the_workspace_as_it_was(ws: Workspace, tmp_path: Path) ->
 
 
 def test_invalid_config_values() -> None:
-    with pytest.raises(InvalidInputError, match="--max-samples must be positive"):
+    with pytest.raises(InvalidInputError, match="max samples must be positive"):
         DatasetConfig("builtin:pydoc", max_samples=0)
 
 

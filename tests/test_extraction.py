@@ -185,7 +185,7 @@ def test_bad_arguments_create_nothing(toy_ws: Workspace, kwargs: dict, match: st
 def test_existing_set_needs_overwrite(toy_ws: Workspace) -> None:
     cfg = ExtractConfig("toy", "pydoc", (0,), max_tokens=100)
     extract_activations(toy_ws, cfg, "a")
-    with pytest.raises(InvalidInputError, match="already exists.*--overwrite"):
+    with pytest.raises(InvalidInputError, match="already exists.*overwrite"):
         extract_activations(toy_ws, cfg, "a")
     m = extract_activations(toy_ws, ExtractConfig("toy", "pydoc", (0,), max_tokens=50), "a",
                             overwrite=True)
@@ -200,7 +200,7 @@ def test_corrupted_manifest_and_chunk_are_reported(toy_ws: Workspace) -> None:
         open_activations(toy_ws, "a").rows("layers.0.resid_post", 0, 10)
     manifest = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").write_text(json.dumps(manifest)[:50])
-    with pytest.raises(CorruptedError, match="manifest .* is corrupted.*--overwrite"):
+    with pytest.raises(CorruptedError, match="manifest .* is corrupted.*overwrite"):
         open_activations(toy_ws, "a")
 
 

@@ -160,8 +160,8 @@ def test_labels_search_filter_and_sort(analysed: Workspace) -> None:
 def test_bad_input(analysed: Workspace) -> None:
     with pytest.raises(InvalidInputError, match="already exists"):
         analyze(analysed, AnalyzeConfig("sae"))
-    with pytest.raises(InvalidInputError, match="top-k"):
-        AnalyzeConfig("sae", top_k=500)
+    with pytest.raises(InvalidInputError, match="top contexts"):
+        AnalyzeConfig("sae", top_contexts=500)
 
 
 def _ex(tokens: list[int], acts: list[float], marked: int, kind: str = "top") -> Example:

@@ -381,23 +381,48 @@ def test_high_dpi_scale_renders_at_twice_the_pixels(tmp_path: Path) -> None:
 
 
 def test_dialogs_name_the_apps_controls_not_command_line_flags() -> None:
-    """Every flag the core's messages can quote is mapped to an app control, or listed as
-    CLI-only (work the app does not offer)."""
+    """Every setting and step the core's messages can name has the app's words (a control, a
+    menu) and the command line's (an option, a command); no core string names a flag."""
+    import ast
+    import dataclasses
     import re
 
     import mistudio.core
-    from mistudio.gui.app_words import APP_CONTROLS, CLI_ONLY, in_app_words
+    from mistudio.cli import build_parser
+    from mistudio.cli.words import ACTIONS as CLI_ACTIONS
+    from mistudio.cli.words import CliWords
+    from mistudio.core.runtime.errors import ACTIONS, InvalidInputError
+    from mistudio.core.sae.train_config import TrainConfig
+    from mistudio.core.workflows.quickstart import QuickstartConfig
+    from mistudio.gui.words import APP_ACTIONS, APP_SETTINGS, app_text
 
-    flags = set()
+    settings, actions, flags = set(), set(), []
     for path in Path(mistudio.core.__file__).parent.rglob("*.py"):
-        flags |= set(re.findall(r"(--[a-z][a-z0-9-]*)", path.read_text(encoding="utf-8")))
-    assert flags - set(APP_CONTROLS) - CLI_ONLY == set()
-    said = in_app_words("Use a smaller --batch-size, or pass `--prompt TEXT`; rerun with "
-                        "--name/--overwrite. Multi-node: --nnodes.")
-    assert "--batch-size" not in said and "Batch (tokens)" in said
-    assert "the Prompt box" in said and "TEXT" not in said
-    assert "--name" not in said and "--overwrite" not in said
-    assert "--nnodes" in said
+        text = path.read_text(encoding="utf-8")
+        actions |= set(re.findall(r"«do:([a-z_]+)", text))
+        settings |= set(re.findall(r"«([a-z][a-z0-9_]*)", text)) - {"do"}
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                flags += re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", node.value)
+    assert flags == []
+    # names built at run time: any field of the configs whose checks name their fields
+    settings |= {f.name for cls in (TrainConfig, QuickstartConfig)
+                 for f in dataclasses.fields(cls)}
+    settings -= {"setting"}  # the errors module's own docstring
+    actions -= {"action"}
+    assert settings - set(APP_SETTINGS) == set()
+    cli = CliWords(build_parser())
+    assert {s for s in settings if cli.setting(s, None) == s.replace("_", " ")} == set()
+    assert actions <= set(ACTIONS) == set(APP_ACTIONS) == set(CLI_ACTIONS)
+    err = InvalidInputError("Out of memory.", "Use «batch_size=1024», or «do:rebuild_catalog».")
+    assert err.render(cli) == ("Out of memory. Use --batch-size 1024, or run `mistudio catalog "
+                               "rebuild`.")
+    said = app_text(err)
+    assert "--" not in said and "Batch (tokens)" in said and "1024" in said
+    assert "File > Rebuild catalog" in said
+    assert err.settings[0] == ("batch_size", "1024")
+    assert app_text(InvalidInputError("No SAE.", "Choose one («sae=NAME»).")).endswith(
+        "(an SAE in the Steering tab's feature list).")
 
 
 def test_an_empty_workspace_says_what_to_do_first(qtbot: QtBot, ws: Workspace) -> None:

@@ -199,13 +199,13 @@ def test_extraction_flags_and_analysis_skips_massive_rows(acts_ws: Workspace) ->
     write_json_atomic(acts.path / MANIFEST, manifest)
     shutil.rmtree(acts.path / NORMS)
     assert 100 in open_activations(acts_ws, "acts").massive_rows()
-    m = analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_k=5))
+    m = analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_contexts=5))
     s = m.summary
     assert s.massive_excluded >= 1 and s.n_tokens == s.n_rows - s.massive_excluded
     folder = acts_ws.artifact_path("features", "sae")
     indptr = np.load(folder / "csr_indptr.npy")
     assert indptr[101] == indptr[100]  # row 100 has no feature
-    kept = analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_k=5, keep_massive=True),
+    kept = analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_contexts=5, keep_massive=True),
                    name="with-sinks")
     assert kept.summary.massive_excluded == 0
     indptr = np.load(acts_ws.artifact_path("features", "with-sinks") / "csr_indptr.npy")

@@ -60,7 +60,7 @@ def test_bad_sources(ws: Workspace, tmp_path: Path) -> None:
     (tmp_path / "f.bin").write_bytes(b"x")
     with pytest.raises(InvalidInputError, match="not a model folder or a .gguf file"):
         add_model(ws, "x", str(tmp_path / "f.bin"))
-    with pytest.raises(NotFoundError, match="not in the local cache.*--online"):
+    with pytest.raises(NotFoundError, match="not in the local cache.*online"):
         add_model(ws, "x", "hf:someone/not-cached-model")
     assert ws.catalog.list("model") == []
 

@@ -173,7 +173,7 @@ def test_pull_from_the_cache_offline(pythia_ws: tuple[Workspace, Path, torch.nn.
     with torch.no_grad():
         torch.testing.assert_close(loaded.reconstruct(x), sae.reconstruct(x), atol=1e-5,
                                    rtol=1e-5)
-    with pytest.raises(NotFoundError, match="not in the local Hugging Face cache.*--online"):
+    with pytest.raises(NotFoundError, match="not in the local Hugging Face cache.*online"):
         pull_sae(ws, "pythia-70m-deduped-res-sm", "blocks.3.hook_resid_post")
     with pytest.raises(InvalidInputError, match="already exists"):
         pull_sae(ws, "pythia-70m-deduped-res-sm", "blocks.2.hook_resid_post")

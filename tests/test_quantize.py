@@ -150,7 +150,7 @@ def test_onnx_int8_export_reports_its_error(acts_ws: Workspace, tmp_path: Path) 
     assert {"encoder.int8.onnx", "sae.int8.onnx"} <= {p.name for p in (tmp_path / "out").iterdir()}
     assert q["bytes_int8"] < q["bytes_float"] and 0 <= q["relative_error"] < 0.5
     assert q["encoder_matches_full_graph"] and 0 < q["active_latents_jaccard"] <= 1
-    with pytest.raises(InvalidInputError, match="--format onnx --quantize int8"):
+    with pytest.raises(InvalidInputError, match="format onnx with quantize int8"):
         export_sae(acts_ws, "sae", tmp_path / "other", "saelens", "int8")
 
 

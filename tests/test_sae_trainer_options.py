@@ -142,7 +142,7 @@ def test_target_l0_steers_the_sparsity_coefficient(acts_ws: Workspace, arch: str
 
 
 def test_config_refuses_options_that_do_not_apply() -> None:
-    with pytest.raises(InvalidInputError, match="target-l0"):
+    with pytest.raises(InvalidInputError, match="target l0"):
         small(architecture="topk", target_l0=10)
     with pytest.raises(InvalidInputError, match="Ghost gradients"):
         small(architecture="topk", ghost_grads=True)
@@ -185,6 +185,6 @@ def test_training_that_cannot_fit_is_refused_before_it_starts(
     assert training_bytes(small(expansion=8), 32) > need  # wider costs more
     assert training_bytes(small(batch_size=512), 32) > need
     monkeypatch.setattr(trainer_mod, "available_memory", lambda device: need // 2)
-    with pytest.raises(ResourceError, match="smaller --batch-size"):
+    with pytest.raises(ResourceError, match="smaller batch size"):
         train_sae(acts_ws, cfg, "too-big")
     assert acts_ws.catalog.find("sae", "too-big") is None

@@ -148,7 +148,7 @@ def test_reanalysis_keeps_labels_of_the_same_weights(analysed: Workspace) -> Non
     store = open_features(analysed, "sae")
     store.set_labels([Label(3, "my careful label", "human", None, None, "ok", None),
                       Label(4, "auto label", "pattern", "simulation", 0.8, "ok", None)])
-    m = analyze(analysed, AnalyzeConfig("sae", tokens=2000, top_k=5), overwrite=True)
+    m = analyze(analysed, AnalyzeConfig("sae", tokens=2000, top_contexts=5), overwrite=True)
     assert m.previous_labels["carried_over"] == 2 and m.previous_labels["human"] == 1
     store = open_features(analysed, "sae")
     assert store.label(3).label == "my careful label" and store.label(4).score == 0.8
@@ -163,7 +163,7 @@ def test_reanalysis_after_retraining_archives_the_labels(analysed: Workspace) ->
     open_features(analysed, "sae").set_labels(
         [Label(3, "my careful label", "human", None, None, "ok", None)])
     train_sae(analysed, small_train_config(steps=61), "sae", overwrite=True)  # new weights
-    m = analyze(analysed, AnalyzeConfig("sae", tokens=2000, top_k=5), overwrite=True)
+    m = analyze(analysed, AnalyzeConfig("sae", tokens=2000, top_contexts=5), overwrite=True)
     kept = m.previous_labels
     assert kept["archived_labels"] == 1 and kept["human"] == 1
     assert "archived" in describe(kept)
@@ -173,7 +173,7 @@ def test_reanalysis_after_retraining_archives_the_labels(analysed: Workspace) ->
     con.close()
     assert open_features(analysed, "sae").label(3) is None  # not pinned on a new feature 3
     # and a third analysis still carries the archive forward
-    m = analyze(analysed, AnalyzeConfig("sae", tokens=2000, top_k=5), overwrite=True)
+    m = analyze(analysed, AnalyzeConfig("sae", tokens=2000, top_contexts=5), overwrite=True)
     assert (folder / kept["archived"]).is_file()
 
 

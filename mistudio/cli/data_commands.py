@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
+from mistudio.cli.config_args import Option, add_config, config_kwargs
 from mistudio.cli.output import cli_task, emit, fmt_dict, table
 from mistudio.core.activations.massive import describe_positions, ev_phrase
 from mistudio.core.runtime.errors import MiStudioError
@@ -16,8 +18,7 @@ def cmd_datasets(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.data import datasets as ds
 
     if args.action == "add":
-        cfg = ds.DatasetConfig(args.source, args.text_column, args.split, args.hf_config,
-                               args.max_samples)
+        cfg = ds.DatasetConfig(**config_kwargs(args, ds.DatasetConfig))
         with cli_task(args) as task:
             m = ds.add_dataset(ws, args.name, cfg, task, overwrite=args.overwrite)
         emit(args, m, lambda m: f"Added dataset {m.name}: {m.summary.documents:,} "
@@ -94,7 +95,7 @@ def cmd_tokenize(args: argparse.Namespace, ws: Workspace) -> None:
 
     ensure_embedded_model(ws)
     _ensure_default_dataset(ws, args.dataset)
-    cfg = TokenizeConfig(args.dataset, args.model, args.context_length, args.mode, args.prepend_bos)
+    cfg = TokenizeConfig(args.dataset, **config_kwargs(args, TokenizeConfig, skip=("dataset",)))
     with cli_task(args) as task:
         m = tokenize_dataset(ws, cfg, args.name, task, overwrite=args.overwrite)
     s = m.summary
@@ -103,7 +104,10 @@ def cmd_tokenize(args: argparse.Namespace, ws: Workspace) -> None:
 
 
 def cmd_tokenized(args: argparse.Namespace, ws: Workspace) -> None:
-    if args.action == "list":
+    if args.action == "remove":
+        ws.remove("tokenized", args.name)
+        emit(args, {"removed": args.name}, f"Removed tokenized set {args.name}.")
+    elif args.action == "list":
         arts = ws.catalog.list("tokenized")
         emit(args, arts, lambda _: table(
             [[a.name, a.config.get("dataset"), a.config.get("model"),
@@ -129,13 +133,11 @@ def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
 
     ensure_embedded_model(ws)
     _ensure_default_dataset(ws, args.dataset)
-    layers = tuple(args.layer) if args.layer else (default_layer(model_info(ws, args.model).n_layers),)
-    cfg = ExtractConfig(args.model, args.dataset, layers, tuple(args.hook or ["resid_post"]),
-                        args.context_length, args.max_tokens, args.batch_size, args.dtype,
-                        args.chunk_rows, args.keep_first_position, args.massive_factor, args.device,
-                        args.model_dtype, args.quantize)
-    name = args.name or (f"{args.model}.{'-'.join(map(str, layers))}.{'-'.join(cfg.hooks)}" +
-                         (f".{cfg.quantize}" if cfg.quantize != "none" else ""))
+    given = config_kwargs(args, ExtractConfig)
+    given.setdefault("layers", (default_layer(model_info(ws, args.model).n_layers),))
+    cfg = ExtractConfig(**given)
+    name = args.name or (f"{cfg.model}.{'-'.join(map(str, cfg.layers))}.{'-'.join(cfg.hooks)}"
+                         + (f".{cfg.quantize}" if cfg.quantize != "none" else ""))
     with cli_task(args) as task:
         m = extract_activations(ws, cfg, name, task, overwrite=args.overwrite)
     s = m.summary
@@ -207,14 +209,14 @@ def cmd_jobs(args: argparse.Namespace, ws: Workspace) -> None:
 
 def cmd_quickstart(args: argparse.Namespace, ws: Workspace) -> None:
     if not args.headless:
-        raise MiStudioError("The desktop app is not part of this build yet.",
-                            "Run `mistudio quickstart --headless`.")
-    from mistudio.core.workflows.quickstart import run_quickstart
+        raise MiStudioError("The quick start runs in the terminal with --headless.",
+                            "Run `mistudio quickstart --headless`, or open the app (`mistudio`) "
+                            "and choose Help > Quick start.")
+    from mistudio.core.workflows.quickstart import QuickstartConfig, run_quickstart
 
+    cfg = QuickstartConfig(**config_kwargs(args, QuickstartConfig))
     with cli_task(args) as task:
-        r = run_quickstart(ws, task, args.max_tokens, device=args.device,
-                           train_steps=args.train_steps, batch_size=args.batch_size,
-                           label_top=args.label_top)
+        r = run_quickstart(ws, cfg, task)
     emit(args, r, quickstart_text)
 
 
@@ -260,3 +262,76 @@ def _steer_lines(s: SteeringDemo | None) -> list[str]:
             f"      unsteered: {s.plain.strip()!r}",
             f"      steered:   {s.steered.strip()!r}  (KL {s.kl_mean:.3f}; perplexity "
             f"{s.perplexity_plain:.1f} -> {s.perplexity_steered:.1f})"]
+
+
+def add_data_commands(add: Any, actions: Any) -> None:
+    """datasets, models, tokenize, tokenized, extract, activations, doctor, catalog, jobs,
+    quickstart."""
+    from mistudio.core.activations.extraction import ExtractConfig
+    from mistudio.core.data.sources import BUILTIN_PYDOC, DatasetConfig
+    from mistudio.core.data.tokenization import TokenizeConfig
+    from mistudio.core.models.registry import EMBEDDED_NAME
+    from mistudio.core.workflows.quickstart import QuickstartConfig
+
+    sp = add("datasets", cmd_datasets, "add, list, show and remove text datasets")
+    a = actions(sp, cmd_datasets).add_parser("add", help="add a dataset")
+    a.add_argument("name")
+    add_config(a, DatasetConfig, {"source": Option(default=BUILTIN_PYDOC)})
+    _overwrite(a)
+    _model_commands(add, actions)
+    sp = add("tokenize", cmd_tokenize, "tokenize a dataset into fixed-length sequences")
+    sp.add_argument("dataset")
+    add_config(sp, TokenizeConfig, {"model": Option(default=EMBEDDED_NAME)}, skip=("dataset",))
+    sp.add_argument("--name", help="default: DATASET.MODEL.ctxN (plus .bos when BOS is first)")
+    _overwrite(sp)
+    actions(add("tokenized", cmd_tokenized, "list, show and remove tokenized sets"),
+            cmd_tokenized)
+    sp = add("extract", cmd_extract, "extract activations at one or more hook points")
+    add_config(sp, ExtractConfig, {
+        "model": Option(default=EMBEDDED_NAME), "dataset": Option(default="pydoc"),
+        "layers": Option("--layer", repeat=True, required=False, help="a block to read, "
+                         "0-based; repeatable (default: the middle one)"),
+        "hooks": Option("--hook", repeat=True),
+        "batch_sequences": Option(aliases=("--batch-size",))})
+    sp.add_argument("--name", help="default: MODEL.LAYERS.HOOKS")
+    _overwrite(sp)
+    actions(add("activations", cmd_activations, "list, show and remove activation sets"),
+            cmd_activations)
+    add("doctor", cmd_doctor, "what device, memory, disk, model and corpus miStudio sees")
+    add("catalog", cmd_catalog, "maintain the workspace catalog").add_argument(
+        "action", choices=["rebuild"])
+    add("jobs", cmd_jobs, "recent jobs and their outcome")
+    sp = add("quickstart", cmd_quickstart, "the whole workflow on the embedded defaults")
+    sp.add_argument("--headless", action="store_true", help="run in the terminal")
+    add_config(sp, QuickstartConfig, skip=("model", "dataset"))
+
+
+def _model_commands(add: Any, actions: Any) -> None:
+    sp = add("models", cmd_models, "register, list, show and remove models; plan memory; "
+             "check a quantization")
+    acts = actions(sp, cmd_models)
+    a = acts.add_parser("plan", help="what fits on a device: each dtype and quantization with "
+                        "its weights, activations and SAE training memory")
+    a.add_argument("name")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--batch-tokens", type=int, default=1024, help="tokens per forward pass")
+    a = acts.add_parser("faithfulness", help="activations of a quantized model against full "
+                        "precision on the same tokens (cosine, error)")
+    a.add_argument("name")
+    a.add_argument("--quantize", choices=["int8", "int4", "nf4", "bnb8"], default="int8")
+    a.add_argument("--layer", type=int, help="default: the middle one")
+    a.add_argument("--hook", default="resid_post")
+    a.add_argument("--tokens", type=int, default=2048)
+    a.add_argument("--device", default="cpu")
+    a = acts.add_parser("add", help="register a model")
+    a.add_argument("name")
+    a.add_argument("--source", required=True, help="embedded, a model folder, a .gguf file or "
+                   "hf:ID")
+    a.add_argument("--trust-remote-code", action="store_true",
+                   help="run the model's own Python code (only for sources you trust)")
+    _overwrite(a)
+
+
+def _overwrite(sp: Any) -> None:
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace an existing one of that name")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from mistudio.cli.config_args import Option, add_config, config_kwargs
 from mistudio.cli.output import cli_task, emit, table
 from mistudio.core.runtime.errors import MiStudioError
 from mistudio.core.store.workspace import Workspace
@@ -21,13 +22,12 @@ def cmd_analyze(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
     from mistudio.core.features.carry import describe as describe_kept
 
-    activations = args.activations
+    given = config_kwargs(args, AnalyzeConfig)
     with cli_task(args) as task:
         if args.dataset:
-            activations = activations_for_dataset(ws, args.sae, args.dataset, args.tokens, task)
-        cfg = AnalyzeConfig(args.sae, activations, args.tokens, args.top_k, device=args.device,
-                            keep_massive=args.keep_massive)
-        m = analyze(ws, cfg, args.name, task, overwrite=args.overwrite)
+            given["activations"] = activations_for_dataset(
+                ws, args.sae, args.dataset, AnalyzeConfig(**given).tokens, task)
+        m = analyze(ws, AnalyzeConfig(**given), args.name, task, overwrite=args.overwrite)
     s = m.summary
     kept = describe_kept(m.previous_labels)
     emit(args, m, f"Analysed {m.name}: {s.n_tokens:,} tokens, {s.alive:,} live features, "
@@ -229,9 +229,7 @@ def cmd_label(args: argparse.Namespace, ws: Workspace) -> None:
         if not path.is_file():
             raise MiStudioError(f"No prompt file at {path}.", "Check --prompt-file.")
         prompt = path.read_text(encoding="utf-8")
-    cfg = LabelConfig(top=args.top, features=tuple(args.feature_list or ()),
-                      explainer=args.explainer, endpoint=args.endpoint, judge=args.judge,
-                      overwrite=args.overwrite, prompt=prompt)
+    cfg = LabelConfig(**config_kwargs(args, LabelConfig, skip=("prompt",)), prompt=prompt)
     if cfg.explainer.startswith("llm") and cfg.explainer in ("llm", "llm:smollm2-135m"):
         from mistudio.core.features.llm import SMALL_MODEL_WARNING
 
@@ -245,21 +243,31 @@ def cmd_label(args: argparse.Namespace, ws: Workspace) -> None:
 
 
 def add_feature_commands(add: Any) -> None:
+    """analyze, features, feature, map, label."""
+    from mistudio.core.features.analysis import AnalyzeConfig
+    from mistudio.core.features.labels import LabelConfig
+
     sp = add("analyze", cmd_analyze, "run an SAE over tokens: feature statistics, examples, "
              "logit lens, neighbours")
     sp.add_argument("sae")
-    sp.add_argument("--activations", help="activation set (default: the SAE's training set)")
+    add_config(sp, AnalyzeConfig, {"device": Option(default="cpu"),
+                                    "top_contexts": Option(aliases=("--top-k",))}, skip=("sae",))
     sp.add_argument("--dataset", help="extract the SAE's hook point from this dataset first")
-    sp.add_argument("--tokens", type=int, default=100_000)
-    sp.add_argument("--top-k", type=int, default=20, help="max-activating contexts per feature")
     sp.add_argument("--name", help="analysis name (default: the SAE's name)")
-    sp.add_argument("--device", default="cpu")
-    sp.add_argument("--keep-massive", action="store_true",
-                    help="analyse massive tokens (attention sinks) too")
     sp.add_argument("--overwrite", action="store_true",
                     help="redo it; its labels are carried over (same SAE weights) or archived")
+    _browse_commands(add)
+    sp = add("label", cmd_label, "describe features automatically (or set one label by hand)")
+    sp.add_argument("analysis")
+    add_config(sp, LabelConfig, {"features": Option(metavar="INDEX")}, skip=("prompt",))
+    sp.add_argument("--prompt-file", help="your explainer prompt, with {examples} in it")
+    sp.add_argument("--feature", type=int, help="with --set: the feature to label")
+    sp.add_argument("--set", help="your own label for --feature")
 
-    sp = add("features", cmd_features, "list, filter, sort and search the features of an analysis")
+
+def _browse_commands(add: Any) -> None:
+    sp = add("features", cmd_features, "list, filter, sort and search the features of an "
+             "analysis")
     sp.add_argument("analysis")
     sp.add_argument("--sort", choices=list(SORT_KEYS), default="freq")
     sp.add_argument("--search", help="words in the label (prefix match)")
@@ -268,7 +276,6 @@ def add_feature_commands(add: Any) -> None:
     sp.add_argument("--min-score", type=float)
     sp.add_argument("--all", action="store_true", help="include dead features")
     sp.add_argument("--limit", type=int, default=30)
-
     sp = add("feature", cmd_feature, "one feature: examples, logit lens, neighbours, label")
     sp.add_argument("analysis")
     sp.add_argument("index", type=int)
@@ -280,21 +287,7 @@ def add_feature_commands(add: Any) -> None:
     sp.add_argument("--attribute", nargs="?", const="grad", choices=["grad", "ig"],
                     help="input tokens driving its top example (activation x gradient, or "
                     "integrated gradients)")
-
     sp = add("map", cmd_map, "2D map (UMAP) of the features' decoder directions")
     sp.add_argument("analysis")
     sp.add_argument("--csv", help="also write feature,x,y,frequency,label to this file")
     sp.add_argument("--recompute", action="store_true")
-
-    sp = add("label", cmd_label, "describe features automatically (or set one label by hand)")
-    sp.add_argument("analysis")
-    sp.add_argument("--top", type=int, default=100)
-    sp.add_argument("--features", dest="feature_list", type=int, nargs="+")
-    sp.add_argument("--explainer", default="pattern",
-                    help="pattern (default), llm, llm:MODEL or endpoint:MODEL")
-    sp.add_argument("--endpoint", default="http://localhost:11434/v1")
-    sp.add_argument("--judge", help="model that scores LLM labels (default: the explainer)")
-    sp.add_argument("--prompt-file", help="your explainer prompt, with {examples} in it")
-    sp.add_argument("--feature", type=int, help="with --set: the feature to label")
-    sp.add_argument("--set", help="your own label for --feature")
-    sp.add_argument("--overwrite", action="store_true")

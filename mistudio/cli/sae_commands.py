@@ -5,77 +5,46 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-from collections.abc import Callable
 from typing import Any
 
+from mistudio.cli.config_args import Option, add_config, config_kwargs
 from mistudio.cli.output import cli_task, emit, fmt_dict, fmt_num, table
 from mistudio.core.activations.massive import ev_phrase
 from mistudio.core.runtime.errors import MiStudioError
 from mistudio.core.store.workspace import Workspace
 
 ARCH_CHOICES = ("topk", "batchtopk", "jumprelu", "relu", "skip", "transcoder")
-# CLI option -> TrainConfig field, for the options that may list several values (a sweep)
-SWEEP_OPTIONS = {"architecture": "arch", "expansion": "expansion", "k": "k", "l1": "l1",
-                 "l0": "l0", "target_l0": "target-l0", "lr": "lr", "optimizer": "optimizer"}
-
-
-def num_list(kind: type) -> Callable[[str], list[Any]]:
-    """argparse type: one number or a comma-separated list of them."""
-    def parse(text: str) -> list[Any]:
-        try:
-            return [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__} values like 16,32") from err
-    return parse
-
-
-def str_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        bad = [v for v in values if v not in choices]
-        if bad or not values:
-            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}")
-        return values
-    return parse
+"""The architectures, plus two the CLI maps: skip (ReLU + alpha x) and transcoder (TopK)."""
+SWEEP = {"architecture": "arch", "expansion": "expansion", "k": "k",
+         "sparsity_coefficient": "l", "target_l0": "targetl0", "lr": "lr",
+         "optimizer": "optimizer"}
+"""Fields that may list several values (a sweep), and their short names in sweep names."""
 
 
 def train_configs(args: argparse.Namespace) -> list[tuple[Any, str]]:
     """Every combination of the listed values, each with a name that says what varies."""
     from mistudio.core.sae.train_config import TrainConfig
 
-    fixed = ("hook", "target_hook", "skip", "steps", "batch_size", "seed", "device", "keep_massive",
-             "grad_accumulation", "checkpoint_every", "resample_dead_every", "warmup_steps",
-             "mixed_precision", "early_stop_patience")
-    base = {f: getattr(args, f) for f in fixed if getattr(args, f) is not None}
-    for flag in ("ghost_grads", "unit_norm_decoder"):
-        if getattr(args, flag):
-            base[flag] = True
-    lists = {k: getattr(args, k) for k in SWEEP_OPTIONS if getattr(args, k)}
+    base = config_kwargs(args, TrainConfig, skip=tuple(SWEEP))
+    lists = {k: getattr(args, k) for k in SWEEP if getattr(args, k)}
     varying = [k for k, v in lists.items() if len(v) > 1]
     out = []
     for combo in itertools.product(*lists.values()):
-        chosen = dict(zip(lists, combo, strict=True))
-        kw = dict(base)
-        arch = chosen.pop("architecture", None)
+        kw = {**base, **dict(zip(lists, combo, strict=True))}
+        arch = kw.get("architecture")
         if arch == "skip":  # the spec's skip SAE: ReLU + alpha * x
             kw["architecture"] = "relu"
             kw.setdefault("skip", "fixed")
         elif arch == "transcoder":
             if not args.target_hook:
                 raise MiStudioError("A transcoder needs the hook point it reconstructs.",
-                                    "Pass --target-hook (e.g. --hook layers.6.mlp_in "
-                                    "--target-hook layers.6.mlp_out).")
+                                    "Give «target_hook» (e.g. «hook=layers.6.mlp_in» and "
+                                    "«target_hook=layers.6.mlp_out»).")
             kw["architecture"] = "topk"
-        elif arch:
-            kw["architecture"] = arch
-        l1, l0 = chosen.pop("l1", None), chosen.pop("l0", None)
-        if l1 is not None or l0 is not None:
-            kw["sparsity_coefficient"] = l1 if l1 is not None else l0
-        kw.update(chosen)
-        cfg = TrainConfig(args.activations, **kw)
-        name = args.name or f"{args.activations}.{cfg.architecture}"
-        suffix = "-".join(f"{SWEEP_OPTIONS[k].replace('-', '')}{v}" for k, v in
-                          zip(lists, combo, strict=True) if k in varying)
+        cfg = TrainConfig(**kw)
+        name = args.name or f"{cfg.activations}.{cfg.architecture}"
+        suffix = "-".join(f"{SWEEP[k]}{v}" for k, v in zip(lists, combo, strict=True)
+                          if k in varying)
         out.append((cfg, f"{name}-{suffix}" if suffix else name))
     return out
 
@@ -89,7 +58,7 @@ def cmd_train(args: argparse.Namespace, ws: Workspace) -> None:
         missing = [n for _, n in runs if not (ws.partial_path("sae", n) / CHECKPOINT).is_file()]
         if missing:
             raise MiStudioError(f"No interrupted training run named {missing[0]!r} to resume.",
-                                "Drop --resume to start it, or check the name with "
+                                "Drop «resume» to start it, or check the name with "
                                 "`mistudio saes list`.")
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
         manifests = train_saes(ws, runs, overwrite=args.overwrite)
@@ -211,3 +180,58 @@ def cmd_export(args: argparse.Namespace, ws: Workspace) -> None:
     else:
         text = f"Exported {args.sae} in the SAELens layout to {info['out']}."
     emit(args, info, text)
+
+
+def add_sae_commands(add: Any, actions: Any) -> None:
+    """train, saes, import, export, eval."""
+    from mistudio.core.sae.train_config import TrainConfig
+
+    sp = add("train", cmd_train, "train sparse autoencoders (or transcoders) on an activation "
+             "set; comma-separated values of --arch, --expansion, --k, --l1, --l0, --target-l0, "
+             "--lr and --optimizer train a sweep, every combination in one pass over the data")
+    add_config(sp, TrainConfig, {
+        "architecture": Option("--arch", sweep=True, choices=ARCH_CHOICES,
+                               help="topk (default), batchtopk, jumprelu, relu, skip (ReLU + "
+                               "alpha x) or transcoder (TopK, with --target-hook)"),
+        "sparsity_coefficient": Option(aliases=("--l1", "--l0"), sweep=True),
+        **{f: Option(sweep=True) for f in ("expansion", "k", "target_l0", "lr", "optimizer")}})
+    sp.add_argument("--name", help="default: ACTIVATIONS.ARCH (a sweep appends what varies)")
+    sp.add_argument("--resume", action="store_true",
+                    help="require an interrupted run to continue (re-running resumes anyway)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an SAE of that name")
+    _saes_command(add, actions)
+    sp = add("import", cmd_import, "import an SAE (SAELens, sparsify, Gemma Scope, Llama Scope, "
+             "dictionary_learning)")
+    sp.add_argument("folder")
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--model", help="workspace model (default: the one its files name)")
+    sp.add_argument("--hook", help="hook point it reads, e.g. layers.15.resid_post (default: "
+                    "what its files say)")
+    sp.add_argument("--overwrite", action="store_true")
+    sp = add("export", cmd_export, "export an SAE (SAELens layout, or ONNX for edge inference)")
+    sp.add_argument("sae")
+    sp.add_argument("--format", choices=["saelens", "onnx"], default="saelens")
+    sp.add_argument("--quantize", choices=["none", "int8"], default="none",
+                    help="with --format onnx: also INT8 graphs (onnxruntime), with their error")
+    sp.add_argument("--out", required=True)
+    sp = add("eval", cmd_eval, "evaluate an SAE spliced into its model (CE loss score, KL)")
+    sp.add_argument("sae")
+    sp.add_argument("--sequences", type=int, default=32, help="held-out sequences to use")
+    sp.add_argument("--device", default="auto")
+
+
+def _saes_command(add: Any, actions: Any) -> None:
+    sp = add("saes", cmd_saes, "list, show and remove SAEs; list and pull published ones")
+    acts = actions(sp, cmd_saes)
+    a = acts.add_parser("releases", help="published SAEs miStudio can pull (Gemma Scope, "
+                        "Llama Scope, ...)")
+    a.add_argument("--model", help="only those of this model (part of its id: gemma-2-2b)")
+    a.add_argument("--release", help="every SAE of one release")
+    a.add_argument("--search", help="words of the release, id or hook point (layer_12 16k)")
+    a = acts.add_parser("pull", help="download (with --online) or find in the cache, and "
+                        "import, a published SAE")
+    a.add_argument("release")
+    a.add_argument("sae_id")
+    a.add_argument("--name", help="workspace name (default: RELEASE.SAE_ID)")
+    a.add_argument("--model", help="workspace model to attach it to (default: the release's)")
+    a.add_argument("--overwrite", action="store_true")

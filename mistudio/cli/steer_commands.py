@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from mistudio.cli.config_args import Option, add_config, config_kwargs
 from mistudio.cli.output import cli_task, emit, table
 from mistudio.core.runtime.errors import MiStudioError
 from mistudio.core.store.workspace import Workspace
@@ -30,8 +31,7 @@ def _spec_from_args(args: argparse.Namespace, ws: Workspace) -> Any:
     from mistudio.core.steering.presets import load_preset
     from mistudio.core.steering.session import SteeringSpec
 
-    gen = GenerationConfig(args.max_tokens, args.temperature, args.top_p, args.top_k, args.seed,
-                           steer_prompt=not args.generated_only)
+    gen = GenerationConfig(**config_kwargs(args, GenerationConfig))
     if args.preset and not args.feature:
         spec = load_preset(ws, args.preset)
         return SteeringSpec(spec.saes, spec.interventions, spec.strength, spec.units, spec.model,
@@ -40,7 +40,9 @@ def _spec_from_args(args: argparse.Namespace, ws: Workspace) -> Any:
         raise MiStudioError("No SAE to steer with.", "Pass --sae NAME (or --preset NAME).")
     ivs = tuple(Intervention(i, c, args.method, args.sae) for i, c in (args.feature or []))
     saes = (args.sae, *[w for w in (args.watch or []) if w != args.sae])
-    return SteeringSpec(saes, ivs, args.strength, args.units, args.model, gen)
+    return SteeringSpec(saes, ivs, **config_kwargs(args, SteeringSpec,
+                                                   skip=("saes", "interventions", "generation")),
+                        generation=gen)
 
 
 def _mark_diff(tokens_a: list[str], tokens_b: list[str], color: bool) -> tuple[str, str]:
@@ -172,10 +174,8 @@ def cmd_steer_eval(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.steering.scorers import load_prompts
 
     spec = _spec_from_args(args, ws)
-    cfg = SteerEvalConfig(tuple(load_prompts(args.prompts)), args.samples, args.max_tokens,
-                          args.temperature, args.top_p, args.seed, tuple(args.strengths),
-                          tuple(args.score_feature or ()), args.words, args.classifier,
-                          args.label, args.bootstrap)
+    cfg = SteerEvalConfig(tuple(load_prompts(args.prompts)),
+                          **config_kwargs(args, SteerEvalConfig, skip=("prompts",)))
     with cli_task(args) as task:
         result = evaluate_steering(ws, spec, cfg, task, args.device)
     data = result.to_dict()
@@ -212,7 +212,10 @@ def eval_report(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _steer_options(sp: argparse.ArgumentParser) -> None:
+def _spec_options(sp: argparse.ArgumentParser) -> None:
+    """The steering spec: SAEs, features, method, strength, units, model."""
+    from mistudio.core.steering.session import SteeringSpec
+
     sp.add_argument("--sae", help="SAE whose features to steer with")
     sp.add_argument("--watch", action="append",
                     help="another SAE (e.g. at a later layer) whose most changed features to "
@@ -220,22 +223,24 @@ def _steer_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--feature", type=parse_feature, action="append",
                     help="INDEX=COEFFICIENT, repeatable (e.g. --feature 123=+4 --feature 77=-2)")
     sp.add_argument("--method", choices=["add", "clamp", "ablate", "cap"], default="add")
-    sp.add_argument("--strength", type=float, default=1.0, help="multiplies every coefficient")
-    sp.add_argument("--units", choices=["activation", "max"], default="activation",
-                    help="max: coefficients in multiples of the feature's max activation")
-    sp.add_argument("--model", help="default: the SAE's model")
-    sp.add_argument("--max-tokens", type=int, default=40)
-    sp.add_argument("--temperature", type=float, default=0.0)
-    sp.add_argument("--top-p", type=float, default=1.0)
-    sp.add_argument("--top-k", type=int, default=0)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--generated-only", action="store_true",
+    add_config(sp, SteeringSpec, skip=("saes", "interventions", "generation"))
+
+
+def _generation_options(sp: argparse.ArgumentParser) -> None:
+    from mistudio.core.steering.generate import GenerationConfig
+
+    add_config(sp, GenerationConfig, skip=("steer_prompt",))
+    sp.add_argument("--generated-only", dest="steer_prompt", action="store_false", default=None,
                     help="steer only generated tokens, not the prompt")
 
 
 def add_steer_commands(add: Any) -> None:
+    """steer, steer-eval, presets."""
+    from mistudio.core.steering.evaluate import SteerEvalConfig
+
     sp = add("steer", cmd_steer, "generate with and without steering, side by side")
-    _steer_options(sp)
+    _spec_options(sp)
+    _generation_options(sp)
     sp.add_argument("--prompt", default="The most important thing about Python is")
     sp.add_argument("--preset", help="use a saved preset (with --rate: rate under it)")
     sp.add_argument("--override-sampling", action="store_true",
@@ -247,23 +252,21 @@ def add_steer_commands(add: Any) -> None:
 
     sp = add("steer-eval", cmd_steer_eval, "evaluate steering over a prompt set: concept "
              "scores with bootstrap intervals, coherence (perplexity), a strength sweep")
-    _steer_options(sp)
-    sp.set_defaults(max_tokens=32, temperature=0.8, top_p=0.95)
-    sp.add_argument("--preset", help="evaluate a saved preset")
-    sp.add_argument("--override-sampling", action="store_true", help=argparse.SUPPRESS)
-    sp.add_argument("--keep", action="store_true", help="with --preset: keep the result with it")
+    _spec_options(sp)
+    add_config(sp, SteerEvalConfig, {
+        "strengths": Option(sweep=True, help="multipliers of the coefficients, e.g. 0.5,1,2 (a "
+                            "sweep; default: 1)"),
+        "classifier_label": Option("--label", help="the classifier label to score (e.g. "
+                                   "toxic)")}, skip=("prompts", "feature_scorers"))
     sp.add_argument("--prompts", default="everyday",
                     help="a built-in set (everyday, python) or a file: .txt, one per line, or "
                     ".jsonl with a prompt field")
-    sp.add_argument("--samples", type=int, default=3, help="continuations per prompt and side")
-    sp.add_argument("--strengths", type=lambda t: [float(x) for x in t.split(",") if x.strip()],
-                    default=[1.0], help="multipliers of the coefficients, e.g. 0.5,1,2 (a sweep)")
-    sp.add_argument("--score-feature", type=parse_scorer_feature, action="append",
-                    help="SAE:INDEX whose activation to score (default: the steered features)")
-    sp.add_argument("--words", help="score the share of these words (a file, or a,b,c)")
-    sp.add_argument("--classifier", help="folder of a local text-classification model")
-    sp.add_argument("--label", help="the classifier label to score (e.g. toxic)")
-    sp.add_argument("--bootstrap", type=int, default=1000)
+    sp.add_argument("--score-feature", dest="feature_scorers", type=parse_scorer_feature,
+                    action="append", help="SAE:INDEX whose activation to score (default: the "
+                    "steered features)")
+    sp.add_argument("--preset", help="evaluate a saved preset")
+    sp.add_argument("--override-sampling", action="store_true", help=argparse.SUPPRESS)
+    sp.add_argument("--keep", action="store_true", help="with --preset: keep the result with it")
     sp.add_argument("--device", default="auto")
 
     sp = add("presets", cmd_presets, "list, show, save, delete, export and import presets")
@@ -275,4 +278,5 @@ def add_steer_commands(add: Any) -> None:
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--preset", help=argparse.SUPPRESS)
     sp.add_argument("--override-sampling", action="store_true", help=argparse.SUPPRESS)
-    _steer_options(sp)
+    _spec_options(sp)
+    _generation_options(sp)

@@ -86,13 +86,13 @@ class PanelScroll(QScrollArea):
         return False
 
 
-def show_error(parent: QWidget | None, message: str, details: str = "") -> QMessageBox:
-    """The core's message in plain words, its fixes naming the app's controls rather than
-    command-line flags; the traceback only under "Show Details"."""
-    from mistudio.gui.app_words import in_app_words
+def show_error(parent: QWidget | None, message: str | BaseException,
+               details: str = "") -> QMessageBox:
+    """The core's message in plain words, its fixes naming the app's controls (an error is
+    rendered with :mod:`mistudio.gui.words`); the traceback only under "Show Details"."""
+    from mistudio.gui.words import app_text
 
-    box = QMessageBox(QMessageBox.Icon.Warning, "miStudio", in_app_words(message),
-                      parent=parent)
+    box = QMessageBox(QMessageBox.Icon.Warning, "miStudio", app_text(message), parent=parent)
     if details:
         box.setDetailedText(details)
     box.setModal(False)

@@ -310,7 +310,7 @@ class FeaturesPanel(QWidget):
             cfg = AnalyzeConfig(sae, activations=activations or None, tokens=tokens,
                                 device=self.device if self.device != "auto" else "cpu")
         except MiStudioError as err:
-            show_error(self, str(err))
+            show_error(self, err)
             return
         again = self.ws.catalog.find("features", sae) is not None
         root = str(self.ws.root)
@@ -379,7 +379,7 @@ class FeaturesPanel(QWidget):
             else:
                 cfg = LabelConfig(top=int(features), explainer=explainer, endpoint=endpoint)
         except MiStudioError as err:
-            show_error(self, str(err))
+            show_error(self, err)
             return
         what = f"feature {features[0]}" if isinstance(features, list) else f"top {features}"
         self._start(f"Describing {what}", "labels",
@@ -416,7 +416,7 @@ class FeaturesPanel(QWidget):
             for f in feats:
                 self.store.check_index(f)
         except MiStudioError as err:  # the core's message names the bad index
-            show_error(self, str(err))
+            show_error(self, err)
             return
         folder = self.store.folder
         self._start("Correlating features", "correlation",

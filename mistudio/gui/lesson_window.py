@@ -110,15 +110,17 @@ class LessonWindow(QWidget):
         return w
 
     def start(self) -> None:
-        from mistudio.core.workflows.lesson import run_lesson
+        from mistudio.core.workflows.lesson import LESSON_SECONDS, run_lesson
+        from mistudio.core.workflows.quickstart import QuickstartConfig
 
         options = dict(self.options)
-        device = self.device
+        seconds = float(options.pop("seconds", LESSON_SECONDS))
+        cfg = QuickstartConfig(**{"device": self.device, **options})
         self.dashboard.reset(None, "lesson")
         self.started_at = time.perf_counter()
         self.start_button.setEnabled(False)
         self.runner.start("Lesson", in_worker(self.ws, lambda ws, task: run_lesson(
-            ws, task, device=device, **options)))
+            ws, task, seconds, cfg)))
 
     def _partial(self, items: list[Any]) -> None:
         rows = []

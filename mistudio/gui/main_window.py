@@ -192,6 +192,8 @@ class MainWindow(QMainWindow):
         self._action(file, "&Pretrained SAEs...", self.pretrained_saes, "Ctrl+P")
         self._action(file, "&Export SAE...", self.export_sae, "Ctrl+E")
         file.addSeparator()
+        self._action(file, "&Rebuild catalog", self.rebuild_catalog)
+        file.addSeparator()
         self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         view = m.addMenu("&View")
         self._action(view, "&Dark theme", lambda: self.set_theme("dark"))
@@ -400,6 +402,22 @@ class MainWindow(QMainWindow):
             return f"Imported SAE {name} at {m.summary.hook} of {m.provenance.model}."
 
         self.file_runner.start(f"Importing {name}", in_worker(self.ws, job))
+
+    def rebuild_catalog(self) -> None:
+        """File > Rebuild catalog: re-index the workspace from its manifests (job history kept;
+        a damaged catalog file is moved aside, never deleted)."""
+        from mistudio.core.store.catalog import rebuild_catalog
+
+        root = self.ws.root
+
+        def job(task: Any) -> str:
+            backup, result = rebuild_catalog(root)
+            return (f"Re-indexed {result.count} artifacts"
+                    + (f"; the damaged catalog is kept as {backup}" if backup else "")
+                    + (f"; {len(result.skipped)} folders not indexed" if result.skipped else "")
+                    + ".")
+
+        self.file_runner.start("Rebuilding the catalog", job)
 
     def pretrained_saes(self) -> Any:
         """File > Pretrained SAEs: browse the published releases and pull one."""

@@ -243,7 +243,8 @@ class ModelsPanel(ArtifactPanel):
             return
         layers = tuple(sorted({self.layer.value(), *extra}))
         cfg = ExtractConfig(model, ds, layers, (self.hook.currentText(),),
-                            max_tokens=self.max_tokens.value(), batch_size=self.batch.value(),
+                            max_tokens=self.max_tokens.value(),
+                            batch_sequences=self.batch.value(),
                             dtype=self.dtype.currentText(),  # type: ignore[arg-type]
                             device=self.device, model_dtype=self.dtype_setting,
                             quantize=WEIGHTS[self.weights.currentText()])

@@ -96,12 +96,11 @@ class QuickStartDialog(QDialog):
         self.resize(1040, 600)
 
     def start(self) -> None:
-        from mistudio.core.workflows.quickstart import run_quickstart
+        from mistudio.core.workflows.quickstart import QuickstartConfig, run_quickstart
 
-        device, options = self.device, dict(self.options)
-        self.dashboard.reset(int(options.get("train_steps", 400)))
-        job = in_worker(self.ws, lambda ws, task: run_quickstart(ws, task, device=device,
-                                                                 **options))
+        cfg = QuickstartConfig(**{"device": self.device, **self.options})
+        self.dashboard.reset(cfg.train_steps)
+        job = in_worker(self.ws, lambda ws, task: run_quickstart(ws, cfg, task))
         if self.runner.start("Quick start", job):
             self.started_at = time.perf_counter()
             self.start_button.setEnabled(False)

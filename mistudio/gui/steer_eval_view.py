@@ -127,7 +127,7 @@ class SteerEvalView(QWidget):
         try:
             spec, cfg = self.spec(), self.config()
         except MiStudioError as err:
-            show_error(self, str(err))
+            show_error(self, err)
             return
         device = self.device()
         self.keep_btn.setEnabled(False)

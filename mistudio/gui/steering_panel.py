@@ -292,7 +292,7 @@ class SteeringPanel(QWidget):
             label = lb.label if lb else ""
         except MiStudioError as err:
             if "out of range" in str(err):
-                show_error(self, str(err))
+                show_error(self, err)
                 return
             self.units.setCurrentIndex(self.units.findData("activation"))  # no analysis: no max
         if coefficient is None:
@@ -350,7 +350,7 @@ class SteeringPanel(QWidget):
         try:
             spec = self.spec()
         except MiStudioError as err:
-            show_error(self, str(err))
+            show_error(self, err)
             return
         prompt = self.prompt.toPlainText()
         if not prompt.strip():  # the last result stays on screen
@@ -440,7 +440,7 @@ class SteeringPanel(QWidget):
         try:
             save_preset(self.ws, name.strip(), self.spec(), overwrite=True)
         except MiStudioError as err:
-            show_error(self, str(err))
+            show_error(self, err)
             return
         self.refresh()
         self.preset.setCurrentText(name.strip())
@@ -452,7 +452,7 @@ class SteeringPanel(QWidget):
             try:
                 self.set_spec(load_preset(self.ws, self.preset.currentText()))
             except MiStudioError as err:
-                show_error(self, str(err))
+                show_error(self, err)
 
     def delete_preset(self) -> None:
         from mistudio.core.steering.presets import delete_preset

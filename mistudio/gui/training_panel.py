@@ -170,7 +170,7 @@ class TrainingPanel(QWidget):
         try:
             cfg = self.config()
         except MiStudioError as err:  # validated before anything starts
-            show_error(self, str(err))
+            show_error(self, err)
             return
         if not self._fits(cfg):
             return
@@ -216,7 +216,7 @@ class TrainingPanel(QWidget):
         try:
             have = available_memory(resolve_device(cfg.device))
         except MiStudioError as err:
-            show_error(self, str(err))
+            show_error(self, err)
             return False
         if need > have:
             show_error(self, f"This SAE ({cfg.expansion * d_in:,} latents, batches of "

@@ -21,6 +21,7 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 from mistudio.core.runtime.errors import Cancelled, as_user_error
 from mistudio.core.runtime.tasks import CancelToken
 from mistudio.core.store.workspace import Workspace
+from mistudio.gui.words import app_text
 
 UI_INTERVAL_MS = 50
 """At most this often (20 Hz) progress, status and partial results reach the UI thread."""
@@ -151,7 +152,7 @@ class JobRunner(QObject):
         elif isinstance(err, Cancelled):
             self.cancelled.emit()
         elif (user := as_user_error(err)) is not None:
-            self.failed.emit(str(user), thread.details)
+            self.failed.emit(app_text(user), thread.details)
         else:
             self.failed.emit(f"{type(err).__name__}: {err}", thread.details)
         thread.deleteLater()

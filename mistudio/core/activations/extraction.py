@@ -59,7 +59,7 @@ class ExtractConfig:
     """Tokens per sequence when the dataset has to be tokenized."""
     max_tokens: int | None = None
     """Stop after this many stored rows; None = the whole tokenized set."""
-    batch_size: int = 8
+    batch_sequences: int = 8
     """Sequences per forward pass."""
     dtype: Literal["float16", "float32"] = "float16"
     """Storage dtype; float16 halves the disk space."""
@@ -74,7 +74,7 @@ class ExtractConfig:
     """auto, cpu, cuda, cuda:N or mps."""
     model_dtype: str = "auto"
     """dtype the model runs in (auto: float32 on CPU, bfloat16/float16 on GPUs)."""
-    quantize: str = "none"
+    quantize: Literal["none", "int8", "int4", "nf4", "bnb8"] = "none"
     """Weights of the model read: none, int8, int4 (any device) or nf4 / bnb8 (bitsandbytes on
     CUDA); recorded in the set and every SAE trained on it."""
     sites: tuple[tuple[int, str], ...] = field(init=False)
@@ -82,16 +82,16 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         if not self.layers:
-            raise InvalidInputError("No layer given.", "Pass --layer L (one or more).")
-        if self.batch_size <= 0 or self.chunk_rows <= 0:
-            raise InvalidInputError("--batch-size and the chunk size must be positive.",
-                                    "Use e.g. --batch-size 8.")
+            raise InvalidInputError("No layer given.", "Give «layers=L» (one or more).")
+        if self.batch_sequences <= 0 or self.chunk_rows <= 0:
+            raise InvalidInputError("«batch_sequences» and «chunk_rows» must be positive.",
+                                    "Use e.g. «batch_sequences=8».")
         if self.max_tokens is not None and self.max_tokens <= 0:
-            raise InvalidInputError(f"--max-tokens must be positive, got {self.max_tokens}.",
+            raise InvalidInputError(f"«max_tokens» must be positive, got {self.max_tokens}.",
                                     "Omit it to use the whole dataset.")
         if not (self.massive_factor > 1.0 and self.massive_factor < float("inf")):
-            raise InvalidInputError(f"--massive-factor must be a number above 1, got "
-                                    f"{self.massive_factor}.", "Use e.g. --massive-factor 10.")
+            raise InvalidInputError(f"«massive_factor» must be a number above 1, got "
+                                    f"{self.massive_factor}.", "Use e.g. «massive_factor=10».")
         from mistudio.core.models.quantize import QUANTIZATIONS
 
         if self.quantize not in QUANTIZATIONS:
@@ -133,7 +133,7 @@ def resolve_tokenized(ws: Workspace, cfg: ExtractConfig, task: TaskState) -> str
         known = [a.name for a in ws.catalog.list("dataset") + ws.catalog.list("tokenized")]
         raise NotFoundError(f"There is no dataset or tokenized set named {cfg.dataset!r} "
                             f"(known: {', '.join(known) or 'none yet'}).",
-                            "Add one with `mistudio datasets add NAME --source ...`.")
+                            "«do:add_dataset» first.")
     tcfg = TokenizeConfig(cfg.dataset, cfg.model, cfg.context_length)
     return tokenize_dataset(ws, tcfg, task=task).name
 
@@ -242,7 +242,7 @@ def _forward_all(b: Build, cfg: ExtractConfig, loaded: LoadedModel, tokens: Any,
     chunk; returns the tokens it forwarded. A full disk keeps the complete chunks."""
     manifest: ActivationsManifest = b.manifest  # type: ignore[assignment]
     bos = tokens.manifest.provenance.bos_token_id
-    capacity = cfg.chunk_rows + cfg.batch_size * tokens.context_length
+    capacity = cfg.chunk_rows + cfg.batch_sequences * tokens.context_length
     chunks = _Chunks(b, keys, loaded.info.d_model, capacity, np.dtype(cfg.dtype))
     store_dtype = getattr(torch, cfg.dtype)
     seq = manifest.chunks[-1].seq_end if manifest.chunks else 0
@@ -251,7 +251,7 @@ def _forward_all(b: Build, cfg: ExtractConfig, loaded: LoadedModel, tokens: Any,
         with torch.inference_mode(), capture(loaded, cfg.sites) as captured:
             while seq < tokens.n_sequences and done < target:
                 check_cancelled(task)
-                stop = min(seq + cfg.batch_size, tokens.n_sequences)
+                stop = min(seq + cfg.batch_sequences, tokens.n_sequences)
                 ids_np, mask_np = tokens.slice(seq, stop)
                 ids = torch.from_numpy(ids_np.astype(np.int64)).to(loaded.device)
                 mask = torch.from_numpy(mask_np.astype(np.int64)).to(loaded.device)
@@ -309,14 +309,14 @@ def _start_or_resume(b: Build, cfg: ExtractConfig, tok_name: str, keys: list[str
     partial = b.folder
     if (partial / MANIFEST).is_file():
         old = read_manifest(partial, f"partial activation set {b.name!r}",
-                            "Start over with --overwrite.")
+                            "Start over («overwrite»).")
         if cfg.same_data(old.config.get("data")):
             _drop_orphans(partial, old, keys)
             old.summary.tokens = sum(c.rows for c in old.chunks)
             return old
         raise InvalidInputError(
             f"An interrupted extraction named {b.name!r} with different settings exists.",
-            "Run it again with its original settings to resume, or pass --overwrite.")
+            "Run it again with its original settings to resume, or start over («overwrite»).")
     for child in partial.iterdir():  # no manifest: nothing in it can be trusted
         shutil.rmtree(child) if child.is_dir() else child.unlink()
     manifest = ActivationsManifest(

@@ -1,6 +1,6 @@
 """How faithful a quantized model's activations are to full precision, on the same tokens.
 
-A user picking ``--quantize int4`` to fit a 3B model should see what it costs where miStudio
+A user holding a 3B model's weights in int4 to fit it should see what it costs where miStudio
 reads: the activations. Both models (truncated to the layer read) run over the same sequences of
 the built-in corpus; per token, the cosine similarity of the two activation vectors and the
 relative error ||quantized - full|| / ||full|| are summarised. Position 0 and massive tokens

@@ -52,10 +52,10 @@ class ActivationSet:
             self.dtype = np.dtype(manifest.config["dtype"])
         except (KeyError, TypeError) as err:
             raise CorruptedError(f"The activation manifest in {path} is incomplete ({err}).",
-                                 "Extract it again with --overwrite.") from err
+                                 "Extract it again («overwrite»).") from err
         if not self.keys or not self.d_model:
             raise CorruptedError(f"The activation manifest in {path} names no hook points.",
-                                 "Extract it again with --overwrite.")
+                                 "Extract it again («overwrite»).")
         self._starts = np.concatenate([[0], np.cumsum([c.rows for c in self.chunks])])
         self.n_rows = int(self._starts[-1])
 
@@ -69,11 +69,11 @@ class ActivationSet:
             arr = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as err:
             raise CorruptedError(f"Activation chunk {path} is missing or damaged ({err}).",
-                                 "Extract the set again with --overwrite.") from err
+                                 "Extract the set again («overwrite»).") from err
         if arr.shape[0] != self.chunks[index].rows:
             raise CorruptedError(f"Activation chunk {path} has {arr.shape[0]} rows, the manifest "
                                  f"says {self.chunks[index].rows}.",
-                                 "Extract the set again with --overwrite.")
+                                 "Extract the set again («overwrite»).")
         return arr
 
     def positions(self, index: int) -> np.ndarray:
@@ -134,7 +134,7 @@ class ActivationSet:
             return np.load(self.path / MASSIVE_ROWS).astype(np.int64)
         except (OSError, ValueError) as err:
             raise CorruptedError(f"The massive-token flags of {self.path} are damaged ({err}).",
-                                 "Extract the set again with --overwrite.") from err
+                                 "Extract the set again («overwrite»).") from err
 
     def excluded_rows(self, keep_massive: bool = False) -> np.ndarray:
         """Rows that training, evaluation and analysis leave out."""
@@ -185,13 +185,12 @@ def open_activations(ws: Workspace, name: str) -> ActivationSet:
     art = ws.catalog.get("activations", name)
     path = Path(art.path)
     manifest = read_manifest(path, f"activation set {name!r}",
-                             f"Extract it again with `mistudio extract ... --name {name} "
-                             "--overwrite`.")
+                             f"Extract it again («name={name}», «overwrite»).")
     if manifest.status != "complete":
         done = sum(c.rows for c in manifest.chunks)
         raise InvalidInputError(
             f"Activation set {name!r} is incomplete ({done:,} tokens so far).",
-            "Run the same `mistudio extract` command again to resume it.")
+            "«do:resume».")
     if manifest.massive is None:  # extracted before massive tokens were flagged: flag once
         finish_massive(path, manifest, DEFAULT_FACTOR)
         try:

@@ -40,7 +40,7 @@ def add_dataset(ws: Workspace, name: str, cfg: DatasetConfig,
         summary = _write_texts(reader, column, cfg, b.folder / DATA_FILE, task)
         if summary.documents == 0:
             raise InvalidInputError(f"The source {cfg.source} has no non-empty text in column "
-                                    f"{column!r}.", "Choose another source or --text-column.")
+                                    f"{column!r}.", "Choose another «source» or «text_column».")
         b.manifest = DatasetManifest(
             name, config={**asdict(cfg), "text_column": column},
             provenance=DatasetProvenance(**made_now(), description=reader.description,
@@ -80,7 +80,7 @@ def open_dataset(ws: Workspace, name: str) -> pa.Table:
     path = Path(art.path) / DATA_FILE
     if not path.is_file():
         raise CorruptedError(f"The data file of dataset {name!r} is missing ({path}).",
-                             f"Add it again with `mistudio datasets add {name} --overwrite ...`.")
+                             f"«do:add_dataset={name}» again («overwrite»).")
     return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
 
 

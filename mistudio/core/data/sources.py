@@ -1,6 +1,6 @@
 """Where dataset text comes from: each kind of source read in batches, with its text column.
 
-Sources (``--source``):
+Sources:
 
 - ``builtin:pydoc``: CPython's own documentation (``pydoc_data.topics``), on every install;
 - a local file: ``.txt`` (one document per blank-line block), ``.jsonl``/``.json``, ``.csv``,
@@ -48,10 +48,10 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         if not self.source:
-            raise InvalidInputError("The dataset source is empty.", "Pass --source.")
+            raise InvalidInputError("The dataset source is empty.", "Give a «source».")
         if self.max_samples is not None and self.max_samples <= 0:
             raise InvalidInputError(
-                f"--max-samples must be positive, got {self.max_samples}.",
+                f"«max_samples» must be positive, got {self.max_samples}.",
                 "Omit it to read the whole source.",
             )
 
@@ -137,7 +137,7 @@ def _local_reader(path: Path, cfg: DatasetConfig) -> SourceReader:
                                     f"{len(files)} {suffix} files in {path}")
         raise InvalidInputError(
             f"The folder {path} holds no .txt, .jsonl, .json, .csv or .parquet files.",
-            "Point --source at a folder of such files, or at one file.",
+            "Point «source» at a folder of such files, or at one file.",
         )
     return _file_reader(path)
 
@@ -300,7 +300,7 @@ def _saved_reader(path: Path, cfg: DatasetConfig) -> SourceReader:
     if isinstance(ds, datasets.DatasetDict):
         if cfg.split not in ds:
             raise NotFoundError(f"The saved dataset {path} has no split {cfg.split!r} "
-                                f"(splits: {', '.join(ds)}).", "Pass --split with one of those.")
+                                f"(splits: {', '.join(ds)}).", "Choose «split» from those.")
         ds = ds[cfg.split]
     return SourceReader(_feature_columns(ds.features), ds.iter(batch_size=_BATCH), len(ds),
                         f"saved dataset {path}")
@@ -317,7 +317,7 @@ def _hub_reader(repo_id: str, cfg: DatasetConfig) -> SourceReader:
                 f"The Hugging Face dataset {repo_id!r} is not in the local cache.", offline_hint()
             ) from err
         raise NotFoundError(f"Cannot open the Hugging Face dataset {repo_id!r}: {err}",
-                            "Check the id, --hf-config and --split.") from err
+                            "Check the id, «hf_config» and «split».") from err
     features = ds.features
     if features is None:  # some streamed datasets only know their columns after a row
         head = next(iter(ds))
@@ -341,7 +341,7 @@ def choose_text_column(columns: dict[str, str], requested: str | None, source: s
     if requested is not None:
         if requested not in columns:
             raise InvalidInputError(f"The source {source} has no column {requested!r} "
-                                    f"(columns: {listing}).", "Pass --text-column with one of those.")
+                                    f"(columns: {listing}).", "Choose «text_column» from those.")
         return requested
     strings = [k for k, v in columns.items() if v == "string"]
     if len(strings) == 1:
@@ -353,5 +353,5 @@ def choose_text_column(columns: dict[str, str], requested: str | None, source: s
                                 "Choose a source with a string column.")
     raise InvalidInputError(
         f"The source {source} has several text columns: {', '.join(strings)}.",
-        "Pass --text-column with the one to use.",
+        "Choose the one to use («text_column»).",
     )

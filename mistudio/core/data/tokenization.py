@@ -71,7 +71,7 @@ class TokenizeConfig:
             raise InvalidInputError(f"Unknown tokenization mode {self.mode!r}.",
                                     "Use concat or truncate.")
         if self.prepend_bos not in ("auto", "yes", "no"):
-            raise InvalidInputError(f"Unknown --prepend-bos value {self.prepend_bos!r}.",
+            raise InvalidInputError(f"Unknown «prepend_bos» value {self.prepend_bos!r}.",
                                     "Use auto, yes or no.")
 
     def default_name(self, with_bos: bool = False) -> str:
@@ -92,7 +92,7 @@ class TokenizedSet:
             self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
         except (OSError, pa.ArrowInvalid) as err:
             raise CorruptedError(f"The tokenized set at {path} cannot be read ({err}).",
-                                 "Tokenize the dataset again with --overwrite.") from err
+                                 "Tokenize the dataset again («overwrite»).") from err
         sizes = [b.num_rows for b in self._batches]
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n_sequences = int(self._starts[-1])
@@ -126,7 +126,7 @@ def bos_policy(tokenizer: Any, prepend_bos: str) -> int | None:
     if bos is None:
         if prepend_bos == "yes":
             raise InvalidInputError("This model's tokenizer defines no BOS token.",
-                                    "Use --prepend-bos auto or no.")
+                                    "Use «prepend_bos=auto» or no.")
         return None
     return int(bos)
 
@@ -143,7 +143,7 @@ def _check_same(manifest: TokenizedManifest, cfg: TokenizeConfig, bos: int | Non
     if diffs:
         raise InvalidInputError(
             f"Tokenized set {manifest.name!r} exists with other settings: "
-            f"{'; '.join(diffs)}.", "Give the new set another --name, or pass --overwrite.")
+            f"{'; '.join(diffs)}.", "Give the new set another «name», or replace it («overwrite»).")
 
 
 PIECE_CHARS = 50_000
@@ -202,14 +202,13 @@ def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None
     existing = ws.catalog.find("tokenized", name)
     if existing and existing.status == "complete" and not overwrite:
         manifest = read_manifest(Path(existing.path), f"tokenized set {name!r}",
-                                 "Run `mistudio catalog rebuild`, or tokenize again with "
-                                 "--overwrite.")
+                                 "«do:rebuild_catalog», or tokenize again («overwrite»).")
         _check_same(manifest, cfg, bos)
         return manifest
     if cfg.context_length > info.max_context:
         raise InvalidInputError(f"Context length {cfg.context_length} exceeds the model's "
                                 f"maximum of {info.max_context}.",
-                                f"Use --context-length {min(1024, info.max_context)} or less.")
+                                f"Use «context_length={min(1024, info.max_context)}» or less.")
     with ws.build("tokenized", name, "tokenize", asdict(cfg), overwrite) as b:
         table = open_dataset(ws, cfg.dataset)
         sequences = _Sequences(b.folder / TOKENS_FILE, cfg, tokenizer, bos,
@@ -225,7 +224,7 @@ def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None
             raise InvalidInputError(
                 f"Dataset {cfg.dataset!r} has fewer tokens than one sequence of "
                 f"{cfg.context_length}.",
-                "Use a smaller --context-length, --mode truncate, or a larger dataset.")
+                "Use a smaller «context_length», «mode=truncate», or a larger dataset.")
         b.manifest = TokenizedManifest(
             name, config=asdict(cfg), provenance=TokenizedProvenance(
                 **made_now(), dataset=cfg.dataset, model=cfg.model, bos_token_id=bos,
@@ -347,4 +346,4 @@ def open_tokenized(ws: Workspace, name: str) -> TokenizedSet:
     art = ws.catalog.get("tokenized", name)
     path = Path(art.path)
     return TokenizedSet(path, read_manifest(path, f"tokenized set {name!r}",
-                                            "Tokenize the dataset again with --overwrite."))
+                                            "Tokenize the dataset again («overwrite»)."))

@@ -106,7 +106,7 @@ class FeatureModel:
                 per_context.append(float((a - c).mean()))
         if not clean_all:
             raise InvalidInputError(f"Feature {feature} has no context to ablate on.",
-                                    "Choose a live feature (see `mistudio features`).")
+                                    "Choose a live feature («do:list_features»).")
         c, a = torch.cat(clean_all), torch.cat(ablated_all)
         return AblationEffect(feature, float(c.mean()), float(a.mean()), float((a - c).mean()),
                               int(c.numel()), per_context)

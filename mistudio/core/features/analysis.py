@@ -58,7 +58,7 @@ class AnalyzeConfig:
     """Activation set to run it over; None = the one it was trained on."""
     tokens: int = 100_000
     """Tokens of the set to use (from its start; the SAE's held-out tail is at the end)."""
-    top_k: int = 20
+    top_contexts: int = 20
     """Max-activating contexts kept per feature (at most 100)."""
     block_rows: int = 2048
     """Rows encoded at a time (whole sequences)."""
@@ -73,11 +73,13 @@ class AnalyzeConfig:
     feature and do not count in frequencies (see mistudio.core.activations.massive)."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.top_k <= 100:
-            raise InvalidInputError(f"--top-k must be between 1 and 100, got {self.top_k}.",
-                                    "Use --top-k 20 (the default) or up to 100.")
+        if not 1 <= self.top_contexts <= 100:
+            raise InvalidInputError(f"«top_contexts» must be between 1 and 100, got "
+                                    f"{self.top_contexts}.",
+                                    "Use «top_contexts=20» (the default) or up to 100.")
         if self.tokens <= 0:
-            raise InvalidInputError("--tokens must be positive.", f"Got {self.tokens}.")
+            raise InvalidInputError(f"«tokens» must be positive, got {self.tokens}.",
+                                    "Use «tokens=100000» (the default).")
 
 
 def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
@@ -146,7 +148,7 @@ def _inputs(ws: Workspace, cfg: AnalyzeConfig) -> _Inputs:
     acts_name = cfg.activations or sae_art.provenance.activations
     if not acts_name:
         raise InvalidInputError(f"SAE {cfg.sae!r} has no activation set on record.",
-                                "Pass --activations NAME (one with its hook point).")
+                                "Choose «activations=NAME» (a set with its hook point).")
     acts = open_activations(ws, acts_name)
     model = acts.model
     sae_model = sae_art.provenance.model
@@ -184,7 +186,7 @@ def _fill(ws: Workspace, folder: Path, src: _Inputs, cfg: AnalyzeConfig,
     return FeaturesSummary(
         n_tokens=n_used, massive_excluded=stream["excluded"], n_rows=n_rows,
         n_sequences=int(rows[-1, 0] - rows[0, 0] + 1) if n_rows else 0, d_sae=sae.cfg.d_sae,
-        n_entries=stream["n_entries"], top_k=cfg.top_k,
+        n_entries=stream["n_entries"], top_k=cfg.top_contexts,
         alive=int((stats["frequency"] > 0).sum()), dead=int((stats["frequency"] == 0).sum()),
         dense=int(stats["dense"].sum()),
         tokens_per_s=round(n_rows / max(stream["encode_s"], 1e-9)))
@@ -214,7 +216,7 @@ def _whole_sequences(acts: ActivationSet, n: int) -> int:
 def _stream(sae: Any, acts: ActivationSet, hook: str, n_rows: int, cfg: AnalyzeConfig,
             folder: Path, task: TaskState) -> dict[str, Any]:
     """The one pass: sparse store, per-feature sums, streaming top-k of sequence maxima."""
-    F, K = sae.cfg.d_sae, cfg.top_k
+    F, K = sae.cfg.d_sae, cfg.top_contexts
     device = next(sae.parameters()).device
     count_F = torch.zeros(F, dtype=torch.long)
     sum_F = torch.zeros(F, dtype=torch.float64)

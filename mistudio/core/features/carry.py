@@ -2,7 +2,7 @@
 
 An analysis is derived data: it can always be recomputed. Its labels are not: a person wrote
 some of them, and the automatic ones cost minutes to hours. When an analysis is redone
-(``analyze --overwrite``, the app's Analyse button, the quick start after retraining):
+(analysing again under the same name, from the CLI, the app or the quick start):
 
 - if the SAE's weights are the same (same checksum), every label is carried over to the new
   analysis unchanged: the features are the same features;

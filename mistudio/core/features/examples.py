@@ -44,7 +44,7 @@ class FeatureReader:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.manifest: FeaturesManifest = read_manifest(
-            folder, f"analysis at {folder}", "Run `mistudio analyze` again with --overwrite.")
+            folder, f"analysis at {folder}", "«do:analyze» again.")
         load = lambda n: np.load(folder / n, mmap_mode="r")  # noqa: E731
         self.rows = load("rows.npy")  # [n_rows, 3]: sequence, position, token
         self.top_values, self.top_sequences = load("top_values.npy"), load("top_sequences.npy")

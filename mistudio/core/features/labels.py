@@ -62,12 +62,13 @@ class LabelConfig:
                                     "Use pattern, llm, llm:MODEL or endpoint:MODEL.")
         if kind == "endpoint" and ":" not in self.explainer:
             raise InvalidInputError("endpoint needs the served model's name.",
-                                    "Use --explainer endpoint:MODEL (e.g. endpoint:llama3.1).")
+                                    "Use «explainer=endpoint:MODEL» (e.g. endpoint:llama3.1).")
         if self.prompt is not None and "{examples}" not in self.prompt:
             raise InvalidInputError("The explainer prompt has no {examples} placeholder.",
                                     "Put {examples} where the examples should go.")
         if self.top <= 0 and not self.features:
-            raise InvalidInputError("--top must be positive.", f"Got {self.top}.")
+            raise InvalidInputError(f"«top» must be positive, got {self.top}.",
+                                    "Use «top=100», or name the features.")
 
 
 @dataclass

@@ -127,7 +127,7 @@ class EndpointLLM:
         if host not in ("localhost", "127.0.0.1", "::1") and not is_online():
             raise InvalidInputError(f"{url} is not on this machine; miStudio sends nothing "
                                     "elsewhere while offline.",
-                                    "Use a localhost endpoint, or pass --online to allow it.")
+                                    "Use a localhost endpoint, or allow «online».")
         self.url = url.rstrip("/")
         self.model, self.timeout, self.name = model, timeout, f"endpoint:{model}"
 
@@ -142,7 +142,7 @@ class EndpointLLM:
             return str(data["choices"][0]["message"]["content"])
         except (urllib.error.URLError, OSError, KeyError, ValueError) as err:
             raise ResourceError(f"The endpoint {self.url} did not answer ({err}).",
-                                "Start the server (e.g. `ollama serve`) and check --endpoint.") from err
+                                "Start the server (e.g. `ollama serve`) and check «endpoint».") from err
 
     def complete(self, prompts: list[str], max_new_tokens: int = 24) -> list[str]:
         return [self._chat(p, max_new_tokens) for p in prompts]

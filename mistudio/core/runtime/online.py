@@ -48,5 +48,5 @@ def offline_hint() -> str:
     """The fix to print when something is missing from the local cache."""
     return (
         "miStudio runs offline by default; to download it once, run the same command with "
-        "--online (or set MISTUDIO_ONLINE=1)."
+        "«online» (or set MISTUDIO_ONLINE=1)."
     )

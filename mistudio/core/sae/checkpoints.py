@@ -59,17 +59,17 @@ def resume(runs: list[SAERun], partials: list[Path], loader: ActivationBatches, 
         return 0, 0
     if len(found) != len(ckpts) or len({c["step"] for c in found}) > 1:
         raise InvalidInputError("The interrupted runs of this sweep stopped at different steps.",
-                                "Resume them one by one, or pass --overwrite to start again.")
+                                "Resume them one by one, or start again («overwrite»).")
     for run, ckpt in zip(runs, ckpts, strict=True):
         if _resume_key(ckpt["config"]) != _resume_key(config_json(run)):
             raise InvalidInputError(f"An interrupted training run named {run.name!r} with "
                                     "different settings exists.", "Run it with its original "
-                                    "settings to resume, or pass --overwrite.")
+                                    "settings to resume, or start again («overwrite»).")
         if ckpt.get("world", 1) != ranks.world:
             raise InvalidInputError(
                 f"{run.name!r} was interrupted while training on {ckpt.get('world', 1)} "
                 f"processes; this run has {ranks.world}.",
-                "Resume it with the same number of processes, or pass --overwrite.")
+                "Resume it with the same number of processes, or start again («overwrite»).")
         run.load_state_dict(ckpt["run"])
     loader.load_state_dict(found[0]["loaders"][ranks.rank])
     return int(found[0]["step"]), int(found[0]["tokens"])

@@ -44,16 +44,16 @@ class SAEConfig:
             raise InvalidInputError(f"Unknown architecture {self.architecture!r}.",
                                     f"Use one of {', '.join(ARCHITECTURES)}.")
         if self.d_in <= 0 or self.d_sae <= 0:
-            raise InvalidInputError("d_in and d_sae must be positive.", "Check --expansion.")
+            raise InvalidInputError("d_in and d_sae must be positive.", "Check «expansion».")
         if self.architecture in ("topk", "batchtopk") and not 0 < self.k <= self.d_sae:
             raise InvalidInputError(f"k = {self.k} must be between 1 and d_sae = {self.d_sae}.",
-                                    "Use a smaller --k or a larger --expansion.")
+                                    "Use a smaller «k» or a larger «expansion».")
         if self.skip not in ("none", "fixed", "learned", "affine"):
             raise InvalidInputError(f"Unknown skip connection {self.skip!r}.",
                                     "Use none, fixed, learned or affine.")
         if self.skip in ("fixed", "learned") and self.out_dim != self.d_in:
             raise InvalidInputError("A scalar skip connection needs d_out == d_in.",
-                                    "Use --skip affine for a transcoder between widths.")
+                                    "Use «skip=affine» for a transcoder between widths.")
 
     @property
     def out_dim(self) -> int:

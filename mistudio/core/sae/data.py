@@ -37,7 +37,7 @@ class ActivationBatches:
             raise InvalidInputError(
                 f"Activation set {acts.manifest.name!r} has {self.n_rows:,} training tokens, "
                 f"fewer than one batch of {batch_size:,}.",
-                "Use a smaller --batch-size or extract more tokens.")
+                "Use a smaller «batch_size» or extract more tokens.")
         self.exclude = np.sort(np.asarray(exclude if exclude is not None else [], np.int64))
         """Rows never put in a batch (sorted)."""
         self.acts, self.key, self.target_key = acts, key, target_key
@@ -116,7 +116,7 @@ class ActivationBatches:
                 raise NonFiniteActivations(
                     f"Activation set {self.acts.manifest.name!r} has NaN or Inf values at "
                     f"{key} (rows {', '.join(map(str, bad))}...); training stopped.",
-                    "Extract it again (with --model-dtype float32 if the model ran in float16).")
+                    "Extract it again (with «model_dtype=float32» if the model ran in float16).")
         perm = np.random.default_rng([self.seed, epoch, buffer_index, 1]).permutation(len(x))
         return x[perm], (y[perm] if y is not None else None)
 

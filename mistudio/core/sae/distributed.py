@@ -3,12 +3,9 @@
 Every rank holds the whole SAE and reads its own shard of the activation set; after each step's
 backward the gradients are averaged with one all-reduce (gloo on CPU, NCCL on GPUs), so the
 ranks apply identical updates and stay identical, as DistributedDataParallel would. Rank 0 alone
-writes checkpoints, metrics, the catalog and the saved SAE.
-
-    torchrun --nproc-per-node 2 -m mistudio train --activations A --name S
-    torchrun --nnodes 2 --node-rank R --master-addr HOST --nproc-per-node 1 -m mistudio train ...
-
-Each machine needs the activation set under the same name in its workspace.
+writes checkpoints, metrics, the catalog and the saved SAE. How to start such a run on one or
+several machines: docs/cli.md (multi-process training). Each machine needs the activation set
+under the same name in its workspace.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`mistudio eval`: an SAE's reconstruction metrics plus its effect inside the model."""
+"""In-model evaluation: an SAE's reconstruction metrics plus its effect inside the model."""
 
 from __future__ import annotations
 

@@ -209,12 +209,12 @@ def _placement(ws: Workspace, sae: SparseCoder, found: FoundHook, folder: Path,
         said = f" (its files name {found.model!r})" if found.model else ""
         raise InvalidInputError(f"No model of this workspace matches the SAE{said}; registered: "
                                 f"{known}.", "Register that model first, or choose one with "
-                                "--model NAME.")
+                                "«model=NAME».")
     info = model_info(ws, model)
     hook = hook or found.hook
     if hook is None:
         raise InvalidInputError(f"The files in {folder} do not say which hook point the SAE "
-                                "reads.", f"Give it with --hook, e.g. layers."
+                                "reads.", f"Give it («hook»), e.g. layers."
                                 f"{info.n_layers // 2}.resid_post.")
     _, point = _check_hook(hook, info, model)
     if found.target is not None:
@@ -268,7 +268,7 @@ def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens",
         raise InvalidInputError(f"Unknown export format {fmt!r}.", "Use saelens or onnx.")
     if quantize not in ("none", "int8") or (quantize == "int8" and fmt != "onnx"):
         raise InvalidInputError(f"Export quantization {quantize!r} with format {fmt!r} is not "
-                                "available.", "Use --format onnx --quantize int8.")
+                                "available.", "Use «format=onnx» with «quantize=int8».")
     art = ws.catalog.get("sae", name)
     if art.status != "complete":
         raise InvalidInputError(f"SAE {name!r} has not finished training.",
@@ -276,7 +276,7 @@ def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens",
     out = out.expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidInputError(f"{out} exists and is not an empty folder.",
-                                "Choose a new or empty --out folder.")
+                                "Choose a new or empty folder («out»).")
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     src = Path(art.path)

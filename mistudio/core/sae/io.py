@@ -181,5 +181,5 @@ def open_sae(ws: Workspace, name: str, device: str = "cpu") -> tuple[SparseCoder
     if art.status != "complete":
         raise InvalidInputError(f"SAE {name!r} has not finished training (step "
                                 f"{art.summary.steps}).",
-                                "Run the same `mistudio train` command again to resume it.")
+                                "«do:resume».")
     return load_sae(Path(art.path), device)

@@ -104,7 +104,7 @@ def find_sae(release: str, sae_id: str) -> PretrainedSAE:
     if not in_release:
         known = ", ".join(sorted({s.release for s in _registry()}))
         raise NotFoundError(f"There is no published release {release!r}.",
-                            f"Known releases: {known} (see `mistudio saes releases`).")
+                            f"Known releases: {known} («do:list_releases»).")
     for s in in_release:
         if s.sae_id == sae_id:
             return s
@@ -112,8 +112,7 @@ def find_sae(release: str, sae_id: str) -> PretrainedSAE:
     near = [s.sae_id for s in in_release if s.sae_id.startswith(prefix)][:6] or \
         [s.sae_id for s in in_release][:6]
     raise NotFoundError(f"Release {release!r} has no SAE {sae_id!r}.",
-                        f"For example: {', '.join(near)} (see `mistudio saes releases "
-                        f"--release {release}`).")
+                        f"For example: {', '.join(near)} («do:list_releases={release}»).")
 
 
 def fetch_files(sae: PretrainedSAE, task: TaskState | None = None) -> Path:
@@ -146,7 +145,7 @@ def fetch_files(sae: PretrainedSAE, task: TaskState | None = None) -> Path:
         except (EntryNotFoundError, RepositoryNotFoundError) as err:
             raise NotFoundError(f"{sae.repo_id} has no file {sae.path}/{rel} (the release may "
                                 f"have moved it): {err}.",
-                                "Download the folder by hand and use `mistudio import`.") from err
+                                "Download the folder by hand, then «do:import_sae».") from err
         except OSError as err:
             raise InvalidInputError(f"Could not download {sae.repo_id}/{sae.path}/{rel} "
                                     f"({err}).", "Check the network connection, then try "
@@ -176,8 +175,8 @@ def pull_sae(ws: Workspace, release: str, sae_id: str, name: str | None = None,
         short = sae.model.split("/")[-1]
         raise InvalidInputError(
             f"{release} was trained on {sae.model}, which this workspace has not registered.",
-            f"Register it first (`mistudio models add {short} --source hf:{sae.model} "
-            "--online`, or a local folder), or attach the SAE to another with --model NAME.")
+            f"«do:add_model={short}» first (source hf:{sae.model}, «online»; or a local "
+            "folder), or attach the SAE to another («model=NAME»).")
     folder = fetch_files(sae, SubTask(task, 0.0, 0.9))
     task.set_status(f"Importing {sae.release} {sae.sae_id}")
     manifest = import_sae(ws, folder, name, model, sae.hook, overwrite,

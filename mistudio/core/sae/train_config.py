@@ -99,7 +99,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def bad(field: str, rule: str) -> InvalidInputError:
-            return InvalidInputError(f"{field.replace('_', '-')} must be {rule}; got "
+            return InvalidInputError(f"«{field}» must be {rule}; got "
                                      f"{getattr(self, field)!r}.", "Use a value in that range.")
 
         for field in ("steps", "batch_size", "grad_accumulation", "expansion", "checkpoint_every",
@@ -131,13 +131,14 @@ class TrainConfig:
         if self.target_l0 is not None:
             if self.architecture not in ("relu", "jumprelu"):
                 raise InvalidInputError(
-                    f"--target-l0 adapts an L1/L0 penalty; {self.architecture} has none.",
-                    f"Set --k for {self.architecture}, or use --arch relu or jumprelu.")
+                    f"«target_l0» adapts an L1/L0 penalty; {self.architecture} has none.",
+                    f"Set «k» for {self.architecture}, or use «architecture=relu» or jumprelu.")
             if self.target_l0 <= 0:
-                raise InvalidInputError("--target-l0 must be positive.", f"Got {self.target_l0}.")
+                raise InvalidInputError(f"«target_l0» must be positive, got {self.target_l0}.",
+                                        "Give the number of active latents to aim for.")
         if self.ghost_grads and self.architecture not in ("relu", "jumprelu"):
             raise InvalidInputError(f"Ghost gradients are for relu and jumprelu SAEs; "
-                                    f"{self.architecture} uses AuxK.", "Drop --ghost-grads.")
+                                    f"{self.architecture} uses AuxK.", "Turn «ghost_grads» off.")
 
     def dead_window(self) -> int:
         if self.dead_after_tokens is not None:
@@ -183,7 +184,7 @@ def check_sweep(configs: list[TrainConfig]) -> None:
         for f in fields(TrainConfig):
             if f.name in SHARED_FIELDS and getattr(cfg, f.name) != getattr(first, f.name):
                 raise InvalidInputError(
-                    f"SAEs trained together must share {f.name.replace('_', '-')} "
+                    f"SAEs trained together must share «{f.name}» "
                     f"({getattr(first, f.name)!r} vs {getattr(cfg, f.name)!r}).",
                     "Sweep only architecture, expansion, k, sparsity, optimizer and learning "
                     "rate; train other variations separately.")

@@ -69,7 +69,7 @@ def train_saes(ws: Workspace, runs: list[tuple[TrainConfig, str]], task: TaskSta
     setup = _prepare(ws, runs, ranks)
     with ExitStack() as stack:
         # rank 0 alone writes: its builds hold the locks and empty the partial folders of an
-        # --overwrite before any rank reads a checkpoint from them
+        # overwrite before any rank reads a checkpoint from them
         builds = [stack.enter_context(ws.build("sae", n, "train", asdict(c), overwrite,
                                                resumable=True)) if ranks.is_main else None
                   for c, n in runs]
@@ -104,7 +104,7 @@ def _prepare(ws: Workspace, runs: list[tuple[TrainConfig, str]], ranks: Ranks) -
             raise InvalidInputError(f"Activation set {cfg0.activations!r} has no hook point {k!r}.",
                                     f"It has: {', '.join(acts.keys)}.")
     if cfg0.batch_size % ranks.world:
-        raise InvalidInputError(f"--batch-size {cfg0.batch_size} does not split over "
+        raise InvalidInputError(f"«batch_size» {cfg0.batch_size} does not split over "
                                 f"{ranks.world} processes.",
                                 f"Use a multiple of {ranks.world}.")
     device = ranks.device(resolve_device(cfg0.device))
@@ -133,8 +133,8 @@ def _check_memory(configs: list[TrainConfig], d_in: int, device: torch.device) -
         raise ResourceError(
             f"Training {'these SAEs' if len(configs) > 1 else 'this SAE'} needs about "
             f"{human_bytes(need)} on {device.type}, but only {human_bytes(have)} is free.",
-            "Use a smaller --batch-size (with --grad-accumulation for the same tokens per "
-            "step) or --expansion, train fewer SAEs at once, or close other programs.")
+            "Use a smaller «batch_size» (with «grad_accumulation» for the same tokens per "
+            "step) or «expansion», train fewer SAEs at once, or close other programs.")
 
 
 class _Loop:
@@ -233,8 +233,8 @@ class _Loop:
         return ResourceError(
             f"Out of memory at step {self.step} with batches of {cfg0.batch_size:,} tokens on "
             f"{self.setup.device.type}; the run is saved at step {self.step}.",
-            f"Resume it with the same command plus --batch-size {half} --grad-accumulation "
-            f"{cfg0.grad_accumulation * 2} (the same tokens per step).")
+            f"Resume it with «batch_size={half}» and «grad_accumulation="
+            f"{cfg0.grad_accumulation * 2}» (the same tokens per step).")
 
     def _finish(self) -> None:
         """Evaluate each run on the held-out rows and put its files and manifest in its build."""

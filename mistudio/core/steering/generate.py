@@ -44,7 +44,7 @@ class GenerationConfig:
         if not (math.isfinite(self.temperature) and math.isfinite(self.top_p)) or \
                 self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise InvalidInputError("Sampling settings out of range.",
-                                    "Use --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0.")
+                                    "Use «temperature» >= 0, 0 < «top_p» <= 1, «top_k» >= 0.")
 
 
 class Side(NamedTuple):
@@ -117,7 +117,7 @@ def compare(loaded: LoadedModel, sites: dict[str, SiteSteer], prompt: str,
     task = task or silent_task()
     tok = loaded.tokenizer
     if not prompt.strip():
-        raise InvalidInputError("The prompt is empty.", "Type a prompt (--prompt TEXT).")
+        raise InvalidInputError("The prompt is empty.", "Type a prompt («prompt=TEXT»).")
     prompt_ids = tok(prompt, return_tensors="pt", add_special_tokens=True)["input_ids"]
     n_prompt = prompt_ids.shape[1]
     limit = loaded.info.max_context

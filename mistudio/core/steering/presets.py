@@ -36,7 +36,7 @@ def save_preset(ws: Workspace, name: str, spec: SteeringSpec, note: str = "",
     if path.exists():
         if not overwrite:
             raise InvalidInputError(f"A preset named {name!r} exists.",
-                                    "Choose another name, or pass --overwrite.")
+                                    "Choose another name, or allow «overwrite».")
         old = load_preset_data(ws, name)
     data = {"name": name, "spec": spec.to_dict(), "note": note,
             "created": old.get("created", time.time()), "updated": time.time(),
@@ -58,7 +58,7 @@ def load_preset_data(ws: Workspace, name: str) -> dict[str, Any]:
     path = _path(ws, name)
     if not path.exists():
         raise NotFoundError(f"No steering preset named {name!r}.",
-                            "See `mistudio presets list`.")
+                            "«do:list_presets».")
     return read_json(path, f"preset {name!r}", "Save it again, or delete it.")
 
 
@@ -84,14 +84,14 @@ def list_presets(ws: Workspace) -> list[dict[str, Any]]:
 def delete_preset(ws: Workspace, name: str) -> None:
     path = _path(ws, name)
     if not path.exists():
-        raise NotFoundError(f"No steering preset named {name!r}.", "See `mistudio presets list`.")
+        raise NotFoundError(f"No steering preset named {name!r}.", "«do:list_presets».")
     path.unlink()
 
 
 def export_preset(ws: Workspace, name: str, out: Path) -> Path:
     src = _path(ws, name)
     if not src.exists():
-        raise NotFoundError(f"No steering preset named {name!r}.", "See `mistudio presets list`.")
+        raise NotFoundError(f"No steering preset named {name!r}.", "«do:list_presets».")
     out = out.expanduser()
     if out.is_dir():
         out = out / src.name

@@ -40,9 +40,9 @@ class SteeringSpec:
 
     def __post_init__(self) -> None:
         if not self.saes:
-            raise InvalidInputError("No SAE chosen to steer with.", "Pass --sae NAME.")
+            raise InvalidInputError("No SAE chosen to steer with.", "Choose one («sae=NAME»).")
         if not self.interventions:
-            raise InvalidInputError("No feature to steer.", "Pass --feature INDEX=COEFFICIENT.")
+            raise InvalidInputError("No feature to steer.", "Add one («feature=INDEX=COEFFICIENT»).")
         if not math.isfinite(self.strength):
             raise InvalidInputError(f"The steering strength is {self.strength}, not a number.",
                                     "Give a finite number (1 = the coefficients as they are).")
@@ -113,7 +113,7 @@ class Steerer:
             name = iv.sae or spec.saes[0]
             if name not in self.saes:
                 raise InvalidInputError(f"Feature {iv.feature} names SAE {name!r}, which is not "
-                                        "loaded.", f"Add --sae {name}.")
+                                        "loaded.", f"Add «sae={name}».")
             by_sae.setdefault(name, []).append(self._scaled(iv, name))
         sites: dict[str, SiteSteer] = {}
         for name, items in by_sae.items():  # SAEs without interventions are only watched

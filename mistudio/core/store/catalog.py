@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL
 );
 """
-REBUILD_FIX = "Run `mistudio catalog rebuild` to re-index the workspace from its manifests."
+REBUILD_FIX = "«do:rebuild_catalog» to re-index the workspace from its manifests."
 
 
 class Artifact(NamedTuple):
@@ -173,7 +173,7 @@ class Catalog:
             known = ", ".join(a.name for a in self.list(kind)) or "none yet"
             raise NotFoundError(
                 f"There is no {kind} named {name!r} in this workspace (known: {known}).",
-                f"Check the name with `mistudio {_list_command(kind)}`.",
+                f"Check the name («do:list_artifacts={kind}»).",
             )
         return self._artifact(row)
 
@@ -285,11 +285,6 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _list_command(kind: str) -> str:
-    return {"dataset": "datasets list", "model": "models list", "tokenized": "tokenized list",
-            "activations": "activations list", "sae": "saes list"}.get(kind, f"{kind} list")
 
 
 class Reindexed(NamedTuple):

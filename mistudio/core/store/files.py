@@ -91,10 +91,10 @@ def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except FileNotFoundError as err:  # the folder went away outside miStudio: re-index, never
-        # suggest rebuilding it (--overwrite would replace whatever is left of it)
+        # suggest making it again (that would replace whatever is left of it)
         raise CorruptedError(f"The {what} is missing its manifest ({path}); its folder was "
                              "moved, renamed or deleted outside miStudio.",
-                             "Run `mistudio catalog rebuild` to re-index the workspace.") from err
+                             "«do:rebuild_catalog» to re-index the workspace.") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptedError(f"The {what} manifest {path} is corrupted ({err}).", fix) from err
     if not isinstance(data, dict):
@@ -105,8 +105,8 @@ def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
 def read_manifest(folder: Path, what: str, fix: str | None = None) -> Any:
     """The typed manifest (:mod:`mistudio.core.store.manifests`) in ``folder``."""
     return manifest_of(read_json(folder / "manifest.json", what, fix or
-                                 "Make it again with --overwrite, or run `mistudio catalog "
-                                 "rebuild` if its folder was changed by hand."))
+                                 "Make it again («overwrite»), or «do:rebuild_catalog» if its "
+                                 "folder was changed by hand."))
 
 
 def human_bytes(n: float) -> str:

@@ -20,7 +20,6 @@ from mistudio.core.runtime.errors import (
     InvalidInputError,
     ResourceError,
 )
-from mistudio.core.store import lifecycle
 from mistudio.core.store.catalog import Catalog
 from mistudio.core.store.files import human_bytes, read_manifest
 from mistudio.core.store.layout import (
@@ -29,6 +28,7 @@ from mistudio.core.store.layout import (
     default_workspace_path,
     validate_name,
 )
+from mistudio.core.store.lifecycle import Build, filling
 from mistudio.core.store.locks import BusyError, writer_lock
 from mistudio.core.store.manifests import Manifest
 
@@ -44,7 +44,7 @@ class Workspace:
         except OSError as err:
             raise InvalidInputError(
                 f"Cannot create the workspace at {self.root}: {err.strerror}.",
-                "Choose a writable folder with --workspace or MISTUDIO_HOME.",
+                "«do:choose_workspace» («workspace»).",
             ) from err
         self._catalog: Catalog | None = None
 
@@ -89,13 +89,23 @@ class Workspace:
                          path or self.artifact_path(manifest.kind, manifest.name),
                          manifest.status, manifest.config, manifest.provenance, manifest.summary)
 
+    @contextmanager
     def build(self, kind: str, name: str, job: str, params: dict[str, Any],
               overwrite: bool = False, resumable: bool = False,
-              fresh: bool | None = None) -> Any:
+              fresh: bool | None = None) -> Iterator[Build]:
         """Make an artifact through the one lifecycle (:mod:`mistudio.core.store.lifecycle`):
-        lock, refusal of an existing folder, job record, partial folder, manifest, swap and
-        catalog row. A context yielding a :class:`~mistudio.core.store.lifecycle.Build`."""
-        return lifecycle.build(self, kind, name, job, params, overwrite, resumable, fresh)
+        name check, refusal of an existing folder unless ``overwrite``, writer lock, job record
+        (``job`` with its ``params``), partial folder (emptied first when ``fresh``; default:
+        not resumable, or overwrite), manifest, swap and catalog row. Yields the
+        :class:`~mistudio.core.store.lifecycle.Build` the producer fills."""
+        validate_name(name, f"{kind.capitalize()} name")
+        self.refuse_existing(kind, name, overwrite)
+        with self.writer(kind, name, job), self.job(job, name, params) as job_id:
+            b = Build(self.catalog, kind, name, self.partial_path(kind, name),
+                      self.artifact_path(kind, name), job_id, resumable)
+            with filling(b, fresh if fresh is not None else (not resumable or overwrite)):
+                yield b
+            self.register(b.manifest)  # type: ignore[arg-type]
 
     def manifest(self, kind: str, name: str) -> Any:
         """The typed manifest of a registered artifact (``SAEManifest``, ...), read from its
@@ -111,7 +121,7 @@ class Workspace:
         if folder.parent != (self.root / ARTIFACT_DIRS[kind]).resolve():
             raise CorruptedError(f"The catalog row of {kind} {name!r} points outside this "
                                  f"workspace ({art.path}); nothing was deleted.",
-                                 "Run `mistudio catalog rebuild`.")
+                                 "«do:rebuild_catalog».")
         with self.writer(kind, name, "remove"):
             shutil.rmtree(folder, ignore_errors=True)
             shutil.rmtree(self.partial_path(kind, name), ignore_errors=True)
@@ -132,12 +142,12 @@ class Workspace:
                 "model": "A model"}.get(kind, kind)
         if self.catalog.find(kind, name) is not None:
             raise InvalidInputError(f"{what} named {name!r} already exists.",
-                                    "Choose another name, or pass --overwrite to replace it.")
+                                    "Choose another name, or replace it («overwrite»).")
         raise InvalidInputError(
             f"{what} folder named {name!r} is already on disk ({final}), though the catalog "
             "does not list it (its manifest may be damaged).",
-            "Choose another name; `mistudio catalog rebuild` says why it is not listed; "
-            "--overwrite replaces it.")
+            "Choose another name; «do:rebuild_catalog» says why it is not listed; "
+            "«overwrite» replaces it.")
 
     @contextmanager
     def job(self, kind: str, target: str, params: dict[str, Any]) -> Iterator[int]:
@@ -163,7 +173,7 @@ class Workspace:
             raise ResourceError(
                 f"Not enough disk space for {what}: needs about {human_bytes(needed)}, "
                 f"{human_bytes(free)} free under {self.root}.",
-                "Free some space, lower --max-tokens, or use another --workspace.",
+                "Free some space, lower «max_tokens», or use another «workspace».",
             )
 
 

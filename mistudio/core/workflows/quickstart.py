@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from mistudio.core.activations.store import open_activations
 from mistudio.core.data.datasets import ensure_builtin_dataset
 from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
 from mistudio.core.models.registry import ensure_embedded_model, model_info
+from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import SubTask, TaskState, silent_task
 from mistudio.core.store.files import read_json, write_json_atomic
 from mistudio.core.store.workspace import Workspace
@@ -41,17 +42,54 @@ STAGES = (("Add the built-in corpus and the embedded model", 0.0),
 """The stages and the fraction of the job's progress at which each starts (a UI shows them)."""
 
 
-def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int | None = None,
-                   context_length: int = 128, device: str = "auto",
-                   train_steps: int | Callable[[str, int, str], int] = 400,
-                   batch_size: int = 2048, label_top: int = 300, model: str | None = None,
-                   dataset: str | None = None, analyze_tokens: int = 100_000) -> QuickstartResult:
+@dataclass(frozen=True)
+class QuickstartConfig:
+    """The quick start's settings: the embedded model and corpus at their defaults."""
+
+    max_tokens: int | None = None
+    """Tokens to extract (default: the whole corpus)."""
+    context_length: int = 128
+    """Tokens per sequence."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N or mps."""
+    train_steps: int = 400
+    """Optimiser steps of the SAE's training."""
+    batch_size: int = 2048
+    """Tokens per training step."""
+    label_top: int = 300
+    """Features to label with the pattern explainer (the most frequent ones)."""
+    analyze_tokens: int = 100_000
+    """Tokens the analysis runs the SAE over."""
+    model: str | None = None
+    """A registered model instead of the embedded one (the tests use tiny ones)."""
+    dataset: str | None = None
+    """A dataset instead of the built-in corpus."""
+
+    def __post_init__(self) -> None:
+        for name in ("context_length", "train_steps", "batch_size", "label_top",
+                     "analyze_tokens"):
+            if getattr(self, name) <= 0:
+                raise InvalidInputError(f"«{name}» must be positive, got {getattr(self, name)}.",
+                                        "Leave it at its default, or give a larger number.")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise InvalidInputError(f"«max_tokens» must be positive, got {self.max_tokens}.",
+                                    "Leave it empty to use the whole corpus.")
+
+
+def run_quickstart(ws: Workspace, cfg: QuickstartConfig | None = None,
+                   task: TaskState | None = None,
+                   size_training: Callable[[str, int, str], int] | None = None,
+                   ) -> QuickstartResult:
     """Built-in corpus -> embedded model -> tokenize -> extract a middle layer -> train a TopK
     SAE with the defaults and evaluate it -> analyse its features and label the most frequent
     ``label_top`` with the pattern explainer -> steer with the best. Steps already done with
-    the same settings are reused. ``model`` and ``dataset`` name registered ones instead of the
-    embedded defaults (the tests use tiny ones). ``train_steps`` may be a function of the
-    activation set, batch size and device (lesson mode times a warm-up once they exist)."""
+    the same settings are reused. ``size_training``, given the activation set, batch size and
+    device, returns the training steps to use instead of ``train_steps`` (lesson mode times a
+    warm-up once the activations exist)."""
+    cfg = cfg or QuickstartConfig()
+    max_tokens, context_length, device = cfg.max_tokens, cfg.context_length, cfg.device
+    batch_size, label_top, analyze_tokens = cfg.batch_size, cfg.label_top, cfg.analyze_tokens
+    model, dataset = cfg.model, cfg.dataset
     task = task or silent_task()
     t0 = time.perf_counter()
     task.set_status("Registering the embedded model")
@@ -65,8 +103,8 @@ def run_quickstart(ws: Workspace, task: TaskState | None = None, max_tokens: int
     acts = _extract_stage(ws, ExtractConfig(model, tok.name, (layer,), ("resid_post",),
                                             context_length, max_tokens=max_tokens,
                                             device=device), SubTask(task, 0.15, 0.5))
-    if callable(train_steps):
-        train_steps = train_steps(QUICKSTART_NAME, batch_size, device)
+    train_steps = (size_training(QUICKSTART_NAME, batch_size, device) if size_training
+                   else cfg.train_steps)
     sae = _train_stage(ws, train_steps, batch_size, device, SubTask(task, 0.5, 0.85))
     features = _feature_stage(ws, label_top, analyze_tokens, SubTask(task, 0.85, 0.95))
     steer = _steer_stage(ws, features, device, SubTask(task, 0.95, 1.0))

@@ -1,4 +1,4 @@
-"""``mistudio --self-test``: proof that an installation (or a PyInstaller bundle) works offline.
+"""The self-test: proof that an installation (or a PyInstaller bundle) works offline.
 
 In a temporary workspace it registers the embedded model, reads the built-in corpus, and runs a
 tiny version of every core step: tokenize, extract a middle layer, train a TopK SAE and evaluate
@@ -80,7 +80,7 @@ def _run(ws: Workspace, task: TaskState) -> dict[str, Any]:
             str(ws.root), "sae", 2, "cpu", task=t))
         steps["evaluate"].update(kl_div=round(evaluation.kl_div, 3))
         step("analyze", 0.87, 0.92, lambda t: analyze(ws, AnalyzeConfig(
-            "sae", tokens=SELFTEST_TOKENS, top_k=5), "sae", t))
+            "sae", tokens=SELFTEST_TOKENS, top_contexts=5), "sae", t))
         labels = step("label", 0.92, 0.96, lambda t: label_features(
             ws, "sae", LabelConfig(top=10), t))
         steps["label"].update(labelled=labels.labelled_now)
