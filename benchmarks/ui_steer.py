@@ -89,14 +89,15 @@ def measure_steering(win: Any, ws: Workspace, sae: str, tokens: int = 40,
 
 
 def open_window(root: str) -> Any:
-    """The main window on ``root`` at 1280x720, once its start-up warm-up has finished."""
+    """The main window on ``root`` at 1280x720, shown and settled."""
     app = QApplication.instance() or QApplication([])
     from mistudio.gui.main_window import MainWindow
 
     win = MainWindow(root, monitor_interval=0.5)
     win.resize(1280, 720)
     win.show()
-    while win.warmup.running:
+    end = time.perf_counter() + 0.5
+    while time.perf_counter() < end:
         app.processEvents()
         time.sleep(0.01)
     return win

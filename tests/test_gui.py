@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,8 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from mistudio.core.runtime.errors import InvalidInputError
-from mistudio.core.runtime.tasks import check_cancelled
 from mistudio.core.sae.checkpoints import read_metrics
 from mistudio.core.store.workspace import Workspace
-from mistudio.gui.worker import JobRunner
 
 SHOTS = Path(__file__).parent / "screenshots"  # git-ignored; look at them
 
@@ -30,41 +26,46 @@ def fresh_settings() -> None:
     settings().clear()
 
 
-def test_worker_throttles_reports_and_cancels(qtbot: QtBot) -> None:
-    runner = JobRunner()
+STUBS = {"count": ("job_stubs:count", "thread"), "slow": ("job_stubs:until_cancelled", "process"),
+         "bad": ("job_stubs:bad", "thread"), "where": ("job_stubs:where", "process")}
+
+
+def stub_kinds() -> dict[str, Any]:
+    from mistudio.core.jobs.kinds import JobKind, Placement
+
+    return {name: JobKind(name, fn, Placement(place), name) for name, (fn, place) in STUBS.items()}
+
+
+def test_runner_throttles_reports_cancels_and_words_errors(qtbot: QtBot, tmp_path: Path) -> None:
+    from mistudio.gui.jobs import AppJobs
+
+    jobs = AppJobs(tmp_path / "ws", kinds=stub_kinds())
+    runner = jobs.runner("test")
     batches: list[list] = []
     progress: list[float] = []
     runner.partial.connect(batches.append)
     runner.progress.connect(progress.append)
-
-    def job(task: Any) -> str:
-        for i in range(20_000):  # far more reports than a UI could draw
-            task.set_progress(i / 20_000)
-            task.emit_partial(i)
-        return "done"
-
     with qtbot.waitSignal(runner.finished, timeout=10_000) as done:
-        assert runner.start("count", job)
+        assert runner.start("count", 20_000)
     assert done.args == ["done"]
     assert [x for b in batches for x in b] == list(range(20_000))  # nothing lost, in order
     assert len(batches) < 200 and len(progress) < 200  # delivered in a few batches
-
-    def slow(task: Any) -> None:
-        while True:
-            check_cancelled(task)
-            time.sleep(0.01)
-
-    with qtbot.waitSignal(runner.cancelled, timeout=10_000):
-        runner.start("slow", slow)
-        QTimer.singleShot(100, runner.cancel)
-
-    def bad(task: Any) -> None:
-        raise InvalidInputError("The thing is wrong.", "Do the other thing.")
-
+    with qtbot.waitSignal(runner.cancelled, timeout=20_000):
+        runner.start("slow")
+        qtbot.waitUntil(lambda: runner.running and jobs.active == [runner])
+        QTimer.singleShot(300, runner.cancel)
+    assert jobs.active == []
     with qtbot.waitSignal(runner.failed, timeout=10_000) as failed:
-        runner.start("bad", bad)
-    assert failed.args[0] == "The thing is wrong. Do the other thing."
+        runner.start("bad")
+    assert failed.args[0] == ("The thing is wrong. Use Batch (tokens) under Training > Advanced "
+                              "set to 1024.")  # the app's words, not the command line's
     assert "Traceback" in failed.args[1]
+    with qtbot.waitSignal(runner.finished, timeout=20_000) as done:
+        runner.start("where")
+    import os
+
+    assert done.args[0] != os.getpid()  # a process job ran in a child
+    assert jobs.shutdown() == []
 
 
 def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws: Workspace) -> None:
@@ -75,7 +76,6 @@ def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws:
     win = MainWindow(str(acts_ws.root), monitor_interval=0.2)
     qtbot.addWidget(win)
     win.show()
-    qtbot.waitUntil(lambda: not win.warmup.running, timeout=60_000)  # as a user would
     panel = win.training
     win.show_panel(panel)
     panel.refresh()
@@ -90,7 +90,7 @@ def test_training_from_the_panel_feeds_the_dashboard_live(qtbot: QtBot, acts_ws:
     seen_while_running: list[int] = []
     panel.runner.partial.connect(lambda rows: seen_while_running.append(len(rows))
                                  if panel.runner.running else None)
-    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+    with qtbot.waitSignal(panel.runFinished, timeout=180_000):
         panel.start_btn.click()
         assert not panel.start_btn.isEnabled() and win.cancel_button.isVisible()
     # the dashboard was fed while the job ran (how smoothly: benchmarks/ui.py, not a test)
@@ -154,7 +154,7 @@ def test_cancel_and_resume_from_the_panel(qtbot: QtBot, acts_ws: Workspace) -> N
         win.cancel_button.click()
     assert "Cancelled" in panel.result.text()
     assert acts_ws.catalog.get("sae", "resumable").status == "partial"
-    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+    with qtbot.waitSignal(panel.runFinished, timeout=180_000):
         panel.start_btn.click()
     assert acts_ws.catalog.get("sae", "resumable").summary.steps == 400
 
@@ -290,7 +290,6 @@ def test_selections_presentation_mode_and_cli_changes_show(qtbot: QtBot, acts_ws
     assert QApplication.font().pointSizeF() == pytest.approx(size * 1.6)
     win.set_presentation(False)
     assert QApplication.font().pointSizeF() == pytest.approx(size)
-    qtbot.waitUntil(lambda: not win.warmup.running, timeout=60_000)
     win.close()
     again = MainWindow(str(acts_ws.root))
     qtbot.addWidget(again)
@@ -358,7 +357,7 @@ def test_settings_menus_choose_device_and_dtype(qtbot: QtBot, toy_ws: Workspace)
     assert win.online_label.text() == ""
     with qtbot.waitSignal(win.doctor_runner.finished, timeout=60_000) as report:
         win.doctor()
-    assert "torch" in report.args[0].lower() or "device" in report.args[0].lower()
+    assert "torch" in report.args[0] or "device" in report.args[0]
 
 
 def test_high_dpi_scale_renders_at_twice_the_pixels(tmp_path: Path) -> None:

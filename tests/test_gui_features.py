@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,9 @@ def test_steering_tab_streams_two_different_continuations(qtbot: QtBot,
     assert panel.steered.colors[i] is not None and panel.plain.colors[i] is not None
     assert len(panel.kl_bars.opts["height"]) == len(r.kl_per_position)
     assert "gained probability" in panel._steered_tip(i)
-    child = panel.service._child.pid  # generation runs in a child process that stays loaded
+    services = win.jobs.center.services
+    child = services.processes()  # generation runs in the model's service, which stays loaded
+    assert len(child) == 1 and os.getpid() not in child.values()
     _shot(win, "steering-light")
     panel.save_preset("strong")
     panel.rate("steered")
@@ -192,7 +195,7 @@ def test_steering_tab_streams_two_different_continuations(qtbot: QtBot,
     with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
         panel.generate()
     assert panel.result.plain.token_ids == panel.result.steered.token_ids
-    assert panel.service._child.pid == child and panel.metrics.text().startswith("Diverges")
+    assert services.processes() == child and panel.metrics.text().startswith("Diverges")
     panel.clear_features()
     panel.preset.setCurrentText("strong")
     panel.load_preset()
@@ -203,7 +206,7 @@ def test_steering_tab_streams_two_different_continuations(qtbot: QtBot,
     assert not panel.runner.running and panel.steered.tokens == shown
     assert "Type a prompt" in panel.metrics.text() and panel.go.text() == "Generate"
     win.close()
-    assert not panel.service.alive  # closing the window ends the generation process
+    assert services.processes() == {}  # closing the window ends the model's service
 
 
 def test_presentation_mode_is_readable_at_1280x720(qtbot: QtBot, analysed: Workspace) -> None:
@@ -346,4 +349,4 @@ def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace
     lesson.pages.setCurrentIndex(1)
     lesson.grab().save(str(SHOTS / "lesson-features.png"))
     win.close()
-    assert not lesson.service.alive
+    assert win.jobs.center.services.processes() == {}  # the lesson steered in the shared one

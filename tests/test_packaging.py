@@ -83,7 +83,7 @@ def test_qt_modules_left_out_of_the_bundle_are_never_imported(tmp_path: Path) ->
     assert "PySide6.QtWebEngineCore" in excluded and "PySide6.QtQml" in excluded
     code = ("import sys; from PySide6.QtWidgets import QApplication; app = QApplication([]); "
             "from mistudio.gui.app import smoke_window; smoke_window(); "
-            "import mistudio.cli, mistudio.core.workflows.selftest; "
+            "import mistudio.cli, mistudio.core.jobs.selftest; "
             "print('\\n'.join(m for m in sys.modules if m.startswith('PySide6.')))")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

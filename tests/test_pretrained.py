@@ -180,8 +180,8 @@ def test_pull_from_the_cache_offline(pythia_ws: tuple[Workspace, Path, torch.nn.
 
 
 def test_pull_refuses_without_the_model(ws: Workspace) -> None:
-    with pytest.raises(InvalidInputError, match="trained on google/gemma-2-2b.*models add "
-                       "gemma-2-2b --source hf:google/gemma-2-2b --online"):
+    with pytest.raises(InvalidInputError, match=r"trained on google/gemma-2-2b.*Register the "
+                       r"model first \(source hf:google/gemma-2-2b, online"):
         pull_sae(ws, "gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82")
     assert match_model(ws, "google/gemma-2-2b") is None
 

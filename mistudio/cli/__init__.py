@@ -75,7 +75,7 @@ def self_test(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from mistudio.core.workflows.selftest import self_test as core_self_test
+    from mistudio.core.jobs.selftest import self_test as core_self_test
 
     try:
         with cli_task(args) as task:

@@ -1,8 +1,8 @@
 """The desktop app (PySide6 widgets, pyqtgraph plots) over the core library.
 
-Nothing here holds interpretability logic: every operation is a core function run through
-:class:`mistudio.gui.worker.JobRunner`. Import PySide6 before pyqtgraph (pyqtgraph picks the Qt
-binding that is already loaded).
+Nothing here holds interpretability logic: every operation is a core job run through the
+window's job center (:mod:`mistudio.gui.jobs` over :mod:`mistudio.core.jobs`). Import PySide6
+before pyqtgraph (pyqtgraph picks the Qt binding that is already loaded).
 """
 
 from __future__ import annotations

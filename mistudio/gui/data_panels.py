@@ -1,8 +1,7 @@
 """The Datasets panel, and the base of the artifact panels: what the workspace holds, and the
 jobs that add to it.
 
-Every job runs through the panel's :class:`JobRunner` with its own ``Workspace`` handle on the
-worker thread (SQLite connections are per thread).
+Every job runs through the panel's runner of the window's job center (:mod:`.jobs`).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, refill_combo, show_error
-from mistudio.gui.worker import JobRunner, in_worker
+from mistudio.gui.jobs import AppJobs
 
 
 class ArtifactPanel(QWidget):
@@ -40,10 +39,12 @@ class ArtifactPanel(QWidget):
     kind = ""
     headers: tuple[str, ...] = ()
 
-    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+    def __init__(self, ws: Workspace, jobs: AppJobs | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ws = ws
-        self.runner = JobRunner(self)
+        self.jobs = jobs or AppJobs(ws.root, self)
+        self.runner = self.jobs.runner(self.kind, self)
         self.runner.failed.connect(lambda m, d: show_error(self, m, d))
         self.runner.finished.connect(lambda _: self.refresh())
         self.runner.cancelled.connect(self.refresh)
@@ -96,8 +97,9 @@ class DatasetsPanel(ArtifactPanel):
     kind = "dataset"
     headers = ("Name", "Source", "Documents", "Characters", "Status")
 
-    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(ws, parent)
+    def __init__(self, ws: Workspace, jobs: AppJobs | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(ws, jobs, parent)
         add = QGroupBox("Add a dataset")
         a = QVBoxLayout(add)
         builtin = QPushButton("Built-in corpus (Python docs)")
@@ -140,7 +142,7 @@ class DatasetsPanel(ArtifactPanel):
                              "documentation, in every Python: no download), or add your own "
                              "text with the buttons on the right.", "Add the built-in corpus",
                              self.add_builtin)
-        self.preview = TokenizedPreview(ws)
+        self.preview = TokenizedPreview(ws, self.jobs)
         self.main.addWidget(self.preview)
         self.main.setStretchFactor(1, 2)
         self.refresh()
@@ -160,13 +162,10 @@ class DatasetsPanel(ArtifactPanel):
         return self.model.rows[idx[0].row()][0] if idx else None
 
     def add_builtin(self) -> None:
-        from mistudio.core.data.datasets import ensure_builtin_dataset
-
-        self.runner.start("Adding the built-in corpus",
-                          in_worker(self.ws, lambda ws, t: ensure_builtin_dataset(ws, "pydoc", t)))
+        self.runner.start("add_builtin_dataset", "pydoc")
 
     def add_files(self, folder: bool = False, path: str | None = None) -> None:
-        from mistudio.core.data.datasets import DatasetConfig, add_dataset
+        from mistudio.core.data.datasets import DatasetConfig
 
         if path is None:
             path = (QFileDialog.getExistingDirectory(self, "Folder of documents")
@@ -177,25 +176,22 @@ class DatasetsPanel(ArtifactPanel):
             return
         name = Path(path).stem.replace(" ", "-")
         cfg = DatasetConfig(path, max_samples=self.max_samples.value() or None)
-        self.runner.start(f"Adding {name}", in_worker(
-            self.ws, lambda ws, t: add_dataset(ws, name, cfg, task=t)))
+        self.runner.start("add_dataset", name, cfg, title=f"Adding {name}")
 
     def add_with_dialog(self, dialog: Any = None) -> None:
         """The Add-dataset dialog (hub, saved datasets, text-column choice); ``dialog``:
         an already accepted one (tests)."""
-        from mistudio.core.data.datasets import add_dataset
         from mistudio.gui.dataset_dialog import AddDatasetDialog
 
         if dialog is None:
-            dialog = AddDatasetDialog(self)
+            dialog = AddDatasetDialog(self, self.jobs)
             if not dialog.exec():
                 return
         name, cfg = dialog.name.text().strip(), dialog.config()
-        self.runner.start(f"Adding {name}", in_worker(
-            self.ws, lambda ws, t: add_dataset(ws, name, cfg, task=t)))
+        self.runner.start("add_dataset", name, cfg, title=f"Adding {name}")
 
     def tokenize(self) -> None:
-        from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
+        from mistudio.core.data.tokenization import TokenizeConfig
 
         ds, model = self.selected(), self.tok_model.currentText()
         if not ds or not model:
@@ -203,15 +199,14 @@ class DatasetsPanel(ArtifactPanel):
             return
         cfg = TokenizeConfig(ds, model, self.ctx.value(),
                              prepend_bos="auto" if self.bos.isChecked() else "no")
-        self.runner.start(f"Tokenizing {ds}", in_worker(
-            self.ws, lambda ws, t: tokenize_dataset(ws, cfg, task=t)))
+        self.runner.start("tokenize", cfg, title=f"Tokenizing {ds}")
 
 
 class TokenizedPreview(QWidget):
     """A tokenized set's first sequences with token boundaries visible (alternating
     backgrounds, the id on hover), its document-length histogram and its top tokens."""
 
-    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+    def __init__(self, ws: Workspace, jobs: AppJobs, parent: QWidget | None = None) -> None:
         import pyqtgraph as pg
 
         super().__init__(parent)
@@ -238,7 +233,7 @@ class TokenizedPreview(QWidget):
             plot.getAxis("left").setWidth(48)
         layout.addWidget(charts, 2)
         self._shown = ""
-        self.runner = JobRunner(self)
+        self.runner = jobs.runner("tokenized preview", self)
         self.runner.finished.connect(self._show)
         self.runner.failed.connect(lambda m, d: show_error(self, m, d))
 
@@ -255,20 +250,19 @@ class TokenizedPreview(QWidget):
                 self.show_set(self.choice.currentText())
 
     def show_set(self, name: str) -> None:
-        """Load (in a worker: a tokenizer can take seconds the first time) and show a set."""
+        """Load (in a child process: a tokenizer can take seconds) and show a set."""
         if not name or self.runner.running:
             return
-        root = self.ws.root
         self._shown = name
-        self.runner.start(f"Reading {name}", lambda task: _tokenized_preview(root, name))
+        self.runner.start("preview_tokenized", name, title=f"Reading {name}")
 
-    def _show(self, result: dict[str, Any]) -> None:
+    def _show(self, result: Any) -> None:
         import numpy as np
         import pyqtgraph as pg
 
-        self.text.setHtml(result["html"])
-        self.policy.setText(result["policy"])
-        stats = result["stats"]
+        self.text.setHtml(result.html)
+        self.policy.setText(result.policy)
+        stats = result.stats
         h = stats.doc_length_histogram
         self.lengths.clear()
         self.top.clear()
@@ -291,35 +285,3 @@ class TokenizedPreview(QWidget):
         text = url.toString()
         if text.startswith("tok:"):
             QToolTip.showText(QCursor.pos(), f"token id {text[4:]}", self.text)
-
-
-def _tokenized_preview(root: Path, name: str) -> dict[str, Any]:
-    """HTML of a tokenized set's first sequences, one hoverable span per token, and its stats."""
-    import html
-
-    from mistudio.core.data.tokenization import open_tokenized
-    from mistudio.core.models.registry import load_tokenizer
-
-    ws = Workspace(root)
-    try:
-        tokens = open_tokenized(ws, name)
-        tok = load_tokenizer(ws, tokens.manifest.config["model"])
-        ids, mask = tokens.slice(0, min(3, tokens.n_sequences))
-        parts = []
-        for row, m in zip(ids, mask, strict=True):
-            for i, t in enumerate(row[m.astype(bool)][:160]):
-                shade = "#f3d9d9" if i % 2 else "#d9e6f3"
-                text = html.escape(tok.decode([int(t)])).replace("\n", "⏎")
-                parts.append(f'<a href="tok:{int(t)}" style="background:{shade};color:#111;'
-                             f'text-decoration:none">{text}</a>')
-            parts.append("<br><br>")
-        prov = tokens.manifest.provenance
-        policy = (f"Every sequence starts with BOS ({prov.bos_token or prov.bos_token_id})"
-                  f", where the attention sink sits; extraction leaves it out."
-                  if prov.bos_token_id is not None else
-                  "No BOS first: the text's first tokens take the attention sink (extraction "
-                  "flags their huge norms and training leaves them out).")
-        return {"html": "".join(parts), "stats": tokens.manifest.stats,
-                "policy": policy}
-    finally:
-        ws.close()

@@ -24,12 +24,13 @@ from PySide6.QtWidgets import (
 )
 
 from mistudio.gui.common import RowsModel, show_error
-from mistudio.gui.worker import JobRunner
+from mistudio.gui.jobs import AppJobs
 
 
 class AddDatasetDialog(QDialog):
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget, jobs: AppJobs | None = None) -> None:
         super().__init__(parent)
+        jobs = jobs or parent.jobs  # type: ignore[attr-defined]
         self.setWindowTitle("Add a dataset")
         self.resize(760, 520)
         layout = QVBoxLayout(self)
@@ -70,7 +71,7 @@ class AddDatasetDialog(QDialog):
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
-        self.runner = JobRunner(self)
+        self.runner = jobs.runner("dataset preview", self)
         self.runner.finished.connect(self._previewed)
         self.runner.failed.connect(lambda m, d: show_error(self, m, d))
 
@@ -90,7 +91,7 @@ class AddDatasetDialog(QDialog):
                              max_samples=self.max_samples.value() or None)
 
     def preview(self) -> None:
-        from mistudio.core.data.sources import DatasetConfig, preview_source
+        from mistudio.core.data.sources import DatasetConfig
 
         src = self.source.text().strip()
         if not src:
@@ -101,7 +102,7 @@ class AddDatasetDialog(QDialog):
         cfg = DatasetConfig(src, split=self.split.text().strip() or "train",
                             hf_config=self.hf_config.text().strip() or None)
         self.info.setText("Reading...")
-        self.runner.start("Previewing", lambda task: preview_source(cfg))
+        self.runner.start("preview_source", cfg)
 
     def _previewed(self, result: tuple[dict[str, str], list[dict[str, Any]]]) -> None:
         columns, rows = result

@@ -3,8 +3,9 @@ correlation heatmap and "Analyze this text".
 
 The table and the detail read the analysis folder directly (numpy, memory maps: milliseconds).
 Everything that loads a model or runs a long computation (describing features, ablation, the
-map, probing a text) runs as one job at a time in the panel's worker; loading a tokenizer for
-the token texts has its own small worker so that switching analyses never waits on a long job.
+map, probing a text) runs as one job at a time through the panel's runner of the window's job
+center; reading the token texts has its own small runner so that switching analyses never
+waits on a long job.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QEvent, QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,14 +30,13 @@ from PySide6.QtWidgets import (
 from mistudio.core.features.examples import FeatureReader, TokenText
 from mistudio.core.features.store import FeatureStore, Label
 from mistudio.core.runtime.errors import MiStudioError
-from mistudio.core.runtime.processes import ChildService
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.analyse_bar import AnalyseBar, EmptyFeatures
 from mistudio.gui.common import show_error
 from mistudio.gui.feature_detail import FeatureDetail
 from mistudio.gui.feature_table import COLUMNS, FeatureTableModel, FilterBar
 from mistudio.gui.feature_views import CorrelationView, MapView, TextProbeView
-from mistudio.gui.worker import JobRunner, in_worker
+from mistudio.gui.jobs import AppJobs
 
 
 class FeaturesPanel(QWidget):
@@ -46,26 +45,27 @@ class FeaturesPanel(QWidget):
     quickStartRequested = Signal()
     trainRequested = Signal()
 
-    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+    def __init__(self, ws: Workspace, jobs: AppJobs | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ws = ws
         self.device = "auto"
-        self.runner = JobRunner(self)
+        self.jobs = jobs or AppJobs(ws.root, self)
+        self.runner = self.jobs.runner("features", self)
         self.runner.finished.connect(self._job_done)
         self.runner.failed.connect(lambda m, d: show_error(self, m, d))
-        self.loader = JobRunner(self)
+        self.loader = self.jobs.runner("token texts", self)
         self.loader.finished.connect(self._tokenizer_ready)
         self.loader.failed.connect(lambda m, d: show_error(self, m, d))
         self.loader.running_changed.connect(self._loader_running)
         self._reopen = ""
         self.analysis = ""
+        self._job_analysis = ""
+        """The analysis the running job is about (its result is shown only if still open)."""
         self._stamp: Any = None
         self.store: FeatureStore | None = None
         self.reader: FeatureReader | None = None
         self.text: TokenText | None = None
-        self.service = ChildService()
-        """Ablation and text probes run in this child process, which keeps the model loaded
-        (:mod:`mistudio.core.features.service`)."""
         self._pending_feature = -1
 
         v = QVBoxLayout(self)
@@ -203,29 +203,9 @@ class FeaturesPanel(QWidget):
         self.filters.apply()
         self.map.clear()
         self.detail.set_source(None, None, None)
-        model = self.reader.manifest.provenance.model
-        root = self.ws.root
-
-        def load(task: Any) -> tuple[str, TokenText]:
-            """The analysis's stored token texts; for an analysis made before they were stored,
-            the tokenizer once (it holds the interpreter for seconds), then stored."""
-            from mistudio.core.features.examples import stored_token_text, write_token_texts
-            from mistudio.core.models.registry import load_tokenizer
-
-            text = stored_token_text(folder)
-            if text is None:
-                ws = Workspace(root)
-                try:
-                    tokenizer = load_tokenizer(ws, model)
-                finally:
-                    ws.close()
-                store = FeatureStore(folder)
-                write_token_texts(folder, tokenizer, np.concatenate(
-                    [store.column("logit_pos_ids").ravel(), store.column("logit_neg_ids").ravel()]))
-                text = stored_token_text(folder) or TokenText(tokenizer)
-            return name, text
-
-        if not self.loader.start(f"Reading the token texts of {name}", load):
+        self._loading = name
+        if not self.loader.start("token_texts", str(folder),
+                                 title=f"Reading the token texts of {name}"):
             self._stamp = None  # opened again when the running load ends
             self._reopen = name
 
@@ -234,9 +214,17 @@ class FeaturesPanel(QWidget):
             name, self._reopen = self._reopen, ""
             QTimer.singleShot(0, lambda: self.open_analysis(name))
 
-    def _tokenizer_ready(self, result: tuple[str, Any]) -> None:
-        name, text = result
-        if name != self.analysis:
+    def _tokenizer_ready(self, text: TokenText | None) -> None:
+        """The analysis's stored token texts; for an analysis made before they were stored,
+        they are stored first (the tokenizer loads once, in a child process)."""
+        if self._loading != self.analysis or self.reader is None:
+            return
+        if text is None and self.loader.kind == "token_texts":
+            self.loader.start("store_token_texts", str(self.reader.folder),
+                              self.reader.manifest.provenance.model,
+                              title=f"Storing the token texts of {self.analysis}")
+            return
+        if text is None:
             return
         self.text = text
         self.detail.set_source(self.store, self.reader, self.text)
@@ -291,17 +279,16 @@ class FeaturesPanel(QWidget):
             self.compute_map()
 
     # -- jobs -----------------------------------------------------------------------------------
-    def _start(self, title: str, kind: str, fn: Any) -> None:
-        analysis = self.analysis
-        job = in_worker(self.ws, lambda ws, task: (kind, analysis, fn(ws, task)))
-        if not self.runner.start(title, job):
+    def _start(self, kind: str, *args: Any, title: str = "", **kwargs: Any) -> None:
+        self._job_analysis = self.analysis
+        if not self.runner.start(kind, *args, title=title, **kwargs):
             show_error(self, f"The Features panel is busy ({self.runner.title}). Wait for it, "
                        "or cancel it in the status bar.")
 
     def analyse_sae(self, sae: str, activations: str = "", tokens: int = 100_000) -> None:
         """Analyse ``sae`` (again: labels written by hand are carried over) in a child
         process; the new analysis opens when it is done."""
-        from mistudio.core.features.analysis import AnalyzeConfig, analyze_in_child
+        from mistudio.core.features.analysis import AnalyzeConfig
 
         if not sae:
             return
@@ -313,50 +300,52 @@ class FeaturesPanel(QWidget):
             show_error(self, err)
             return
         again = self.ws.catalog.find("features", sae) is not None
-        root = str(self.ws.root)
-        self._start(f"Analysing {sae}", "analysis",
-                    lambda ws, task: analyze_in_child(root, cfg, overwrite=again, task=task))
+        self._start("analyze", cfg, overwrite=again, title=f"Analysing {sae}")
 
-    def _job_done(self, result: tuple[str, str, Any]) -> None:
-        kind, analysis, value = result
-        if kind == "analysis":
+    def _job_done(self, value: Any) -> None:
+        kind = self.runner.kind
+        if kind == "analyze":
             self.refresh()
             self.choice.setCurrentText(value.name)
             self.open_analysis(value.name)
             return
-        if analysis != self.analysis or self.store is None:
+        if self._job_analysis != self.analysis or self.store is None:
             return
-        if kind == "map":
+        if kind == "read_feature_map" and value is None:  # not computed yet
+            self._start("feature_map", self.analysis,
+                        title="Computing the feature map (UMAP)")
+        elif kind in ("read_feature_map", "feature_map"):
             self.map.set_map(value.xy, value.method, self.store)
             self.map.highlight(self.detail.feature)
-        elif kind == "labels":
-            self.model.labels_changed()
-            if self.detail.feature >= 0:
-                self.detail.show_label(self.store.label(self.detail.feature))
-            mean = "n/a" if value.mean_score is None else f"{value.mean_score:.2f}"
-            self.summary.setText(f"Described {value.labelled_now:,} features with "
-                                 f"{value.explainer}: {value.score_ge_0_7:,} of "
-                                 f"{value.scored:,} scored labels reach 0.7 (mean {mean}).")
-        elif kind == "ablation":
+        elif kind == "label":
+            self._labelled(value)
+        elif kind == "ablate":
             self.detail.show_ablation(value)
-        elif kind == "correlation":
+        elif kind == "correlate":
             self.correlation.show_matrix(*value)
-        elif kind == "probe":
-            self.probe.show_result(*value)
+        elif kind == "probe_text":
+            self._probed(*value)
+
+    def _labelled(self, run: Any) -> None:
+        assert self.store is not None
+        self.model.labels_changed()
+        if self.detail.feature >= 0:
+            self.detail.show_label(self.store.label(self.detail.feature))
+        mean = "n/a" if run.mean_score is None else f"{run.mean_score:.2f}"
+        self.summary.setText(f"Described {run.labelled_now:,} features with {run.explainer}: "
+                             f"{run.score_ge_0_7:,} of {run.scored:,} scored labels reach 0.7 "
+                             f"(mean {mean}).")
 
     def compute_map(self, force: bool = False) -> None:
-        from mistudio.core.features.feature_map import MAP_FILE, feature_map, feature_map_in_child
-
-        analysis, root = self.analysis, str(self.ws.root)
-        if not analysis or self.store is None:
+        """The feature map: read when it was computed before, else computed (UMAP, a child
+        process)."""
+        if not self.analysis or self.store is None:
             return
-        if not force and (self.store.folder / MAP_FILE).is_file():  # cached: just read it
-            self._start("Reading the feature map", "map",
-                        lambda ws, task: feature_map(ws, analysis, task))
+        if force:
+            self._start("feature_map", self.analysis, recompute=True,
+                        title="Computing the feature map (UMAP)")
         else:
-            self._start("Computing the feature map (UMAP)", "map",
-                        lambda ws, task: feature_map_in_child(root, analysis, recompute=force,
-                                                              task=task))
+            self._start("read_feature_map", self.analysis)
 
     def save_label(self, f: int, text: str) -> None:
         if self.store is None:
@@ -369,9 +358,8 @@ class FeaturesPanel(QWidget):
         self.detail.show_label(self.store.label(f))
 
     def describe(self, features: Any, explainer: str, endpoint: str) -> None:
-        from mistudio.core.features.labels import LabelConfig, label_features
+        from mistudio.core.features.labels import LabelConfig
 
-        analysis = self.analysis
         try:
             if isinstance(features, list):
                 cfg = LabelConfig(features=tuple(features), explainer=explainer,
@@ -382,26 +370,15 @@ class FeaturesPanel(QWidget):
             show_error(self, err)
             return
         what = f"feature {features[0]}" if isinstance(features, list) else f"top {features}"
-        self._start(f"Describing {what}", "labels",
-                    lambda ws, task: label_features(ws, analysis, cfg, task))
-
-    def forget_models(self) -> None:
-        """Drop loaded models (the device changed): the next job loads them again."""
-        self.service.close()
+        self._start("label", self.analysis, cfg, title=f"Describing {what}")
 
     def ablate(self, f: int) -> None:
-        from mistudio.core.features.service import ablate_in_service
-
         if self.store is None:
             return
-        service, root, folder = self.service, str(self.ws.root), str(self.store.folder)
-        stamp, device = self._stamp, self.device
-        self._start(f"Ablating feature {f}", "ablation", lambda ws, task: service.call(
-            ablate_in_service, root, folder, stamp, f, device, task=task))
+        self._start("ablate", str(self.store.folder), self._stamp, f, self.device,
+                    title=f"Ablating feature {f}")
 
     def correlate(self, feats: list[int]) -> None:
-        from mistudio.core.features.interpret import feature_correlation
-
         if self.store is None:
             return
         if not feats:
@@ -418,9 +395,7 @@ class FeaturesPanel(QWidget):
         except MiStudioError as err:  # the core's message names the bad index
             show_error(self, err)
             return
-        folder = self.store.folder
-        self._start("Correlating features", "correlation",
-                    lambda ws, task: (feats, feature_correlation(folder, feats)))
+        self._start("correlate", str(self.store.folder), feats)
 
     def _with_partners(self, f: int) -> list[int]:
         if f < 0 or self.store is None:
@@ -429,24 +404,19 @@ class FeaturesPanel(QWidget):
         return [f, *partners[:11]]
 
     def analyze_text(self, text: str) -> None:
-        from mistudio.core.features.probe import describe
-        from mistudio.core.features.service import probe_in_service
-
-        analysis, feature, device = self.analysis, self.detail.feature, self.device
-        store = self.store
-        if store is None:
+        """The analysis's features on a text (in the model's service)."""
+        if self.store is None:
             return
-        service, root, folder, stamp = self.service, str(self.ws.root), str(store.folder), \
-            self._stamp
+        feature = self.detail.feature
+        self._probe_feature = feature
+        self._start("probe_text", self.analysis, str(self.store.folder), self._stamp, text,
+                    (feature,) if feature >= 0 else (), self.device)
 
-        def run(ws: Workspace, task: Any) -> Any:
-            acts = service.call(probe_in_service, root, analysis, folder, stamp, text,
-                                (feature,) if feature >= 0 else (), device, task=task)
-            rows = describe(acts, None, n=15)
-            feats = {int(f) for f in acts.top_features_TK.ravel() if f >= 0}
-            labels = {f: lb.label for f, lb in store.labels_for(sorted(feats)).items()}
-            for r in rows:
-                r["label"] = labels.get(r["feature"], "")
-            return acts, rows, labels, feature
-
-        self._start("Analysing the text", "probe", run)
+    def _probed(self, acts: Any, rows: list[dict[str, Any]]) -> None:
+        """Rows with the labels of the features they name (read here: labels change)."""
+        assert self.store is not None
+        feats = {int(f) for f in acts.top_features_TK.ravel() if f >= 0}
+        labels = {f: lb.label for f, lb in self.store.labels_for(sorted(feats)).items()}
+        for r in rows:
+            r["label"] = labels.get(r["feature"], "")
+        self.probe.show_result(acts, rows, labels, self._probe_feature)

@@ -6,7 +6,8 @@
 3. Steer: a large prompt box for the audience's prompts, the coefficient the quick start's
    sweep found fluent (perplexity within 2x of unsteered), and a slider to push further.
 
-Generation runs in a :class:`mistudio.core.runtime.processes.ChildService`, as in the Steering tab.
+Training runs in a child process, generation in the model's service (the one the Steering tab
+uses), through the window's job center.
 """
 
 from __future__ import annotations
@@ -29,12 +30,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.runtime.processes import ChildService
 from mistudio.core.store.workspace import Workspace
 from mistudio.core.workflows.results import QuickstartResult
 from mistudio.gui.common import show_error
 from mistudio.gui.dashboard import Dashboard
-from mistudio.gui.worker import JobRunner, in_worker
+from mistudio.gui.jobs import AppJobs
 
 LESSON_FONT = 1.5
 """Text size relative to the app's (the back row must read it)."""
@@ -60,7 +60,8 @@ class LessonWindow(QWidget):
     """(unsteered, steered) texts of the last generation."""
 
     def __init__(self, ws: Workspace, device: str = "auto",
-                 options: dict[str, Any] | None = None, parent: QWidget | None = None) -> None:
+                 options: dict[str, Any] | None = None, jobs: AppJobs | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent, Qt.WindowType.Window)
         self.setWindowTitle("miStudio lesson")
         self.ws, self.device = ws, device
@@ -69,16 +70,17 @@ class LessonWindow(QWidget):
         font = QFont(self.font())
         font.setPointSizeF(font.pointSizeF() * LESSON_FONT)
         self.setFont(font)
-        self.runner = JobRunner(self)
+        self._own_jobs = None if jobs is not None else AppJobs(ws.root, self)
+        jobs = jobs or self._own_jobs
+        self.runner = jobs.runner("lesson", self)
         self.runner.partial.connect(self._partial)
         self.runner.status.connect(lambda text: self.status.setText(text))
         self.runner.finished.connect(self._trained)
         self.runner.failed.connect(lambda m, d: (show_error(self, m, d),
                                                  self.start_button.setEnabled(True)))
-        self.steer_runner = JobRunner(self)
+        self.steer_runner = jobs.runner("lesson steering", self)
         self.steer_runner.finished.connect(self._generated)
         self.steer_runner.failed.connect(lambda m, d: show_error(self, m, d))
-        self.service = ChildService()
         self.result: QuickstartResult | None = None
         self.started_at = 0.0
         self.pages = QStackedWidget()
@@ -110,7 +112,7 @@ class LessonWindow(QWidget):
         return w
 
     def start(self) -> None:
-        from mistudio.core.workflows.lesson import LESSON_SECONDS, run_lesson
+        from mistudio.core.workflows.lesson import LESSON_SECONDS
         from mistudio.core.workflows.quickstart import QuickstartConfig
 
         options = dict(self.options)
@@ -119,8 +121,7 @@ class LessonWindow(QWidget):
         self.dashboard.reset(None, "lesson")
         self.started_at = time.perf_counter()
         self.start_button.setEnabled(False)
-        self.runner.start("Lesson", in_worker(self.ws, lambda ws, task: run_lesson(
-            ws, task, seconds, cfg)))
+        self.runner.start("lesson", seconds=seconds, cfg=cfg)
 
     def _partial(self, items: list[Any]) -> None:
         rows = []
@@ -220,7 +221,7 @@ class LessonWindow(QWidget):
     def generate(self) -> None:
         from mistudio.core.steering.generate import GenerationConfig
         from mistudio.core.steering.interventions import Intervention
-        from mistudio.core.steering.session import SteeringSpec, steer_in_service
+        from mistudio.core.steering.session import SteeringSpec
 
         item = self.features.currentItem()
         prompt = self.prompt.toPlainText()
@@ -231,10 +232,8 @@ class LessonWindow(QWidget):
         spec = SteeringSpec((sae,), (Intervention(int(item.data(Qt.ItemDataRole.UserRole)),
                                                   self.strength.value() / 10),),
                             units="max", generation=GenerationConfig(max_tokens=24))
-        service, root, device = self.service, str(self.ws.root), self.device
         self.note.setText("Generating...")
-        self.steer_runner.start("Lesson steering", lambda task: service.call(
-            steer_in_service, root, spec, prompt, device, task=task))
+        self.steer_runner.start("steer", spec, prompt, self.device, title="Lesson steering")
 
     def _generated(self, result: Any) -> None:
         from mistudio.core.steering.scorers import REPETITIVE, repetition
@@ -252,7 +251,9 @@ class LessonWindow(QWidget):
         self.steered.emit("".join(plain), "".join(steered))
 
     def closeEvent(self, e: Any) -> None:
+        """Closing the lesson stops its jobs (the window's job center waits for them)."""
         for runner in (self.runner, self.steer_runner):
-            runner.wait()
-        self.service.close()
+            runner.cancel()
+        if self._own_jobs is not None:
+            self._own_jobs.shutdown()
         super().closeEvent(e)

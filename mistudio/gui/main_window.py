@@ -33,11 +33,11 @@ from mistudio.core.workflows.results import QuickstartResult
 from mistudio.gui.common import PanelScroll, apply_theme, restyle_plots, show_error
 from mistudio.gui.data_panels import DatasetsPanel
 from mistudio.gui.features_panel import FeaturesPanel
+from mistudio.gui.jobs import AppJobs, Runner
 from mistudio.gui.models_panel import ModelsPanel
 from mistudio.gui.monitor import SystemMonitor
 from mistudio.gui.steering_panel import SteeringPanel
 from mistudio.gui.training_panel import TrainingPanel
-from mistudio.gui.worker import JobRunner, in_worker
 
 PRESENTATION_FONT = 1.6
 """Text size in presentation mode, relative to the desktop's."""
@@ -62,14 +62,16 @@ class MainWindow(QMainWindow):
         first_launch = workspace is None and not self.settings.value("workspace")
         root = workspace or self.settings.value("workspace") or None
         self.ws = Workspace(root)
+        self.jobs = AppJobs(self.ws.root, self)
+        """Every job of the window runs through this one job center."""
         self.setWindowTitle(f"miStudio {__version__} - {self.ws.root}")
         self.tabs = QTabWidget()
         self.setCentralWidget(self.tabs)
-        self.datasets = DatasetsPanel(self.ws)
-        self.models = ModelsPanel(self.ws)
-        self.training = TrainingPanel(self.ws)
-        self.features = FeaturesPanel(self.ws)
-        self.steering = SteeringPanel(self.ws)
+        self.datasets = DatasetsPanel(self.ws, self.jobs)
+        self.models = ModelsPanel(self.ws, self.jobs)
+        self.training = TrainingPanel(self.ws, self.jobs)
+        self.features = FeaturesPanel(self.ws, self.jobs)
+        self.steering = SteeringPanel(self.ws, self.jobs)
         self.features.steerRequested.connect(self.steer_with)
         self.features.quickStartRequested.connect(lambda: self.quick_start())
         self.features.trainRequested.connect(lambda: self.show_panel(self.training))
@@ -80,17 +82,12 @@ class MainWindow(QMainWindow):
             # In a scroll area, so that large text (presentation mode, high DPI) scrolls
             # instead of forcing the window past the screen; at normal sizes it never scrolls.
             self.tabs.addTab(PanelScroll(panel), title)
-        self.runners: list[JobRunner] = [self.datasets.runner, self.models.runner,
-                                         self.training.runner, self.features.runner,
-                                         self.features.loader, self.steering.runner]
-        self.file_runner = JobRunner(self)  # import / export from the File menu
-        self.runners.append(self.file_runner)
+        self.file_runner = self.jobs.runner("file", self)  # the File menu's jobs
         self.file_runner.failed.connect(lambda m, d: show_error(self, m, d))
-        self.file_runner.finished.connect(lambda r: self.statusBar().showMessage(str(r), 8000))
-        self.doctor_runner = JobRunner(self)
-        self.doctor_runner.finished.connect(lambda text: self._doctor_show(text))
+        self.file_runner.finished.connect(self._file_job_done)
+        self.doctor_runner = self.jobs.runner("doctor", self)
+        self.doctor_runner.finished.connect(self._doctor_show)
         self.doctor_runner.failed.connect(lambda m, d: show_error(self, m, d))
-        self.runners.append(self.doctor_runner)
         self.device = str(self.settings.value("device") or "auto")
         self.dtype = str(self.settings.value("dtype") or "auto")
         self.training.device = self.models.device = self.features.device = self.device
@@ -117,17 +114,13 @@ class MainWindow(QMainWindow):
         self.watch.setInterval(2000)
         self.watch.timeout.connect(self._catalog_changed)
         self.watch.start()
-        # Load torch's lazily imported machinery (optimiser step, distributed, compile
-        # helpers: ~800 modules) in the background now, not in the middle of the first job.
-        self.warmup = JobRunner(self)
-        self.warmup.start("Preparing", _warm_up)
         if first_launch and not self.ws.catalog.list("sae"):  # nothing here yet: guide
             QTimer.singleShot(0, self.quick_start)
         self.settings.setValue("workspace", str(self.ws.root))
         recent = [str(self.ws.root), *[r for r in self.recent() if r != str(self.ws.root)]][:8]
         self.settings.setValue("recent", recent)
 
-    # -- status bar: the running job, its progress, Cancel --------------------------------------
+    # -- status bar: the latest running job, its progress, Cancel -------------------------------
     def _status_bar(self) -> None:
         bar = self.statusBar()
         self.job_label = QLabel("Ready")
@@ -142,42 +135,38 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.cancel_button)
         self.online_label = QLabel("")
         bar.addPermanentWidget(self.online_label)
-        self._active: JobRunner | None = None
-        self._started: dict[int, tuple[float, str]] = {}
-        """Per runner: when its job started, and its last status (the estimate's base)."""
-        for r in self.runners:
-            r.status.connect(lambda text, r=r: self._on_status(r, text))
-            r.progress.connect(lambda f, r=r: self._on_progress(r, f))
-            r.running_changed.connect(lambda running, r=r: self._on_running(r, running))
+        self._active: Runner | None = None
+        self._last_status: dict[int, str] = {}
+        self.jobs.activeChanged.connect(self._on_active)
+        self.jobs.reported.connect(self._on_report)
         self.cancel_button.clicked.connect(lambda: self._active and self._active.cancel())
 
-    def _on_running(self, runner: JobRunner, running: bool) -> None:
-        if running:
-            self._started[id(runner)] = (time.monotonic(), "")
-            self._active = runner
-        elif runner is self._active:
-            self._active = next((r for r in self.runners if r.running), None)
-        busy = self._active is not None
+    def _on_active(self) -> None:
+        """A job started or ended: show the latest one still running (or Ready)."""
+        active = self.jobs.active[-1] if self.jobs.active else None
+        ended = self._active is not None and self._active is not active
+        self._active = active
+        busy = active is not None
         self.job_progress.setVisible(busy)
         self.cancel_button.setVisible(busy)
-        if not busy:
+        if busy:
+            self.job_label.setText(self._last_status.get(id(active), active.title))
+        else:
             self.job_label.setText("Ready")
             self.job_progress.setValue(0)
-        if not running:  # a finished job may have added artifacts
+        if ended:  # a finished job may have added artifacts
             self.refresh()
 
-    def _on_status(self, runner: JobRunner, text: str) -> None:
-        start, _ = self._started.get(id(runner), (time.monotonic(), ""))
-        self._started[id(runner)] = (start, text)
-        if runner is self._active:
-            self.job_label.setText(text)
-
-    def _on_progress(self, runner: JobRunner, fraction: float) -> None:
-        if runner is not self._active:
+    def _on_report(self, runner: Runner, progress: float | None, status: str | None) -> None:
+        if status is not None:
+            self._last_status[id(runner)] = status
+        if runner is not self._active or runner.job is None:
             return
-        self.job_progress.setValue(int(fraction * 1000))
-        start, text = self._started.get(id(runner), (time.monotonic(), ""))
-        self.job_label.setText(text + eta_text(time.monotonic() - start, fraction))
+        text = self._last_status.get(id(runner), runner.title)
+        if progress is not None:
+            self.job_progress.setValue(int(progress * 1000))
+            text += eta_text(time.monotonic() - runner.job.started, progress)
+        self.job_label.setText(text)
 
     # -- menus ----------------------------------------------------------------------------------
     def _menus(self) -> None:
@@ -252,7 +241,7 @@ class MainWindow(QMainWindow):
 
     def switch_workspace(self, path: str) -> None:
         """Open another workspace in a fresh window (jobs of this one finish first)."""
-        if any(r.running for r in self.runners):
+        if self.jobs.active:
             QMessageBox.information(self, "miStudio", "Wait for the running job, or cancel it.")
             return
         self.settings.setValue("workspace", path)
@@ -265,13 +254,8 @@ class MainWindow(QMainWindow):
         from mistudio.gui.quickstart_dialog import QuickStartDialog
 
         if self.quickstart is None:
-            self.quickstart = QuickStartDialog(self.ws, self.device, options, self)
+            self.quickstart = QuickStartDialog(self.ws, self.device, options, self.jobs, self)
             self.quickstart.finishedRun.connect(self._quickstart_done)
-            runner = self.quickstart.runner
-            self.runners.append(runner)
-            runner.status.connect(lambda text: self._on_status(runner, text))
-            runner.progress.connect(lambda f: self._on_progress(runner, f))
-            runner.running_changed.connect(lambda running: self._on_running(runner, running))
         elif options is not None:
             self.quickstart.options = options
         self.quickstart.show()
@@ -283,7 +267,7 @@ class MainWindow(QMainWindow):
         from mistudio.gui.lesson_window import LessonWindow
 
         if self.lesson is None:
-            self.lesson = LessonWindow(self.ws, self.device, options)
+            self.lesson = LessonWindow(self.ws, self.device, options, self.jobs)
         elif options is not None:
             self.lesson.options = options
         self.lesson.show()
@@ -364,7 +348,7 @@ class MainWindow(QMainWindow):
         self.models.device = device
         self.device = self.training.device = self.features.device = device
         self.steering.device = device
-        self.features.forget_models()
+        self.jobs.center.forget_models()
         self.settings.setValue("device", device)
         self.models.refresh()
 
@@ -377,8 +361,6 @@ class MainWindow(QMainWindow):
 
     def import_sae(self, folder: str | None = None) -> None:
         from PySide6.QtWidgets import QInputDialog
-
-        from mistudio.core.sae.formats import import_sae
 
         folder = folder or QFileDialog.getExistingDirectory(self, "SAE folder (SAELens, "
                                                             "sparsify, Gemma Scope, ...)")
@@ -395,43 +377,26 @@ class MainWindow(QMainWindow):
         if not ok:
             return
         name = Path(folder).name.replace(" ", "-")
-
-        def job(ws: Workspace, task: Any) -> str:
-            m = import_sae(ws, Path(folder), name, None if model == from_files else model,
-                           hook.strip() or None)
-            return f"Imported SAE {name} at {m.summary.hook} of {m.provenance.model}."
-
-        self.file_runner.start(f"Importing {name}", in_worker(self.ws, job))
+        self.file_runner.start("import_sae", Path(folder), name,
+                               None if model == from_files else model, hook.strip() or None,
+                               title=f"Importing {name}")
 
     def rebuild_catalog(self) -> None:
         """File > Rebuild catalog: re-index the workspace from its manifests (job history kept;
         a damaged catalog file is moved aside, never deleted)."""
-        from mistudio.core.store.catalog import rebuild_catalog
-
-        root = self.ws.root
-
-        def job(task: Any) -> str:
-            backup, result = rebuild_catalog(root)
-            return (f"Re-indexed {result.count} artifacts"
-                    + (f"; the damaged catalog is kept as {backup}" if backup else "")
-                    + (f"; {len(result.skipped)} folders not indexed" if result.skipped else "")
-                    + ".")
-
-        self.file_runner.start("Rebuilding the catalog", job)
+        self.file_runner.start("rebuild_catalog")
 
     def pretrained_saes(self) -> Any:
         """File > Pretrained SAEs: browse the published releases and pull one."""
         from mistudio.gui.pretrained_dialog import PretrainedDialog
 
-        dialog = PretrainedDialog(self.ws, self)
+        dialog = PretrainedDialog(self.ws, self, self.jobs)
         dialog.pulled.connect(lambda _name: self.refresh())
         dialog.show()
         return dialog
 
     def export_sae(self) -> None:
         from PySide6.QtWidgets import QInputDialog
-
-        from mistudio.core.sae.formats import export_sae
 
         saes = [a.name for a in self.ws.catalog.list("sae") if a.status == "complete"]
         if not saes:
@@ -446,11 +411,21 @@ class MainWindow(QMainWindow):
         if not ok or not out:
             return
 
-        def job(ws: Workspace, task: Any) -> str:
-            info = export_sae(ws, name, Path(out), fmt)
-            return f"Exported {name} ({fmt}) to {info['out']}."
+        self.file_runner.start("export_sae", name, Path(out), fmt, title=f"Exporting {name}")
 
-        self.file_runner.start(f"Exporting {name}", in_worker(self.ws, job))
+    def _file_job_done(self, result: Any) -> None:
+        """What an import, export or catalog rebuild did, in the status bar."""
+        kind = self.file_runner.kind
+        if kind == "import_sae":
+            text = (f"Imported SAE {result.name} at {result.summary.hook} of "
+                    f"{result.provenance.model}.")
+        elif kind == "export_sae":
+            text = f"Exported {result['sae']} ({result['format']}) to {result['out']}."
+        else:
+            self.ws.close()  # the catalog may have been replaced: open it afresh
+            text = str(result)
+        self.statusBar().showMessage(text, 8000)
+        self.refresh()
 
     def set_theme(self, theme: str) -> None:
         """Light or dark (presentation mode keeps its own until it ends)."""
@@ -467,20 +442,12 @@ class MainWindow(QMainWindow):
                           "autoencoders, browse their features, steer models with them.")
 
     def doctor(self) -> None:
-        """The doctor report (device, memory, disk, model), gathered in a worker."""
+        """The doctor report (device, memory, disk, model), gathered in a child process."""
+        self.doctor_runner.start("doctor")
 
-        def job(ws: Workspace, task: Any) -> str:
-            from mistudio.core.workflows.doctor import doctor
-
-            report = doctor(ws)
-            return "\n".join(f"{k}: {v}" for k, v in report.items()
-                             if not isinstance(v, dict | list))
-
-        def show(text: str) -> None:
-            QMessageBox(QMessageBox.Icon.Information, "Doctor", text, parent=self).show()
-
-        self.doctor_runner.start("Doctor", in_worker(self.ws, job))
-        self._doctor_show = show
+    def _doctor_show(self, report: dict[str, Any]) -> None:
+        text = "\n".join(f"{k}: {v}" for k, v in report.items() if not isinstance(v, dict | list))
+        QMessageBox(QMessageBox.Icon.Information, "Doctor", text, parent=self).show()
 
     # -- catalog refresh and shutdown ---------------------------------------------------------
     def refresh(self) -> None:
@@ -503,7 +470,7 @@ class MainWindow(QMainWindow):
     def _catalog_changed(self) -> None:
         """Refresh when another process (the CLI) wrote to the catalog."""
         stamp = self._catalog_stamp()
-        if stamp != self._catalog_mtime and not any(r.running for r in self.runners):
+        if stamp != self._catalog_mtime and not self.jobs.active:
             self.refresh()
 
     def event(self, e: QEvent) -> bool:
@@ -514,38 +481,14 @@ class MainWindow(QMainWindow):
     def closeEvent(self, e: Any) -> None:
         if self.presenting:  # fonts, theme and geometry as they were, before saving them
             self.set_presentation(False)
-        for r in (*self.runners, self.warmup):
-            r.wait()
         if self.lesson is not None:
             self.lesson.close()
-        self.steering.service.close()
-        self.features.service.close()
+        self.jobs.shutdown()  # every job cancelled and waited for, the model services ended
         self.monitor.shutdown()
         self.settings.setValue("geometry", self.saveGeometry())
         self.training.remember(self.settings)
         self.ws.close()
         super().closeEvent(e)
-
-
-def _warm_up(task: Any) -> None:
-    """One tiny training step of each architecture: the first call of several torch kernels
-    (sparse products, embedding_bag, the optimiser, which imports torch._dynamo and sympy) holds
-    the interpreter for tens of milliseconds, better at start-up than during a job."""
-    import torch
-    import torch.distributed
-
-    from mistudio.core.sae import SAEConfig, build_sae
-
-    x = torch.randn(16, 8)
-    for arch in ("topk", "relu"):
-        sae = build_sae(SAEConfig(arch, d_in=8, d_sae=32, k=4))
-        opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
-        dead = torch.zeros(32, dtype=torch.bool)
-        dead[:4] = True
-        sum(sae(x, dead_F=dead).losses.values()).backward()
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
-        opt.step()
-
 
 
 def eta_text(elapsed: float, fraction: float) -> str:

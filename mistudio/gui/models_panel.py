@@ -33,7 +33,6 @@ from mistudio.core.store.manifests import ActivationsSummary
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, refill_combo, show_error
 from mistudio.gui.data_panels import ArtifactPanel
-from mistudio.gui.worker import in_worker
 
 WEIGHTS = {"full precision": "none", "int8 (about 1/4 of float32)": "int8",
            "int4 (about 1/7)": "int4", "nf4 (bitsandbytes, CUDA)": "nf4",
@@ -58,8 +57,8 @@ class ModelsPanel(ArtifactPanel):
     headers = ("Name", "Family", "Parameters", "Layers", "d_model", "Context", "Device",
                "Memory (est.)")
 
-    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(ws, parent)
+    def __init__(self, ws: Workspace, jobs: Any = None, parent: QWidget | None = None) -> None:
+        super().__init__(ws, jobs, parent)
         embedded = QPushButton("Register the embedded model")
         embedded.clicked.connect(self.add_embedded)
         self.side.addWidget(embedded)
@@ -195,13 +194,9 @@ class ModelsPanel(ArtifactPanel):
                  if dtype is not None else "-"] for m in models]
 
     def add_embedded(self) -> None:
-        from mistudio.core.models.registry import ensure_embedded_model
-
-        self.runner.start("Registering the embedded model", in_worker(
-            self.ws, lambda ws, t: ensure_embedded_model(ws)))
+        self.runner.start("add_embedded_model")
 
     def add_hub_model(self) -> None:
-        from mistudio.core.models.registry import add_model
         from mistudio.core.runtime.online import is_online
 
         repo = self.hub_id.text().strip()
@@ -213,12 +208,9 @@ class ModelsPanel(ArtifactPanel):
             return
         source = repo if repo.startswith("hf:") else f"hf:{repo}"
         name = repo.removeprefix("hf:").split("/")[-1].replace(".", "-")[:40]
-        self.runner.start(f"Registering {name}", in_worker(
-            self.ws, lambda ws, t: add_model(ws, name, source)))
+        self.runner.start("add_model", name, source, title=f"Registering {name}")
 
     def add_model(self, folder: bool, path: str | None = None) -> None:
-        from mistudio.core.models.registry import add_model
-
         if path is None:
             path = (QFileDialog.getExistingDirectory(self, "Hugging Face model folder")
                     if folder else QFileDialog.getOpenFileName(
@@ -226,11 +218,10 @@ class ModelsPanel(ArtifactPanel):
         if not path:
             return
         name = Path(path).stem.replace(" ", "-").replace(".", "-")[:40]
-        self.runner.start(f"Registering {name}", in_worker(
-            self.ws, lambda ws, t: add_model(ws, name, path)))
+        self.runner.start("add_model", name, path, title=f"Registering {name}")
 
     def extract(self) -> None:
-        from mistudio.core.activations.extraction import ExtractConfig, extract_activations
+        from mistudio.core.activations.extraction import ExtractConfig
 
         model, ds = self.model_box.currentText(), self.dataset.currentText()
         if not model or not ds:
@@ -251,12 +242,9 @@ class ModelsPanel(ArtifactPanel):
         name = f"{ds}.{model}.{'-'.join(map(str, layers))}.{self.hook.currentText()}"
         if cfg.quantize != "none":
             name += f".{cfg.quantize}"
-        self.runner.start(f"Extracting {name}", in_worker(
-            self.ws, lambda ws, t: extract_activations(ws, cfg, name, t)))
+        self.runner.start("extract", cfg, name, title=f"Extracting {name}")
 
     def check_faithfulness(self) -> None:
-        from mistudio.core.activations.faithfulness import quantization_faithfulness
-
         model = self.model_box.currentText()
         quantize = WEIGHTS[self.weights.currentText()]
         if not model:
@@ -265,9 +253,8 @@ class ModelsPanel(ArtifactPanel):
         if quantize == "none":
             quantize = "int8"  # the question only makes sense for a quantization: the usual one
         layer, hook = self.layer.value(), self.hook.currentText()
-        self.runner.start(f"Checking {quantize} on {model}", in_worker(
-            self.ws, lambda ws, t: quantization_faithfulness(ws, model, quantize, layer, hook,
-                                                             device=self.device, task=t)))
+        self.runner.start("faithfulness", model, quantize, layer, hook, device=self.device,
+                          title=f"Checking {quantize} on {model}")
 
 
 def memory_text(ws: Workspace, name: str, info: Any, device_setting: str) -> str:

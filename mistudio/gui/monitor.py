@@ -1,4 +1,6 @@
-"""System monitor: CPU, RAM and GPU over time, sampled off the UI thread.
+"""System monitor: CPU, RAM and GPU over time, sampled by a timer of the UI thread (each reading
+is a non-blocking call of well under a millisecond; Jetson's tegrastats is read as its lines
+arrive, through a QProcess).
 
 GPUs are read through NVML (nvidia-ml-py). Jetson boards have no NVML: their GPU load comes from
 ``tegrastats`` (GR3D_FREQ), and their memory is the system RAM (unified). Where neither exists,
@@ -9,15 +11,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import threading
 from collections import deque
 from typing import Any
 
 import numpy as np
 import psutil
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QProcess, QTimer
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 HISTORY = 120
@@ -30,7 +30,7 @@ class GpuReader:
     def __init__(self) -> None:
         self.source = "none"
         self._handle: Any = None
-        self._tegra: subprocess.Popen[str] | None = None
+        self._tegra: QProcess | None = None
         self._tegra_last: tuple[float, float] | None = None
         try:
             import pynvml
@@ -44,14 +44,15 @@ class GpuReader:
         except Exception:  # no driver, no library, no GPU: all mean "no NVML"
             pass
         if shutil.which("tegrastats"):
-            self._tegra = subprocess.Popen(["tegrastats", "--interval", "1000"],
-                                           stdout=subprocess.PIPE, text=True)
-            threading.Thread(target=self._read_tegra, daemon=True).start()
+            self._tegra = QProcess()
+            self._tegra.readyReadStandardOutput.connect(self._read_tegra)
+            self._tegra.start("tegrastats", ["--interval", "1000"])
             self.source = "tegrastats"
 
     def _read_tegra(self) -> None:
-        assert self._tegra is not None and self._tegra.stdout is not None
-        for line in self._tegra.stdout:
+        assert self._tegra is not None
+        text = bytes(self._tegra.readAllStandardOutput().data()).decode(errors="replace")
+        for line in text.splitlines():
             gpu = re.search(r"GR3D_FREQ (\d+)%", line)
             ram = re.search(r"RAM (\d+)/(\d+)MB", line)
             if gpu and ram:
@@ -70,11 +71,12 @@ class GpuReader:
 
     def close(self) -> None:
         if self._tegra is not None:
-            self._tegra.terminate()
+            self._tegra.kill()
+            self._tegra.waitForFinished(1000)
 
 
 class Sampler:
-    """Samples once a second on its own thread into ring buffers."""
+    """One reading per call into ring buffers (the monitor's timer calls it once a second)."""
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
@@ -83,31 +85,21 @@ class Sampler:
         self.ram: deque[float] = deque(maxlen=HISTORY)
         self.gpu_util: deque[float] = deque(maxlen=HISTORY)
         self.gpu_mem: deque[float] = deque(maxlen=HISTORY)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="mistudio-monitor", daemon=True)
         psutil.cpu_percent(None)  # prime: the first reading is always 0
-        self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            cpu, ram = psutil.cpu_percent(None), psutil.virtual_memory().percent
-            gpu = self.gpu.read()
-            with self._lock:
-                self.cpu.append(cpu)
-                self.ram.append(ram)
-                if gpu is not None:
-                    self.gpu_util.append(gpu[0])
-                    self.gpu_mem.append(gpu[1])
+    def sample(self) -> None:
+        self.cpu.append(psutil.cpu_percent(None))
+        self.ram.append(psutil.virtual_memory().percent)
+        gpu = self.gpu.read()
+        if gpu is not None:
+            self.gpu_util.append(gpu[0])
+            self.gpu_mem.append(gpu[1])
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        with self._lock:
-            return {k: np.array(getattr(self, k), dtype=float)
-                    for k in ("cpu", "ram", "gpu_util", "gpu_mem")}
+        return {k: np.array(getattr(self, k), dtype=float)
+                for k in ("cpu", "ram", "gpu_util", "gpu_mem")}
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2 * self.interval)
         self.gpu.close()
 
 
@@ -142,6 +134,7 @@ class SystemMonitor(QWidget):
         self.timer.start()
 
     def refresh(self) -> None:
+        self.sampler.sample()
         for key, values in self.sampler.snapshot().items():
             x = np.arange(-len(values) + 1, 1, dtype=float) * self.sampler.interval
             self.curves[key].setData(x, values)

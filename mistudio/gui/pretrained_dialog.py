@@ -1,7 +1,7 @@
 """File > Pretrained SAEs: the published releases miStudio knows, searchable by model and words,
 pulled into the workspace with progress and cancel.
 
-The pull runs in a child process (:func:`mistudio.core.sae.releases.pull_in_child`): a download
+The pull runs in a child process (a job of the window's job center): a download
 of hundreds of megabytes cannot be interrupted from inside, but a child can be stopped, so Cancel
 and closing the window never wait for it.
 """
@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, show_error
-from mistudio.gui.worker import JobRunner
+from mistudio.gui.jobs import AppJobs
 
 AUTO = "the model it was trained on"
 
@@ -38,11 +38,13 @@ class PretrainedDialog(QDialog):
     pulled = Signal(str)
     """The workspace name of an SAE pulled successfully."""
 
-    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+    def __init__(self, ws: Workspace, parent: QWidget | None = None,
+                 jobs: AppJobs | None = None) -> None:
         from mistudio.core.sae.releases import list_saes
 
         super().__init__(parent)
         self.ws = ws
+        jobs = jobs or AppJobs(ws.root, self)
         self.setWindowTitle("Pretrained SAEs")
         self.resize(900, 560)
         self.all = list_saes()
@@ -88,7 +90,7 @@ class PretrainedDialog(QDialog):
         self.status.setWordWrap(True)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        self.runner = JobRunner(self)
+        self.runner = jobs.runner("pretrained", self)
         self.runner.progress.connect(lambda f: self.progress.setValue(int(f * 1000)))
         self.runner.status.connect(self.status.setText)
         self.runner.finished.connect(self._done)
@@ -122,16 +124,14 @@ class PretrainedDialog(QDialog):
 
     def pull(self) -> None:
         from mistudio.core.runtime.online import is_online
-        from mistudio.core.sae.releases import pull_in_child
 
         sae = self.selected()
         if sae is None:
             show_error(self, "Select an SAE in the table first.")
             return
-        root, model, online = str(self.ws.root), self.attach.currentData(), is_online()
         self.progress.setValue(0)
-        self.runner.start(f"Pulling {sae.release} {sae.sae_id}", lambda task: pull_in_child(
-            root, sae.release, sae.sae_id, None, model, online, task=task))
+        self.runner.start("pull_sae", sae.release, sae.sae_id, None, self.attach.currentData(),
+                          is_online(), title=f"Pulling {sae.release} {sae.sae_id}")
 
     def _running(self, running: bool) -> None:
         self.pull_btn.setEnabled(not running)

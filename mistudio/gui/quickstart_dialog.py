@@ -2,7 +2,7 @@
 the defaults, from one button: each stage's progress, the live training curves, then the
 Feature browser on the result and a steering experiment ready to run.
 
-The work is the core's ``run_quickstart`` in a worker, as from the command line; the dialog
+The work is the core's ``run_quickstart`` in a child process, as from the command line; the dialog
 only shows it. Opened on the first launch (no workspace yet) and from Help > Quick start.
 """
 
@@ -27,7 +27,7 @@ from mistudio.core.workflows.quickstart import STAGES
 from mistudio.core.workflows.results import QuickstartResult
 from mistudio.gui.common import show_error
 from mistudio.gui.dashboard import Dashboard
-from mistudio.gui.worker import JobRunner, in_worker
+from mistudio.gui.jobs import AppJobs
 
 INTRO = ("Quick start runs the whole workflow on this computer, with nothing to set up: the "
          "built-in corpus (Python's own documentation) is tokenized for the embedded model "
@@ -42,13 +42,13 @@ class QuickStartDialog(QDialog):
     """The quick start's result (as ``mistudio quickstart --json`` prints it)."""
 
     def __init__(self, ws: Workspace, device: str = "auto", options: dict[str, Any] | None = None,
-                 parent: QWidget | None = None) -> None:
+                 jobs: AppJobs | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("miStudio quick start")
         self.ws, self.device = ws, device
         self.options = options or {}
         """Overrides of run_quickstart's defaults (tests use a tiny model and corpus)."""
-        self.runner = JobRunner(self)
+        self.runner = (jobs or AppJobs(ws.root, self)).runner("quick start", self)
         self.runner.progress.connect(self._progress)
         self.runner.status.connect(lambda text: self.status.setText(text))
         self.runner.partial.connect(self._partial)
@@ -96,12 +96,11 @@ class QuickStartDialog(QDialog):
         self.resize(1040, 600)
 
     def start(self) -> None:
-        from mistudio.core.workflows.quickstart import QuickstartConfig, run_quickstart
+        from mistudio.core.workflows.quickstart import QuickstartConfig
 
         cfg = QuickstartConfig(**{"device": self.device, **self.options})
         self.dashboard.reset(cfg.train_steps)
-        job = in_worker(self.ws, lambda ws, task: run_quickstart(ws, cfg, task))
-        if self.runner.start("Quick start", job):
+        if self.runner.start("quickstart", cfg):
             self.started_at = time.perf_counter()
             self.start_button.setEnabled(False)
             self.cancel_button.setEnabled(True)

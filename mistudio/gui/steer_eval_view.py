@@ -25,14 +25,15 @@ from PySide6.QtWidgets import (
 from mistudio.core.runtime.errors import MiStudioError
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, show_error
-from mistudio.gui.worker import JobRunner, in_worker
+from mistudio.gui.jobs import AppJobs
 
 FILE = "A file..."
 
 
 class SteerEvalView(QWidget):
     def __init__(self, ws: Workspace, spec: Callable[[], Any], preset: Callable[[], str],
-                 device: Callable[[], str], parent: QWidget | None = None) -> None:
+                 device: Callable[[], str], jobs: AppJobs,
+                 parent: QWidget | None = None) -> None:
         """``spec``, ``preset``, ``device``: the steering panel's current spec, chosen preset
         and device (read when a run starts)."""
         from mistudio.core.steering.scorers import BUILTIN_PROMPTS
@@ -90,7 +91,7 @@ class SteerEvalView(QWidget):
         self.plot.addItem(self.curve)
         self.labels: list[Any] = []
         v.addWidget(self.plot, 3)
-        self.runner = JobRunner(self)
+        self.runner = jobs.runner("steering evaluation", self)
         self.runner.status.connect(self.status.setText)
         self.runner.finished.connect(self._done)
         self.runner.failed.connect(lambda m, d: (self.status.setText(m), show_error(self, m, d)))
@@ -122,24 +123,20 @@ class SteerEvalView(QWidget):
                                words=self.words.text().strip() or None, bootstrap=500)
 
     def run(self) -> None:
-        from mistudio.core.steering.evaluate import evaluate_steering
-
         try:
             spec, cfg = self.spec(), self.config()
         except MiStudioError as err:
             show_error(self, err)
             return
-        device = self.device()
         self.keep_btn.setEnabled(False)
-        self.runner.start("Evaluating steering", in_worker(
-            self.ws, lambda ws, task: evaluate_steering(ws, spec, cfg, task, device).to_dict()))
+        self.runner.start("evaluate_steering", spec, cfg, self.device())
 
     def _running(self, running: bool) -> None:
         self.run_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
 
-    def _done(self, result: dict[str, Any]) -> None:
-        self.result = result
+    def _done(self, evaluation: Any) -> None:
+        result = self.result = evaluation.to_dict()
         rows, xs, ys = [], [], []
         for p in result["points"]:
             for s in p["scores"]:

@@ -36,15 +36,14 @@ from PySide6.QtWidgets import (
 )
 
 from mistudio.core.runtime.errors import MiStudioError
-from mistudio.core.runtime.processes import ChildService
 from mistudio.core.steering.generate import GenerationConfig
 from mistudio.core.steering.interventions import Intervention
 from mistudio.core.steering.session import SteeringSpec
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import show_error
+from mistudio.gui.jobs import AppJobs
 from mistudio.gui.steer_eval_view import SteerEvalView
 from mistudio.gui.token_view import TokenHeatmap, scrolled
-from mistudio.gui.worker import JobRunner
 
 PLAIN_DIFF, STEERED_DIFF = QColor(110, 160, 230), QColor(240, 150, 40)
 """Backgrounds of tokens after the two sides diverge."""
@@ -106,21 +105,20 @@ class FeatureRow(QWidget):
 
 
 class SteeringPanel(QWidget):
-    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+    def __init__(self, ws: Workspace, jobs: AppJobs | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ws = ws
         self.device = "auto"
-        self.runner = JobRunner(self)
+        self.jobs = jobs or AppJobs(ws.root, self)
+        self.runner = self.jobs.runner("steering", self)
         self.runner.partial.connect(self._streamed)
         self.runner.finished.connect(self._done)
         self.runner.failed.connect(lambda m, d: show_error(self, m, d))
         self.runner.running_changed.connect(self._running)
         self._rerun = False
-        self.service = ChildService()
-        """Generation runs in this child process, which keeps the model and SAEs loaded: in
-        the app's own process it would compete with the UI thread for the interpreter."""
         self.loaded_saes: tuple[str, ...] | None = None
-        """The SAEs the service has loaded (None: nothing loaded yet)."""
+        """The SAEs the model's service has loaded (None: nothing loaded yet)."""
         self.result: Any = None
         self.last_spec: SteeringSpec | None = None
         self.rows: list[FeatureRow] = []
@@ -129,7 +127,7 @@ class SteeringPanel(QWidget):
         self.views = QTabWidget()
         self.views.addTab(self._outputs(), "Compare")
         self.evaluate_view = SteerEvalView(ws, self.spec, self.preset.currentText,
-                                           lambda: self.device)
+                                           lambda: self.device, self.jobs)
         self.views.addTab(self.evaluate_view, "Evaluate over prompts")
         split.addWidget(self.views)
         split.setSizes([470, 810])
@@ -357,22 +355,14 @@ class SteeringPanel(QWidget):
             self.metrics.setText("Type a prompt in the Prompt box first; both sides continue it.")
             self.prompt.setFocus()
             return
-        device = self.device
-        warm = self.loaded_saes == spec.saes and self.service.alive
-        root, service = str(self.ws.root), self.service
-
-        def run(task: Any) -> Any:
-            from mistudio.core.steering.session import steer_in_service
-
-            return service.call(steer_in_service, root, spec, prompt, device, task=task)
-
+        warm = self.loaded_saes == spec.saes and bool(self.jobs.center.services.alive())
         for view in (self.plain, self.steered):
             view.set_tokens([])
         self.kl_bars.setOpts(x=[], height=[])
         self.metrics.setText("Generating..." if warm else "Loading the model and SAEs, then "
                              "generating...")
         self.last_spec = spec
-        self.runner.start("Steering", run)
+        self.runner.start("steer", spec, prompt, self.device)
 
     def _running(self, running: bool) -> None:
         self.go.setText("Generating..." if running else "Generate")

@@ -27,34 +27,57 @@ from PySide6.QtWidgets import (
 
 from mistudio.core.activations.massive import ev_phrase
 from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.sae import architectures
 from mistudio.core.sae.checkpoints import read_metrics
-from mistudio.core.sae.trainer import TrainConfig, train_sae
+from mistudio.core.sae.train_config import TrainConfig
 from mistudio.core.store.manifests import SAESummary
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import refill_combo, show_error
 from mistudio.gui.dashboard import Dashboard
-from mistudio.gui.worker import JobRunner
+from mistudio.gui.jobs import AppJobs
 
 PRESETS = {
     "Quick demo": {"steps": 200, "batch_size": 1024, "expansion": 4, "k": 32},
     "Standard": {"steps": 1000, "batch_size": 2048, "expansion": 8, "k": 32},
     "Wide": {"steps": 2000, "batch_size": 4096, "expansion": 16, "k": 64},
 }
+
+
 class TrainingPanel(QWidget):
     analyseRequested = Signal(str)
     """An SAE to analyse in the Features tab (after a run)."""
+    runFinished = Signal(object)
+    """A run's manifest, once it is trained and evaluated inside its model."""
 
-    def __init__(self, ws: Workspace, parent: QWidget | None = None) -> None:
+    def __init__(self, ws: Workspace, jobs: AppJobs | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ws = ws
         self.device = "auto"
         """Set from the window's settings."""
-        self.runner = JobRunner(self)
-        outer = QHBoxLayout(self)
+        self.runner = (jobs or AppJobs(ws.root, self)).runner("training", self)
         split = QSplitter()
-        outer.addWidget(split)
+        QHBoxLayout(self).addWidget(split)
         left = QWidget()
         form_box = QVBoxLayout(left)
+        form_box.addWidget(self._basic_form())
+        form_box.addWidget(self._advanced_form())
+        self._actions(form_box)
+        split.addWidget(left)
+        self.dashboard = Dashboard()
+        split.addWidget(self.dashboard)
+        split.setStretchFactor(1, 3)
+        self.runner.partial.connect(self.dashboard.add_rows)
+        self.runner.finished.connect(self._job_done)
+        self.runner.failed.connect(self._job_failed)
+        self.runner.cancelled.connect(lambda: self.result.setText(
+            "Cancelled. The last checkpoint is kept: Start again with the same settings to resume."))
+        self.runner.running_changed.connect(self._running)
+        self.steps.valueChanged.connect(self.dashboard.plan)
+        self.apply_preset("Standard")
+        self.refresh()
+
+    def _basic_form(self) -> QGroupBox:
         basic = QGroupBox("Train a sparse autoencoder")
         form = QFormLayout(basic)
         self.preset = QComboBox()
@@ -63,7 +86,7 @@ class TrainingPanel(QWidget):
         self.preset.currentTextChanged.connect(self.apply_preset)
         self.activations = QComboBox()
         self.arch = QComboBox()
-        self.arch.addItems(["topk", "batchtopk", "jumprelu", "relu"])
+        self.arch.addItems(architectures())
         self.expansion = QSpinBox(minimum=1, maximum=128)
         self.k = QSpinBox(minimum=1, maximum=4096)
         self.steps = QSpinBox(minimum=1, maximum=10_000_000)
@@ -74,7 +97,9 @@ class TrainingPanel(QWidget):
                          ("k (active latents)", self.k), ("Steps", self.steps),
                          ("Name", self.name)):
             form.addRow(label, w)
-        form_box.addWidget(basic)
+        return basic
+
+    def _advanced_form(self) -> QGroupBox:
         adv = QGroupBox("Advanced")
         adv.setCheckable(True)
         adv.setChecked(False)
@@ -87,7 +112,10 @@ class TrainingPanel(QWidget):
         for label, w in (("Batch (tokens)", self.batch), ("Learning rate", self.lr),
                          ("Optimiser", self.optimizer)):
             aform.addRow(label, w)
-        form_box.addWidget(adv)
+        return adv
+
+    def _actions(self, form_box: QVBoxLayout) -> None:
+        """Start and Cancel, the run's result, Analyse, and the past runs."""
         buttons = QHBoxLayout()
         self.start_btn = QPushButton("Start")
         self.start_btn.clicked.connect(self.start)
@@ -112,19 +140,6 @@ class TrainingPanel(QWidget):
         self.runs.setMinimumHeight(48)  # a few rows; it scrolls
         self.runs.itemClicked.connect(self.plot_run)
         form_box.addWidget(self.runs)
-        split.addWidget(left)
-        self.dashboard = Dashboard()
-        split.addWidget(self.dashboard)
-        split.setStretchFactor(1, 3)
-        self.runner.partial.connect(self.dashboard.add_rows)
-        self.runner.finished.connect(self.done)
-        self.runner.failed.connect(lambda m, d: show_error(self, m, d))
-        self.runner.cancelled.connect(lambda: self.result.setText(
-            "Cancelled. The last checkpoint is kept: Start again with the same settings to resume."))
-        self.runner.running_changed.connect(self._running)
-        self.steps.valueChanged.connect(self.dashboard.plan)
-        self.apply_preset("Standard")
-        self.refresh()
 
     def remember(self, settings: Any) -> None:
         """The last selections, for the next start."""
@@ -175,32 +190,27 @@ class TrainingPanel(QWidget):
         if not self._fits(cfg):
             return
         name = self.name.text().strip() or f"{cfg.activations}.{cfg.architecture}"
-        ws_root = self.ws.root
         self.dashboard.reset(cfg.steps, name)
         self.result.setText("")
+        self.runner.start("train", cfg, name, title=f"Training {name}")
 
-        device = self.device
+    def _job_done(self, result: Any) -> None:
+        """After training: the SAE evaluated inside its model (in the model's service), then
+        the run's figures shown."""
+        if self.runner.kind == "train":
+            self._trained = result
+            self.runner.start("evaluate_in_model", result.name, 16, self.device,
+                              title=f"Evaluating {result.name} inside the model")
+            return
+        self._trained.summary = result
+        self.done(self._trained)
 
-        def job(task: Any) -> Any:
-            from mistudio.core.runtime.tasks import SubTask
-            from mistudio.core.sae.evaluation import evaluate_in_child
-
-            ws = Workspace(ws_root)  # SQLite connections stay on their own thread
-            try:
-                manifest = train_sae(ws, cfg, name, SubTask(task, 0.0, 0.9))
-            finally:
-                ws.close()
-            task.set_status(f"Evaluating {name} inside the model")
-            try:  # CE loss score and KL with the SAE spliced in; a child process loads the
-                # model, so its interpreter-heavy loading cannot stall the UI thread
-                manifest.summary = evaluate_in_child(str(ws_root), name, 16, device,
-                                                     task=SubTask(task, 0.9, 1.0))
-            except MiStudioError as err:  # e.g. the tokenized set is gone
-                manifest.summary.in_model_error = str(err)
-            task.set_progress(1.0)
-            return manifest
-
-        self.runner.start(f"Training {name}", job)
+    def _job_failed(self, message: str, details: str) -> None:
+        if self.runner.kind == "evaluate_in_model":  # the SAE is trained: show it anyway
+            self._trained.summary.in_model_error = message
+            self.done(self._trained)
+            return
+        show_error(self, message, details)
 
     def _fits(self, cfg: Any) -> bool:
         """Shapes and memory checked before anything starts (the core checks again)."""
@@ -228,6 +238,7 @@ class TrainingPanel(QWidget):
     def done(self, manifest: Any) -> None:
         self.result.setText(run_summary(manifest.name, manifest.summary))
         self.last_run = manifest.name
+        self.runFinished.emit(manifest)
         self.analyse_btn.show()
         self.refresh()
 

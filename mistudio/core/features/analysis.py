@@ -111,23 +111,6 @@ def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
     return b.manifest
 
 
-def analyze_in_child(root: str, cfg: AnalyzeConfig, overwrite: bool = False,
-                     task: TaskState | None = None) -> FeaturesManifest:
-    """:func:`analyze` in a fresh process, for the app."""
-    from mistudio.core.runtime.processes import run_in_child
-
-    return run_in_child(_analyze_at, root, cfg, overwrite, task=task)
-
-
-def _analyze_at(root: str, cfg: AnalyzeConfig, overwrite: bool,
-                task: TaskState | None = None) -> FeaturesManifest:
-    ws = Workspace(root)
-    try:
-        return analyze(ws, cfg, task=task, overwrite=overwrite)
-    finally:
-        ws.close()
-
-
 class _Inputs(NamedTuple):
     """What an analysis reads: the SAE, its activation set and tokens, the model's name."""
 

@@ -8,11 +8,7 @@ installs without umap-learn) get a PCA projection instead; the map records which
 from __future__ import annotations
 
 import json
-import threading
-import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,67 +65,39 @@ def map_seconds(n_features: int) -> float:
     return 20.0 + 0.009 * n_features
 
 
-@contextmanager
-def _ticking(task: TaskState, estimate_s: float) -> Iterator[None]:
-    """UMAP reports nothing while it runs: move the progress bar along the estimate (never
-    past 95% before the end), so the status bar shows a moving bar and a time left."""
-    stop = threading.Event()
-    start = time.monotonic()
+def cached_map(ws: Workspace, analysis: str) -> FeatureMap | None:
+    """The analysis's map as computed before, or None."""
+    from mistudio.core.features.store import open_features
 
-    def tick() -> None:
-        while not stop.wait(0.5):
-            task.set_progress(min(0.95, (time.monotonic() - start) / estimate_s))
-
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    store = open_features(ws, analysis)
+    folder: Path = store.folder
+    if (folder / MAP_FILE).is_file() and (folder / MAP_INFO).is_file():
+        xy = np.load(folder / MAP_FILE)
+        if xy.shape == (store.n, 2):
+            return FeatureMap(xy, json.loads((folder / MAP_INFO).read_text())["method"])
+    return None
 
 
 def feature_map(ws: Workspace, analysis: str, task: TaskState | None = None,
                 recompute: bool = False) -> FeatureMap:
-    """The analysis's map, computed once (about half a minute for 4608 features) and cached."""
+    """The analysis's map, computed once (about a minute for 4608 features) and cached."""
     from mistudio.core.features.store import open_features
     from mistudio.core.sae.io import open_sae
 
     task = task or silent_task()
-    store = open_features(ws, analysis)
-    folder: Path = store.folder
-    if not recompute and (folder / MAP_FILE).is_file() and (folder / MAP_INFO).is_file():
-        xy = np.load(folder / MAP_FILE)
-        if xy.shape == (store.n, 2):
-            return FeatureMap(xy, json.loads((folder / MAP_INFO).read_text())["method"])
+    cached = None if recompute else cached_map(ws, analysis)
+    if cached is not None:
+        return cached
+    folder = open_features(ws, analysis).folder
     sae, _ = open_sae(ws, read_manifest(folder, f"analysis {analysis!r}").provenance.sae)
     n = sae.cfg.d_sae
     estimate = map_seconds(n)
     task.set_status(f"Computing the feature map of {n:,} features (UMAP, about "
                     f"{estimate:.0f} s on 2 CPU cores)")
-    with _ticking(task, estimate):
-        fmap = compute_map(sae.W_dec_FO.detach().float().numpy())
+    # UMAP reports nothing while it runs: the front end moves its bar along the estimate
+    task.emit_partial({"expected_seconds": estimate})
+    fmap = compute_map(sae.W_dec_FO.detach().float().numpy())
     write_npy_atomic(folder / MAP_FILE, fmap.xy)
     write_json_atomic(folder / MAP_INFO, {"method": fmap.method})
     task.set_progress(1.0)
     return fmap
-
-
-def feature_map_in_child(root: str, analysis: str, recompute: bool = False,
-                         task: TaskState | None = None) -> FeatureMap:
-    """:func:`feature_map` in a fresh process, for the app: UMAP imports numba and scikit-learn
-    and compiles with numba, long stretches that hold the interpreter lock, and importing them
-    on a worker thread of a PySide6 app once hung the app (PySide6 hooks every import).
-    Progress reaches ``task``; cancelling it stops the child."""
-    from mistudio.core.runtime.processes import run_in_child
-
-    return FeatureMap(*run_in_child(_map_at, root, analysis, recompute, task=task))
-
-
-def _map_at(root: str, analysis: str, recompute: bool,
-            task: TaskState | None = None) -> tuple[np.ndarray, str]:
-    ws = Workspace(root)
-    try:
-        return tuple(feature_map(ws, analysis, task, recompute=recompute))  # type: ignore[return-value]
-    finally:
-        ws.close()

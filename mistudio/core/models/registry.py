@@ -164,8 +164,9 @@ def describe_config(config: Any) -> ModelInfo:
 
 
 def add_model(ws: Workspace, name: str, source: str, trust_remote_code: bool = False,
-              overwrite: bool = False) -> ModelManifest:
+              overwrite: bool = False, task: TaskState | None = None) -> ModelManifest:
     """Register a model (reads only its configuration; weights load on first use)."""
+    (task or silent_task()).set_status(f"Reading the configuration of {source}")
     config = {"source": source, "trust_remote_code": trust_remote_code}
     with ws.build("model", name, "add-model", config, overwrite) as b:
         src = _resolve_source(source)
@@ -175,10 +176,10 @@ def add_model(ws: Workspace, name: str, source: str, trust_remote_code: bool = F
     return b.manifest
 
 
-def ensure_embedded_model(ws: Workspace) -> str:
+def ensure_embedded_model(ws: Workspace, task: TaskState | None = None) -> str:
     """Register the embedded model as ``smollm2-135m`` the first time a workspace needs it."""
     if ws.catalog.find("model", EMBEDDED_NAME) is None:
-        add_model(ws, EMBEDDED_NAME, "embedded")
+        add_model(ws, EMBEDDED_NAME, "embedded", task=task)
     return EMBEDDED_NAME
 
 

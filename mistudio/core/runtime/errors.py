@@ -63,10 +63,13 @@ class PlainWords:
 
 
 def render(text: str, words: Words) -> str:
-    """``text`` with its setting and action markers in ``words``."""
+    """``text`` with its setting and action markers in ``words`` (capitalised where they begin
+    a sentence)."""
     def swap(m: re.Match[str]) -> str:
         is_action, name, value = m.group(1), m.group(2), m.group(3)
-        return words.action(name, value) if is_action else words.setting(name, value)
+        out = words.action(name, value) if is_action else words.setting(name, value)
+        before = text[:m.start()].rstrip()
+        return out[:1].upper() + out[1:] if not before or before[-1] in ".!?" else out
 
     return MARK.sub(swap, text)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mistudio.core.runtime.errors import Cancelled
-from mistudio.core.runtime.tasks import TaskState, silent_task
+from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
 
 
 class _ChildTask:
@@ -151,6 +151,10 @@ class ChildService:
     def alive(self) -> bool:
         return self._child is not None and self._child.is_alive()
 
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
     def _start(self) -> None:
         import multiprocessing
 
@@ -163,15 +167,17 @@ class ChildService:
     def call(self, fn: Callable[..., Any], *args: Any, task: TaskState | None = None) -> Any:
         """``fn(state, *args, task=...)`` in the service's process; ``fn`` must be a
         module-level function."""
-        with self._lock:
+        task = task or silent_task()
+        while not self._lock.acquire(timeout=0.1):  # another call runs: wait, cancellably
+            check_cancelled(task)
+        try:
             if not self.alive:
                 self._discard()
                 self._start()
             self._cancel.clear()
             self._requests.put((fn, args))
             try:
-                return _relay(self._child, self._reports, self._cancel, task or silent_task(),
-                              self.grace_s)
+                return _relay(self._child, self._reports, self._cancel, task, self.grace_s)
             except _Unanswered:
                 self._terminate()  # still busy: its late answer must not reach the next call
                 raise Cancelled() from None
@@ -179,6 +185,8 @@ class ChildService:
                 if not self.alive:  # it died (killed, out of memory): start afresh next time
                     self._discard()
                 raise
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """End the process (waits up to a second for it to finish, then terminates it)."""

@@ -17,4 +17,11 @@ def build_sae(cfg: SAEConfig) -> SparseCoder:
     return cls(cfg)
 
 
-__all__ = ["ForwardOutput", "SAEConfig", "SparseCoder", "build_sae"]
+def architectures() -> list[str]:
+    """The architectures a new SAE can have."""
+    from mistudio.core.sae.config import ARCHITECTURES
+
+    return list(ARCHITECTURES)
+
+
+__all__ = ["ForwardOutput", "SAEConfig", "SparseCoder", "architectures", "build_sae"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mistudio.core.models.registry import load_model
+from mistudio.core.models.registry import LoadedModel, load_model
 from mistudio.core.runtime.tasks import TaskState, silent_task
 from mistudio.core.sae.io import open_sae
 from mistudio.core.sae.splice import splice_eval
@@ -15,9 +15,10 @@ from mistudio.core.store.workspace import Workspace
 
 
 def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: str = "auto",
-                      task: TaskState | None = None) -> SAESummary:
+                      task: TaskState | None = None,
+                      loaded: LoadedModel | None = None) -> SAESummary:
     """CE loss score and KL on held-out text, stored in the SAE's manifest and catalog row;
-    returns the SAE's summary with them."""
+    returns the SAE's summary with them. ``loaded``: the SAE's model, already in memory."""
     task = task or silent_task()
     sae, cfg = open_sae(ws, name)
     meta = dict(cfg["metadata"])
@@ -29,9 +30,10 @@ def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: s
         ensure_builtin_dataset(ws)
         meta["dataset_path"] = tokenize_dataset(
             ws, TokenizeConfig("pydoc", meta["model_name"], 128)).name
-    task.set_status(f"Loading {meta['model_name']}")
-    loaded = load_model(ws, meta["model_name"], device,
-                        quantize=meta.get("model_quantization") or "none")
+    if loaded is None:
+        task.set_status(f"Loading {meta['model_name']}")
+        loaded = load_model(ws, meta["model_name"], device,
+                            quantize=meta.get("model_quantization") or "none")
     task.set_status("Evaluating with the SAE spliced in")
     result = splice_eval(ws, sae, meta, n_sequences, loaded=loaded, task=task)
     manifest = ws.manifest("sae", name)
@@ -39,24 +41,3 @@ def evaluate_in_model(ws: Workspace, name: str, n_sequences: int = 32, device: s
     write_json_atomic(Path(ws.catalog.get("sae", name).path) / MANIFEST, manifest.to_json())
     ws.register(manifest)
     return manifest.summary
-
-
-def evaluate_in_child(root: str, name: str, n_sequences: int = 32, device: str = "auto",
-                      task: TaskState | None = None) -> SAESummary:
-    """:func:`evaluate_in_model` in a fresh process, for callers that must stay responsive.
-
-    Loading a model runs long stretches of Python and C code that hold the interpreter lock;
-    in a separate process it cannot stall the caller's other threads (the app's UI thread).
-    """
-    from mistudio.core.runtime.processes import run_in_child
-
-    return run_in_child(_evaluate_at, root, name, n_sequences, device, task=task)
-
-
-def _evaluate_at(root: str, name: str, n_sequences: int, device: str,
-                 task: TaskState | None = None) -> SAESummary:
-    ws = Workspace(root)
-    try:
-        return evaluate_in_model(ws, name, n_sequences, device, task)
-    finally:
-        ws.close()

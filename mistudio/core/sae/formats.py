@@ -24,6 +24,7 @@ from mistudio import __version__
 from mistudio.core.models.adapters import HOOK_POINTS, parse_hook_key
 from mistudio.core.models.registry import model_info
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
+from mistudio.core.runtime.tasks import TaskState
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
 from mistudio.core.sae.hooknames import FoundHook, match_model, read_hook, read_json_if
 from mistudio.core.sae.io import CFG_FILE, WEIGHTS_FILE, config_from_saelens, load_tensors, save_sae
@@ -172,7 +173,7 @@ def _llama_scope(hp: dict[str, Any], raw: dict[str, torch.Tensor],
 
 def import_sae(ws: Workspace, folder: Path, name: str, model: str | None = None,
                hook: str | None = None, overwrite: bool = False,
-               fold_centering: bool = False) -> SAEManifest:
+               fold_centering: bool = False, task: TaskState | None = None) -> SAEManifest:
     """Convert and register an SAE. ``model`` and ``hook`` default to what the files say
     (checked against the workspace); given, they override it. ``fold_centering``: the SAE was
     trained on TransformerLens activations with ``center_writing_weights`` (each token's residual
@@ -252,7 +253,7 @@ def _fold_centering(sae: SparseCoder) -> None:
 
 
 def export_sae(ws: Workspace, name: str, out: Path, fmt: str = "saelens",
-               quantize: str = "none") -> dict[str, Any]:
+               quantize: str = "none", task: TaskState | None = None) -> dict[str, Any]:
     """Copy ``saes/NAME`` to ``out`` in the SAELens layout, or write ONNX graphs there.
 
     ``out`` must be new or empty; it is built under a temporary name and renamed when complete.

@@ -183,25 +183,3 @@ def pull_sae(ws: Workspace, release: str, sae_id: str, name: str | None = None,
                           fold_centering=sae.center_writing_weights)
     task.set_progress(1.0)
     return manifest
-
-
-def pull_in_child(root: str, release: str, sae_id: str, name: str | None = None,
-                  model: str | None = None, online: bool = False,
-                  task: TaskState | None = None) -> dict[str, Any]:
-    """:func:`pull_sae` in a child process, for the app: a download of hundreds of MB cannot
-    be interrupted from inside, but a child can be stopped when the user cancels."""
-    from mistudio.core.runtime.processes import run_in_child
-
-    return run_in_child(_pull_at, root, release, sae_id, name, model, online, task=task)
-
-
-def _pull_at(root: str, release: str, sae_id: str, name: str | None, model: str | None,
-             online: bool, task: TaskState | None = None) -> dict[str, Any]:
-    from mistudio.core.runtime.online import set_online
-
-    set_online(online)
-    ws = Workspace(root)
-    try:
-        return pull_sae(ws, release, sae_id, name, model, task)
-    finally:
-        ws.close()

@@ -144,23 +144,3 @@ def run_steering(ws: Workspace, spec: SteeringSpec, prompt: str, task: TaskState
     result = Steerer(ws, spec, device).run(prompt, task=task)
     return {"spec": spec.to_dict(), **result._asdict(),
             "plain": result.plain._asdict(), "steered": result.steered._asdict()}
-
-
-def steer_in_service(state: dict[str, Any], root: str, spec: SteeringSpec, prompt: str,
-                     device: str, task: TaskState) -> tuple[Comparison, list[str], list[str]]:
-    """The app's generation, run in a :class:`mistudio.core.runtime.processes.ChildService`: the loaded
-    :class:`Steerer` stays in ``state`` for the next call on the same workspace, SAEs (as
-    saved now), model and device. Returns the comparison and each side's token texts."""
-    from mistudio.core.store.workspace import service_workspace
-
-    ws = service_workspace(state, root)
-    saved = tuple((n, ws.catalog.get("sae", n).updated) for n in spec.saes)
-    key = (saved, spec.model, device)
-    if state.get("key") != key:
-        state.pop("steerer", None)  # the old model goes before the new one loads
-        state["steerer"], state["key"] = Steerer(ws, spec, device), key
-    steerer: Steerer = state["steerer"]
-    result = steerer.run(prompt, spec, task)
-    tok = steerer.loaded.tokenizer
-    return (result, [tok.decode([t]) for t in result.plain.token_ids],
-            [tok.decode([t]) for t in result.steered.token_ids])

@@ -12,7 +12,7 @@ from mistudio.core.store.files import human_bytes
 from mistudio.core.store.workspace import Workspace
 
 
-def doctor(ws: Workspace) -> dict[str, Any]:
+def doctor(ws: Workspace, task: Any = None) -> dict[str, Any]:
     """A report of the installation, its device and memory; never raises for a missing piece."""
     import psutil
     import torch

@@ -38,8 +38,8 @@ def _run(ws: Workspace, task: TaskState) -> dict[str, Any]:
     from mistudio.core.data.tokenization import TokenizeConfig, tokenize_dataset
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
     from mistudio.core.features.labels import LabelConfig, label_features
+    from mistudio.core.jobs.center import JobCenter
     from mistudio.core.models.registry import ensure_embedded_model, load_model, model_info
-    from mistudio.core.sae.evaluation import evaluate_in_child
     from mistudio.core.sae.trainer import TrainConfig, train_sae
     from mistudio.core.steering.generate import GenerationConfig
     from mistudio.core.steering.interventions import Intervention
@@ -74,10 +74,14 @@ def _run(ws: Workspace, task: TaskState) -> dict[str, Any]:
                             eval_tokens=256, device="cpu"), "sae", t))
         steps["train"].update(explained_variance=round(sae.summary.explained_variance, 3),
                               l0=sae.summary.l0)
-        # In a child process, as the app's Training panel does it: in a bundle this checks
-        # that a spawned process runs the job (multiprocessing.freeze_support) and not the app.
-        evaluation = step("evaluate", 0.85, 0.87, lambda t: evaluate_in_child(
-            str(ws.root), "sae", 2, "cpu", task=t))
+        # In a model service, as the app does it: in a bundle this checks that a spawned
+        # process runs the job (multiprocessing.freeze_support) and not a second app.
+        center = JobCenter(ws.root)
+        try:
+            evaluation = step("evaluate", 0.85, 0.87, lambda t: center.run(
+                "evaluate_in_model", "sae", 2, "cpu", task=t))
+        finally:
+            center.shutdown()
         steps["evaluate"].update(kl_div=round(evaluation.kl_div, 3))
         step("analyze", 0.87, 0.92, lambda t: analyze(ws, AnalyzeConfig(
             "sae", tokens=SELFTEST_TOKENS, top_contexts=5), "sae", t))

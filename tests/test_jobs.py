@@ -1,0 +1,104 @@
+"""The job center: every job of the app is declared once, runs where its kind says, reaches the
+status bar and is stopped and waited for when the window closes."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import re
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from mistudio.core.jobs.center import JobCenter
+from mistudio.core.jobs.kinds import JOBS, JobKind, Placement
+from mistudio.core.runtime.errors import Cancelled
+from mistudio.core.runtime.tasks import CallbackTask
+
+GUI = Path(__file__).resolve().parents[1] / "mistudio" / "gui"
+
+
+def test_every_declared_job_resolves_to_a_function() -> None:
+    for kind in JOBS.values():
+        assert callable(kind.fn), kind.name
+        if kind.placement is Placement.SERVICE:
+            assert kind.model_of is not None, f"{kind.name} must say which model it needs"
+
+
+def test_the_gui_starts_jobs_only_by_name_through_the_center() -> None:
+    """No other way to run work in the background: no threads, QThreads, process pools or
+    services of its own; every job it starts is one of the declared kinds."""
+    started = set()
+    for path in GUI.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for banned in ("threading", "QThread", "ChildService", "run_in_child", "ThreadPool",
+                       "concurrent.futures", "multiprocessing"):
+            assert banned not in text, f"{path.name} uses {banned}"
+        started |= set(re.findall(r"(?:runner|loader)\.start\(\s*\"([a-z_]+)\"", text))
+    assert started, "the panels start their jobs by name"
+    assert started <= set(JOBS), started - set(JOBS)
+
+
+def _stubbed(kinds: dict[str, JobKind]) -> dict[str, JobKind]:
+    return {name: dataclasses.replace(k, function="job_stubs:until_cancelled",
+                                      model="job_stubs:stub_model")
+            for name, k in kinds.items()}
+
+
+def test_center_runs_each_placement_and_stops_everything(tmp_path: Path) -> None:
+    kinds = {
+        "here": JobKind("here", "job_stubs:where", Placement.THREAD, "here"),
+        "child": JobKind("child", "job_stubs:where", Placement.PROCESS, "child"),
+        "model": JobKind("model", "job_stubs:where", Placement.SERVICE, "model",
+                         "job_stubs:stub_model"),
+        "wait": JobKind("wait", "job_stubs:until_cancelled", Placement.PROCESS, "wait"),
+    }
+    center = JobCenter(tmp_path / "ws", kinds)
+    assert center.run("here") == os.getpid()
+    assert center.run("child") != os.getpid()
+    first = center.run("model")
+    assert center.run("model") == first != os.getpid()  # one service per model, kept
+    assert list(center.services.processes().values()) == [first]
+    token = CallbackTask()
+    waiting = center.start("wait", owner="a")
+    assert center.running("a") == [waiting]
+    left = center.shutdown(timeout_s=20)
+    assert left == [] and waiting.outcome == "cancelled" and isinstance(waiting.error, Cancelled)
+    assert center.services.processes() == {} and multiprocessing.active_children() == []
+    with pytest.raises(RuntimeError, match="shut down"):
+        center.start("here")
+    del token
+
+
+def test_every_job_reaches_the_status_bar_and_is_joined_at_close(
+        qtbot: QtBot, toy_ws: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each declared job, its function replaced by one that reports and waits for its cancel
+    but run where the real one runs, shows in the status bar; closing the window stops them
+    all, ends their processes and model services."""
+    from mistudio.gui.main_window import MainWindow
+
+    for name, kind in _stubbed(JOBS).items():
+        monkeypatch.setitem(JOBS, name, kind)
+    win = MainWindow(str(toy_ws.root))  # type: ignore[attr-defined]
+    qtbot.addWidget(win)
+    win.show()
+    runners = []
+    for name in JOBS:
+        runner = win.jobs.runner(f"test {name}")
+        runners.append(runner)
+        assert runner.start(name, name, title=f"Job {name}")
+        qtbot.waitUntil(lambda r=runner: win.job_label.text().startswith("stub working")
+                        and win._active is r, timeout=30_000)
+        assert win.cancel_button.isVisible()
+    services = win.jobs.center.services
+    assert len(services.processes()) == sum(k.placement is Placement.SERVICE
+                                            for k in JOBS.values())
+    cancelled: list[str] = []
+    for r in runners:
+        r.cancelled.connect(lambda r=r: cancelled.append(r.owner))
+    win.close()
+    assert all(not r.running for r in runners)
+    assert len(cancelled) == len(runners)  # each told how its job ended
+    assert services.processes() == {} and multiprocessing.active_children() == []
