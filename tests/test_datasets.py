@@ -131,7 +131,7 @@ def test_cancel_leaves_the_workspace_as_it_was(ws: Workspace, tmp_path: Path) ->
 
 
 def test_invalid_config_values() -> None:
-    with pytest.raises(InvalidInputError, match="max samples must be positive"):
+    with pytest.raises(InvalidInputError, match="(?i)max samples must be positive"):
         DatasetConfig("builtin:pydoc", max_samples=0)
 
 

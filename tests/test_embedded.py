@@ -53,7 +53,7 @@ def test_extraction_matches_output_hidden_states(embedded_ws: Workspace) -> None
     ensure_embedded_model(embedded_ws)
     ensure_builtin_dataset(embedded_ws)
     cfg = ExtractConfig(EMBEDDED_NAME, "pydoc", (3, 15), ("resid_post",), context_length=32,
-                        max_tokens=400, dtype="float32", batch_size=4)
+                        max_tokens=400, dtype="float32", batch_sequences=4)
     extract_activations(embedded_ws, cfg, "check")
     acts = open_activations(embedded_ws, "check")
     pos = acts.row_positions(0, acts.n_rows)

@@ -49,7 +49,7 @@ def test_stored_rows_equal_output_hidden_states(ws: Workspace, toy_folder: Calla
 
     add_model(ws, "m", str(toy_folder(family)))
     add_dataset(ws, "d", DatasetConfig("builtin:pydoc", max_samples=6))
-    cfg = ExtractConfig("m", "d", (1,), dtype="float32", context_length=32, batch_size=3,
+    cfg = ExtractConfig("m", "d", (1,), dtype="float32", context_length=32, batch_sequences=3,
                         chunk_rows=100, max_tokens=700)
     m = extract_activations(ws, cfg, "a")
     assert m.summary.tokens == 700 and m.summary.chunks == 4  # 2 batches of 93 rows each
@@ -113,7 +113,7 @@ def _cancel_after(n_batches: int) -> CallbackTask:
 
 def test_cancelled_extraction_resumes_to_identical_data(toy_ws: Workspace) -> None:
     cfg = ExtractConfig("toy", "pydoc", (1,), ("resid_post", "attn_out"), context_length=64,
-                        batch_size=4, chunk_rows=400, max_tokens=2500)
+                        batch_sequences=4, chunk_rows=400, max_tokens=2500)
     with pytest.raises(Cancelled):
         extract_activations(toy_ws, cfg, "r", _cancel_after(5))
     art = toy_ws.catalog.get("activations", "r")

@@ -107,7 +107,7 @@ def test_catalog_roundtrip_and_unknown_names(ws: Workspace) -> None:
 def test_corrupted_catalog_row_names_the_fix(ws: Workspace) -> None:
     ws.catalog.put("dataset", "d1", ws.root / "raw" / "d1")
     ws.catalog._db.execute("UPDATE artifacts SET config='{oops' WHERE name='d1'")
-    with pytest.raises(CorruptedError, match="catalog rebuild"):
+    with pytest.raises(CorruptedError, match="(?i)rebuild the workspace catalog"):
         ws.catalog.get("dataset", "d1")
 
 
@@ -119,7 +119,7 @@ def test_damaged_catalog_file_is_rebuilt_from_manifests(toy_ws: Workspace) -> No
     for side in ("-wal", "-shm"):
         db.with_name(db.name + side).unlink(missing_ok=True)
     db.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(CorruptedError, match="catalog rebuild"):
+    with pytest.raises(CorruptedError, match="(?i)rebuild the workspace catalog"):
         Catalog(db).list()
     backup, result = rebuild_catalog(root)
     assert backup is not None and backup.read_bytes().startswith(b"this is not")

@@ -142,7 +142,7 @@ def test_target_l0_steers_the_sparsity_coefficient(acts_ws: Workspace, arch: str
 
 
 def test_config_refuses_options_that_do_not_apply() -> None:
-    with pytest.raises(InvalidInputError, match="target l0"):
+    with pytest.raises(InvalidInputError, match="(?i)target l0"):
         small(architecture="topk", target_l0=10)
     with pytest.raises(InvalidInputError, match="Ghost gradients"):
         small(architecture="topk", ghost_grads=True)
