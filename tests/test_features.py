@@ -232,7 +232,10 @@ def test_an_explainer_that_writes_nothing_marks_the_label_failed(
         def yes_probability(self, prompts: list[str]) -> list[float]:
             raise AssertionError("nothing to score")
 
-    monkeypatch.setattr(labels_mod, "_explainer", lambda ws, cfg: Mute())
+    from mistudio.core.features.explainers import LLMExplainer
+
+    monkeypatch.setattr(labels_mod, "make_explainer",
+                        lambda *a: LLMExplainer(Mute(), Mute(), None))
     r = labels_mod.label_features(analysed, "sae", labels_mod.LabelConfig(top=3, explainer="llm"))
     assert r.labelled_now == 3 and r.scored == 0
     store = open_features(analysed, "sae")

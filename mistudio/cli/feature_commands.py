@@ -97,26 +97,38 @@ def _highlight(tokens: list[str], acts: np.ndarray, marked: int, color: bool) ->
 
 def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.features.examples import FeatureReader, TokenText
-    from mistudio.core.features.store import describe_columns, open_features
+    from mistudio.core.features.store import open_features
     from mistudio.core.models.registry import load_tokenizer
 
     store = open_features(ws, args.analysis)
-    f = args.index
-    info = describe_columns(store, f)
     reader = FeatureReader(store.folder)
     text = TokenText(load_tokenizer(ws, reader.manifest.provenance.model))
-    lb = store.label(f)
+    f = args.index
     top = reader.top_examples(f, args.examples)
     quant = reader.quantile_examples(f, n_bins=5, per_bin=1) if args.quantiles else []
+    data = _feature_data(store, reader, text, f, top + quant)
+    if (args.ablate or args.attribute) and top:
+        data.update(_model_checks(args, ws, store, f, top[0], text))
+    color = sys.stdout.isatty() and not args.no_color
+    emit(args, data, lambda d: _feature_text(d, args.analysis, store, text, top + quant, color))
+
+
+def _feature_data(store: Any, reader: Any, text: Any, f: int, shown: list[Any]) -> dict[str, Any]:
+    """One feature's numbers, label, logit lens, neighbours, histogram and examples."""
+    from mistudio.core.features.store import describe_columns
+
+    info = describe_columns(store, f)
+    lb = store.label(f)
 
     def example(e: Any) -> dict[str, Any]:
         return {"sequence": e.sequence, "kind": e.kind, "activation": e.activation,
                 "marked": e.marked, "tokens": text.many(e.token_ids),
                 "activations": [round(float(a), 4) for a in e.activations]}
 
-    data = {"feature": f, "stats": {k: info[k] for k in ("frequency", "log10_density",
+    return {"feature": f, "stats": {k: info[k] for k in ("frequency", "log10_density",
                                                           "max_activation", "mean_activation",
                                                           "dead", "dense")},
+            "plugin_columns": {c: info[c] for c in store.plugin_columns},
             "label": lb._asdict() if lb else None,
             "logit_lens": {"promoted": text.many(info["logit_pos_ids"]),
                            "suppressed": text.many(info["logit_neg_ids"])},
@@ -124,62 +136,74 @@ def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
             "cooccurring": [(i, s) for i, s in zip(info["cooccur_ids"], info["cooccur_score"],
                                                     strict=True) if i >= 0],
             "histogram": reader.histograms[f].tolist(),
-            "examples": [example(e) for e in top + quant]}
-    if (args.ablate or args.attribute) and top:
-        from mistudio.core.features.ablation import FeatureModel
+            "examples": [example(e) for e in shown]}
 
-        fm = FeatureModel(ws, store.folder)
-        if args.ablate:
-            data["ablation"] = fm.ablate(f, args.ablate)._asdict()
-        if args.attribute:
-            e = top[0]
-            att = fm.attribute(f, e.sequence, int(e.positions[e.marked]), args.attribute)
-            data["attribution"] = {"sequence": att.sequence, "position": att.position,
-                                   "method": att.method, "activation": att.activation,
-                                   "tokens": text.many(att.token_ids[-BEFORE_ATTR:]),
-                                   "scores": [round(float(v), 4)
-                                              for v in att.scores[-BEFORE_ATTR:]]}
-    color = sys.stdout.isatty() and not args.no_color
 
-    def render(d: dict[str, Any]) -> str:
-        s = d["stats"]
-        lines = [f"Feature {f} of {args.analysis}: fires on {s['frequency']:.3%} of tokens, "
-                 f"max {s['max_activation']:.2f}, mean when active {s['mean_activation']:.2f}"
-                 + (" (dead)" if s["dead"] else "") + (" (dense)" if s["dense"] else "")]
-        if lb:
-            score = "unscored" if lb.score is None else f"score {lb.score:.2f} ({lb.scorer})"
-            failed = ", failed" if lb.status != "ok" else ""
-            lines.append(f"Label: {lb.label}   [{lb.source}, {score}{failed}]")
-        lines.append("Promotes:   " + "  ".join(repr(t) for t in d["logit_lens"]["promoted"]))
-        lines.append("Suppresses: " + "  ".join(repr(t) for t in d["logit_lens"]["suppressed"]))
-        labels = store.column("label")
-        lines.append("Nearest (decoder cosine): " + ", ".join(
-            f"{i} ({c:.2f}{': ' + labels[i][:20] if labels[i] else ''})"
-            for i, c in d["neighbours"][:5]))
-        lines.append("Fires with: " + (", ".join(f"{i} ({c:.2f})" for i, c in d["cooccurring"][:5])
-                                       or "(none)"))
-        bars = " ▁▂▃▄▅▆▇█"
-        h = np.array(d["histogram"], dtype=float)
-        if h.max() > 0:
-            lines.append("Activations 0 -> max: " + "".join(
-                bars[round(8 * v / h.max())] for v in h))
-        if "ablation" in d:
-            a = d["ablation"]
-            lines.append(f"Ablation on {len(a['per_context'])} top contexts ({a['tokens']:,} "
-                         f"predictions): CE {a['ce_clean']:.4f} -> {a['ce_ablated']:.4f} "
-                         f"(change {a['delta']:+.4f})")
-        if "attribution" in d:
-            a = d["attribution"]
-            ranked = sorted(zip(a["tokens"], a["scores"], strict=True), key=lambda p: -abs(p[1]))
-            lines.append(f"Tokens driving the peak ({a['method']}): " + ", ".join(
-                f"{t!r} {v:+.3f}" for t, v in ranked[:6]))
-        lines.append("")
-        for e in top + quant:
-            body = _highlight(text.many(e.token_ids), e.activations, e.marked, color)
-            lines.append(f"{e.kind:>11} {e.activation:7.2f}  " + body.replace("⏎", "⏎ "))
-        return "\n".join(lines)
+def _model_checks(args: argparse.Namespace, ws: Workspace, store: Any, f: int, top: Any,
+                  text: Any) -> dict[str, Any]:
+    """Ablation over the top contexts and attribution of the top one (they run the model)."""
+    from mistudio.core.features.ablation import FeatureModel
 
-    emit(args, data, render)
+    fm = FeatureModel(ws, store.folder)
+    out: dict[str, Any] = {}
+    if args.ablate:
+        out["ablation"] = fm.ablate(f, args.ablate)._asdict()
+    if args.attribute:
+        att = fm.attribute(f, top.sequence, int(top.positions[top.marked]), args.attribute)
+        out["attribution"] = {"sequence": att.sequence, "position": att.position,
+                              "method": att.method, "activation": att.activation,
+                              "tokens": text.many(att.token_ids[-BEFORE_ATTR:]),
+                              "scores": [round(float(v), 4) for v in att.scores[-BEFORE_ATTR:]]}
+    return out
+
+
+def _feature_text(d: dict[str, Any], analysis: str, store: Any, text: Any, shown: list[Any],
+                  color: bool) -> str:
+    """The feature as lines of text: numbers, label, logit lens, neighbours, examples."""
+    s, lb = d["stats"], store.label(d["feature"])
+    lines = [f"Feature {d['feature']} of {analysis}: fires on {s['frequency']:.3%} of tokens, "
+             f"max {s['max_activation']:.2f}, mean when active {s['mean_activation']:.2f}"
+             + (" (dead)" if s["dead"] else "") + (" (dense)" if s["dense"] else "")]
+    if d["plugin_columns"]:
+        lines.append("Plugins: " + ", ".join(f"{k.replace('_', ' ')} {float(v):.3g}"
+                                             for k, v in d["plugin_columns"].items()))
+    if lb:
+        score = "unscored" if lb.score is None else f"score {lb.score:.2f} ({lb.scorer})"
+        failed = ", failed" if lb.status != "ok" else ""
+        lines.append(f"Label: {lb.label}   [{lb.source}, {score}{failed}]")
+    lines.append("Promotes:   " + "  ".join(repr(t) for t in d["logit_lens"]["promoted"]))
+    lines.append("Suppresses: " + "  ".join(repr(t) for t in d["logit_lens"]["suppressed"]))
+    labels = store.column("label")
+    lines.append("Nearest (decoder cosine): " + ", ".join(
+        f"{i} ({c:.2f}{': ' + labels[i][:20] if labels[i] else ''})"
+        for i, c in d["neighbours"][:5]))
+    lines.append("Fires with: " + (", ".join(f"{i} ({c:.2f})" for i, c in d["cooccurring"][:5])
+                                   or "(none)"))
+    bars = " ▁▂▃▄▅▆▇█"
+    h = np.array(d["histogram"], dtype=float)
+    if h.max() > 0:
+        lines.append("Activations 0 -> max: " + "".join(bars[round(8 * v / h.max())] for v in h))
+    lines += _model_check_lines(d)
+    lines.append("")
+    for e in shown:
+        body = _highlight(text.many(e.token_ids), e.activations, e.marked, color)
+        lines.append(f"{e.kind:>11} {e.activation:7.2f}  " + body.replace("⏎", "⏎ "))
+    return "\n".join(lines)
+
+
+def _model_check_lines(d: dict[str, Any]) -> list[str]:
+    lines = []
+    if "ablation" in d:
+        a = d["ablation"]
+        lines.append(f"Ablation on {len(a['per_context'])} top contexts ({a['tokens']:,} "
+                     f"predictions): CE {a['ce_clean']:.4f} -> {a['ce_ablated']:.4f} "
+                     f"(change {a['delta']:+.4f})")
+    if "attribution" in d:
+        a = d["attribution"]
+        ranked = sorted(zip(a["tokens"], a["scores"], strict=True), key=lambda p: -abs(p[1]))
+        lines.append(f"Tokens driving the peak ({a['method']}): " + ", ".join(
+            f"{t!r} {v:+.3f}" for t, v in ranked[:6]))
+    return lines
 
 
 def cmd_map(args: argparse.Namespace, ws: Workspace) -> None:

@@ -13,8 +13,8 @@ from mistudio.core.activations.massive import ev_phrase
 from mistudio.core.runtime.errors import MiStudioError
 from mistudio.core.store.workspace import Workspace
 
-ARCH_CHOICES = ("topk", "batchtopk", "jumprelu", "relu", "skip", "transcoder")
-"""The architectures, plus two the CLI maps: skip (ReLU + alpha x) and transcoder (TopK)."""
+CLI_ARCHITECTURES = ("skip", "transcoder")
+"""Two names the CLI maps onto architectures: skip (ReLU + alpha x) and transcoder (TopK)."""
 SWEEP = {"architecture": "arch", "expansion": "expansion", "k": "k",
          "sparsity_coefficient": "l", "target_l0": "targetl0", "lr": "lr",
          "optimizer": "optimizer"}
@@ -184,15 +184,18 @@ def cmd_export(args: argparse.Namespace, ws: Workspace) -> None:
 
 def add_sae_commands(add: Any, actions: Any) -> None:
     """train, saes, import, export, eval."""
+    from mistudio.core.sae import architecture_names
     from mistudio.core.sae.train_config import TrainConfig
 
+    arch_names = [*architecture_names(), *CLI_ARCHITECTURES]
     sp = add("train", cmd_train, "train sparse autoencoders (or transcoders) on an activation "
              "set; comma-separated values of --arch, --expansion, --k, --l1, --l0, --target-l0, "
              "--lr and --optimizer train a sweep, every combination in one pass over the data")
     add_config(sp, TrainConfig, {
-        "architecture": Option("--arch", sweep=True, choices=ARCH_CHOICES,
-                               help="topk (default), batchtopk, jumprelu, relu, skip (ReLU + "
-                               "alpha x) or transcoder (TopK, with --target-hook)"),
+        "architecture": Option("--arch", sweep=True, choices=arch_names,
+                               help=f"{', '.join(arch_names[:-2])} (installed plugins' "
+                               "too), skip (ReLU + alpha x) or transcoder (TopK, with "
+                               "--target-hook); default topk"),
         "sparsity_coefficient": Option(aliases=("--l1", "--l0"), sweep=True),
         **{f: Option(sweep=True) for f in ("expansion", "k", "target_l0", "lr", "optimizer")}})
     sp.add_argument("--name", help="default: ACTIVATIONS.ARCH (a sweep appends what varies)")

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from mistudio.core.features.examples import Example, FeatureReader, TokenText
 from mistudio.core.features.store import FeatureStore, Label, describe_columns
+from mistudio.core.runtime.plugins import installed_names
 from mistudio.gui.token_view import TokenHeatmap
 
 EXPLAINERS = (("pattern", "Pattern rules", "Fast token and context rules, each scored on "
@@ -109,52 +110,8 @@ class FeatureDetail(QWidget):
         self.stats.setWordWrap(True)
         v.addWidget(self.title)
         v.addWidget(self.stats)
-        row = QHBoxLayout()
-        self.label_edit = QLineEdit()
-        self.label_edit.setPlaceholderText("No label yet: type one, or Describe")
-        save = QPushButton("Save label")
-        save.clicked.connect(self._save_label)
-        self.label_edit.returnPressed.connect(self._save_label)
-        self.label_info = QLabel("")
-        row.addWidget(self.label_edit, 1)
-        row.addWidget(save)
-        row.addWidget(self.label_info)
-        v.addLayout(row)
-        actions = QHBoxLayout()
-        self.explainer = QComboBox()
-        for i, (key, text, tip) in enumerate(EXPLAINERS):
-            self.explainer.addItem(text, key)
-            self.explainer.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
-        self.endpoint = QLineEdit("http://localhost:11434/v1")
-        self.endpoint.setToolTip("Only localhost servers are used (nothing leaves the machine).")
-        self.endpoint_model = QLineEdit()
-        self.endpoint_model.setPlaceholderText("served model, e.g. llama3.1")
-        for w in (self.endpoint, self.endpoint_model):
-            w.setVisible(False)
-            self.explainer.currentIndexChanged.connect(
-                lambda _, w=w: w.setVisible(self.explainer.currentData() == "endpoint"))
-        self.describe_button = QPushButton("Describe")
-        self.describe_button.clicked.connect(lambda: self._describe([self.feature]))
-        self.top_n = QSpinBox(minimum=1, maximum=100_000, value=50)
-        self.top_n.setToolTip("How many of the most frequent unlabelled features to describe")
-        top = QPushButton("Describe top")
-        top.clicked.connect(lambda: self._describe(None))
-        self.ablate_button = QPushButton("Ablation effect")
-        self.ablate_button.setToolTip("Remove this feature in the model on its top contexts "
-                                      "and measure the change in next-token loss")
-        self.ablate_button.clicked.connect(lambda: self.ablateRequested.emit(self.feature))
-        self.steer_button = QPushButton("Steer with this feature")
-        self.steer_button.clicked.connect(lambda: self.steerRequested.emit(self.feature))
-        for w in (self.explainer, self.endpoint, self.endpoint_model, self.describe_button, top,
-                  self.top_n):
-            actions.addWidget(w)
-        actions.addStretch(1)
-        v.addLayout(actions)
-        more = QHBoxLayout()
-        for w in (self.ablate_button, self.steer_button):
-            more.addWidget(w)
-        more.addStretch(1)
-        v.addLayout(more)
+        self._label_row(v)
+        self._actions(v)
         self.ablation = QLabel("")
         self.ablation.setWordWrap(True)
         v.addWidget(self.ablation)
@@ -206,6 +163,60 @@ class FeatureDetail(QWidget):
         grid.addWidget(self.hist, 2, 0, 1, 4)
         return w
 
+    def _label_row(self, v: QVBoxLayout) -> None:
+        """The label, editable, with its source and score."""
+        row = QHBoxLayout()
+        self.label_edit = QLineEdit()
+        self.label_edit.setPlaceholderText("No label yet: type one, or Describe")
+        save = QPushButton("Save label")
+        save.clicked.connect(self._save_label)
+        self.label_edit.returnPressed.connect(self._save_label)
+        self.label_info = QLabel("")
+        row.addWidget(self.label_edit, 1)
+        row.addWidget(save)
+        row.addWidget(self.label_info)
+        v.addLayout(row)
+
+    def _actions(self, v: QVBoxLayout) -> None:
+        """Describe (with the explainer to use), ablate, steer."""
+        actions = QHBoxLayout()
+        self.explainer = QComboBox()
+        for i, (key, text, tip) in enumerate(EXPLAINERS):
+            self.explainer.addItem(text, key)
+            self.explainer.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+        for name in installed_names("mistudio.explainers"):  # installed plugins' explainers
+            self.explainer.addItem(f"Plugin: {name}", f"plugin:{name}")
+        self.endpoint = QLineEdit("http://localhost:11434/v1")
+        self.endpoint.setToolTip("Only localhost servers are used (nothing leaves the machine).")
+        self.endpoint_model = QLineEdit()
+        self.endpoint_model.setPlaceholderText("served model, e.g. llama3.1")
+        for w in (self.endpoint, self.endpoint_model):
+            w.setVisible(False)
+            self.explainer.currentIndexChanged.connect(
+                lambda _, w=w: w.setVisible(self.explainer.currentData() == "endpoint"))
+        self.describe_button = QPushButton("Describe")
+        self.describe_button.clicked.connect(lambda: self._describe([self.feature]))
+        self.top_n = QSpinBox(minimum=1, maximum=100_000, value=50)
+        self.top_n.setToolTip("How many of the most frequent unlabelled features to describe")
+        top = QPushButton("Describe top")
+        top.clicked.connect(lambda: self._describe(None))
+        self.ablate_button = QPushButton("Ablation effect")
+        self.ablate_button.setToolTip("Remove this feature in the model on its top contexts "
+                                      "and measure the change in next-token loss")
+        self.ablate_button.clicked.connect(lambda: self.ablateRequested.emit(self.feature))
+        self.steer_button = QPushButton("Steer with this feature")
+        self.steer_button.clicked.connect(lambda: self.steerRequested.emit(self.feature))
+        for w in (self.explainer, self.endpoint, self.endpoint_model, self.describe_button, top,
+                  self.top_n):
+            actions.addWidget(w)
+        actions.addStretch(1)
+        v.addLayout(actions)
+        more = QHBoxLayout()
+        for w in (self.ablate_button, self.steer_button):
+            more.addWidget(w)
+        more.addStretch(1)
+        v.addLayout(more)
+
     # -- content --------------------------------------------------------------------------------
     def set_source(self, store: FeatureStore | None, reader: FeatureReader | None,
                    text: TokenText | None) -> None:
@@ -224,7 +235,7 @@ class FeatureDetail(QWidget):
         flags = (" - dead" if info["dead"] else "") + (" - dense" if info["dense"] else "")
         self.stats.setText(f"Fires on {info['frequency']:.3%} of analysed tokens; max "
                            f"activation {info['max_activation']:.3f}, mean when firing "
-                           f"{info['mean_activation']:.3f}{flags}")
+                           f"{info['mean_activation']:.3f}{flags}{_plugin_text(self.store, info)}")
         self.show_label(self.store.label(f))
         self.ablation.setText("")
         peak = float(info["max_activation"]) or 1.0
@@ -291,3 +302,10 @@ class FeatureDetail(QWidget):
             explainer = f"endpoint:{self.endpoint_model.text().strip()}"
         self.describeRequested.emit(features if features is not None else self.top_n.value(),
                                     explainer, self.endpoint.text().strip())
+
+
+def _plugin_text(store: FeatureStore, info: dict[str, Any]) -> str:
+    """The columns installed plugins' analyses added, as a line under the statistics."""
+    cols = store.plugin_columns
+    return ("\n" + "; ".join(f"{c.replace('_', ' ')}: {float(info[c]):.3g}" for c in cols)
+            if cols else "")

@@ -31,7 +31,6 @@ PAGE = 256
 COLUMNS = (("feature", "Feature"), ("label", "Label"), ("score", "Score"),
            ("frequency", "Frequency"), ("max_activation", "Max act."),
            ("mean_activation", "Mean act."))
-DESCENDING_FIRST = {"score", "frequency", "max_activation", "mean_activation"}
 
 
 class FeatureTableModel(QAbstractTableModel):
@@ -48,13 +47,17 @@ class FeatureTableModel(QAbstractTableModel):
         self._labels: dict[int, str] = {}
         self._pages: set[int] = set()
         self._cols: dict[str, np.ndarray] = {}
+        self.columns: list[tuple[str, str]] = list(COLUMNS)
+        """The built-in columns, then those installed plugins' analyses added."""
 
     # -- content --------------------------------------------------------------------------------
     def set_store(self, store: FeatureStore | None) -> None:
         self.store = store
         self._cols = {}
+        self.columns = list(COLUMNS)
         if store is not None:
-            for key, _ in COLUMNS:
+            self.columns += [(c, c.replace("_", " ").capitalize()) for c in store.plugin_columns]
+            for key, _ in self.columns:
                 if key not in ("feature", "label"):
                     self._cols[key] = store.column(key)
         self.refilter()
@@ -79,7 +82,7 @@ class FeatureTableModel(QAbstractTableModel):
         self.endResetModel()
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        key = COLUMNS[column][0]
+        key = self.columns[column][0]
         descending = order == Qt.SortOrder.DescendingOrder
         if (key, descending) != (self.sort_key, self.descending):
             self.sort_key, self.descending = key, descending
@@ -98,7 +101,7 @@ class FeatureTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.order)
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
+        return 0 if parent.isValid() else len(self.columns)
 
     def _label(self, row: int) -> str:
         f = int(self.order[row])
@@ -116,7 +119,7 @@ class FeatureTableModel(QAbstractTableModel):
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
-        key = COLUMNS[index.column()][0]
+        key = self.columns[index.column()][0]
         if role == Qt.ItemDataRole.DisplayRole:
             f = int(self.order[index.row()])
             if key == "feature":
@@ -138,7 +141,7 @@ class FeatureTableModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section][1]
+            return self.columns[section][1]
         return None
 
 

@@ -69,6 +69,17 @@ class FeaturesPanel(QWidget):
         self._pending_feature = -1
 
         v = QVBoxLayout(self)
+        self._header(v)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self._table_side())
+        split.addWidget(self._views())
+        split.setSizes([560, 720])
+        v.addWidget(split, 1)
+        self.split = split
+        self.refresh()
+
+    def _header(self, v: QVBoxLayout) -> None:
+        """The analysis chooser and summary, the analyse bar, the empty-state guide."""
         top = QHBoxLayout()
         self.choice = QComboBox()
         self.choice.setMinimumContentsLength(24)
@@ -79,7 +90,7 @@ class FeaturesPanel(QWidget):
         top.addWidget(self.choice)
         top.addWidget(self.summary, 1)
         v.addLayout(top)
-        self.analyse_bar = AnalyseBar(ws)
+        self.analyse_bar = AnalyseBar(self.ws)
         self.analyse_bar.analyseRequested.connect(self.analyse_sae)
         v.addWidget(self.analyse_bar)
         self.empty = EmptyFeatures()
@@ -87,7 +98,8 @@ class FeaturesPanel(QWidget):
         self.empty.trainRequested.connect(self.trainRequested)
         v.addWidget(self.empty)
 
-        split = QSplitter(Qt.Orientation.Horizontal)
+    def _table_side(self) -> QWidget:
+        """The filter bar over the feature table."""
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 0, 0)
@@ -112,8 +124,10 @@ class FeaturesPanel(QWidget):
         self.filters.changed.connect(self._filters_changed)
         lv.addWidget(self.filters)
         lv.addWidget(self.table, 1)
-        split.addWidget(left)
+        return left
 
+    def _views(self) -> QTabWidget:
+        """The feature, map, correlation and text views, wired to the panel."""
         self.views = QTabWidget()
         self.detail = FeatureDetail()
         self.map = MapView()
@@ -122,11 +136,6 @@ class FeaturesPanel(QWidget):
         for w, title in ((self.detail, "Feature"), (self.map, "Map"),
                          (self.correlation, "Correlations"), (self.probe, "Analyze text")):
             self.views.addTab(w, title)
-        split.addWidget(self.views)
-        split.setSizes([560, 720])
-        v.addWidget(split, 1)
-        self.split = split
-
         self.detail.featureRequested.connect(self.select_feature)
         self.detail.steerRequested.connect(lambda f: self.steerRequested.emit(self.analysis, f))
         self.detail.labelEdited.connect(self.save_label)
@@ -138,7 +147,7 @@ class FeaturesPanel(QWidget):
         self.correlation.computeRequested.connect(self.correlate)
         self.probe.analyzeRequested.connect(self.analyze_text)
         self.probe.featureClicked.connect(self.select_feature)
-        self.refresh()
+        return self.views
 
     def fit_columns(self) -> None:
         """Column widths from the font (measuring 100k rows' contents would stall the UI)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyqtgraph as pg
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.runtime.plugins import installed_names
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.common import RowsModel, show_error
 from mistudio.gui.jobs import AppJobs
@@ -62,6 +64,14 @@ class SteerEvalView(QWidget):
                          ("Tokens per sample", self.tokens), ("Strengths (sweep)", self.strengths),
                          ("Word list", self.words)):
             form.addRow(label, w)
+        self.plugin_scorers = [QCheckBox(name) for name in installed_names(
+            "mistudio.steering_scorers")]
+        if self.plugin_scorers:  # installed plugins' text scorers, each one a column
+            row = QHBoxLayout()
+            for box in self.plugin_scorers:
+                row.addWidget(box)
+            row.addStretch(1)
+            form.addRow("Plugin scorers", row)
         v.addLayout(form)
         buttons = QHBoxLayout()
         self.run_btn = QPushButton("Evaluate")
@@ -120,7 +130,9 @@ class SteerEvalView(QWidget):
         return SteerEvalConfig(tuple(load_prompts(self.prompts.currentText())),
                                self.samples.value(), self.tokens.value(),
                                strengths=strengths or (1.0,),
-                               words=self.words.text().strip() or None, bootstrap=500)
+                               words=self.words.text().strip() or None, bootstrap=500,
+                               text_scorers=tuple(b.text() for b in self.plugin_scorers
+                                                  if b.isChecked()))
 
     def run(self) -> None:
         try:

@@ -142,6 +142,41 @@ class SteeringPanel(QWidget):
     def _controls(self) -> QWidget:
         w = QWidget()
         v = QVBoxLayout(w)
+        pick = self._feature_picker()
+        v.addWidget(pick, 1)
+        self.prompt = QPlainTextEdit("The most important thing about Python is")
+        self.prompt.setMaximumHeight(64)
+        self.prompt.setToolTip("Both sides continue this text")
+        v.addWidget(QLabel("Prompt (both sides continue it)"))
+        v.addWidget(self.prompt)
+        sampling = self._sampling()
+        v.addWidget(sampling)
+        buttons = QHBoxLayout()
+        self.go = QPushButton("Generate")
+        self.go.setShortcut("Ctrl+Return")
+        self.go.setToolTip("Generate both sides (Ctrl+Enter); same seed, so a rerun shows "
+                           "only the effect of what you changed")
+        self.go.clicked.connect(self.generate)
+        self.auto = QCheckBox("Auto-regenerate")
+        self.auto.setToolTip("Generate again whenever a coefficient or method changes")
+        buttons.addWidget(self.go)
+        buttons.addWidget(self.auto)
+        v.addLayout(buttons)
+        presets = QGroupBox("Presets")
+        ph = QHBoxLayout(presets)
+        self.preset = QComboBox()
+        self.preset.setMinimumContentsLength(10)
+        ph.addWidget(self.preset, 1)
+        for text, fn in (("Load", self.load_preset), ("Save...", lambda: self.save_preset()),
+                         ("Delete", self.delete_preset)):
+            b = QPushButton(text)
+            b.clicked.connect(fn)
+            ph.addWidget(b)
+        v.addWidget(presets)
+        return w
+
+    def _feature_picker(self) -> QGroupBox:
+        """The steered features: add one by index, the units of their coefficients, the list."""
         pick = QGroupBox("Features")
         pv = QVBoxLayout(pick)
         add_row = QHBoxLayout()
@@ -177,12 +212,10 @@ class SteeringPanel(QWidget):
                            "feature\", or add one by index.")
         self.hint.setWordWrap(True)
         pv.addWidget(self.hint)
-        v.addWidget(pick, 1)
-        self.prompt = QPlainTextEdit("The most important thing about Python is")
-        self.prompt.setMaximumHeight(64)
-        self.prompt.setToolTip("Both sides continue this text")
-        v.addWidget(QLabel("Prompt (both sides continue it)"))
-        v.addWidget(self.prompt)
+        return pick
+
+    def _sampling(self) -> QGroupBox:
+        """Temperature, top-p, length and seed (both sides share them)."""
         sampling = QGroupBox("Sampling")
         grid = QGridLayout(sampling)
         self.temperature = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=2.0, singleStep=0.1)
@@ -196,30 +229,7 @@ class SteeringPanel(QWidget):
                                           ("Seed", self.seed))):
             grid.addWidget(QLabel(label), i // 2, 2 * (i % 2))
             grid.addWidget(box, i // 2, 2 * (i % 2) + 1)
-        v.addWidget(sampling)
-        buttons = QHBoxLayout()
-        self.go = QPushButton("Generate")
-        self.go.setShortcut("Ctrl+Return")
-        self.go.setToolTip("Generate both sides (Ctrl+Enter); same seed, so a rerun shows "
-                           "only the effect of what you changed")
-        self.go.clicked.connect(self.generate)
-        self.auto = QCheckBox("Auto-regenerate")
-        self.auto.setToolTip("Generate again whenever a coefficient or method changes")
-        buttons.addWidget(self.go)
-        buttons.addWidget(self.auto)
-        v.addLayout(buttons)
-        presets = QGroupBox("Presets")
-        ph = QHBoxLayout(presets)
-        self.preset = QComboBox()
-        self.preset.setMinimumContentsLength(10)
-        ph.addWidget(self.preset, 1)
-        for text, fn in (("Load", self.load_preset), ("Save...", lambda: self.save_preset()),
-                         ("Delete", self.delete_preset)):
-            b = QPushButton(text)
-            b.clicked.connect(fn)
-            ph.addWidget(b)
-        v.addWidget(presets)
-        return w
+        return sampling
 
     def _outputs(self) -> QWidget:
         w = QWidget()

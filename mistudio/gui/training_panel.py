@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 
 from mistudio.core.activations.massive import ev_phrase
 from mistudio.core.runtime.errors import MiStudioError
-from mistudio.core.sae import architectures
+from mistudio.core.sae import architecture_names
 from mistudio.core.sae.checkpoints import read_metrics
 from mistudio.core.sae.train_config import TrainConfig
 from mistudio.core.store.manifests import SAESummary
@@ -86,7 +86,7 @@ class TrainingPanel(QWidget):
         self.preset.currentTextChanged.connect(self.apply_preset)
         self.activations = QComboBox()
         self.arch = QComboBox()
-        self.arch.addItems(architectures())
+        self.arch.addItems(architecture_names())
         self.expansion = QSpinBox(minimum=1, maximum=128)
         self.k = QSpinBox(minimum=1, maximum=4096)
         self.steps = QSpinBox(minimum=1, maximum=10_000_000)

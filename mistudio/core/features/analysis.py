@@ -32,6 +32,7 @@ import torch
 
 from mistudio.core.activations.store import ActivationSet, open_activations
 from mistudio.core.data.tokenization import open_tokenized
+from mistudio.core.features.plugin_columns import AnalysisContext, plugin_columns
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import SubTask, TaskState, check_cancelled, silent_task
 from mistudio.core.sae.io import open_sae
@@ -165,7 +166,11 @@ def _fill(ws: Workspace, folder: Path, src: _Inputs, cfg: AnalyzeConfig,
     check_cancelled(task)
     task.set_status("Logit lens, neighbours and co-occurrence")
     extras = interpret(ws, src.model, sae, src.hook, folder, cfg, SubTask(task, 0.75, 0.98))
-    write_table(folder, {"feature": np.arange(sae.cfg.d_sae, dtype=np.int32), **stats, **extras})
+    task.set_status("Plugins' feature analyses")
+    added, owners = plugin_columns(AnalysisContext(
+        sae, {**stats, **extras}, csc["indptr"], csc["rows"], csc["values"], rows))
+    write_table(folder, {"feature": np.arange(sae.cfg.d_sae, dtype=np.int32), **stats, **extras,
+                         **added}, plugin_owners=owners)
     return FeaturesSummary(
         n_tokens=n_used, massive_excluded=stream["excluded"], n_rows=n_rows,
         n_sequences=int(rows[-1, 0] - rows[0, 0] + 1) if n_rows else 0, d_sae=sae.cfg.d_sae,

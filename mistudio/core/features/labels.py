@@ -16,13 +16,8 @@ from typing import Any
 import numpy as np
 
 from mistudio.core.features.examples import FeatureReader, TokenText
-from mistudio.core.features.explain import (
-    explain_pattern,
-    negatives_for,
-    rule_token_ids,
-    simulation_score,
-    split_examples,
-)
+from mistudio.core.features.explain import split_examples
+from mistudio.core.features.explainers import Context, make_explainer, plugin_explainers
 from mistudio.core.features.store import FeatureStore, Label, open_features
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
@@ -41,7 +36,8 @@ class LabelConfig:
     features: tuple[int, ...] = ()
     """Exactly these features instead of the top N."""
     explainer: str = "pattern"
-    """pattern, llm (the embedded model), llm:MODEL (a workspace model) or endpoint:MODEL."""
+    """pattern, llm (the embedded model), llm:MODEL (a workspace model), endpoint:MODEL, or an
+    installed explainer plugin's name."""
     endpoint: str = "http://localhost:11434/v1"
     """OpenAI-compatible server for endpoint:MODEL (must be on this machine unless online)."""
     judge: str | None = None
@@ -53,13 +49,17 @@ class LabelConfig:
     """Non-activating contexts per score (half hard negatives)."""
     overwrite: bool = False
     """Relabel features this explainer already labelled."""
+    scorer: str | None = None
+    """A label scorer plugin to score the labels with; None = the explainer's own scoring."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         kind = self.explainer.split(":")[0]
-        if kind not in ("pattern", "llm", "endpoint"):
+        if kind not in ("pattern", "llm", "endpoint", "plugin") and \
+                self.explainer not in plugin_explainers():
             raise InvalidInputError(f"Unknown explainer {self.explainer!r}.",
-                                    "Use pattern, llm, llm:MODEL or endpoint:MODEL.")
+                                    "Use pattern, llm, llm:MODEL, endpoint:MODEL or an "
+                                    "installed explainer plugin.")
         if kind == "endpoint" and ":" not in self.explainer:
             raise InvalidInputError("endpoint needs the served model's name.",
                                     "Use «explainer=endpoint:MODEL» (e.g. endpoint:llama3.1).")
@@ -99,18 +99,15 @@ def choose_features(store: FeatureStore, top: int) -> np.ndarray:
     return np.concatenate([order[~dense], order[dense]])[:top]
 
 
-def _explainer(ws: Workspace, cfg: LabelConfig) -> Any:
-    from mistudio.core.features.llm import EndpointLLM, LocalLLM
-    from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model
-
-    kind, _, model = cfg.explainer.partition(":")
-    if kind == "pattern":
-        return None
-    if kind == "endpoint":
-        return EndpointLLM(cfg.endpoint, model)
-    if not model:
-        ensure_embedded_model(ws)
-    return LocalLLM(ws, model or EMBEDDED_NAME)
+def _describe(explainer: Any, f: int, ctx: Context) -> Label:
+    """One feature's label, scored on held-out contexts (or failed, saying so)."""
+    examples, held_out = split_examples(ctx.reader, f)
+    exp = explainer.explain(f, examples, ctx)
+    if exp is None:
+        return Label(f, "(no usable description)", explainer.name, None, None, "failed",
+                     "the explainer wrote nothing usable")
+    scored = explainer.score(f, exp, examples, held_out, ctx)
+    return Label(f, exp.label, explainer.name, scored.scorer, scored.score, "ok", None)
 
 
 def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
@@ -123,7 +120,6 @@ def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
 
 def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
            task: TaskState | None) -> LabelRun:
-    from mistudio.core.features.llm import detection_score, explain_with_llm
     from mistudio.core.models.registry import load_tokenizer
 
     task = task or silent_task()
@@ -133,54 +129,22 @@ def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
              else choose_features(store, cfg.top))
     for f in feats:
         store.check_index(int(f))
-    text = TokenText(load_tokenizer(ws, reader.manifest.provenance.model))
-    llm = _explainer(ws, cfg)
-    judge = llm
-    if llm is not None and cfg.judge:
-        from mistudio.core.features.llm import LocalLLM
-
-        judge = LocalLLM(ws, cfg.judge)
-    source = "pattern" if llm is None else llm.name
+    ctx = Context(reader, TokenText(load_tokenizer(ws, reader.manifest.provenance.model)),
+                  store.column("logit_pos_ids"), cfg.negatives, cfg.seed)
+    explainer = make_explainer(ws, cfg.explainer, cfg.endpoint, cfg.judge, cfg.prompt,
+                               cfg.scorer)
+    source = explainer.name
     existing = store.all_labels()
     # skip human labels always, and this explainer's own labels unless asked to redo them
     todo = [int(f) for f in feats if int(f) not in existing
             or (existing[int(f)].source != "human"
                 and (existing[int(f)].source != source or cfg.overwrite))]
     pending: list[Label] = []
-    done = 0
     t0 = time.perf_counter()
-    logit_ids = store.column("logit_pos_ids")
     try:
         for i, f in enumerate(todo):
             check_cancelled(task)
-            explain_ex, held_out = split_examples(reader, f)
-            if llm is None:
-                def train_negatives(rule: Any, f: int = f, ex: Any = explain_ex) -> Any:
-                    return negatives_for(reader, f, rule_token_ids(rule, ex, text),
-                                         cfg.negatives, cfg.seed + 1)
-
-                exp = explain_pattern(explain_ex, text, text.many(logit_ids[f]), train_negatives)
-                if exp.rule is None:
-                    pending.append(Label(f, exp.label, source, None, None, "ok", None))
-                else:
-                    neg = negatives_for(reader, f, rule_token_ids(exp.rule, explain_ex, text),
-                                        cfg.negatives, cfg.seed)
-                    score = simulation_score(exp.rule, held_out, neg, text)
-                    pending.append(Label(f, exp.label, source, "simulation", score, "ok", None))
-            else:
-                label = explain_with_llm(llm, explain_ex, text, cfg.prompt)
-                if label is None:
-                    pending.append(Label(f, "(no usable description)", source, None, None,
-                                         "failed", "the explainer wrote nothing usable"))
-                else:
-                    tokens = np.unique(np.concatenate(
-                        [e.token_ids[e.activations > 0] for e in explain_ex] or [np.zeros(0)]))
-                    neg = negatives_for(reader, f, tokens.astype(np.int64), cfg.negatives,
-                                        cfg.seed)
-                    score = detection_score(judge, label, held_out, neg, text)
-                    pending.append(Label(f, label, source, f"detection:{judge.name}", score,
-                                         "ok", None))
-            done += 1
+            pending.append(_describe(explainer, f, ctx))
             if len(pending) >= COMMIT_EVERY:
                 store.set_labels(pending)
                 pending = []
@@ -189,6 +153,7 @@ def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
     finally:
         if pending:
             store.set_labels(pending)  # a cancelled run keeps what it finished
+    done = len(todo)
     final = store.all_labels()
     scores = [lb.score for f in feats if (lb := final.get(int(f))) is not None
               and lb.score is not None and lb.source == source]

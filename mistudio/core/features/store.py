@@ -9,6 +9,7 @@ over the columns, the form a ``QAbstractTableModel`` wants (``benchmarks/browse.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from mistudio.core.features.plugin_columns import PLUGIN_COLUMNS_KEY
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
 from mistudio.core.store.files import atomic_write, write_npy_atomic
 from mistudio.core.store.workspace import Workspace
@@ -67,8 +69,10 @@ class Label(NamedTuple):
     detail: str | None
 
 
-def write_table(folder: Path, columns: dict[str, np.ndarray]) -> None:
-    """Write the numeric columns (1-D arrays, or 2-D ones stored as fixed-size lists)."""
+def write_table(folder: Path, columns: dict[str, np.ndarray],
+                plugin_owners: dict[str, str] | None = None) -> None:
+    """Write the numeric columns (1-D arrays, or 2-D ones stored as fixed-size lists);
+    ``plugin_owners``: which plugin wrote which column (kept in the schema's metadata)."""
     arrays, names = [], []
     for name, col in columns.items():
         col = np.asarray(col)
@@ -78,7 +82,8 @@ def write_table(folder: Path, columns: dict[str, np.ndarray]) -> None:
             flat = pa.array(np.ascontiguousarray(col).reshape(-1))
             arrays.append(pa.FixedSizeListArray.from_arrays(flat, col.shape[1]))
         names.append(name)
-    table = pa.Table.from_arrays(arrays, names=names)
+    table = pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(
+        {PLUGIN_COLUMNS_KEY: json.dumps(plugin_owners or {})})
     with atomic_write(folder / TABLE_FILE) as fh, \
             pa.ipc.new_file(pa.PythonFile(fh, mode="w"), table.schema) as writer:
         writer.write_table(table)
@@ -113,6 +118,12 @@ class FeatureStore:
     @property
     def columns(self) -> list[str]:
         return list(self._table.column_names)
+
+    @property
+    def plugin_columns(self) -> dict[str, str]:
+        """Columns that installed plugins' analyses added, and the plugin of each."""
+        meta = self._table.schema.metadata or {}
+        return json.loads(meta.get(PLUGIN_COLUMNS_KEY, b"{}"))
 
     def column(self, name: str) -> np.ndarray:
         """A numeric column as numpy (zero-copy for 1-D columns); 2-D for list columns."""
@@ -290,8 +301,9 @@ class FeatureStore:
 
     def order(self, idx: np.ndarray, by: str = "frequency", descending: bool = True) -> np.ndarray:
         """``idx`` sorted by a column (labels alphabetically; unscored features last)."""
-        if by not in SORT_COLUMNS:
-            raise InvalidInputError(f"Cannot sort by {by!r}.", f"Use one of {', '.join(SORT_COLUMNS)}.")
+        if by not in SORT_COLUMNS and by not in self.plugin_columns:
+            raise InvalidInputError(f"Cannot sort by {by!r}.", "Use one of "
+                                    f"{', '.join([*SORT_COLUMNS, *self.plugin_columns])}.")
         if by == "label":
             order = np.argsort(self._label_rank()[idx], kind="stable")
             return idx[order[::-1]] if descending else idx[order]

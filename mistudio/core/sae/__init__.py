@@ -7,21 +7,17 @@ from mistudio.core.sae.config import SAEConfig
 
 
 def build_sae(cfg: SAEConfig) -> SparseCoder:
-    """A freshly initialised sparse coder of ``cfg.architecture``."""
-    from mistudio.core.sae.jumprelu import JumpReLUSAE
-    from mistudio.core.sae.relu import ReLUSAE
-    from mistudio.core.sae.topk import BatchTopKSAE, TopKSAE
+    """A freshly initialised sparse coder of ``cfg.architecture`` (built in, or a plugin's)."""
+    from mistudio.core.sae.architectures import architecture
 
-    cls = {"relu": ReLUSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE,
-           "jumprelu": JumpReLUSAE}[cfg.architecture]
-    return cls(cfg)
+    return architecture(cfg.architecture).coder(cfg)
 
 
-def architectures() -> list[str]:
-    """The architectures a new SAE can have."""
-    from mistudio.core.sae.config import ARCHITECTURES
+def architecture_names() -> list[str]:
+    """The architectures a new SAE can have: the built-in ones, then the plugins'."""
+    from mistudio.core.sae.architectures import registry
 
-    return list(ARCHITECTURES)
+    return list(registry())
 
 
-__all__ = ["ForwardOutput", "SAEConfig", "SparseCoder", "architectures", "build_sae"]
+__all__ = ["ForwardOutput", "SAEConfig", "SparseCoder", "architecture_names", "build_sae"]

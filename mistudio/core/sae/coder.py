@@ -25,7 +25,8 @@ class ForwardOutput(NamedTuple):
     x_hat: Tensor
     """Reconstruction [B, O], skip connection included."""
     losses: dict[str, Tensor]
-    """Unweighted loss terms (scalars): ``mse`` and the architecture's ``l1``, ``l0_penalty`` or ``aux``."""
+    """Unweighted loss terms (scalars): ``mse`` and the architecture's ``l1``, ``l0_penalty`` or
+    ``aux`` (which the trainer weighs), or terms of its own (added as they are)."""
     fires_F: Tensor
     """On how many tokens of the batch each latent was active (float counts [F]): the
     per-token firing density the dashboard plots, and > 0 = fired (dead-latent tracking)."""
@@ -162,6 +163,18 @@ class SparseCoder(nn.Module):
                  dead_F: Tensor) -> Tensor | None:
         """A loss that revives dead latents by having them explain the residual error."""
         return None
+
+    # -- tensors beyond the common ones (an architecture's own: thresholds, gates) -------------
+    def extra_tensors(self, scale_in: float = 1.0, scale_out: float = 1.0) -> dict[str, Tensor]:
+        """The architecture's own tensors as saved (SAELens names, raw-activation units)."""
+        return {}
+
+    def extra_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes :meth:`load_extra` expects, by name."""
+        return {}
+
+    def load_extra(self, tensors: dict[str, Tensor]) -> None:
+        """Take the architecture's own tensors from a saved file."""
 
     # -- constraints ----------------------------------------------------------------------------
     @torch.no_grad()

@@ -14,6 +14,7 @@ import torch
 from mistudio import __version__
 from mistudio.core.activations.store import ActivationSet
 from mistudio.core.runtime.tasks import TaskState
+from mistudio.core.sae.architectures import architecture
 from mistudio.core.sae.checkpoints import CHECKPOINT
 from mistudio.core.sae.io import save_sae
 from mistudio.core.sae.metrics import evaluate
@@ -66,7 +67,7 @@ def finish_run(run: SAERun, folder: Path, acts: ActivationSet, key: str, scales:
         d_in=run.sae_cfg.d_in, d_sae=run.sae_cfg.d_sae, architecture=cfg.architecture, hook=key,
         target_hook=cfg.target_hook, optimizer=cfg.optimizer, lr=run.lr,
         sparsity_coefficient=run.sparsity.coefficient(cfg.steps)
-        if cfg.architecture in ("relu", "jumprelu") else None)
+        if architecture(cfg.architecture).penalty != "none" else None)
     config = asdict(cfg)
     save_sae(folder, sae.cpu(), saelens_metadata(acts, key, cfg),
              {"train_config": config, "summary": summary.to_json(),

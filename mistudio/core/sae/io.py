@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save
 
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
+from mistudio.core.sae.architectures import architecture, by_saelens_name
 from mistudio.core.store.files import atomic_write, read_json, write_json_atomic
 from mistudio.core.store.workspace import Workspace
 
@@ -35,8 +36,7 @@ EXTRA_FILE = "mistudio.json"
 
 def saelens_architecture(cfg: SAEConfig) -> str:
     """The SAELens name of an architecture (BatchTopK is saved as JumpReLU)."""
-    base = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu",
-            "jumprelu": "jumprelu"}[cfg.architecture]
+    base = architecture(cfg.architecture).saelens
     if cfg.transcoder or cfg.skip != "none":
         prefix = "" if base == "standard" else f"{base}_"
         return f"{prefix}{'skip_' if cfg.skip != 'none' else ''}transcoder"
@@ -54,11 +54,7 @@ def export_tensors(sae: SparseCoder, scale_in: float = 1.0,
         "W_dec": sae.W_dec_FO / scale_out,
         "b_dec": sae.b_dec_O / scale_out,
     }
-    if cfg.architecture == "jumprelu":
-        out["threshold"] = sae.threshold_F.clone()  # type: ignore[attr-defined]
-    elif cfg.architecture == "batchtopk":
-        thr = float(sae.threshold.clamp_min(0))  # type: ignore[attr-defined]
-        out["threshold"] = torch.full((cfg.d_sae,), thr)
+    out.update(sae.extra_tensors(scale_in, scale_out))
     if cfg.skip == "affine":
         out["W_skip"] = (sae.W_skip_DO * (scale_in / scale_out)).T
     elif cfg.skip in ("fixed", "learned"):
@@ -70,8 +66,9 @@ def export_tensors(sae: SparseCoder, scale_in: float = 1.0,
 def inference_config(cfg: SAEConfig) -> SAEConfig:
     """What a saved coder is at inference: BatchTopK becomes JumpReLU, skips become affine."""
     data = cfg.to_dict()
-    if cfg.architecture == "batchtopk":
-        data["architecture"] = "jumprelu"
+    saved_as = architecture(cfg.architecture).saved_as
+    if saved_as:
+        data["architecture"] = saved_as
     if cfg.skip != "none":
         data["skip"] = "affine"
     return SAEConfig.from_dict(data)
@@ -132,7 +129,7 @@ def load_sae(folder: Path, device: torch.device | str = "cpu") -> tuple[SparseCo
 
 def config_from_saelens(cfg: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SAEConfig:
     arch = str(cfg.get("architecture", "standard"))
-    base = ("jumprelu" if "jumprelu" in arch else "topk" if "topk" in arch else "relu")
+    base = by_saelens_name(arch)
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
     d_out = int(cfg.get("d_out", d_in))
     return SAEConfig(base, d_in, d_sae, d_out if d_out != d_in else None, int(cfg.get("k", 1)),
@@ -147,8 +144,7 @@ def load_tensors(sae: SparseCoder, tensors: dict[str, torch.Tensor], where: Path
     cfg = sae.cfg
     expected = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,),
                 "W_dec": (cfg.d_sae, cfg.out_dim), "b_dec": (cfg.out_dim,)}
-    if cfg.architecture == "jumprelu":
-        expected["threshold"] = (cfg.d_sae,)
+    expected.update(sae.extra_shapes())
     if cfg.skip == "affine":
         expected["W_skip"] = (cfg.out_dim, cfg.d_in)
     for name, shape in expected.items():
@@ -163,8 +159,7 @@ def load_tensors(sae: SparseCoder, tensors: dict[str, torch.Tensor], where: Path
     sae.b_enc_F.copy_(tensors["b_enc"])
     sae.W_dec_FO.copy_(tensors["W_dec"])
     sae.b_dec_O.copy_(tensors["b_dec"])
-    if cfg.architecture == "jumprelu":
-        sae.log_threshold_F.copy_(tensors["threshold"].clamp_min(1e-12).log())  # type: ignore[attr-defined]
+    sae.load_extra({k: tensors[k] for k in sae.extra_shapes()})
     if cfg.skip == "affine":
         sae.W_skip_DO.copy_(tensors["W_skip"].T)
 

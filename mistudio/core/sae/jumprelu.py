@@ -87,3 +87,13 @@ class JumpReLUSAE(SparseCoder):
                  dead_F: Tensor) -> Tensor | None:
         """Ghost gradients, when the trainer asks for them (it passes ``dead_F`` only then)."""
         return ghost_grads_loss(extra["pre"], self.W_dec_FO, residual_BO, dead_F)
+
+    def extra_tensors(self, scale_in: float = 1.0, scale_out: float = 1.0) -> dict[str, Tensor]:
+        return {"threshold": self.threshold_F.clone()}  # in pre-activation units: unscaled
+
+    def extra_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"threshold": (self.cfg.d_sae,)}
+
+    @torch.no_grad()
+    def load_extra(self, tensors: dict[str, Tensor]) -> None:
+        self.log_threshold_F.copy_(tensors["threshold"].clamp_min(1e-12).log())

@@ -23,6 +23,7 @@ import torch
 
 from mistudio.core.runtime.errors import InvalidInputError, ResourceError
 from mistudio.core.sae import SparseCoder
+from mistudio.core.sae.architectures import architecture
 from mistudio.core.sae.io import export_tensors, inference_config
 
 ENCODER_FILE = "encoder.onnx"
@@ -53,22 +54,13 @@ def _graphs(sae: SparseCoder) -> tuple[bytes, bytes]:
     inits = {"W_enc": t["W_enc"], "bias_enc": bias_F.astype(np.float32)}
     nodes = [helper.make_node("MatMul", ["x", "W_enc"], ["xW"]),
              helper.make_node("Add", ["xW", "bias_enc"], ["pre"])]
-    if cfg.architecture == "relu":
-        nodes.append(helper.make_node("Relu", ["pre"], ["latents"]))
-    elif cfg.architecture == "topk":
-        inits["k"] = np.array([cfg.k], dtype=np.int64)
-        nodes += [helper.make_node("TopK", ["pre", "k"], ["top_vals", "top_idx"], axis=-1),
-                  helper.make_node("Relu", ["top_vals"], ["top_relu"]),
-                  helper.make_node("Shape", ["pre"], ["pre_shape"]),
-                  helper.make_node("ConstantOfShape", ["pre_shape"], ["zeros"],
-                                   value=numpy_helper.from_array(np.zeros(1, np.float32))),
-                  helper.make_node("ScatterElements", ["zeros", "top_idx", "top_relu"],
-                                   ["latents"], axis=1)]
-    else:  # jumprelu (and BatchTopK saved as one): pre where pre > threshold, else 0
-        inits["threshold"] = t["threshold"]
-        nodes += [helper.make_node("Greater", ["pre", "threshold"], ["above"]),
-                  helper.make_node("Cast", ["above"], ["gate"], to=TensorProto.FLOAT),
-                  helper.make_node("Mul", ["pre", "gate"], ["latents"])]
+    act = architecture(cfg.architecture).onnx_activation
+    if act is None:
+        raise InvalidInputError(f"The {sae.cfg.architecture} architecture has no ONNX export.",
+                                "Export it in the SAELens layout («format=saelens»).")
+    act_nodes, act_inits = act(cfg, t, helper)
+    nodes += act_nodes
+    inits.update(act_inits)
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", cfg.d_in])
     lat_info = helper.make_tensor_value_info("latents", TensorProto.FLOAT, ["batch", cfg.d_sae])
 

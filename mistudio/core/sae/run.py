@@ -16,6 +16,7 @@ from torch import Tensor
 
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.sae import SAEConfig, SparseCoder, build_sae
+from mistudio.core.sae.architectures import architecture
 from mistudio.core.sae.distributed import Ranks
 from mistudio.core.sae.jumprelu import JumpReLUSAE
 from mistudio.core.sae.metrics import batch_explained_variance
@@ -24,6 +25,8 @@ from mistudio.core.sae.resample import resample_dead
 from mistudio.core.sae.sparsity import SparsityController
 from mistudio.core.sae.train_config import TrainConfig
 
+WEIGHTED_LOSSES = {"mse", "l1", "l0_penalty", "aux"}
+"""Loss terms the trainer weighs; any other term a coder returns is added unweighted."""
 THRESHOLD_LR_SCALE = 30.0
 """JumpReLU log-thresholds learn this many times faster than the weights."""
 
@@ -83,6 +86,8 @@ class SAERun:
         losses = out.losses
         loss = losses["mse"] + self.sparsity.coefficient(step) * (
             losses.get("l1", 0) + losses.get("l0_penalty", 0)) + cfg.aux_weight() * losses.get("aux", 0)
+        for name in losses.keys() - WEIGHTED_LOSSES:  # an architecture's own terms, as they are
+            loss = loss + losses[name]
         if not torch.isfinite(loss):
             last = step - step % cfg.checkpoint_every
             kept = (f"the last checkpoint (step {last}) is kept" if last > 0 else
@@ -134,7 +139,7 @@ class SAERun:
         row["explained_variance"] = round(ev, 5) if math.isfinite(ev) else None  # JSON null
         row["dead_fraction"] = float((self.since_fired >= self.dead_window).float().mean())
         row["lr"] = self.opt.lr
-        if self.sae_cfg.architecture in ("relu", "jumprelu"):
+        if architecture(self.sae_cfg.architecture).penalty != "none":
             row["sparsity_coefficient"] = self.sparsity.coefficient(step - 1)
         row["tokens_per_s"] = round(run_tokens / elapsed, 1) if elapsed > 0 else None
         if step % self.cfg.histogram_every == 0:

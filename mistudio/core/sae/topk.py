@@ -147,6 +147,10 @@ class BatchTopKSAE(SparseCoder):
                     self.threshold.copy_(low if t < 0 else self.momentum * t + (1 - self.momentum) * low)
         return out
 
+    def extra_tensors(self, scale_in: float = 1.0, scale_out: float = 1.0) -> dict[str, Tensor]:
+        """Saved as a JumpReLU: one threshold for every latent."""
+        return {"threshold": torch.full((self.cfg.d_sae,), float(self.threshold.clamp_min(0)))}
+
     def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
                  dead_F: Tensor) -> Tensor | None:
         return TopKSAE.aux_loss(self, residual_BO, extra, dead_F)  # type: ignore[arg-type]

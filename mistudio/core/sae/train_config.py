@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from mistudio.core.runtime.errors import InvalidInputError
+from mistudio.core.sae.architectures import architecture
 from mistudio.core.sae.optim import Optimizer, default_lr
 
 # Settings every SAE of a sweep must share: they are trained on the same batches in one pass.
@@ -25,8 +26,9 @@ class TrainConfig:
     """Hook point of the set to encode (layers.L.HOOK); None = the set's first."""
     target_hook: str | None = None
     """Hook point to reconstruct (a transcoder); None = the input itself (an SAE)."""
-    architecture: Literal["relu", "topk", "batchtopk", "jumprelu"] = "topk"
-    """Activation function; TopK with AuxK needs no sparsity tuning and keeps latents alive."""
+    architecture: str = "topk"
+    """Activation function: relu, topk, batchtopk, jumprelu or a plugin's; TopK with AuxK needs
+    no sparsity tuning and keeps latents alive."""
     expansion: int = 8
     """d_sae = expansion * d_in."""
     k: int = 32
@@ -123,20 +125,18 @@ class TrainConfig:
         for field in ("lr_end_fraction", "sparsity_warmup_fraction"):
             if not 0 <= getattr(self, field) <= 1:
                 raise bad(field, "between 0 and 1")
-        if self.architecture not in ("relu", "topk", "batchtopk", "jumprelu"):
-            raise InvalidInputError(f"Unknown architecture {self.architecture!r}.",
-                                    "Use relu, topk, batchtopk or jumprelu.")
+        arch = architecture(self.architecture)  # one clear line if unknown
         if self.optimizer not in ("adam", "signum"):
             raise InvalidInputError(f"Unknown optimizer {self.optimizer!r}.", "Use adam or signum.")
         if self.target_l0 is not None:
-            if self.architecture not in ("relu", "jumprelu"):
+            if arch.penalty == "none":
                 raise InvalidInputError(
                     f"«target_l0» adapts an L1/L0 penalty; {self.architecture} has none.",
                     f"Set «k» for {self.architecture}, or use «architecture=relu» or jumprelu.")
             if self.target_l0 <= 0:
                 raise InvalidInputError(f"«target_l0» must be positive, got {self.target_l0}.",
                                         "Give the number of active latents to aim for.")
-        if self.ghost_grads and self.architecture not in ("relu", "jumprelu"):
+        if self.ghost_grads and arch.auxk:
             raise InvalidInputError(f"Ghost gradients are for relu and jumprelu SAEs; "
                                     f"{self.architecture} uses AuxK.", "Turn «ghost_grads» off.")
 
@@ -149,7 +149,7 @@ class TrainConfig:
     def default_coefficient(self) -> float:
         if self.sparsity_coefficient is not None:
             return self.sparsity_coefficient
-        return {"relu": 0.01, "jumprelu": 0.001}.get(self.architecture, 0.0)
+        return architecture(self.architecture).default_coefficient
 
     def aux_weight(self) -> float:
         if self.aux_coefficient is not None:
@@ -158,7 +158,7 @@ class TrainConfig:
 
     def uses_dead_mask(self) -> bool:
         """Whether the forward pass needs the dead latents (AuxK or ghost gradients)."""
-        return self.architecture in ("topk", "batchtopk") or self.ghost_grads
+        return architecture(self.architecture).auxk or self.ghost_grads
 
     def peak_lr(self, d_sae: int) -> float:
         return self.lr if self.lr is not None else default_lr(self.optimizer, d_sae)
@@ -171,7 +171,7 @@ def training_bytes(cfg: TrainConfig, d_in: int) -> int:
     d_sae = cfg.expansion * d_in
     params = 2 * d_in * d_sae + d_sae + d_in
     states = 4 if cfg.optimizer == "adam" else 3  # weights, grads, moments / z
-    dense = 2 if cfg.architecture in ("topk", "batchtopk") else 4  # pre-acts (+ latents, grads)
+    dense = 2 if architecture(cfg.architecture).sparse_training else 4  # pre-acts, latents, grads
     batch = cfg.batch_size * (dense * d_sae + 4 * d_in)
     buffers = 2 * 65_536 * d_in * 2  # two float16 read buffers of the loader
     return 4 * (params * states + batch) + buffers

@@ -24,7 +24,15 @@ from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
 from mistudio.core.steering.generate import GenerationConfig, _cache_argument, _sample
 from mistudio.core.steering.interventions import steering
-from mistudio.core.steering.scorers import Classifier, ScoreSummary, load_words, summarize, word_share
+from mistudio.core.steering.scorers import (
+    Classifier,
+    ScoreSummary,
+    TextScorer,
+    WordShare,
+    load_words,
+    plugin_scorer,
+    summarize,
+)
 from mistudio.core.steering.session import Steerer, SteeringSpec
 from mistudio.core.store.workspace import Workspace
 
@@ -52,6 +60,8 @@ class SteerEvalConfig:
     classifier: str | None = None
     """Folder of a local text-classification model, scoring ``classifier_label``."""
     classifier_label: str | None = None
+    text_scorers: tuple[str, ...] = ()
+    """Installed plugins' text scorers to score with, by name."""
     bootstrap: int = 1000
     """Bootstrap resamples for the confidence intervals."""
 
@@ -192,11 +202,8 @@ def evaluate_steering(ws: Workspace, spec: SteeringSpec, cfg: SteerEvalConfig,
         if not 0 <= f < steerer.saes[sae_name][0].cfg.d_sae:
             raise InvalidInputError(f"Feature {f} is out of range for {sae_name!r}.",
                                     "Pick an index in that range.")
-    words = load_words(cfg.words) if cfg.words else None
-    classifier = Classifier(cfg.classifier, cfg.classifier_label) \
-        if cfg.classifier and cfg.classifier_label else None
-    names = [f"feature {s}#{f}" for s, f in features] + (["words"] if words else []) + (
-        [f"classifier {cfg.classifier_label}"] if classifier else [])
+    scorers = text_scorers(cfg)
+    names = [f"feature {s}#{f}" for s, f in features] + list(scorers)
     units = len(cfg.prompts) * (1 + len(cfg.strengths))
     done, tokens = 0, 0
 
@@ -219,15 +226,38 @@ def evaluate_steering(ws: Workspace, spec: SteeringSpec, cfg: SteerEvalConfig,
     for strength in cfg.strengths:
         sites = steerer.sites(dataclasses.replace(spec, strength=spec.strength * strength))
         steered = side(sites, f"Steered at {strength:g}x")
-        points.append(_point(strength, cfg, names, plain, steered, words, classifier, task))
+        points.append(_point(strength, cfg, names, plain, steered, scorers, task))
     task.set_progress(1.0)
     return SteerEvalResult(spec.to_dict(), asdict(cfg), points, tokens,
                            round(time.perf_counter() - t0, 1))
 
 
+def _checked(name: str, scorer: TextScorer, texts: list[str]) -> list[float]:
+    """A scorer's numbers, one per text, or one clear line naming the scorer at fault."""
+    values = list(scorer(texts))
+    if len(values) != len(texts) or not all(isinstance(v, int | float) for v in values):
+        raise InvalidInputError(f"The steering scorer {name!r} returned {len(values)} values "
+                                f"for {len(texts)} texts (it must give one number per text).",
+                                "Fix or uninstall the plugin that adds it.")
+    return [float(v) for v in values]
+
+
+def text_scorers(cfg: SteerEvalConfig) -> dict[str, TextScorer]:
+    """The scorers that read the continuations' text, by the name their column gets."""
+    out: dict[str, TextScorer] = {}
+    if cfg.words:
+        out["words"] = WordShare(load_words(cfg.words))
+    if cfg.classifier and cfg.classifier_label:
+        out[f"classifier {cfg.classifier_label}"] = Classifier(cfg.classifier,
+                                                               cfg.classifier_label)
+    for name in cfg.text_scorers:
+        out[name] = plugin_scorer(name)
+    return out
+
+
 def _point(strength: float, cfg: SteerEvalConfig, names: list[str], plain: list[list[_Reading]],
-           steered: list[list[_Reading]], words: frozenset[str] | None,
-           classifier: Classifier | None, task: TaskState) -> SweepPoint:
+           steered: list[list[_Reading]], scorers: dict[str, TextScorer],
+           task: TaskState) -> SweepPoint:
     """Scores [prompt, sample, scorer] of both sides, summarised."""
     task.set_status(f"Scoring strength {strength:g}x")
 
@@ -235,10 +265,9 @@ def _point(strength: float, cfg: SteerEvalConfig, names: list[str], plain: list[
         rows = []
         for readings in side:
             texts = [r.text for r in readings]
-            extra = [[word_share(t, words)] for t in texts] if words else [[] for _ in texts]
-            if classifier:
-                extra = [[*e, c] for e, c in zip(extra, classifier(texts), strict=True)]
-            rows.append([r.features + e for r, e in zip(readings, extra, strict=True)])
+            by_scorer = [_checked(name, scorer, texts) for name, scorer in scorers.items()]
+            rows.append([[*r.features, *(col[i] for col in by_scorer)]
+                         for i, r in enumerate(readings)])
         return np.asarray(rows, dtype=np.float64)  # [prompts, samples, scorers]
 
     p, s = table(plain), table(steered)

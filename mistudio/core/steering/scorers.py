@@ -6,7 +6,9 @@ Three kinds of scorer, each turning one generated continuation into a number:
   unsteered model (does the concept appear in the text, whoever wrote it);
 - ``classifier``: the probability a local Hugging Face text-classification model (a toxicity or
   sentiment classifier, say) gives one of its labels;
-- ``words``: the share of the continuation's words that are in a word list.
+- ``words``: the share of the continuation's words that are in a word list;
+- a plugin's text scorer (entry-point group ``mistudio.steering_scorers``): any
+  :class:`TextScorer`, named in ``SteerEvalConfig.text_scorers``.
 
 Coherence is the perplexity of the continuation under the unsteered model. Differences between
 steered and unsteered means come with a percentile bootstrap over prompts (the samples of one
@@ -19,11 +21,12 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from mistudio.core.runtime.errors import InvalidInputError, NotFoundError
+from mistudio.core.runtime.plugins import plugins
 
 BUILTIN_PROMPTS = {
     "everyday": (
@@ -117,6 +120,44 @@ def word_share(text: str, words: frozenset[str]) -> float:
     """The share of the text's words that are in ``words`` (case-insensitive)."""
     tokens = re.findall(r"[\w']+", text.lower())
     return sum(t in words for t in tokens) / len(tokens) if tokens else 0.0
+
+
+@runtime_checkable
+class TextScorer(Protocol):
+    """Turns continuations into one number each (higher: more of what it measures)."""
+
+    def __call__(self, texts: Sequence[str]) -> list[float]: ...
+
+
+class WordShare:
+    """The share of each text's words that are in a word list."""
+
+    def __init__(self, words: frozenset[str]) -> None:
+        self.words = words
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        return [word_share(t, self.words) for t in texts]
+
+
+def plugin_scorers() -> dict[str, TextScorer]:
+    """The text scorers installed plugins add, by name (a class is instantiated with no
+    arguments)."""
+    out: dict[str, TextScorer] = {}
+    for name, obj in plugins("mistudio.steering_scorers").items():
+        scorer = obj() if isinstance(obj, type) else obj
+        if isinstance(scorer, TextScorer):
+            out[name] = scorer
+    return out
+
+
+def plugin_scorer(name: str) -> TextScorer:
+    """One plugin's text scorer, or one clear line naming those installed."""
+    found = plugin_scorers()
+    if name not in found:
+        raise NotFoundError(f"No steering scorer named {name!r} is installed.",
+                            f"Installed: {', '.join(found) or 'none'}; a package adds one "
+                            "through the mistudio.steering_scorers entry point.")
+    return found[name]
 
 
 class Classifier:

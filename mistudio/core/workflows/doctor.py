@@ -8,6 +8,7 @@ from typing import Any
 
 from mistudio import __version__
 from mistudio.core.runtime.online import is_online
+from mistudio.core.runtime.plugins import GROUPS, installed
 from mistudio.core.store.files import human_bytes
 from mistudio.core.store.workspace import Workspace
 
@@ -55,4 +56,6 @@ def doctor(ws: Workspace, task: Any = None) -> dict[str, Any]:
         report["builtin_corpus"] = {"source": "builtin:pydoc", "documents": len(topics.topics)}
     except ImportError:
         report["builtin_corpus"] = "missing (this Python has no pydoc_data)"
+    report["plugins"] = [f"{p.name} ({GROUPS[p.group]}, {p.package})" for p in installed()] \
+        or "none installed"
     return report
