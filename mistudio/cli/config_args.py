@@ -57,7 +57,7 @@ def add_config(parser: argparse.ArgumentParser, cls: type, options: dict[str, Op
         kind, choices, item = _describe(hints[f.name])
         flags = [opt.flag or "--" + f.name.replace("_", "-"), *opt.aliases]
         kw: dict[str, Any] = {"dest": f.name, "default": opt.default,
-                              "help": opt.help or _help(docs.get(f.name, ""), f)}
+                              "help": opt.help or _help(docs.get(f.name, ""), f, opt.default)}
         if opt.required if opt.required is not None else (
                 _default(f) is dataclasses.MISSING and opt.default is None):
             kw["required"] = True
@@ -157,10 +157,11 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _help(doc: str, f: dataclasses.Field) -> str:
-    """The field's docstring (its first sentence when long) and its default."""
+def _help(doc: str, f: dataclasses.Field, cli_default: Any = None) -> str:
+    """The field's docstring (its first sentence when long) and its default (the CLI's own,
+    when it has one)."""
     text = doc.split(". ")[0].rstrip(".") if len(doc) > 160 else doc.rstrip(".")
-    default = _default(f)
+    default = _default(f) if cli_default is None else cli_default
     if default is dataclasses.MISSING:
         return (text + " (required)").replace("%", "%%")
     if default in (None, False, ()) or isinstance(default, bool):

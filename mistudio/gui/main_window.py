@@ -59,6 +59,7 @@ class MainWindow(QMainWindow):
         self.presenting = False
         self.quickstart: Any = None
         self.lesson: Any = None
+        self.help_window: Any = None
         first_launch = workspace is None and not self.settings.value("workspace")
         root = workspace or self.settings.value("workspace") or None
         self.ws = Workspace(root)
@@ -210,6 +211,7 @@ class MainWindow(QMainWindow):
         help_ = m.addMenu("&Help")
         self._action(help_, "&Quick start...", self.quick_start, "Ctrl+Shift+Q")
         self._action(help_, "&Lesson (for a class)...", lambda: self.open_lesson(), "Ctrl+L")
+        self._action(help_, "&Documentation", self.show_help, "F1")
         self._action(help_, "&About miStudio", self.about)
         self._action(help_, "&Doctor (versions, device, memory)", self.doctor)
 
@@ -434,12 +436,25 @@ class MainWindow(QMainWindow):
             apply_theme(app, theme)
         self.settings.setValue("theme", theme)
 
+    def show_help(self) -> None:
+        """The documentation pages (docs/) in their own window, kept for the session."""
+        from mistudio.gui.help_window import HelpWindow
+
+        if self.help_window is None:
+            self.help_window = HelpWindow()
+        self.help_window.show()
+        self.help_window.raise_()
+
     def about(self) -> None:
         from mistudio.buildinfo import version_text
+        from mistudio.core.runtime.plugins import GROUPS, installed
 
+        found = [f"{p.name} ({GROUPS[p.group]}, {p.package})" for p in installed()]
+        plugins = "\nPlugins: " + ("; ".join(found) if found else "none installed")
         QMessageBox.about(self, "About miStudio", f"{version_text()}\nWorkspace: {self.ws.root}"
-                          "\n\nA local workbench for mechanistic interpretability: train sparse "
-                          "autoencoders, browse their features, steer models with them.")
+                          f"{plugins}\n\nA local workbench for mechanistic interpretability: "
+                          "train sparse autoencoders, browse their features, steer models with "
+                          "them.")
 
     def doctor(self) -> None:
         """The doctor report (device, memory, disk, model), gathered in a child process."""
@@ -481,8 +496,9 @@ class MainWindow(QMainWindow):
     def closeEvent(self, e: Any) -> None:
         if self.presenting:  # fonts, theme and geometry as they were, before saving them
             self.set_presentation(False)
-        if self.lesson is not None:
-            self.lesson.close()
+        for window in (self.lesson, self.help_window):
+            if window is not None:
+                window.close()
         self.jobs.shutdown()  # every job cancelled and waited for, the model services ended
         self.monitor.shutdown()
         self.settings.setValue("geometry", self.saveGeometry())
