@@ -33,7 +33,7 @@ except ImportError:  # run as a script from benchmarks/
     from ui_steer import open_window  # type: ignore[no-redef]
 
 
-def prepare(root: Path, tokens: int) -> tuple[Any, Any]:
+def prepare(root: Path, tokens: int, steps: int) -> tuple[Any, Any]:
     """The embedded model and the built-in corpus, tokenized; a small activation set for
     training. Returns the extraction and training configs."""
     from mistudio.core.activations.extraction import ExtractConfig, extract_activations
@@ -54,7 +54,7 @@ def prepare(root: Path, tokens: int) -> tuple[Any, Any]:
                                 "jobs-train")
     finally:
         ws.close()
-    return extract, TrainConfig("jobs-train", steps=120, batch_size=1024, device="cpu",
+    return extract, TrainConfig("jobs-train", steps=steps, batch_size=1024, device="cpu",
                                 eval_tokens=1024)
 
 
@@ -91,6 +91,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workspace", default=str(Path(tempfile.gettempdir()) / "mistudio-jobs"))
     p.add_argument("--tokens", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=120)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     from mistudio.core.jobs.kinds import JOBS, Placement
@@ -98,7 +99,7 @@ def main() -> None:
 
     app = QApplication.instance() or QApplication([])
     root = Path(args.workspace)
-    extract, train = prepare(root, args.tokens)
+    extract, train = prepare(root, args.tokens, args.steps)
     win = open_window(str(root))
     runs: dict[str, list[tuple[float, float]]] = {}
     for rep in range(args.repeats):
