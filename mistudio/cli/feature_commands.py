@@ -104,6 +104,7 @@ def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
     reader = FeatureReader(store.folder)
     text = TokenText(load_tokenizer(ws, reader.manifest.provenance.model))
     f = args.index
+    store.check_index(f)  # one clear line for an index out of range, before any reading
     top = reader.top_examples(f, args.examples)
     quant = reader.quantile_examples(f, n_bins=5, per_bin=1) if args.quantiles else []
     data = _feature_data(store, reader, text, f, top + quant)
