@@ -65,7 +65,7 @@ def throughput(ws: Workspace, tok_name: str, layer: int, n_batches: int, repeats
     all_layers = base.layers
     truncated = torch.nn.ModuleList(list(all_layers)[: layer + 1])
     rows = n_batches * BATCH * (CTX - 1)  # position 0 is not stored
-    cfg = ExtractConfig(EMBEDDED_NAME, tok_name, (layer,), max_tokens=rows, batch_size=BATCH)
+    cfg = ExtractConfig(EMBEDDED_NAME, tok_name, (layer,), max_tokens=rows, batch_sequences=BATCH)
     ours, trunc, full = [], [], []
     time_forward(lm.model, batches[:1])  # warm-up
     for r in range(repeats):

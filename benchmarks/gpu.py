@@ -46,7 +46,7 @@ def main() -> None:
     out: dict = {"cuda": True, "device": torch.cuda.get_device_name(0),
                  "torch": torch.__version__, "bf16": torch.cuda.is_bf16_supported()}
     t = time.perf_counter()
-    m = extract_activations(ws, ExtractConfig(EMBEDDED_NAME, "pydoc", (15,), batch_size=32,
+    m = extract_activations(ws, ExtractConfig(EMBEDDED_NAME, "pydoc", (15,), batch_sequences=32,
                                               device="cuda"), "gpu-acts", overwrite=True)
     out["extract"] = {"tokens": m.summary.tokens, "tokens_per_s":
                       round(m.summary.tokens_per_s), "wall_s": round(time.perf_counter() - t,
