@@ -1,7 +1,8 @@
 """Where the app's jobs should run: a thread of the app's process, or a child process?
 
 With the main window open and live (offscreen), the same job runs through the job center once
-placed on a thread and once in a child process, alternating and repeated: extraction (the
+placed on a thread, in a fresh child process, and in a spare process started ahead
+(``JobCenter(spare=True)``), alternating and repeated: extraction (the
 embedded model over the built-in corpus) and SAE training. Measured for each: the job's wall
 time from Start to its result on the UI thread, and the longest gap of a 10 ms timer on the UI
 thread while it ran (what a person sees as a stall). Prints one JSON object with the medians and
@@ -58,6 +59,13 @@ def prepare(root: Path, tokens: int, steps: int) -> tuple[Any, Any]:
                                 eval_tokens=1024)
 
 
+def settle(app: QApplication, seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
 def timed(app: QApplication, jobs: Any, kind: str, *args: Any, **kw: Any) -> tuple[float, float]:
     """(wall seconds, longest UI gap in ms) of one job started through ``jobs``."""
     runner = jobs.runner(kind)
@@ -93,6 +101,8 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=6000)
     p.add_argument("--steps", type=int, default=120)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--settle", type=float, default=8.0,
+                   help="seconds the window idles before each job (a spare gets ready)")
     args = p.parse_args()
     from mistudio.core.jobs.kinds import JOBS, Placement
     from mistudio.gui.jobs import AppJobs
@@ -102,14 +112,16 @@ def main() -> None:
     extract, train = prepare(root, args.tokens, args.steps)
     win = open_window(str(root))
     runs: dict[str, list[tuple[float, float]]] = {}
+    variants = {"thread": (Placement.THREAD, False), "process": (Placement.PROCESS, False),
+                "spare": (Placement.PROCESS, True)}
     for rep in range(args.repeats):
-        for place in (Placement.THREAD, Placement.PROCESS):
+        for name, (place, spare) in variants.items():
             kinds = {k: dataclasses.replace(v, placement=place) for k, v in JOBS.items()}
-            jobs = AppJobs(root, kinds=kinds)
-            runs.setdefault(f"extract_{place.value}", []).append(timed(
-                app, jobs, "extract", extract, f"jobs-x{rep}{place.value}", overwrite=True))
-            runs.setdefault(f"train_{place.value}", []).append(timed(
-                app, jobs, "train", train, f"jobs-t{rep}{place.value}", overwrite=True))
+            jobs = AppJobs(root, kinds=kinds, spare=spare)
+            for job, cfg in (("extract", extract), ("train", train)):
+                settle(app, args.settle)  # as a person between clicks: the spare gets ready
+                runs.setdefault(f"{job}_{name}", []).append(timed(
+                    app, jobs, job, cfg, f"jobs-{job[0]}{rep}{name}", overwrite=True))
             jobs.shutdown()
     win.close()
     out: dict[str, Any] = {"tokens": args.tokens, "train_steps": train.steps,
@@ -118,8 +130,9 @@ def main() -> None:
         out[f"{name}_wall_s"] = round(statistics.median(v[0] for v in values), 2)
         out[f"{name}_max_gap_ms"] = round(statistics.median(v[1] for v in values), 1)
     for job in ("extract", "train"):
-        out[f"{job}_process_vs_thread_wall"] = round(
-            out[f"{job}_process_wall_s"] / out[f"{job}_thread_wall_s"], 3)
+        for name in ("process", "spare"):
+            out[f"{job}_{name}_vs_thread_wall"] = round(
+                out[f"{job}_{name}_wall_s"] / out[f"{job}_thread_wall_s"], 3)
     print(json.dumps(out, indent=2))
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach for the hub
+# no spare process per window (each imports torch); tests/test_jobs.py switches it on
+os.environ["MISTUDIO_SPARE_PROCESS"] = "0"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # Qt tests draw without a screen
 # Qt settings of the tests go to a temporary folder, never the user's own
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="mistudio-test-config-")

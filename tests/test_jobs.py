@@ -7,6 +7,7 @@ import dataclasses
 import multiprocessing
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from mistudio.core.jobs.center import JobCenter
 from mistudio.core.jobs.kinds import JOBS, JobKind, Placement
-from mistudio.core.runtime.errors import Cancelled
+from mistudio.core.runtime.errors import Cancelled, InvalidInputError
 from mistudio.core.runtime.tasks import CallbackTask
 
 GUI = Path(__file__).resolve().parents[1] / "mistudio" / "gui"
@@ -70,6 +71,39 @@ def test_center_runs_each_placement_and_stops_everything(tmp_path: Path) -> None
     with pytest.raises(RuntimeError, match="shut down"):
         center.start("here")
     del token
+
+
+def test_a_spare_process_runs_the_next_job_and_is_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spare is started ahead, runs exactly one job, a new one follows it, and shutdown
+    ends it; the results are those of a fresh process."""
+    monkeypatch.setenv("MISTUDIO_SPARE_PROCESS", "1")
+    monkeypatch.setattr("mistudio.core.jobs.center.SPARE_MIN_FREE_BYTES", 0)
+    kinds = {"child": JobKind("child", "job_stubs:where", Placement.PROCESS, "child"),
+             "wait": JobKind("wait", "job_stubs:until_cancelled", Placement.PROCESS, "wait"),
+             "bad": JobKind("bad", "job_stubs:bad", Placement.PROCESS, "bad")}
+    center = JobCenter(tmp_path / "ws", kinds, spare=True)
+    spare = center._spare
+    assert spare is not None and spare.alive and "job_stubs" in center._preload()
+    assert center.run("child") == spare.child.pid  # the job ran in the spare...
+    spare.child.join(5)
+    assert not spare.alive  # ...which ended with it
+    second = center._spare
+    assert second is not None and second is not spare and second.alive
+    with pytest.raises(InvalidInputError, match="The thing is wrong"):
+        center.run("bad")  # errors come back from a spare as from a fresh process
+    waiting = center.start("wait")
+    time.sleep(1)
+    assert center.shutdown(timeout_s=20) == [] and waiting.outcome == "cancelled"
+    assert center._spare is None and multiprocessing.active_children() == []
+
+
+def test_no_spare_process_when_switched_off(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MISTUDIO_SPARE_PROCESS", "0")
+    center = JobCenter(tmp_path / "ws", spare=True)
+    assert center._spare is None
+    center.shutdown()
 
 
 def test_every_job_reaches_the_status_bar_and_is_joined_at_close(

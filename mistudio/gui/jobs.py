@@ -108,9 +108,10 @@ class AppJobs(QObject):
     """(runner, progress or None, status or None): what a running job just reported."""
 
     def __init__(self, root: str | Path, parent: QObject | None = None,
-                 kinds: dict[str, Any] | None = None) -> None:
+                 kinds: dict[str, Any] | None = None, spare: bool = False) -> None:
+        """``spare``: keep a process started ahead for the next job (the main window)."""
         super().__init__(parent)
-        self.center = JobCenter(root, kinds)
+        self.center = JobCenter(root, kinds, spare=spare)
         self.runners: list[Runner] = []
         self.active: list[Runner] = []
         """Runners with a running job, the most recently started last."""

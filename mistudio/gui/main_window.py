@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         first_launch = workspace is None and not self.settings.value("workspace")
         root = workspace or self.settings.value("workspace") or None
         self.ws = Workspace(root)
-        self.jobs = AppJobs(self.ws.root, self)
+        self.jobs = AppJobs(self.ws.root, self, spare=True)
         """Every job of the window runs through this one job center."""
         self.setWindowTitle(f"miStudio {__version__} - {self.ws.root}")
         self.tabs = QTabWidget()

@@ -148,29 +148,32 @@ class SteerEvalView(QWidget):
         self.cancel_btn.setEnabled(running)
 
     def _done(self, evaluation: Any) -> None:
-        result = self.result = evaluation.to_dict()
-        rows, xs, ys = [], [], []
-        for p in result["points"]:
-            for s in p["scores"]:
-                rows.append([f"{p['strength']:g}x", s["scorer"], s["plain"], s["steered"],
-                             s["change"], f"[{s['ci_low']:+.3g}, {s['ci_high']:+.3g}]",
-                             f"{p['perplexity_plain']:.1f} -> {p['perplexity_steered']:.1f}"])
-            if p["scores"]:
-                xs.append(p["perplexity_steered"])
-                ys.append(p["scores"][0]["change"])
+        """Show a :class:`~mistudio.core.steering.evaluate.SteerEvalResult`."""
+        self.result = evaluation.to_dict()  # what a preset keeps
+        rows, xs, ys, shown = [], [], [], []
+        for p in evaluation.points:
+            for s in p.scores:
+                rows.append([f"{p.strength:g}x", s.scorer, s.plain, s.steered, s.change,
+                             f"[{s.ci_low:+.3g}, {s.ci_high:+.3g}]",
+                             f"{p.perplexity_plain:.1f} -> {p.perplexity_steered:.1f}"])
+            if p.scores:
+                xs.append(p.perplexity_steered)
+                ys.append(p.scores[0].change)
+                shown.append(p.strength)
         self.model.set_rows(rows)
         self.table.resizeColumnsToContents()
         self.curve.setData(xs, ys)
         for item in self.labels:
             self.plot.removeItem(item)
         self.labels = []
-        for p, x, y in zip(result["points"], xs, ys, strict=False):
-            label = pg.TextItem(f"{p['strength']:g}x", anchor=(0, 1))
+        for strength, x, y in zip(shown, xs, ys, strict=True):
+            label = pg.TextItem(f"{strength:g}x", anchor=(0, 1))
             label.setPos(x, y)
             self.plot.addItem(label)
             self.labels.append(label)
-        self.status.setText(f"{result['tokens_generated']:,} tokens in {result['seconds']:.0f} "
-                            "s. The first scorer's change is plotted against perplexity.")
+        self.status.setText(f"{evaluation.tokens_generated:,} tokens in "
+                            f"{evaluation.seconds:.0f} s. The first scorer's change is plotted "
+                            "against perplexity.")
         self.keep_btn.setEnabled(bool(self.preset()))
 
     def keep(self) -> None:

@@ -20,6 +20,7 @@ background work.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -27,10 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mistudio.core.jobs.kinds import JOBS, JobKind, Placement
+from mistudio.core.jobs.kinds import JOBS, JobKind, Placement, resolve
 from mistudio.core.jobs.services import ModelServices, in_service
 from mistudio.core.runtime.errors import Cancelled
-from mistudio.core.runtime.processes import run_in_child
+from mistudio.core.runtime.processes import SpareProcess, run_in_child
 from mistudio.core.runtime.tasks import CancelToken
 from mistudio.core.store.workspace import Workspace
 
@@ -111,16 +112,40 @@ class Job:
         self.task.token.cancel()
 
 
-class JobCenter:
-    """Starts jobs by kind, keeps the running ones, stops them all at shutdown."""
+SPARE_MIN_FREE_BYTES = 4 * 2**30
+"""A spare process (about 300 MB once torch is imported) is kept only with this much RAM free."""
+SPARE_SWITCH = "MISTUDIO_SPARE_PROCESS"
+"""Set to 0 to never keep a spare process (boards short of memory, the test suite)."""
 
-    def __init__(self, root: str | Path, kinds: dict[str, JobKind] | None = None) -> None:
+
+def spare_wanted() -> bool:
+    """Whether to keep a spare process: allowed, and the machine has the memory for it."""
+    import psutil
+
+    return (os.environ.get(SPARE_SWITCH, "1") != "0"
+            and psutil.virtual_memory().available >= SPARE_MIN_FREE_BYTES)
+
+
+class JobCenter:
+    """Starts jobs by kind, keeps the running ones, stops them all at shutdown.
+
+    With ``spare``, a process for the next job is started ahead (:class:`SpareProcess`): a job
+    placed in a process then starts without waiting seconds for a new interpreter to import
+    torch (``benchmarks/jobs.py`` measures it). The spare is started when the center is and
+    again when a job that used it has ended, never beside a running job's first seconds.
+    """
+
+    def __init__(self, root: str | Path, kinds: dict[str, JobKind] | None = None,
+                 spare: bool = False) -> None:
         self.root = str(root)
         self.kinds = kinds if kinds is not None else JOBS
         self.services = ModelServices()
         self.jobs: list[Job] = []
         self._lock = threading.Lock()
         self.closed = False
+        self._keep_spare = spare and spare_wanted()
+        self._spare: SpareProcess | None = None
+        self._refill_spare()
 
     def start(self, kind: str, *args: Any, title: str = "", owner: str = "",
               **kwargs: Any) -> Job:
@@ -174,10 +199,35 @@ class JobCenter:
         if spec.placement is Placement.THREAD:
             return in_workspace(self.root, spec.fn, args, kw, task=task)
         if spec.placement is Placement.PROCESS:
-            return run_in_child(in_workspace, self.root, spec.fn, args, kw, task=task)
+            spare = self._take_spare()
+            try:
+                return run_in_child(in_workspace, self.root, spec.function, args, kw,
+                                    task=task, spare=spare)
+            finally:
+                if spare is not None:
+                    self._refill_spare()
         key = spec.model_of(self.root, *args, **kw) if spec.model_of else ("", "auto", "none")
         return self.services.get(self.root, key).call(in_service, self.root, spec.fn, args,
                                                       kw, task=task)
+
+    def _preload(self) -> tuple[str, ...]:
+        """What a spare process imports while it waits: torch and the process jobs' modules."""
+        modules = {k.function.partition(":")[0] for k in self.kinds.values()
+                   if k.placement is Placement.PROCESS}
+        return ("torch", *sorted(modules))
+
+    def _refill_spare(self) -> None:
+        if not self._keep_spare:
+            return
+        with self._lock:
+            if self.closed or (self._spare is not None and self._spare.alive):
+                return
+            self._spare = SpareProcess(self._preload())
+
+    def _take_spare(self) -> SpareProcess | None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        return spare if spare is not None and spare.alive else None
 
     def forget_models(self) -> None:
         """End the model services (the device changed): the next call loads the model again."""
@@ -194,13 +244,20 @@ class JobCenter:
             assert job.thread is not None
             job.thread.join(max(0.0, deadline - time.monotonic()))
         self.services.close_all()
+        spare = self._take_spare()
+        if spare is not None:
+            spare.close()
         return self.running()
 
 
-def in_workspace(root: str, fn: Callable[..., Any], args: tuple[Any, ...],
+def in_workspace(root: str, fn: Callable[..., Any] | str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], task: Any = None) -> Any:
     """``fn(ws, *args, task=task, **kwargs)`` with a workspace handle of its own, opened on the
-    thread (or in the process) that runs it (SQLite connections stay on their own thread)."""
+    thread (or in the process) that runs it (SQLite connections stay on their own thread).
+    ``fn`` may be a ``module:function`` path: a child process then imports the job's module
+    itself, and the app's process never does."""
+    if isinstance(fn, str):
+        fn = resolve(fn)
     ws = Workspace(root)
     try:
         return fn(ws, *args, task=task, **kwargs)

@@ -42,14 +42,15 @@ class JobKind:
 
     @property
     def fn(self) -> Callable[..., Any]:
-        return _resolve(self.function)
+        return resolve(self.function)
 
     @property
     def model_of(self) -> Callable[..., Any] | None:
-        return _resolve(self.model) if self.model else None
+        return resolve(self.model) if self.model else None
 
 
-def _resolve(path: str) -> Callable[..., Any]:
+def resolve(path: str) -> Callable[..., Any]:
+    """The function a ``module:function`` path names (importing its module)."""
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
 

@@ -5,7 +5,9 @@ between torch calls, and in the app's process that Python competes with the UI t
 interpreter lock (measured: steering from a worker thread ran 10-25% slower than on a main
 thread, even with the UI idle). A spawned process has its own interpreter and main thread.
 
-- :func:`run_in_child` runs one function in a fresh process and returns its result.
+- :func:`run_in_child` runs one function in a fresh process and returns its result; given a
+  :class:`SpareProcess` (started ahead, its imports done while nothing ran) it runs there, and
+  the job skips the seconds a new interpreter takes to import torch.
 - :class:`ChildService` keeps one process alive across calls, with a ``state`` dict the calls
   share, so a loaded model stays loaded (the Steering tab's generations).
 
@@ -16,6 +18,7 @@ terminated, so closing a window never waits on it.
 
 from __future__ import annotations
 
+import importlib
 import queue as queue_mod
 import threading
 import time
@@ -105,17 +108,62 @@ def _stop(child: Any, patient: bool) -> None:
         child.join(timeout=5.0)
 
 
+class SpareProcess:
+    """A fresh process started before it is needed: it imports ``preload`` (torch, the job
+    modules) while nothing runs, then waits for the one job it will run, and ends after it.
+    Each job still gets a process of its own (its memory goes back when it ends)."""
+
+    def __init__(self, preload: tuple[str, ...] = ()) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.requests, self.reports, self.cancel = ctx.Queue(), ctx.Queue(), ctx.Event()
+        self.child = ctx.Process(target=_spare_main, daemon=True, args=(
+            preload, self.requests, self.reports, self.cancel))
+        self.child.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.child.is_alive()
+
+    def close(self) -> None:
+        """End it unused."""
+        try:
+            self.requests.put(None)
+        except (OSError, ValueError):
+            pass
+        _stop(self.child, patient=True)
+        for q in (self.requests, self.reports):
+            q.close()
+
+
+def _spare_main(preload: tuple[str, ...], requests: Any, reports: Any, cancel: Any) -> None:
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except Exception:  # the job that needs it reports the error itself
+            pass
+    request = requests.get()
+    if request is not None:
+        _send_outcome(reports, *request, cancel)
+
+
 def run_in_child(fn: Callable[..., Any], *args: Any, task: TaskState | None = None,
-                 grace_s: float = 5.0) -> Any:
-    """``fn(*args, task=...)`` in a fresh (spawned) process. ``fn`` must be a module-level
-    function taking a ``task`` keyword."""
+                 grace_s: float = 5.0, spare: SpareProcess | None = None) -> Any:
+    """``fn(*args, task=...)`` in a fresh (spawned) process, or in ``spare`` when it is alive.
+    ``fn`` must be a module-level function taking a ``task`` keyword."""
     import multiprocessing
 
     task = task or silent_task()
-    ctx = multiprocessing.get_context("spawn")
-    reports, cancel = ctx.Queue(), ctx.Event()
-    child = ctx.Process(target=_child_main, args=(fn, args, reports, cancel), daemon=True)
-    child.start()
+    if spare is not None and spare.alive:
+        child, reports, cancel = spare.child, spare.reports, spare.cancel
+        spare.requests.put((fn, args))
+        spare.requests.close()
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        reports, cancel = ctx.Queue(), ctx.Event()
+        child = ctx.Process(target=_child_main, args=(fn, args, reports, cancel), daemon=True)
+        child.start()
     try:
         return _relay(child, reports, cancel, task, grace_s)
     finally:
