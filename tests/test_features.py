@@ -219,6 +219,27 @@ def test_label_features_scores_and_keeps_human_labels(analysed: Workspace) -> No
     assert again.labelled_now == 0
 
 
+def test_labelling_reads_stored_token_texts_without_the_tokenizer(
+        analysed: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    import mistudio.core.models.registry as registry
+    from mistudio.core.features.labels import LabelConfig, label_features
+
+    loaded: list[str] = []
+    real = registry.load_tokenizer
+
+    def counted(ws: Workspace, model: str, *rest: object) -> object:
+        loaded.append(model)
+        return real(ws, model, *rest)
+
+    monkeypatch.setattr(registry, "load_tokenizer", counted)
+    r = label_features(analysed, "sae", LabelConfig(top=6))
+    assert r.labelled_now == 6 and loaded == []  # every token shown is stored with the analysis
+    store = open_features(analysed, "sae")
+    assert not any(re.search(r"<\d+>", store.label(int(f)).label) for f in store.labelled())
+
+
 def test_an_explainer_that_writes_nothing_marks_the_label_failed(
         analysed: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import mistudio.core.features.labels as labels_mod

@@ -131,6 +131,22 @@ def test_existing_set_is_reused(toy_ws: Workspace) -> None:
     assert tokenize_dataset(toy_ws, cfg).provenance.created == first.provenance.created
 
 
+def test_a_rerun_finds_the_set_without_loading_the_tokenizer(
+        toy_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mistudio.core.data.tokenization as tokenization
+
+    cfg = TokenizeConfig("pydoc", "toy", 64)
+    first = tokenize_dataset(toy_ws, cfg)
+
+    def no_tokenizer(*_: object, **__: object) -> None:
+        raise AssertionError("the tokenizer was loaded")
+
+    monkeypatch.setattr(tokenization, "load_tokenizer", no_tokenizer)
+    assert tokenize_dataset(toy_ws, cfg).provenance.created == first.provenance.created
+    with pytest.raises(AssertionError, match="tokenizer was loaded"):  # other settings: a new set
+        tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32))
+
+
 def test_bad_context_lengths(toy_ws: Workspace) -> None:
     with pytest.raises(InvalidInputError, match="exceeds the model's maximum of 256"):
         tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 4096))

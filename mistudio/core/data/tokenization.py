@@ -18,6 +18,7 @@ text tokens, which would then be stored and dominate training and metrics
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -131,6 +132,18 @@ def bos_policy(tokenizer: Any, prepend_bos: str) -> int | None:
     return int(bos)
 
 
+def _made_with(ws: Workspace, cfg: TokenizeConfig, name: str | None) -> TokenizedManifest | None:
+    """A complete tokenized set made with exactly ``cfg`` (the name it would get, with or
+    without BOS), or None: whatever else is there is checked once the tokenizer is loaded."""
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    for candidate in [name] if name else [cfg.default_name(True), cfg.default_name(False)]:
+        art = ws.catalog.find("tokenized", candidate)
+        if art is not None and art.status == "complete" and art.config == wanted:
+            return read_manifest(Path(art.path), f"tokenized set {candidate!r}",
+                                 "«do:rebuild_catalog», or tokenize again («overwrite»).")
+    return None
+
+
 def _check_same(manifest: TokenizedManifest, cfg: TokenizeConfig, bos: int | None) -> None:
     """A tokenized set found by name must be what ``cfg`` asks for."""
     have = manifest.config
@@ -194,6 +207,8 @@ def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None
     """Tokenize ``cfg.dataset`` with ``cfg.model``'s tokenizer into ``tokenized/NAME``; a set of
     that name made with the same settings is returned as it is."""
     task = task or silent_task()
+    if not overwrite and (same := _made_with(ws, cfg, name)) is not None:
+        return same  # found without loading the tokenizer (a re-run imports no transformers)
     info = model_info(ws, cfg.model)
     task.set_status(f"Loading the tokenizer of {cfg.model}")
     tokenizer = load_tokenizer(ws, cfg.model, task)

@@ -8,6 +8,7 @@ token of the window, so the browser can draw a heatmap and the explainers can re
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -188,6 +189,10 @@ class TokenText:
     def many(self, ids: Any) -> list[str]:
         return [self(int(i)) for i in ids]
 
+    def known_ids(self) -> list[int]:
+        """The ids whose text is at hand without the tokenizer."""
+        return list(self._cache)
+
 
 def write_token_texts(folder: Path, tokenizer: Any, extra_ids: np.ndarray) -> int:
     """Store the text of every token in ``rows.npy`` and of ``extra_ids`` (logit lens)."""
@@ -197,6 +202,26 @@ def write_token_texts(folder: Path, tokenizer: Any, extra_ids: np.ndarray) -> in
     with atomic_write(folder / TOKEN_TEXTS_FILE, "w", encoding="utf-8") as fh:
         json.dump({str(int(i)): text(int(i)) for i in ids}, fh, ensure_ascii=False)
     return len(ids)
+
+
+class _LazyTokenizer:
+    """A tokenizer loaded on its first use."""
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self._load, self._tokenizer = load, None
+
+    def decode(self, ids: list[int]) -> str:
+        if self._tokenizer is None:
+            self._tokenizer = self._load()
+        return self._tokenizer.decode(ids)
+
+
+def analysis_token_text(folder: Path, load_tokenizer: Callable[[], Any]) -> TokenText:
+    """The analysis's stored token texts; ``load_tokenizer()`` is called only for a token they
+    lack (so a run that finds nothing to do never loads transformers)."""
+    stored = stored_token_text(folder)
+    known = {i: stored(i) for i in stored.known_ids()} if stored is not None else {}
+    return TokenText(_LazyTokenizer(load_tokenizer), known)
 
 
 def stored_token_text(folder: Path) -> TokenText | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mistudio.core.features.examples import FeatureReader, TokenText
+from mistudio.core.features.examples import FeatureReader, analysis_token_text
 from mistudio.core.features.explain import split_examples
 from mistudio.core.features.explainers import Context, make_explainer, plugin_explainers
 from mistudio.core.features.store import FeatureStore, Label, open_features
@@ -129,8 +129,9 @@ def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
              else choose_features(store, cfg.top))
     for f in feats:
         store.check_index(int(f))
-    ctx = Context(reader, TokenText(load_tokenizer(ws, reader.manifest.provenance.model)),
-                  store.column("logit_pos_ids"), cfg.negatives, cfg.seed)
+    model = reader.manifest.provenance.model
+    text = analysis_token_text(store.folder, lambda: load_tokenizer(ws, model))
+    ctx = Context(reader, text, store.column("logit_pos_ids"), cfg.negatives, cfg.seed)
     explainer = make_explainer(ws, cfg.explainer, cfg.endpoint, cfg.judge, cfg.prompt,
                                cfg.scorer)
     source = explainer.name
