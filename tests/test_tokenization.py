@@ -160,3 +160,23 @@ def test_bad_context_lengths(toy_ws: Workspace) -> None:
     with pytest.raises(InvalidInputError, match="fewer tokens than one sequence"):
         tokenize_dataset(toy_ws, TokenizeConfig("tiny", "toy", 256))
     assert toy_ws.catalog.find("tokenized", "tiny.toy.ctx256") is None
+
+
+def test_a_set_stores_its_preview_and_an_old_set_gets_one(toy_ws: Workspace) -> None:
+    from mistudio.core.data.token_preview import PREVIEW_FILE, stored_preview
+    from mistudio.core.jobs.adapters import preview_tokenized, store_tokenized_preview
+
+    m = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 64))
+    folder = Path(toy_ws.catalog.get("tokenized", m.name).path)
+    preview = stored_preview(folder)
+    tok = toy_tokenizer()
+    ids, mask = open_tokenized(toy_ws, m.name).slice(0, 3)
+    assert preview is not None and len(preview) == 3
+    assert [t.id for t in preview[0]] == [int(i) for i in ids[0][mask[0].astype(bool)][:160]]
+    assert [t.text for t in preview[1]] == [tok.decode([t.id]) for t in preview[1]]
+    shown = preview_tokenized(toy_ws, m.name)
+    assert shown.html is not None and f'href="tok:{preview[0][0].id}"' in shown.html
+    (folder / PREVIEW_FILE).unlink()  # a set made before previews were stored
+    assert preview_tokenized(toy_ws, m.name).html is None
+    assert store_tokenized_preview(toy_ws, m.name).html == shown.html
+    assert stored_preview(folder) == preview

@@ -250,7 +250,8 @@ class TokenizedPreview(QWidget):
                 self.show_set(self.choice.currentText())
 
     def show_set(self, name: str) -> None:
-        """Load (in a child process: a tokenizer can take seconds) and show a set."""
+        """Read and show a set (its stored preview; a set made before previews were stored
+        gets one from a child process, since loading a tokenizer takes seconds)."""
         if not name or self.runner.running:
             return
         self._shown = name
@@ -260,6 +261,10 @@ class TokenizedPreview(QWidget):
         import numpy as np
         import pyqtgraph as pg
 
+        if result.html is None:
+            self.runner.start("store_tokenized_preview", self._shown,
+                              title=f"Reading {self._shown}")
+            return
         self.text.setHtml(result.html)
         self.policy.setText(result.policy)
         stats = result.stats

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from mistudio.core.data.datasets import open_dataset
+from mistudio.core.data.token_preview import PREVIEW_SEQUENCES, preview_tokens, write_preview
 from mistudio.core.models.registry import load_tokenizer, model_info
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError
 from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
@@ -249,6 +250,8 @@ def tokenize_dataset(ws: Workspace, cfg: TokenizeConfig, name: str | None = None
             summary=TokenizedSummary(len(table), sequences.n_seq, sequences.n_tokens,
                                      sequences.dropped_tail),
             stats=sequences.stats(tokenizer))
+        write_preview(b.folder, preview_tokens(
+            *TokenizedSet(b.folder, b.manifest).slice(0, PREVIEW_SEQUENCES), tokenizer))
     task.set_progress(1.0)
     return b.manifest
 

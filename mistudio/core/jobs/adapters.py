@@ -22,8 +22,9 @@ def preview_source(ws: Workspace, cfg: Any, task: TaskState | None = None) -> An
 
 
 class TokenizedPreview(NamedTuple):
-    html: str
-    """The first sequences, one hoverable span per token."""
+    html: str | None
+    """The first sequences, one hoverable span per token (None: the set has no stored preview;
+    ``store_tokenized_preview`` makes it)."""
     policy: str
     """Where the attention sink sits, in a sentence."""
     stats: Any
@@ -31,28 +32,51 @@ class TokenizedPreview(NamedTuple):
 
 
 def preview_tokenized(ws: Workspace, name: str, task: TaskState | None = None) -> TokenizedPreview:
-    """A tokenized set's first sequences as HTML, its BOS policy and its statistics."""
+    """A tokenized set's first sequences as HTML (from the preview stored with it), its BOS
+    policy and its statistics: reading files only."""
+    from mistudio.core.data.token_preview import stored_preview
+    from mistudio.core.data.tokenization import open_tokenized
+
+    tokens = open_tokenized(ws, name)
+    return _tokenized_preview(tokens, stored_preview(tokens.path))
+
+
+def store_tokenized_preview(ws: Workspace, name: str,
+                            task: TaskState | None = None) -> TokenizedPreview:
+    """Store the preview of a set made before it was stored (loads the tokenizer once), and
+    return the set's preview."""
+    from mistudio.core.data.token_preview import PREVIEW_SEQUENCES, preview_tokens, write_preview
     from mistudio.core.data.tokenization import open_tokenized
     from mistudio.core.models.registry import load_tokenizer
 
     tokens = open_tokenized(ws, name)
-    tok = load_tokenizer(ws, tokens.manifest.config["model"])
-    ids, mask = tokens.slice(0, min(3, tokens.n_sequences))
-    parts = []
-    for row, m in zip(ids, mask, strict=True):
-        for i, t in enumerate(row[m.astype(bool)][:160]):
-            shade = "#f3d9d9" if i % 2 else "#d9e6f3"
-            text = html.escape(tok.decode([int(t)])).replace("\n", "⏎")
-            parts.append(f'<a href="tok:{int(t)}" style="background:{shade};color:#111;'
-                         f'text-decoration:none">{text}</a>')
-        parts.append("<br><br>")
+    tokenizer = load_tokenizer(ws, tokens.manifest.config["model"])
+    preview = preview_tokens(*tokens.slice(0, PREVIEW_SEQUENCES), tokenizer)
+    write_preview(tokens.path, preview)
+    return _tokenized_preview(tokens, preview)
+
+
+def _tokenized_preview(tokens: Any, preview: Any) -> TokenizedPreview:
     prov = tokens.manifest.provenance
     policy = (f"Every sequence starts with BOS ({prov.bos_token or prov.bos_token_id}), where "
               "the attention sink sits; extraction leaves it out."
               if prov.bos_token_id is not None else
               "No BOS first: the text's first tokens take the attention sink (extraction "
               "flags their huge norms and training leaves them out).")
-    return TokenizedPreview("".join(parts), policy, tokens.manifest.stats)
+    return TokenizedPreview(_preview_html(preview) if preview is not None else None, policy,
+                            tokens.manifest.stats)
+
+
+def _preview_html(preview: Any) -> str:
+    parts = []
+    for seq in preview:
+        for i, token in enumerate(seq):
+            shade = "#f3d9d9" if i % 2 else "#d9e6f3"
+            text = html.escape(token.text).replace("\n", "⏎")
+            parts.append(f'<a href="tok:{token.id}" style="background:{shade};color:#111;'
+                         f'text-decoration:none">{text}</a>')
+        parts.append("<br><br>")
+    return "".join(parts)
 
 
 def read_feature_map(ws: Workspace, analysis: str, task: TaskState | None = None) -> Any:

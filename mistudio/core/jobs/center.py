@@ -30,6 +30,7 @@ from typing import Any
 
 from mistudio.core.jobs.kinds import JOBS, JobKind, Placement, resolve
 from mistudio.core.jobs.services import ModelServices, in_service
+from mistudio.core.models.hf import LOADING_MODULES
 from mistudio.core.runtime.errors import Cancelled
 from mistudio.core.runtime.processes import SpareProcess, run_in_child
 from mistudio.core.runtime.tasks import CancelToken
@@ -113,7 +114,8 @@ class Job:
 
 
 SPARE_MIN_FREE_BYTES = 4 * 2**30
-"""A spare process (about 300 MB once torch is imported) is kept only with this much RAM free."""
+"""A spare process (about 400 MB once torch and transformers are imported) is kept only with
+this much RAM free."""
 SPARE_SWITCH = "MISTUDIO_SPARE_PROCESS"
 """Set to 0 to never keep a spare process (boards short of memory, the test suite)."""
 
@@ -211,10 +213,11 @@ class JobCenter:
                                                       kw, task=task)
 
     def _preload(self) -> tuple[str, ...]:
-        """What a spare process imports while it waits: torch and the process jobs' modules."""
+        """What a spare process imports while it waits: torch, what loading a model imports
+        from transformers, and the process jobs' modules."""
         modules = {k.function.partition(":")[0] for k in self.kinds.values()
                    if k.placement is Placement.PROCESS}
-        return ("torch", *sorted(modules))
+        return ("torch", *LOADING_MODULES, *sorted(modules))
 
     def _refill_spare(self) -> None:
         if not self._keep_spare:

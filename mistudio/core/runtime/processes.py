@@ -165,10 +165,23 @@ def run_in_child(fn: Callable[..., Any], *args: Any, task: TaskState | None = No
         child = ctx.Process(target=_child_main, args=(fn, args, reports, cancel), daemon=True)
         child.start()
     try:
-        return _relay(child, reports, cancel, task, grace_s)
-    finally:
+        result = _relay(child, reports, cancel, task, grace_s)
+    except BaseException:
         _stop(child, patient=not cancel.is_set())
         reports.close()
+        raise
+    _reap_later(child, reports)
+    return result
+
+
+def _reap_later(child: Any, reports: Any) -> None:
+    """Wait for a child that has sent its result to exit, on a thread of its own: a process
+    that imported torch takes about half a second to finish, which the job need not wait for."""
+    def reap() -> None:
+        _stop(child, patient=True)
+        reports.close()
+
+    threading.Thread(target=reap, name="reap child", daemon=True).start()
 
 
 def _service_main(requests: Any, reports: Any, cancel: Any) -> None:
