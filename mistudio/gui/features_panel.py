@@ -27,9 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mistudio.core.features.carry import stale_reason
 from mistudio.core.features.examples import FeatureReader, TokenText
-from mistudio.core.features.store import FeatureStore, Label
-from mistudio.core.runtime.errors import MiStudioError
+from mistudio.core.features.store import FeatureStore, human_label
+from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, MiStudioError
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.analyse_bar import AnalyseBar, EmptyFeatures
 from mistudio.gui.common import show_error
@@ -37,6 +38,7 @@ from mistudio.gui.feature_detail import FeatureDetail
 from mistudio.gui.feature_table import COLUMNS, FeatureTableModel, FilterBar
 from mistudio.gui.feature_views import CorrelationView, MapView, TextProbeView
 from mistudio.gui.jobs import AppJobs
+from mistudio.gui.words import app_text
 
 
 class FeaturesPanel(QWidget):
@@ -205,11 +207,19 @@ class FeaturesPanel(QWidget):
         folder = Path(art.path)
         self.store, self.reader, self.text = FeatureStore(folder), FeatureReader(folder), None
         s = art.summary
+        stale = stale_reason(self.ws, name)
         self.summary.setText(f"{s.alive:,} live features of {self.store.n:,}, "
                              f"{s.n_tokens:,} tokens analysed, hook "
-                             f"{art.provenance.hook or '?'}")
-        self.model.set_store(self.store)
-        self.filters.apply()
+                             f"{art.provenance.hook or '?'}" + (
+                                 f". Out of date: {stale}; analyse again to describe the SAE "
+                                 "as it is now." if stale else ""))
+        try:
+            self.model.set_store(self.store)
+            self.filters.apply()
+        except CorruptedError as err:  # a damaged labels file: offer to recover it
+            self._stamp = None
+            self._offer_recovery(err, folder, name)
+            return
         self.map.clear()
         self.detail.set_source(None, None, None)
         self._loading = name
@@ -217,6 +227,30 @@ class FeaturesPanel(QWidget):
                                  title=f"Reading the token texts of {name}"):
             self._stamp = None  # opened again when the running load ends
             self._reopen = name
+
+    def _offer_recovery(self, err: CorruptedError, folder: Path, name: str) -> None:
+        from PySide6.QtWidgets import QMessageBox
+
+        from mistudio.core.features.label_db import recover_labels
+
+        if "recover_labels" not in err.actions:
+            show_error(self, err)
+            return
+        box = QMessageBox(QMessageBox.Icon.Warning, "miStudio", app_text(err), parent=self)
+        recover = box.addButton("Recover labels", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        if box.clickedButton() is not recover:
+            return
+        try:
+            r = recover_labels(folder)  # a small file: moved aside, its rows copied
+        except MiStudioError as failure:
+            show_error(self, failure)
+            return
+        QMessageBox.information(self, "miStudio", f"Recovered {r.saved:,} labels "
+                                f"({r.human:,} written by hand); the damaged file is kept "
+                                f"as {r.kept_as.name}.")
+        self.open_analysis(name)
 
     def _loader_running(self, running: bool) -> None:
         if not running and self._reopen:
@@ -359,10 +393,12 @@ class FeaturesPanel(QWidget):
     def save_label(self, f: int, text: str) -> None:
         if self.store is None:
             return
-        if not text:
-            show_error(self, "The label is empty.", "")
+        try:
+            label = human_label(f, text)
+        except InvalidInputError as err:
+            show_error(self, app_text(err), "")
             return
-        self.store.set_labels([Label(f, text, "human", None, None, "ok", None)])
+        self.store.set_labels([label])
         self.model.labels_changed()
         self.detail.show_label(self.store.label(f))
 

@@ -8,7 +8,6 @@ reused. The manifest lists only complete chunks, so a resumed run continues afte
 
 from __future__ import annotations
 
-import errno
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,12 @@ from mistudio.core.data.tokenization import TokenizeConfig, open_tokenized, toke
 from mistudio.core.models.adapters import hook_key, validate_hooks
 from mistudio.core.models.hooks import capture, forward
 from mistudio.core.models.registry import LoadedModel, ModelInfo, load_model, model_info
-from mistudio.core.runtime.errors import InvalidInputError, NotFoundError, ResourceError
+from mistudio.core.runtime.errors import (
+    InvalidInputError,
+    NotFoundError,
+    ResourceError,
+    is_disk_full,
+)
 from mistudio.core.runtime.tasks import SubTask, TaskState, check_cancelled, silent_task
 from mistudio.core.store.files import read_manifest, write_npy_atomic
 from mistudio.core.store.layout import MANIFEST
@@ -194,11 +198,16 @@ def extract_activations(ws: Workspace, cfg: ExtractConfig, name: str,
         tokens = open_tokenized(ws, tok_name)
         b.manifest = _start_or_resume(b, cfg, tok_name, keys, info.d_model)
         b.manifest.provenance.prepend_bos = tokens.manifest.provenance.bos_token_id is not None
-        b.show_partial(b.manifest)  # visible (and resumable) even after a crash
         row_bytes = info.d_model * np.dtype(cfg.dtype).itemsize * len(keys) + 8
         target = cfg.max_tokens or tokens.manifest.summary.tokens
-        ws.require_free_space((target - b.manifest.summary.tokens) * row_bytes,
-                              f"activation set {name!r}")
+        try:
+            ws.require_free_space((target - b.manifest.summary.tokens) * row_bytes,
+                                  f"activation set {name!r}")
+        except ResourceError:
+            if b.manifest.summary.tokens == 0:
+                b.discard()  # nothing to resume: no folder left behind
+            raise
+        b.show_partial(b.manifest)  # visible (and resumable) even after a crash
         if loaded is not None and (loaded.name != cfg.model or loaded.quantization != cfg.quantize):
             loaded = None  # not the model (or not the weights) this set is made of
         if loaded is None:  # only the blocks up to the deepest one read: the rest is never read
@@ -277,7 +286,7 @@ def _forward_all(b: Build, cfg: ExtractConfig, loaded: LoadedModel, tokens: Any,
                 task.set_progress(0.1 + 0.9 * min(done / target, 1.0))
             chunks.flush(seq)
     except OSError as err:
-        if err.errno == errno.ENOSPC:
+        if is_disk_full(err):
             raise ResourceError(
                 f"The disk filled up while writing activation set {b.name!r}; the "
                 f"{len(manifest.chunks)} complete chunks are kept.",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,7 @@ def text_encoding(path: Path) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
+    _refuse_mixed(path)
     for enc in ("cp1252", "latin-1"):
         try:
             text = head.decode(enc)
@@ -206,6 +208,35 @@ def text_encoding(path: Path) -> str:
     raise InvalidInputError(f"{path} is neither UTF-8 nor readable text in another common "
                             "encoding.", "Convert it to UTF-8 (e.g. iconv -t UTF-8), or check "
                             "that it is a text file.")
+
+
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}"
+                            rb"|[\xf0-\xf4][\x80-\xbf]{3}")
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
+MIXED_UTF8_LINES = 3
+"""Lines of UTF-8 text that prove a file that is not UTF-8 throughout mixes encodings."""
+
+
+def _refuse_mixed(path: Path) -> None:
+    """Refuse a file that is not UTF-8 throughout yet holds lines of UTF-8 text (a file
+    appended to in two encodings): read as Windows-1252 its UTF-8 part would be stored garbled
+    ("Ã¼" for "ü"). A line counts as UTF-8 when every byte over 127 in it belongs to a valid
+    UTF-8 sequence; in text really in Windows-1252 or Latin-1 that takes two accented
+    characters in exact byte patterns, so a few such lines are proof."""
+    utf8_lines, first_line = 0, 0
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            high = len(_HIGH_BYTE.findall(line))
+            if high and sum(len(m) for m in _UTF8_SEQUENCE.findall(line)) == high:
+                utf8_lines += 1
+                first_line = first_line or lineno
+                if utf8_lines >= MIXED_UTF8_LINES:
+                    raise InvalidInputError(
+                        f"{path} mixes encodings: some lines are UTF-8 (the first is line "
+                        f"{first_line:,}) and others are not, so one of the two kinds would "
+                        "be stored garbled.",
+                        "Convert the lines that are not UTF-8 to UTF-8 (e.g. iconv -f LATIN1 "
+                        "-t UTF-8 on that part), then add the file again.")
 
 
 def _txt_blocks(path: Path) -> Iterator[dict[str, list]]:

@@ -95,9 +95,10 @@ def analyze(ws: Workspace, cfg: AnalyzeConfig, name: str | None = None,
     name = name or cfg.sae
     with ws.build("features", name, "analyze", asdict(cfg), overwrite) as b:
         src = _inputs(ws, cfg)
+        checksum = weights_checksum(Path(src.sae_art.path))
         t0 = time.perf_counter()
         summary = _fill(ws, b.folder, src, cfg, task)
-        checksum = weights_checksum(Path(src.sae_art.path))
+        _check_same_weights(ws, cfg.sae, checksum)
         # labels of the analysis this one replaces: carried over (same weights) or archived
         kept = carry_labels(b.final, b.folder, _old_checksum(b.final), checksum,
                             src.sae.cfg.d_sae) if b.final.exists() else {}
@@ -178,6 +179,20 @@ def _fill(ws: Workspace, folder: Path, src: _Inputs, cfg: AnalyzeConfig,
         alive=int((stats["frequency"] > 0).sum()), dead=int((stats["frequency"] == 0).sum()),
         dense=int(stats["dense"].sum()),
         tokens_per_s=round(n_rows / max(stream["encode_s"], 1e-9)))
+
+
+def _check_same_weights(ws: Workspace, sae: str, checksum: str | None) -> None:
+    """The SAE is still the one analysed: not removed, not trained again meanwhile (an
+    analysis must describe the weights it names)."""
+    from mistudio.core.features.carry import weights_checksum
+
+    art = ws.catalog.find("sae", sae)
+    now = weights_checksum(Path(art.path)) if art is not None else None
+    if now is None or now != checksum:
+        what = "removed" if now is None else "trained again"
+        raise InvalidInputError(f"SAE {sae!r} was {what} while it was being analysed; the "
+                                "analysis is discarded (it would describe weights that are "
+                                "not there).", f"«do:analyze={sae}» once the SAE is ready.")
 
 
 def _old_checksum(folder: Path) -> str | None:

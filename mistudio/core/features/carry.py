@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mistudio.core.features.store import LABELS_FILE, FeatureStore, Label
+from mistudio.core.store.locks import BusyError
 
 ARCHIVE_DIR = "archived-labels"
 
@@ -39,6 +40,23 @@ def weights_checksum(sae_folder: Path) -> str | None:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def stale_reason(ws: Any, analysis: str) -> str | None:
+    """Why ``analysis`` no longer describes its SAE's weights (the SAE was trained again, or
+    removed), or None. Cheap in the usual case: the weights are hashed only when the SAE's
+    manifest is newer than the analysis."""
+    art = ws.catalog.get("features", analysis)
+    sae_name, made_from = art.provenance.sae, art.provenance.sae_checksum
+    sae = ws.catalog.find("sae", sae_name)
+    if sae is None:
+        return f"its SAE {sae_name!r} is no longer in the workspace"
+    if made_from is None or (sae.provenance.created or 0) <= (art.provenance.created or 0):
+        return None  # unknown (an analysis older than checksums), or the SAE is older
+    if weights_checksum(Path(sae.path)) == made_from:
+        return None  # trained again to the same weights
+    return (f"SAE {sae_name!r} was trained again after it was made: its statistics, examples "
+            "and labels describe the earlier weights")
 
 
 def _read_labels(db: Path) -> list[Label]:
@@ -107,6 +125,12 @@ def remove_sae(ws: Any, name: str) -> dict[str, Any]:
     labels to ``archive/labels/`` in the workspace: deleting an SAE on purpose must not silently
     delete the labels people wrote for it. Returns what was removed and archived."""
     ws.catalog.get("sae", name)  # a clear error if unknown
+    for job in ws.catalog.running("analyze"):
+        if job.params.get("sae") == name:
+            raise BusyError(f"Analysis {job.target!r} of SAE {name!r} is being made (process "
+                            f"{job.pid}); removing the SAE now would leave it without the "
+                            "weights it describes.", "Wait for it to finish, or cancel it, "
+                            "then remove the SAE.")
     removed, archived = [], []
     for art in ws.catalog.list("features"):
         if art.provenance.sae != name:

@@ -10,7 +10,6 @@ over the columns, the form a ``QAbstractTableModel`` wants (``benchmarks/browse.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,39 +18,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from mistudio.core.features.label_db import LABELS_FILE, labels_db
 from mistudio.core.features.plugin_columns import PLUGIN_COLUMNS_KEY
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
 from mistudio.core.store.files import atomic_write, write_npy_atomic
 from mistudio.core.store.workspace import Workspace
 
 TABLE_FILE = "features.arrow"
-LABELS_FILE = "labels.sqlite"
 SCORES_FILE = "scores.npy"
 """A copy of every feature's score (NaN: none), rewritten with each change of labels: loading
 100k scores from SQLite costs ~110 ms of Python row conversion, this ~1 ms."""
 SORT_COLUMNS = ("feature", "frequency", "max_activation", "mean_activation", "score", "label")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS labels (
-    feature INTEGER PRIMARY KEY,
-    label TEXT NOT NULL,
-    source TEXT NOT NULL,      -- pattern, llm:MODEL, endpoint:MODEL or human
-    scorer TEXT,               -- simulation, detection:MODEL or NULL
-    score REAL,                -- balanced accuracy on held-out contexts, or NULL
-    status TEXT NOT NULL DEFAULT 'ok',  -- ok, or failed (the explainer gave nothing usable)
-    detail TEXT,
-    updated REAL NOT NULL
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS labels_fts USING fts5(
-    label, content='labels', content_rowid='feature', tokenize='unicode61');
-CREATE TRIGGER IF NOT EXISTS labels_ai AFTER INSERT ON labels BEGIN
-    INSERT INTO labels_fts(rowid, label) VALUES (new.feature, new.label); END;
-CREATE TRIGGER IF NOT EXISTS labels_ad AFTER DELETE ON labels BEGIN
-    INSERT INTO labels_fts(labels_fts, rowid, label) VALUES ('delete', old.feature, old.label); END;
-CREATE TRIGGER IF NOT EXISTS labels_au AFTER UPDATE ON labels BEGIN
-    INSERT INTO labels_fts(labels_fts, rowid, label) VALUES ('delete', old.feature, old.label);
-    INSERT INTO labels_fts(rowid, label) VALUES (new.feature, new.label); END;
-"""
 
 
 class Label(NamedTuple):
@@ -67,6 +45,16 @@ class Label(NamedTuple):
     status: str
     """ok, or failed: the explainer wrote nothing usable (the label says so, nothing invented)."""
     detail: str | None
+
+
+def human_label(feature: int, text: str) -> Label:
+    """A person's label for ``feature``: its words, stripped; an empty one is refused (it would
+    read as a feature nobody has described, yet hide the one the explainer gave)."""
+    words = " ".join(text.split())
+    if not words:
+        raise InvalidInputError(f"The label for feature {feature} is empty.",
+                                "Write a few words that describe what the feature responds to.")
+    return Label(int(feature), words, "human", None, None, "ok", None)
 
 
 def write_table(folder: Path, columns: dict[str, np.ndarray],
@@ -87,15 +75,8 @@ def write_table(folder: Path, columns: dict[str, np.ndarray],
     with atomic_write(folder / TABLE_FILE) as fh, \
             pa.ipc.new_file(pa.PythonFile(fh, mode="w"), table.schema) as writer:
         writer.write_table(table)
-    with open_labels(folder):
+    with labels_db(folder, write=True):
         pass  # create the labels database beside it
-
-
-def open_labels(folder: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(str(folder / LABELS_FILE), timeout=10)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript(_SCHEMA)
-    return con
 
 
 class FeatureStore:
@@ -151,7 +132,7 @@ class FeatureStore:
             return
         labels = np.full(self.n, "", dtype=object)
         scores = np.full(self.n, np.nan, dtype=np.float32)
-        with open_labels(self.folder) as con:
+        with labels_db(self.folder) as con:
             rows = con.execute("SELECT feature, label, score FROM labels").fetchall()
         if rows:
             feats, texts, values = zip(*rows, strict=True)  # columns without a Python loop
@@ -172,7 +153,10 @@ class FeatureStore:
                 self._scores = scores
                 return
         self._scores = self._scores_from_db()
-        self._write_scores()
+        try:
+            self._write_scores()
+        except OSError:
+            pass  # a full disk or a read-only workspace: read from the labels again next time
 
     def _labels_mtime(self) -> float:
         return max((p.stat().st_mtime for p in (self.folder / LABELS_FILE,
@@ -181,7 +165,7 @@ class FeatureStore:
 
     def _scores_from_db(self) -> np.ndarray:
         scores = np.full(self.n, np.nan, dtype=np.float32)
-        with open_labels(self.folder) as con:
+        with labels_db(self.folder) as con:
             rows = con.execute("SELECT feature, score FROM labels WHERE score IS NOT NULL"
                                ).fetchall()
         if rows:
@@ -194,7 +178,7 @@ class FeatureStore:
 
     def all_labels(self) -> dict[int, Label]:
         """Every stored label in one query (labelling many features reads them once)."""
-        with open_labels(self.folder) as con:
+        with labels_db(self.folder) as con:
             rows = con.execute("SELECT feature, label, source, scorer, score, status, detail "
                                "FROM labels").fetchall()
         return {r[0]: Label(*r) for r in rows}
@@ -205,7 +189,7 @@ class FeatureStore:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        with open_labels(self.folder) as con:
+        with labels_db(self.folder) as con:
             rows = con.execute("SELECT feature, label, source, scorer, score, status, detail "
                                f"FROM labels WHERE feature IN ({marks})", ids).fetchall()
         return {r[0]: Label(*r) for r in rows}
@@ -214,7 +198,7 @@ class FeatureStore:
         """Each feature's position in case-insensitive label order (unlabelled first),
         from SQLite's sort, kept until labels change."""
         if self._rank is None:
-            with open_labels(self.folder) as con:
+            with labels_db(self.folder) as con:
                 ordered = np.array([r[0] for r in con.execute(
                     "SELECT feature FROM labels ORDER BY label COLLATE NOCASE, feature")],
                     dtype=np.int64)
@@ -225,7 +209,7 @@ class FeatureStore:
 
     def label(self, feature: int) -> Label | None:
         self.check_index(feature)
-        with open_labels(self.folder) as con:
+        with labels_db(self.folder) as con:
             row = con.execute("SELECT feature, label, source, scorer, score, status, detail "
                               "FROM labels WHERE feature = ?", (int(feature),)).fetchone()
         return Label(*row) if row else None
@@ -235,7 +219,7 @@ class FeatureStore:
         now = time.time()
         cached = self.folder / SCORES_FILE
         cache_valid = cached.is_file() and cached.stat().st_mtime >= self._labels_mtime()
-        with open_labels(self.folder) as con:
+        with labels_db(self.folder, write=True) as con:
             con.executemany(
                 "INSERT INTO labels(feature, label, source, scorer, score, status, detail, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(feature) DO UPDATE SET "
@@ -260,7 +244,7 @@ class FeatureStore:
 
     def labelled(self) -> np.ndarray:
         """Indices of features that have a label (any status)."""
-        with open_labels(self.folder) as con:
+        with labels_db(self.folder) as con:
             return np.array([r[0] for r in con.execute("SELECT feature FROM labels")], np.int64)
 
     # -- browsing ---------------------------------------------------------------------------
@@ -276,7 +260,7 @@ class FeatureStore:
         if not words:
             return np.arange(self.n)
         query = " ".join(f'"{w}"*' for w in words)
-        with open_labels(self.folder) as con:
+        with labels_db(self.folder) as con:
             hits = con.execute("SELECT rowid FROM labels_fts WHERE labels_fts MATCH ? "
                                "ORDER BY rowid", (query,)).fetchall()
         return np.array([h[0] for h in hits], dtype=np.int64)

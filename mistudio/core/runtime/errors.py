@@ -32,6 +32,7 @@ ACTIONS = {
                         "dependencies)",
     "choose_workspace": "choose a writable workspace folder",
     "list_artifacts": "look at the {arg} list",
+    "recover_labels": "recover the labels of analysis {arg}",
 }
 """Steps a message can suggest, with their plain wording (``{arg}`` takes the argument)."""
 
@@ -110,12 +111,17 @@ class MiStudioError(Exception):
         """The settings the fix names, with the values it suggests."""
         return markers(self.fix)[0]
 
+    @property
+    def actions(self) -> list[str]:
+        """The steps the fix suggests (names of :data:`ACTIONS`)."""
+        return [a.name for a in markers(self.fix)[1]]
+
     def to_json(self, words: Words) -> dict[str, Any]:
         """The error as a JSON object (for scripts): kind, problem, fix, settings, actions."""
         return {"error": type(self).__name__, "problem": render(self.problem, words),
                 "fix": render(self.fix, words),
                 "settings": {s.name: s.value for s in self.settings},
-                "actions": [a.name for a in markers(self.fix)[1]]}
+                "actions": self.actions}
 
 
 class NotFoundError(MiStudioError):
@@ -138,6 +144,17 @@ class Cancelled(Exception):
     """Raised inside a job when its cancel token is set; the job cleans up and re-raises."""
 
 
+SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+"""How numpy says a write came up short ("1700352 requested and 788416 written"), which on a
+local disk means it is full; its OSError carries no errno."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """A write failed for want of space: ENOSPC, a quota, or numpy's short write."""
+    return isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT) or (
+        err.errno is None and SHORT_WRITE.search(str(err)) is not None))
+
+
 def as_user_error(err: BaseException) -> MiStudioError | None:
     """The one-line form of an operating-system error a user can fix (a full disk, a folder
     without write permission), or None for anything else. The CLI and the app use it as their
@@ -147,10 +164,14 @@ def as_user_error(err: BaseException) -> MiStudioError | None:
     if not isinstance(err, OSError):
         return None
     where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(err):
         return ResourceError(f"The disk is full{where}; the job stopped and completed work is "
                              "kept.", "Free some space and run it again to continue.")
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ResourceError(f"miStudio may not write there{where}.",
+    if err.errno == errno.EROFS:
+        return ResourceError(f"The workspace is read-only here{where}: it can be viewed, and "
+                             "nothing was changed.", "«do:choose_workspace» («workspace»).")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return ResourceError(f"miStudio may not write there{where} (the workspace is read-only "
+                             "for you): nothing was changed.",
                              "«do:choose_workspace» («workspace»).")
     return None

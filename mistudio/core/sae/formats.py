@@ -179,6 +179,10 @@ def import_sae(ws: Workspace, folder: Path, name: str, model: str | None = None,
     trained on TransformerLens activations with ``center_writing_weights`` (each token's residual
     minus its mean), which is folded into the encoder so it reads the model's raw residual."""
     folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInputError(f"{folder} is a file, not an SAE's folder.",
+                                "Give the folder that holds the SAE's weights and config "
+                                "(e.g. cfg.json and sae_weights.safetensors).")
     if not folder.is_dir():
         raise NotFoundError(f"The folder {folder} does not exist.", "Check the path.")
     ws.refuse_existing("sae", name, overwrite)

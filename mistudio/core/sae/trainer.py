@@ -9,7 +9,6 @@ Under ``torchrun`` the ranks share the work (:mod:`mistudio.core.sae.distributed
 
 from __future__ import annotations
 
-import errno
 import json
 import time
 from contextlib import ExitStack, closing
@@ -21,7 +20,7 @@ import torch
 
 from mistudio.core.activations.store import ActivationSet, open_activations
 from mistudio.core.models.devices import available_memory, resolve_device
-from mistudio.core.runtime.errors import InvalidInputError, ResourceError
+from mistudio.core.runtime.errors import InvalidInputError, ResourceError, is_disk_full
 from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
 from mistudio.core.sae.checkpoints import (
     CHECKPOINT,
@@ -158,13 +157,24 @@ class _Loop:
                 b.show_partial(b.manifest)
 
     def run(self) -> None:
-        with ExitStack() as stack:
-            stack.enter_context(closing(self.setup.loader))
-            logs: list[TextIO | None] = [
-                stack.enter_context(open_log(p, self.step)) if b is not None else None
-                for b, p in zip(self.builds, self.partials, strict=True)]
-            self._train(logs)
+        try:
+            with ExitStack() as stack:
+                stack.enter_context(closing(self.setup.loader))
+                logs: list[TextIO | None] = [
+                    stack.enter_context(open_log(p, self.step)) if b is not None else None
+                    for b, p in zip(self.builds, self.partials, strict=True)]
+                self._train(logs)
+        except BaseException:
+            self._discard_unresumable()
+            raise
         self._finish()
+
+    def _discard_unresumable(self) -> None:
+        """A run stopped before its first checkpoint has nothing to resume from: its partial
+        folder and catalog row go (an SAE it would replace stays as it is)."""
+        for b, partial in zip(self.builds, self.partials, strict=True):
+            if b is not None and not (partial / CHECKPOINT).is_file():
+                b.discard()
 
     def _train(self, logs: list[TextIO | None]) -> None:
         t0, t0_tokens = time.perf_counter(), self.tokens
@@ -175,7 +185,7 @@ class _Loop:
                 step_start = self.setup.loader.state_dict()
                 self._one_step(logs, t0, t0_tokens)
         except OSError as err:
-            if err.errno != errno.ENOSPC:
+            if not is_disk_full(err):
                 raise
             # checkpoints fall on multiples of checkpoint_every; at such a step the failed
             # write was this step's log or checkpoint, so the one before it is what is kept

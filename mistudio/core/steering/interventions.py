@@ -36,6 +36,9 @@ Method = Literal["add", "clamp", "ablate", "cap"]
 METHODS = ("add", "clamp", "ablate", "cap")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 @dataclass(frozen=True)
 class Intervention:
     """One feature's intervention."""
@@ -53,6 +56,12 @@ class Intervention:
             raise InvalidInputError(f"The coefficient of feature {self.feature} is "
                                     f"{self.coefficient}, not a number.",
                                     "Give a finite number (e.g. 4 or -2.5).")
+        if abs(self.coefficient) > FLOAT32_MAX:
+            raise InvalidInputError(f"The coefficient of feature {self.feature} is "
+                                    f"{self.coefficient:g}, beyond what the model computes "
+                                    "with (32-bit floats end at 3.4e38).",
+                                    "Give a coefficient on the scale of the feature's "
+                                    "activations (e.g. 4 or -2.5).")
         if self.method not in METHODS:
             raise InvalidInputError(f"Unknown steering method {self.method!r}.",
                                     f"Use one of {', '.join(METHODS)}.")

@@ -11,7 +11,6 @@ writes.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sqlite3
@@ -25,6 +24,13 @@ from mistudio.core.runtime.errors import CorruptedError, NotFoundError, Resource
 from mistudio.core.store.layout import ARTIFACT_DIRS, MANIFEST
 from mistudio.core.store.manifests import provenance_type, summary_type
 from mistudio.core.store.records import Record
+from mistudio.core.store.sqlite_files import (
+    FULL,
+    disk_full,
+    open_writable_or_read_only,
+    unwritable_error,
+    why_unwritable,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -99,29 +105,37 @@ class Catalog:
         self.root = path.parent.parent
         new = not path.exists()
         try:
-            self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db, self.unwritable = open_writable_or_read_only(
+                path, lambda: _open_writable(path), "SELECT COUNT(*) FROM artifacts")
         except sqlite3.DatabaseError as err:
-            if _disk_full(err):
-                raise _full(path) from err
-            raise CorruptedError(f"The workspace catalog {path} is damaged ({err}).", REBUILD_FIX) from err
+            if disk_full(err):
+                raise self._refused(FULL) from err
+            raise CorruptedError(f"The workspace catalog {path} is damaged ({err}).",
+                                 REBUILD_FIX) from err
+        # self.unwritable: None, or why the catalog is open read-only (a full disk, a read-only
+        # workspace): everything can be read, and a write raises a ResourceError saying why
         if new:  # a fresh catalog beside existing artifacts: index them rather than hide them
             self.reindex()
 
     def close(self) -> None:
         self._db.close()
 
+    def _refused(self, why: str) -> ResourceError:
+        return unwritable_error(why, f"the workspace catalog {self.path}")
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; a full disk is a :class:`ResourceError`, not damage."""
+        """A write transaction; a full disk or a read-only workspace is a
+        :class:`ResourceError`, not damage."""
+        if self.unwritable:
+            raise self._refused(self.unwritable)
         try:
             with self._db:
                 yield self._db
         except sqlite3.OperationalError as err:
-            if _disk_full(err):
-                raise _full(self.path) from err
+            why = why_unwritable(err, self.path)
+            if why is not None:
+                raise self._refused(why) from err
             raise
 
     # -- artifacts ---------------------------------------------------------------------------
@@ -240,6 +254,13 @@ class Catalog:
                 (status, message, time.time(), job_id),
             )
 
+    def running(self, kind: str) -> list[Job]:
+        """Jobs of ``kind`` running now (their process is alive)."""
+        rows = self._db.execute("SELECT * FROM jobs WHERE status='running' AND kind=?",
+                                (kind,)).fetchall()
+        return [Job(r[0], r[1], r[2], r[3], _loads(r[4], "job", str(r[0])), r[5], r[6], r[7],
+                    r[8]) for r in rows if _alive(r[6])]
+
     def jobs(self, limit: int = 50) -> list[Job]:
         rows = self._db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         jobs = [Job(r[0], r[1], r[2], r[3], _loads(r[4], "job", str(r[0])), r[5], r[6], r[7], r[8])
@@ -341,8 +362,8 @@ def rebuild_catalog(root: Path) -> tuple[Path | None, Reindexed]:
     except CorruptedError:
         pass
     except sqlite3.DatabaseError as err:
-        if _disk_full(err):
-            raise _full(path) from err
+        if disk_full(err):
+            raise unwritable_error(FULL, f"the workspace catalog {path}") from err
     new = path.with_name("catalog.sqlite.new")
     for f in (new, new.with_name(new.name + "-wal"), new.with_name(new.name + "-shm")):
         f.unlink(missing_ok=True)
@@ -384,12 +405,13 @@ def _salvage_jobs(damaged: Path, into: Catalog) -> None:
                        "finished) VALUES (?,?,?,?,?,?,?,?)", rows)
 
 
-def _disk_full(err: BaseException) -> bool:
-    text = str(err).lower()
-    return "disk is full" in text or "database or disk is full" in text or getattr(
-        err, "sqlite_errorcode", None) == 13 or getattr(err, "errno", None) == errno.ENOSPC
-
-
-def _full(path: Path) -> ResourceError:
-    return ResourceError(f"The disk is full: the workspace catalog {path} cannot be written "
-                         "(nothing was lost).", "Free some space and run the command again.")
+def _open_writable(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+    except BaseException:
+        db.close()
+        raise
+    return db

@@ -1,0 +1,185 @@
+"""An analysis's labels file (``labels.sqlite``): opened for reading or writing, a full disk or
+a read-only workspace told apart from damage, and a damaged file recovered without losing it.
+
+Hand labels are a person's work. A damaged file is therefore never deleted or overwritten:
+:func:`recover_labels` moves it aside under a dated name, copies every label that can still be
+read from it into a fresh file, and says how many it saved.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+from mistudio.core.runtime.errors import CorruptedError
+from mistudio.core.store.sqlite_files import (
+    READ_ONLY,
+    open_writable_or_read_only,
+    unwritable_error,
+    why_unwritable,
+)
+
+LABELS_FILE = "labels.sqlite"
+LABEL_COLUMNS = ("feature", "label", "source", "scorer", "score", "status", "detail", "updated")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS labels (
+    feature INTEGER PRIMARY KEY,
+    label TEXT NOT NULL,
+    source TEXT NOT NULL,      -- pattern, llm:MODEL, endpoint:MODEL or human
+    scorer TEXT,               -- simulation, detection:MODEL or NULL
+    score REAL,                -- balanced accuracy on held-out contexts, or NULL
+    status TEXT NOT NULL DEFAULT 'ok',  -- ok, or failed (the explainer gave nothing usable)
+    detail TEXT,
+    updated REAL NOT NULL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS labels_fts USING fts5(
+    label, content='labels', content_rowid='feature', tokenize='unicode61');
+CREATE TRIGGER IF NOT EXISTS labels_ai AFTER INSERT ON labels BEGIN
+    INSERT INTO labels_fts(rowid, label) VALUES (new.feature, new.label); END;
+CREATE TRIGGER IF NOT EXISTS labels_ad AFTER DELETE ON labels BEGIN
+    INSERT INTO labels_fts(labels_fts, rowid, label) VALUES ('delete', old.feature, old.label); END;
+CREATE TRIGGER IF NOT EXISTS labels_au AFTER UPDATE ON labels BEGIN
+    INSERT INTO labels_fts(labels_fts, rowid, label) VALUES ('delete', old.feature, old.label);
+    INSERT INTO labels_fts(rowid, label) VALUES (new.feature, new.label); END;
+"""
+
+
+def _open_writable(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(str(path), timeout=10)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(SCHEMA)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _empty() -> sqlite3.Connection:
+    con = sqlite3.connect(":memory:")
+    con.executescript(SCHEMA)
+    return con
+
+
+def open_labels(folder: Path, write: bool = False) -> sqlite3.Connection:
+    """The labels of the analysis in ``folder``. For reading, a full disk or a read-only
+    workspace opens the file read-only (and a file that could not be created reads as no
+    labels); for ``write`` they raise a :class:`ResourceError` saying why. A file that cannot
+    be read is a :class:`CorruptedError` naming the recovery, and is left as it is."""
+    path = folder / LABELS_FILE
+    try:
+        con, why = open_writable_or_read_only(path, lambda: _open_writable(path),
+                                              "SELECT COUNT(*) FROM labels")
+    except sqlite3.DatabaseError as err:
+        why = why_unwritable(err, path) if not path.exists() else None
+        if why is None:
+            raise damaged(path, err) from err
+        if write:
+            raise unwritable_error(why, f"the labels file {path}") from err
+        return _empty()  # nothing labelled yet, and nowhere to create the file
+    if write and why:
+        con.close()
+        raise unwritable_error(why, f"the labels file {path}")
+    return con
+
+
+CORRUPT_WORDS = ("malformed", "not a database", "corrupt")
+
+
+@contextmanager
+def labels_db(folder: Path, write: bool = False) -> Iterator[sqlite3.Connection]:
+    """:func:`open_labels` as a context: a write is committed as one transaction, the file is
+    closed after, and damage found while reading (a malformed page deep in the file) is the
+    same :class:`CorruptedError` as damage found when opening."""
+    path = folder / LABELS_FILE
+    con = open_labels(folder, write)
+    try:
+        with con:
+            yield con
+    except sqlite3.DatabaseError as err:
+        if any(w in str(err).lower() for w in CORRUPT_WORDS):
+            raise damaged(path, err) from err
+        why = why_unwritable(err, path) if write else None
+        if why is not None:
+            raise unwritable_error(why, f"the labels file {path}") from err
+        raise
+    finally:
+        con.close()
+
+
+def damaged(path: Path, err: BaseException) -> CorruptedError:
+    analysis = path.parent.name
+    return CorruptedError(
+        f"The labels file of analysis {analysis!r} is damaged ({err}); it is kept as it is.",
+        f"«do:recover_labels={analysis}» (it keeps the damaged file and copies every label "
+        "it can still read into a new one).")
+
+
+class Recovered(NamedTuple):
+    kept_as: Path
+    """The damaged file, moved aside (never deleted)."""
+    saved: int
+    """Labels copied from it into the new file."""
+    human: int
+    """Of those, labels a person wrote."""
+
+
+def recover_labels(folder: Path) -> Recovered:
+    """Move a damaged labels file aside and start a new one with every label that can still be
+    read from it. Refused (nothing moved) where the folder cannot be written."""
+    path = folder / LABELS_FILE
+    kept = path.with_name(f"{LABELS_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    rows = _readable_rows(path)
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.replace(kept.with_name(kept.name + suffix))
+    except OSError as err:
+        raise unwritable_error(why_unwritable(err, path) or READ_ONLY,
+                               f"the labels file {path}") from err
+    con = _open_writable(path)
+    try:
+        with con:
+            con.executemany(f"INSERT OR REPLACE INTO labels({', '.join(LABEL_COLUMNS)}) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    finally:
+        con.close()
+    return Recovered(kept, len(rows), sum(1 for r in rows if r[2] == "human"))
+
+
+def _readable_rows(path: Path) -> list[tuple]:
+    """Every label row SQLite can still read: the whole table, else row by row by feature
+    (a damaged page loses only the rows on it)."""
+    try:
+        con = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    except sqlite3.DatabaseError:
+        return []
+    try:
+        return _rows_of(con)
+    finally:
+        con.close()
+
+
+def _rows_of(con: sqlite3.Connection) -> list[tuple]:
+    query = f"SELECT {', '.join(LABEL_COLUMNS)} FROM labels"
+    try:
+        return con.execute(query).fetchall()
+    except sqlite3.DatabaseError:
+        pass
+    try:
+        ids = [r[0] for r in con.execute("SELECT feature FROM labels")]
+    except sqlite3.DatabaseError:
+        return []
+    rows: list[tuple] = []
+    for feature in ids:
+        try:
+            rows += con.execute(query + " WHERE feature = ?", (feature,)).fetchall()
+        except sqlite3.DatabaseError:
+            continue
+    return rows
