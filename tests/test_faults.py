@@ -152,6 +152,8 @@ def test_a_damaged_labels_file_is_named_kept_and_recovered(analysed_cli_ws: Path
     kept = Path(json.loads(out)["kept_as"])
     assert kept.read_bytes() == bytes(data)  # the damaged file is kept, as it was
     assert cli(ws, "features", "sae1").returncode == 0
+    assert json.loads(out)["human"] == 1  # the hand label, from the database or its journal
+    assert "my own words" in cli(ws, "feature", "sae1", "3").stdout
     cli(ws, "label", "sae1", "--feature", "5", "--set", "after recovery")
     assert "after recovery" in cli(ws, "feature", "sae1", "5").stdout
 

@@ -350,3 +350,34 @@ def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace
     lesson.grab().save(str(SHOTS / "lesson-features.png"))
     win.close()
     assert win.jobs.center.services.processes() == {}  # the lesson steered in the shared one
+
+
+def test_a_damaged_labels_file_is_offered_for_recovery(qtbot: QtBot, analysed: Workspace,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    from mistudio.gui.features_panel import FeaturesPanel
+
+    folder = Path(analysed.catalog.get("features", "sae").path)
+    store = FeatureStore(folder)
+    store.set_labels([Label(2, "my own words", "human", None, None, "ok", None)])
+    db = folder / "labels.sqlite"
+    damaged = db.read_bytes()[:100] + b"\xff" * 8 + db.read_bytes()[108:]
+    db.write_bytes(damaged)
+    offered: list[str] = []
+
+    def choose_recover(box: QMessageBox) -> int:
+        offered.append(box.text())
+        next(b for b in box.buttons() if b.text() == "Recover labels").click()
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", choose_recover)
+    monkeypatch.setattr(QMessageBox, "information", lambda *a: offered.append(a[2]))
+    panel = FeaturesPanel(analysed)
+    qtbot.addWidget(panel)
+    panel.open_analysis("sae")
+    assert "labels file of analysis 'sae' is damaged" in offered[0]
+    assert "(1 written by hand)" in offered[1]  # the broken first page lost the table; the
+    assert panel.store is not None and panel.store.label(2).label == "my own words"  # journal
+    assert (folder / next(p.name for p in folder.iterdir()
+                          if p.name.startswith("labels.sqlite.damaged-"))).read_bytes() == damaged

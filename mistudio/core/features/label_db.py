@@ -8,6 +8,8 @@ read from it into a fresh file, and says how many it saved.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -24,6 +26,10 @@ from mistudio.core.store.sqlite_files import (
 )
 
 LABELS_FILE = "labels.sqlite"
+HUMAN_JOURNAL = "human_labels.jsonl"
+"""Every hand label is also appended here, one JSON line per change: a damaged database can lose
+its pages (a broken first page loses the whole table), but a person's words come back from
+this file."""
 LABEL_COLUMNS = ("feature", "label", "source", "scorer", "score", "status", "detail", "updated")
 
 SCHEMA = """
@@ -134,7 +140,7 @@ def recover_labels(folder: Path) -> Recovered:
     read from it. Refused (nothing moved) where the folder cannot be written."""
     path = folder / LABELS_FILE
     kept = path.with_name(f"{LABELS_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    rows = _readable_rows(path)
+    rows = _with_journal(_readable_rows(path), journaled(folder))
     try:
         for suffix in ("", "-wal", "-shm"):
             side = path.with_name(path.name + suffix)
@@ -151,6 +157,45 @@ def recover_labels(folder: Path) -> Recovered:
     finally:
         con.close()
     return Recovered(kept, len(rows), sum(1 for r in rows if r[2] == "human"))
+
+
+def journal_human(folder: Path, rows: list[tuple]) -> None:
+    """Append hand-label rows (in :data:`LABEL_COLUMNS` order) to the journal, flushed to disk."""
+    lines = "".join(json.dumps(dict(zip(LABEL_COLUMNS, r, strict=True)), ensure_ascii=False)
+                    + "\n" for r in rows if r[2] == "human")
+    if not lines:
+        return
+    with open(folder / HUMAN_JOURNAL, "a", encoding="utf-8") as fh:
+        fh.write(lines)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def journaled(folder: Path) -> dict[int, tuple]:
+    """The last journaled hand label of each feature (a line cut short by a crash is skipped)."""
+    out: dict[int, tuple] = {}
+    try:
+        text = (folder / HUMAN_JOURNAL).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            out[int(entry["feature"])] = tuple(entry[c] for c in LABEL_COLUMNS)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _with_journal(rows: list[tuple], journal: dict[int, tuple]) -> list[tuple]:
+    """The database's rows, with each journaled hand label put back where the database lost it
+    or holds an older one."""
+    by_feature = {int(r[0]): r for r in rows}
+    for feature, entry in journal.items():
+        have = by_feature.get(feature)
+        if have is None or (have[7] or 0) <= (entry[7] or 0):
+            by_feature[feature] = entry
+    return [by_feature[f] for f in sorted(by_feature)]
 
 
 def _readable_rows(path: Path) -> list[tuple]:

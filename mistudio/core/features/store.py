@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from mistudio.core.features.label_db import LABELS_FILE, labels_db
+from mistudio.core.features.label_db import LABELS_FILE, journal_human, labels_db
 from mistudio.core.features.plugin_columns import PLUGIN_COLUMNS_KEY
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
 from mistudio.core.store.files import atomic_write, write_npy_atomic
@@ -219,15 +219,16 @@ class FeatureStore:
         now = time.time()
         cached = self.folder / SCORES_FILE
         cache_valid = cached.is_file() and cached.stat().st_mtime >= self._labels_mtime()
+        rows = [(int(lb.feature), lb.label, lb.source, lb.scorer, lb.score, lb.status,
+                 lb.detail, now) for lb in labels]
         with labels_db(self.folder, write=True) as con:
             con.executemany(
                 "INSERT INTO labels(feature, label, source, scorer, score, status, detail, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(feature) DO UPDATE SET "
                 "label=excluded.label, source=excluded.source, scorer=excluded.scorer, "
                 "score=excluded.score, status=excluded.status, detail=excluded.detail, "
-                "updated=excluded.updated",
-                [(int(lb.feature), lb.label, lb.source, lb.scorer, lb.score, lb.status, lb.detail,
-                  now) for lb in labels])
+                "updated=excluded.updated", rows)
+        journal_human(self.folder, rows)
         self._rank = None
         # keep the scores file current: patch it if it was current before this write
         scores = np.load(cached) if cache_valid else None
