@@ -81,6 +81,8 @@ def test_workflow_on_a_toy_model(tmp_path: Path, toy_folder: Callable[[str], Pat
                        "--expansion", "2", "--k", "4", "--steps", "20", "--batch-size", "64",
                        "--name", "sae", *w)
     assert code == 0 and "SAE sae: topk, 32 -> 64, 20 steps" in out
+    # 20 x 64 tokens over the 270 training tokens (300 less the held-out 30): said so
+    assert "Note: 20 steps x 64 tokens pass over the 270 training tokens 4.7 times" in out
     code, out, _ = run(capsys, "train", "--activations", "acts", "--arch", "transcoder", *w)
     assert code == 2
     code, out, _ = run(capsys, "train", "--activations", "acts", "--arch", "skip", "--steps", "5",

@@ -79,6 +79,14 @@ def test_keep_first_position(toy_ws: Workspace) -> None:
     without = extract_activations(toy_ws, ExtractConfig("toy", tok.name, (0,)), "b")
     assert with_first.summary.tokens == n * 32
     assert without.summary.tokens == n * 31
+    bos = tokenize_dataset(toy_ws, TokenizeConfig("pydoc", "toy", 32))  # BOS prepended
+    n = open_tokenized(toy_ws, bos.name).n_sequences
+    kept = extract_activations(toy_ws, ExtractConfig("toy", bos.name, (0,),
+                                                     keep_first_position=True), "c")
+    dropped = extract_activations(toy_ws, ExtractConfig("toy", bos.name, (0,)), "d")
+    assert kept.summary.tokens == n * 32 and dropped.summary.tokens == n * 31
+    positions = open_activations(toy_ws, "c").row_positions(0, kept.summary.tokens)
+    assert (positions[:, 1] == 0).sum() == n  # every sequence's BOS, as asked
 
 
 def test_several_hook_points_share_rows_and_stats(toy_ws: Workspace) -> None:
@@ -218,3 +226,45 @@ def test_status_line_shows_rate_and_time_left() -> None:
     assert _status(500, 2000, 500, 0.5) == ("Extracted 500 / 2,000 tokens, 1,000 tokens/s, "
                                             "about 0:01 left")
     assert _status(0, 2000, 0, 0.0) == "Extracted 0 tokens"
+
+
+class _Loud:
+    """The captured activations, with one hook point's values made huge from the fifth batch
+    on (a layer whose values float16 cannot hold, as some of Gemma 3's do)."""
+
+    def __init__(self, inner: dict, key: str) -> None:
+        self.inner, self.key, self.batches = inner, key, 0
+
+    def clear(self) -> None:
+        self.batches += 1
+        self.inner.clear()
+
+    def __getitem__(self, k: str) -> torch.Tensor:
+        v = self.inner[k]
+        return v * 3e6 if k == self.key and self.batches > 4 else v  # toy values ~0.08
+
+
+def test_values_float16_cannot_hold_are_stored_wider(toy_ws: Workspace,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextlib import contextmanager
+
+    real = extraction.capture
+    loud_key = "layers.0.resid_post"
+
+    @contextmanager
+    def loud_capture(loaded: object, sites: object):  # type: ignore[no-untyped-def]
+        with real(loaded, sites) as captured:
+            yield _Loud(captured, loud_key)
+
+    monkeypatch.setattr(extraction, "capture", loud_capture)
+    cfg = ExtractConfig("toy", "pydoc", (0, 2), context_length=64, max_tokens=1500,
+                        chunk_rows=300, batch_sequences=2, dtype="float16")
+    m = extract_activations(toy_ws, cfg, "loud")
+    assert list(m.storage) == [loud_key] and m.storage[loud_key].startswith("float32 from chunk")
+    acts = open_activations(toy_ws, "loud")
+    x = acts.rows(loud_key, 0, acts.n_rows)
+    assert np.isfinite(x).all() and np.abs(x).max() > 65504  # never written as inf
+    assert acts.chunk(loud_key, 0).dtype == np.float16  # before the first huge value
+    assert acts.chunk(loud_key, len(acts.chunks) - 1).dtype == np.float32
+    quiet = "layers.2.resid_post"
+    assert all(acts.chunk(quiet, i).dtype == np.float16 for i in range(len(acts.chunks)))

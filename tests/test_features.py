@@ -142,6 +142,9 @@ def test_labels_search_filter_and_sort(analysed: Workspace) -> None:
     assert store.column("label")[5] == "open brackets"
     by_score = store.order(np.arange(store.n), "score")
     assert by_score[0] == 3  # unscored features last
+    for descending in (False, True):  # unlabelled features last, either way
+        by_label = store.order(np.arange(store.n), "label", descending=descending).tolist()
+        assert by_label[:2] == ([3, 5] if not descending else [5, 3])
     freq = store.column("frequency")
     sel = store.select({"frequency": (0.01, 0.5)})
     assert ((freq[sel] >= 0.01) & (freq[sel] <= 0.5)).all()

@@ -87,13 +87,22 @@ def test_flagging_finds_exactly_the_planted_tokens(ws: Workspace) -> None:
     assert stats.mean_norm_all_rows > 1.2 * stats.mean_norm  # 40 sinks of 25,000 rows
 
 
-def test_flag_massive_takes_the_union_over_hook_points() -> None:
-    norms = np.ones((100, 2), np.float32)
+def test_flags_are_kept_per_hook_point() -> None:
+    """Hook "a" (an early layer) gives ordinary tokens huge norms, hook "b" does not: work at
+    "b" must not lose "a"'s tokens, and each hook's examples show its own norms."""
+    norms = np.ones((100, 3), np.float32)
+    norms[:, 2] = 1000.0  # a later layer: every norm large, none out of line
     norms[3, 0], norms[7, 1] = 50.0, 11.0
     pos = np.stack([np.arange(100) // 10, np.arange(100) % 10], 1)
-    flags = flag_massive(norms, ["a", "b"], pos, 4, factor=10.0)
-    assert flags.rows.tolist() == [3, 7]
-    assert flags.report.by_hook["a"].count == 1 == flags.report.by_hook["b"].count
+    flags = flag_massive(norms, ["a", "b", "c"], pos, 4, factor=10.0)
+    assert flags.rows.tolist() == [3, 7]  # the report counts rows flagged anywhere
+    assert {k: v.tolist() for k, v in flags.by_hook.items()} == {"a": [3], "b": [7], "c": []}
+    a, c = flags.report.by_hook["a"], flags.report.by_hook["c"]
+    assert a.count == 1 and a.positions == {"3": 1} and c.count == 0 and c.examples == []
+    assert [(e.row, e.norm, e.hook) for e in a.examples] == [(3, 50.0, "a")]
+    assert [(e.row, e.norm, e.hook) for e in flags.report.examples] == [(3, 50.0, "a"),
+                                                                       (7, 11.0, "b")]
+    assert flags.stats["c"].count == 100  # nothing left out of the scale at "c"
     assert flags.report.positions == {"3": 1, "7": 1}
 
 
@@ -198,7 +207,11 @@ def test_extraction_flags_and_analysis_skips_massive_rows(acts_ws: Workspace) ->
     del manifest["massive"]
     write_json_atomic(acts.path / MANIFEST, manifest)
     shutil.rmtree(acts.path / NORMS)
-    assert 100 in open_activations(acts_ws, "acts").massive_rows()
+    again = open_activations(acts_ws, "acts")
+    assert 100 in again.massive_rows()
+    assert 100 in again.excluded_rows(False, ("layers.1.resid_post",))
+    others = [k for k in again.keys if k != "layers.1.resid_post"]  # planted at layer 1 only
+    assert others and all(100 not in again.excluded_rows(False, (k,)) for k in others)
     m = analyze(acts_ws, AnalyzeConfig("sae", tokens=2000, top_contexts=5))
     s = m.summary
     assert s.massive_excluded >= 1 and s.n_tokens == s.n_rows - s.massive_excluded

@@ -145,7 +145,8 @@ def cmd_extract(args: argparse.Namespace, ws: Workspace) -> None:
          f"{s.d_model} at {', '.join(s.hook_points)} ({s.chunks} chunks, "
          f"{(s.tokens_per_s or 0):,.0f} tokens/s).\nMassive tokens: "
          f"{describe_positions(m.massive)} (kept on disk, left out of training, "
-         "evaluation and analysis unless --keep-massive).")
+         "evaluation and analysis at the hook point that flagged them unless --keep-massive)."
+         + "".join(f"\nStored wider: {key} as {how}." for key, how in m.storage.items()))
 
 
 def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:

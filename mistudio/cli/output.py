@@ -37,7 +37,7 @@ class CliProgress:
             self._bar.n = int(fraction * 1000)
             self._bar.set_description_str(self._status[:50], refresh=False)
             self._bar.refresh()
-        else:
+        elif self._status:  # a log line says what is being done, never a bare percentage
             line = f"[{fraction:4.0%}] {self._status}"
             if line != self._last_text and (time.monotonic() - self._last_line > 5
                                             or fraction >= 1.0):

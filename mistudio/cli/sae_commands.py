@@ -51,7 +51,7 @@ def train_configs(args: argparse.Namespace) -> list[tuple[Any, str]]:
 
 def cmd_train(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.sae.checkpoints import CHECKPOINT
-    from mistudio.core.sae.trainer import train_saes
+    from mistudio.core.sae.trainer import MANY_PASSES, passes_note, train_saes
 
     runs = train_configs(args)
     if args.resume:
@@ -70,7 +70,11 @@ def cmd_train(args: argparse.Namespace, ws: Workspace) -> None:
         s = m.summary
         lines.append(f"SAE {m.name}: {s.architecture}, {s.d_in} -> {s.d_sae}, "
                      f"{s.steps:,} steps on {s.tokens:,} tokens; {ev_phrase(s)}, "
-                     f"L0 {s.l0:.1f}, dead {s.dead_fraction:.1%}.")
+                     f"L0 {s.l0:.1f}, dead {s.dead_fraction:.1%} (of the latents, on "
+                     f"{s.eval_tokens:,} held-out tokens).")
+        if s.passes is not None and s.passes > MANY_PASSES:
+            lines.append("Note: " + passes_note(s.passes, s.train_rows, s.steps,
+                                                s.tokens // max(s.steps, 1)))
     emit(args, manifests[0] if len(manifests) == 1 else manifests, "\n".join(lines))
 
 

@@ -82,8 +82,9 @@ def cmd_steer(args: argparse.Namespace, ws: Workspace) -> None:
         lines = [f"Prompt: {r['prompt']}"]
         if width >= 100:  # side by side
             col = (width - 3) // 2
-            left = textwrap.wrap("UNSTEERED: " + plain.replace("\n", " "), col) or [""]
-            right = textwrap.wrap("STEERED: " + steered.replace("\n", " "), col) or [""]
+            # newlines shown as ⏎: a feature whose effect is a line break must show it
+            left = textwrap.wrap("UNSTEERED: " + plain.replace("\n", "⏎ "), col) or [""]
+            right = textwrap.wrap("STEERED: " + steered.replace("\n", "⏎ "), col) or [""]
             for i in range(max(len(left), len(right))):
                 a = left[i] if i < len(left) else ""
                 b = right[i] if i < len(right) else ""

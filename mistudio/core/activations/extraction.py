@@ -70,7 +70,8 @@ class ExtractConfig:
     chunk_rows: int = 65536
     """Rows per chunk file (the unit of resumption and of memory use)."""
     keep_first_position: bool = False
-    """Keep position 0 (BOS, or the attention-sink token, whose norm is an outlier)."""
+    """Store position 0 too: the prepended BOS, or the text's first token where no BOS is
+    prepended (the attention sink; its norm is an outlier, flagged as massive)."""
     massive_factor: float = DEFAULT_FACTOR
     """Flag rows whose norm exceeds this multiple of the hook point's median norm (attention
     sinks); they stay on disk but training, evaluation and analysis leave them out by default."""
@@ -142,13 +143,18 @@ def resolve_tokenized(ws: Workspace, cfg: ExtractConfig, task: TaskState) -> str
     return tokenize_dataset(ws, tcfg, task=task).name
 
 
+FLOAT16_SAFE = 65504.0 / 2
+"""Largest magnitude stored as float16: headroom, since the next batches can go higher."""
+
+
 class _Chunks:
     """Preallocated row buffers for every hook point, flushed as one chunk at a time."""
 
     def __init__(self, b: Build, keys: list[str], d_model: int, capacity: int,
                  dtype: np.dtype) -> None:
         self.build, self.out, self.keys = b, b.folder, keys
-        self.data = {k: np.empty((capacity, d_model), dtype) for k in keys}
+        wider = {k: np.dtype(v.split()[0]) for k, v in self.manifest.storage.items()}
+        self.data = {k: np.empty((capacity, d_model), wider.get(k, dtype)) for k in keys}
         self.pos = np.empty((capacity, 2), np.int32)
         self.row_norms = np.empty((capacity, len(keys)), np.float32)  # per row, per hook point
         self.fill = 0
@@ -156,6 +162,20 @@ class _Chunks:
     @property
     def manifest(self) -> ActivationsManifest:
         return self.build.manifest  # type: ignore[return-value]
+
+    def storable(self, key: str, value: torch.Tensor) -> torch.Tensor:
+        """``value`` in the type ``key`` is stored in, on the CPU. A float16 hook point whose
+        values reach half of float16's range (65,504) is stored as float32 from now on (the
+        chunks before it held every value exactly), and the manifest says so."""
+        buf = self.data[key]
+        if buf.dtype == np.float16:
+            peak = float(value.detach().abs().max()) if value.numel() else 0.0
+            if peak > FLOAT16_SAFE:  # cast, it would become inf (or lose the headroom)
+                self.data[key] = buf.astype(np.float32)
+                self.manifest.storage[key] = (f"float32 from chunk {len(self.manifest.chunks)} "
+                                              f"(a value of {peak:,.0f}; float16 ends at "
+                                              "65,504)")
+        return value.to(getattr(torch, str(self.data[key].dtype))).cpu()
 
     def add(self, rows: dict[str, torch.Tensor], norms: dict[str, torch.Tensor],
             positions: np.ndarray) -> None:
@@ -253,7 +273,6 @@ def _forward_all(b: Build, cfg: ExtractConfig, loaded: LoadedModel, tokens: Any,
     bos = tokens.manifest.provenance.bos_token_id
     capacity = cfg.chunk_rows + cfg.batch_sequences * tokens.context_length
     chunks = _Chunks(b, keys, loaded.info.d_model, capacity, np.dtype(cfg.dtype))
-    store_dtype = getattr(torch, cfg.dtype)
     seq = manifest.chunks[-1].seq_end if manifest.chunks else 0
     done, forwarded, t0 = manifest.summary.tokens, 0, time.perf_counter()
     try:
@@ -274,7 +293,7 @@ def _forward_all(b: Build, cfg: ExtractConfig, loaded: LoadedModel, tokens: Any,
                 positions = where.cpu().numpy().astype(np.int32)
                 positions[:, 0] += seq
                 # norms of what the model computed (before any float16 rounding)
-                chunks.add({k: v.to(store_dtype).cpu() for k, v in picked.items()},
+                chunks.add({k: chunks.storable(k, v) for k, v in picked.items()},
                            {k: v.float().norm(dim=-1).cpu() for k, v in picked.items()},
                            positions)
                 done += len(positions)
@@ -297,13 +316,13 @@ def _forward_all(b: Build, cfg: ExtractConfig, loaded: LoadedModel, tokens: Any,
 
 def _kept_positions(ids: torch.Tensor, mask: torch.Tensor, bos: int | None,
                     keep_first: bool) -> torch.Tensor:
-    """(row in batch, position) of the tokens to store: [n, 2]. Padding and BOS are never
-    stored; position 0 only when asked for."""
+    """(row in batch, position) of the tokens to store: [n, 2]. Padding is never stored, nor a
+    BOS token after position 0; position 0 (the prepended BOS, or the text's first token,
+    where the attention sink sits) only with ``keep_first``."""
     keep = mask.bool()
     if bos is not None:
         keep &= ids != bos
-    if not keep_first:
-        keep[:, 0] = False
+    keep[:, 0] = mask[:, 0].bool() if keep_first else False
     return keep.nonzero()
 
 

@@ -8,10 +8,13 @@ explained variance computed over all tokens measured little but how well the SAE
 that one token. The anchors keep them out (SAELens excludes special tokens from its store;
 SAEBench masks BOS before its metrics), and so does miStudio:
 
-- extraction stores every row's norm per hook point and flags rows whose norm exceeds
-  ``factor`` x the median of that hook point (default 10x), at any of the set's hook points;
-- training, held-out evaluation and feature analysis leave flagged rows out unless the user asks
-  to keep them (``keep_massive``);
+- extraction stores every row's norm per hook point and flags, per hook point, the rows whose
+  norm exceeds ``factor`` x that hook point's median (default 10x): flags are not pooled, since
+  an early layer can give ordinary tokens (Gemma 3's commas at layer 0) high norms that later
+  layers do not;
+- training, held-out evaluation and feature analysis at a hook point leave out the rows flagged
+  at that hook point (for a transcoder, at its input or its target) unless the user asks to keep
+  them (``keep_massive``);
 - inside the model (in-model evaluation, steering, the text probe) an SAE is applied only to
   tokens under its threshold: the one recorded when it was trained, or ``factor`` x the median
   of the tokens at hand for an imported SAE.
@@ -44,48 +47,66 @@ class MassiveFlags(NamedTuple):
     """What the flagging pass found over one activation set."""
 
     rows: np.ndarray
-    """Sorted int64 indices of flagged rows (massive at any hook point)."""
+    """Sorted int64 indices of rows flagged at any hook point (what the report counts)."""
+    by_hook: dict[str, np.ndarray]
+    """Each hook point's own flagged rows (sorted int64): what work at that hook leaves out."""
     report: MassiveReport
-    """The manifest's ``massive`` section: factor, per-hook median / threshold / count,
-    positions of the flagged rows and a few examples."""
+    """The manifest's ``massive`` section: factor, per-hook median / threshold / count /
+    positions / examples, and the same over the rows flagged anywhere."""
     stats: dict[str, NormStats]
-    """Norm statistics per hook point over the rows that are kept (what training scales by),
-    with the all-row mean beside them."""
+    """Norm statistics per hook point over the rows kept at that hook point (what training
+    scales by), with the all-row mean beside them."""
 
 
 def flag_massive(norms_NK: np.ndarray, keys: list[str], positions_N2: np.ndarray,
                  d_model: int, factor: float = DEFAULT_FACTOR) -> MassiveFlags:
-    """Flag rows from their per-hook norms [N, n_keys] and (sequence, position) [N, 2]."""
+    """Flag rows from their per-hook norms [N, n_keys] and (sequence, position) [N, 2], each
+    hook point against its own median."""
     norms_NK = np.asarray(norms_NK, dtype=np.float64)
     n = len(norms_NK)
+    hits: dict[str, np.ndarray] = {}
     by_hook: dict[str, HookMassive] = {}
-    massive_N = np.zeros(n, dtype=bool)
+    stats: dict[str, NormStats] = {}
     for j, key in enumerate(keys):
         col = norms_NK[:, j]
         median = float(np.median(col)) if n else 0.0
-        threshold = factor * median
-        hit = col > threshold if median > 0 else np.zeros(n, dtype=bool)
-        massive_N |= hit
-        by_hook[key] = HookMassive(median, threshold, int(hit.sum()),
-                                   float(col.max()) if n else 0.0)
-    rows = np.flatnonzero(massive_N).astype(np.int64)
-    pos = positions_N2[rows, 1] if len(rows) else np.zeros(0, np.int64)
-    values, counts = np.unique(pos, return_counts=True)
-    report = MassiveReport(
-        factor, len(rows), len(rows) / max(n, 1), by_hook,
-        # position in the sequence -> how many flagged rows sit there
-        {str(int(p)): int(c) for p, c in zip(values, counts, strict=True)},
-        [MassiveExample(int(r), int(positions_N2[r, 0]), int(positions_N2[r, 1]),
-                        round(float(norms_NK[r].max()), 1)) for r in rows[:_EXAMPLES]])
-    keep = ~massive_N
-    stats = {}
-    for j, key in enumerate(keys):
-        col, kept = norms_NK[:, j], norms_NK[keep, j]
+        hit = col > factor * median if median > 0 else np.zeros(n, dtype=bool)
+        hits[key] = np.flatnonzero(hit).astype(np.int64)
+        by_hook[key] = HookMassive(median, factor * median, int(hit.sum()),
+                                   float(col.max()) if n else 0.0,
+                                   _positions(positions_N2, hits[key]),
+                                   _examples(hits[key], positions_N2, {key: col}))
+        kept = col[~hit]
         mean = float(kept.mean()) if len(kept) else 0.0
         stats[key] = NormStats(len(kept), mean, float(kept.std()) if len(kept) else 0.0,
                                (d_model ** 0.5) / mean if mean > 0 else 1.0,
                                float(col.mean()) if n else 0.0)
-    return MassiveFlags(rows, report, stats)
+    rows = (np.unique(np.concatenate(list(hits.values()))) if hits
+            else np.zeros(0, np.int64)).astype(np.int64)
+    flagged_at = {key: np.where(np.isin(np.arange(n), hits[key]), norms_NK[:, j], np.nan)
+                  for j, key in enumerate(keys)}
+    report = MassiveReport(factor, len(rows), len(rows) / max(n, 1), by_hook,
+                           _positions(positions_N2, rows),
+                           _examples(rows, positions_N2, flagged_at))
+    return MassiveFlags(rows, hits, report, stats)
+
+
+def _positions(positions_N2: np.ndarray, rows: np.ndarray) -> dict[str, int]:
+    """Position in the sequence -> how many of ``rows`` sit there."""
+    pos = positions_N2[rows, 1] if len(rows) else np.zeros(0, np.int64)
+    values, counts = np.unique(pos, return_counts=True)
+    return {str(int(p)): int(c) for p, c in zip(values, counts, strict=True)}
+
+
+def _examples(rows: np.ndarray, positions_N2: np.ndarray,
+              norms_by_hook: dict[str, np.ndarray]) -> list[MassiveExample]:
+    """The first flagged rows, each with its norm at the first hook point that flagged it."""
+    out = []
+    for r in rows[:_EXAMPLES]:
+        hook = next(k for k, col in norms_by_hook.items() if np.isfinite(col[r]))
+        out.append(MassiveExample(int(r), int(positions_N2[r, 0]), int(positions_N2[r, 1]),
+                                  round(float(norms_by_hook[hook][r]), 1), hook))
+    return out
 
 
 def describe_positions(report: MassiveReport | None, limit: int = 4) -> str:

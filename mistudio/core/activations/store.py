@@ -7,6 +7,7 @@ Layout of ``activations/NAME/``::
     positions/chunk_00000.npy     int32 [rows, 2]: (sequence index, position) of every row
     norms/chunk_00000.npy         float32 [rows, n_hook_points]: each row's norm per hook point
     layers.6.resid_post/chunk_00000.npy   float16 [rows, d_model]
+    massive/HOOK.npy              int64: rows flagged as massive at that hook point
     massive_rows.npy              int64: rows flagged as massive (left out of training,
                                   evaluation and analysis by default)
 
@@ -18,6 +19,7 @@ tokenized set named in the manifest.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ from mistudio.core.store.workspace import Workspace
 POSITIONS = "positions"
 NORMS = "norms"
 MASSIVE_ROWS = "massive_rows.npy"
+MASSIVE_DIR = "massive"
+"""``massive/HOOK.npy``: the rows flagged at each hook point."""
 
 
 def chunk_file(folder: Path, key: str, index: int) -> Path:
@@ -126,24 +130,34 @@ class ActivationSet:
         """The manifest's massive-token report (count, per-hook thresholds, positions)."""
         return self.manifest.massive or MassiveReport(DEFAULT_FACTOR)
 
-    def massive_rows(self) -> np.ndarray:
-        """Sorted int64 indices of the rows flagged as massive."""
+    def massive_rows(self, key: str | None = None) -> np.ndarray:
+        """Sorted int64 indices of the rows flagged at hook point ``key`` (None: at any).
+        Sets extracted before flags were kept per hook point have only the pooled ones."""
         if not self.massive.count:
             return np.zeros(0, np.int64)
+        path = self.path / MASSIVE_DIR / f"{key}.npy" if key else None
+        if path is None or not path.is_file():
+            path = self.path / MASSIVE_ROWS
         try:
-            return np.load(self.path / MASSIVE_ROWS).astype(np.int64)
+            return np.load(path).astype(np.int64)
         except (OSError, ValueError) as err:
             raise CorruptedError(f"The massive-token flags of {self.path} are damaged ({err}).",
                                  "Extract the set again («overwrite»).") from err
 
-    def excluded_rows(self, keep_massive: bool = False) -> np.ndarray:
-        """Rows that training, evaluation and analysis leave out."""
-        return np.zeros(0, np.int64) if keep_massive else self.massive_rows()
+    def excluded_rows(self, keep_massive: bool = False,
+                      keys: Sequence[str | None] = (None,)) -> np.ndarray:
+        """Rows that training, evaluation and analysis at hook points ``keys`` leave out: those
+        flagged at any of them (``(None,)``: at any hook point of the set)."""
+        if keep_massive:
+            return np.zeros(0, np.int64)
+        wanted = [k for k in keys if k is not None] or [None]
+        return np.unique(np.concatenate([self.massive_rows(k) for k in wanted])).astype(np.int64)
 
-    def kept_mask(self, start: int, stop: int, keep_massive: bool = False) -> np.ndarray:
-        """bool [stop - start]: which of rows ``start:stop`` are used."""
+    def kept_mask(self, start: int, stop: int, keep_massive: bool = False,
+                  keys: Sequence[str | None] = (None,)) -> np.ndarray:
+        """bool [stop - start]: which of rows ``start:stop`` are used at hook points ``keys``."""
         mask = np.ones(max(stop - start, 0), dtype=bool)
-        rows = self.excluded_rows(keep_massive)
+        rows = self.excluded_rows(keep_massive, keys)
         inside = rows[(rows >= start) & (rows < stop)]
         mask[inside - start] = False
         return mask
@@ -156,6 +170,9 @@ def finish_massive(folder: Path, manifest: ActivationsManifest, factor: float) -
     norms, positions = _all_norms(acts), acts.row_positions(0, acts.n_rows)
     flags = flag_massive(norms, acts.keys, positions, acts.d_model, factor)
     write_npy_atomic(folder / MASSIVE_ROWS, flags.rows)
+    (folder / MASSIVE_DIR).mkdir(exist_ok=True)
+    for key, rows in flags.by_hook.items():
+        write_npy_atomic(folder / MASSIVE_DIR / f"{key}.npy", rows)
     manifest.massive = flags.report
     manifest.stats = flags.stats
     manifest.summary.massive_tokens = flags.report.count

@@ -230,7 +230,7 @@ def _stream(sae: Any, acts: ActivationSet, hook: str, n_rows: int, cfg: AnalyzeC
     feats_out = open(folder / "csr_features.bin", "wb")
     vals_out = open(folder / "csr_values.bin", "wb")
     n_entries, encode_s, start = 0, 0.0, 0
-    excluded = acts.excluded_rows(cfg.keep_massive)
+    excluded = acts.excluded_rows(cfg.keep_massive, (hook,))
     excluded = excluded[excluded < n_rows]
     # at least two sequences per block, so that every block can end at a sequence boundary
     block = max(cfg.block_rows, 2 * int(acts.config.get("context_length", 128)))
@@ -255,7 +255,8 @@ def _stream(sae: Any, acts: ActivationSet, hook: str, n_rows: int, cfg: AnalyzeC
             latents_RF = sae.encode(x_RD).float().cpu()
             encode_s += time.perf_counter() - t
             if len(excluded):  # massive rows: no feature fires on them
-                latents_RF[torch.from_numpy(~acts.kept_mask(start, stop, cfg.keep_massive))] = 0.0
+                latents_RF[torch.from_numpy(~acts.kept_mask(start, stop, cfg.keep_massive,
+                                                             (hook,)))] = 0.0
             rows_N, feats_N = latents_RF.nonzero(as_tuple=True)  # row-major: CSR order
             vals_N = latents_RF[rows_N, feats_N]
             row_counts[start:stop] = np.bincount(rows_N.numpy(), minlength=stop - start)

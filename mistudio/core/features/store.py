@@ -285,13 +285,17 @@ class FeatureStore:
         return idx
 
     def order(self, idx: np.ndarray, by: str = "frequency", descending: bool = True) -> np.ndarray:
-        """``idx`` sorted by a column (labels alphabetically; unscored features last)."""
+        """``idx`` sorted by a column (labels alphabetically); unlabelled and unscored features
+        last, either way."""
         if by not in SORT_COLUMNS and by not in self.plugin_columns:
             raise InvalidInputError(f"Cannot sort by {by!r}.", "Use one of "
                                     f"{', '.join([*SORT_COLUMNS, *self.plugin_columns])}.")
         if by == "label":
-            order = np.argsort(self._label_rank()[idx], kind="stable")
-            return idx[order[::-1]] if descending else idx[order]
+            rank = self._label_rank()[idx]
+            order = np.argsort(rank, kind="stable")
+            order = order[::-1] if descending else order
+            labelled = rank[order] > 0
+            return idx[np.concatenate([order[labelled], order[~labelled]])]
         values = self.column(by)[idx].astype(np.float64)
         values = np.where(np.isnan(values), -np.inf if descending else np.inf, values)
         order = np.argsort(-values if descending else values, kind="stable")

@@ -47,7 +47,8 @@ def eval_batches(acts: ActivationSet, key: str, cfg: TrainConfig, scales: Scales
         x = torch.from_numpy(acts.rows(key, start, stop)).to(device) * scales.scale_in
         y = (torch.from_numpy(acts.rows(cfg.target_hook, start, stop)).to(device)
              * scales.scale_out if cfg.target_hook else None)
-        keep = torch.from_numpy(acts.kept_mask(start, stop, cfg.keep_massive)).to(device)
+        keep = torch.from_numpy(acts.kept_mask(start, stop, cfg.keep_massive,
+                                               (key, cfg.target_hook))).to(device)
         yield x, y, keep
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
+import numpy as np
 import torch
 
 from mistudio.core.activations.store import ActivationSet, open_activations
@@ -91,6 +92,8 @@ class _Setup(NamedTuple):
     n_eval: int
     runs: list[SAERun]
     loader: ActivationBatches
+    train_rows: int
+    """Rows training draws from: the set minus its held-out tail and the massive tokens."""
 
 
 def _prepare(ws: Workspace, runs: list[tuple[TrainConfig, str]], ranks: Ranks) -> _Setup:
@@ -112,7 +115,7 @@ def _prepare(ws: Workspace, runs: list[tuple[TrainConfig, str]], ranks: Ranks) -
     scale_out = (acts.norm_stats(cfg0.target_hook).scale_to_sqrt_d
                  if cfg0.target_hook and cfg0.normalize_activations else scale_in)
     n_eval = min(cfg0.eval_tokens, acts.n_rows // 10)
-    exclude = acts.excluded_rows(cfg0.keep_massive)
+    exclude = acts.excluded_rows(cfg0.keep_massive, (key, cfg0.target_hook))
     sample_in = sample_targets(acts, key, scale_in, exclude)
     sample_out = (sample_targets(acts, cfg0.target_hook, scale_out, exclude)
                   if cfg0.target_hook else sample_in)
@@ -122,7 +125,9 @@ def _prepare(ws: Workspace, runs: list[tuple[TrainConfig, str]], ranks: Ranks) -
                                cfg0.seed, scale_in, scale_out, device, rank=ranks.rank,
                                world_size=ranks.world, n_rows=acts.n_rows - n_eval,
                                exclude=exclude)
-    return _Setup(acts, key, device, Scales(scale_in, scale_out), n_eval, states, loader)
+    train_rows = acts.n_rows - n_eval - int(np.count_nonzero(exclude < acts.n_rows - n_eval))
+    return _Setup(acts, key, device, Scales(scale_in, scale_out), n_eval, states, loader,
+                  train_rows)
 
 
 def _check_memory(configs: list[TrainConfig], d_in: int, device: torch.device) -> None:
@@ -149,6 +154,10 @@ class _Loop:
         self.step, self.tokens = resume(self.runs, partials, setup.loader, ranks, setup.device)
         self.tokens_per_step = self.cfg0.batch_size * self.cfg0.grad_accumulation
         self.amp = _autocast_dtype(self.cfg0, setup.device)
+        self.passes = self.cfg0.steps * self.tokens_per_step / max(setup.train_rows, 1)
+        if self.passes > MANY_PASSES:
+            task.set_status(passes_note(self.passes, setup.train_rows, self.cfg0.steps,
+                                        self.tokens_per_step))
         for run, b in zip(self.runs, builds, strict=True):
             if b is not None:
                 b.manifest = SAEManifest(run.name, "partial", asdict(run.cfg),
@@ -257,10 +266,25 @@ class _Loop:
             if b is None:
                 continue
             summary = SAESummary(steps=run.steps_done, tokens=run.tokens_done,
+                                 train_rows=s.train_rows,
+                                 passes=round(run.tokens_done / max(s.train_rows, 1), 2),
                                  world_size=self.ranks.world,
                                  rank_checksums=[c[i] for c in checksums])
             b.manifest = finish_run(run, b.folder, s.acts, s.key, s.scales, s.n_eval, s.device,
                                     summary, self.task)
+
+
+MANY_PASSES = 3
+"""More passes over the same training tokens than this, and training says so."""
+
+
+def passes_note(passes: float, train_rows: int, steps: int, tokens_per_step: int) -> str:
+    """What a person should know when training reads each token many times."""
+    return (f"{steps:,} steps x {tokens_per_step:,} tokens pass over the {train_rows:,} "
+            f"training tokens {passes:.1f} times: an SAE that sees each token this often can "
+            f"learn those tokens rather than the model's features. {MANY_PASSES} passes or "
+            f"fewer take {steps * tokens_per_step // MANY_PASSES:,} tokens: extract more, or "
+            "train fewer steps.")
 
 
 def _final_checksum(run: SAERun, scales: Scales) -> float:

@@ -171,24 +171,34 @@ class Chunk(Record):
 
 
 @dataclass
-class HookMassive(Record):
-    median_norm: float = 0.0
-    threshold: float = 0.0
-    count: int = 0
-    max_norm: float = 0.0
-
-
-@dataclass
 class MassiveExample(Record):
     row: int = 0
     sequence: int = 0
     position: int = 0
     norm: float = 0.0
+    """The row's norm at the hook point that flagged it (``hook``)."""
+    hook: str | None = None
+
+
+@dataclass
+class HookMassive(Record):
+    """One hook point's flags: training, evaluation and analysis at this hook point leave out
+    only the rows flagged here."""
+
+    median_norm: float = 0.0
+    threshold: float = 0.0
+    count: int = 0
+    max_norm: float = 0.0
+    positions: dict[str, int] = field(default_factory=dict)
+    """Position in the sequence -> how many rows flagged here sit there."""
+    examples: list[MassiveExample] = field(default_factory=list)
 
 
 @dataclass
 class MassiveReport(Record):
-    """Rows flagged as massive (attention sinks; see mistudio.core.activations.massive)."""
+    """Rows flagged as massive (attention sinks; see mistudio.core.activations.massive): the
+    counts, positions and examples here are over rows flagged at any hook point; ``by_hook``
+    holds each hook point's own."""
 
     factor: float = 10.0
     count: int = 0
@@ -227,6 +237,11 @@ class SAESummary(Record):
     """Optimiser steps done (so far, for a run in progress)."""
     tokens: int = 0
     """Training tokens seen."""
+    train_rows: int = 0
+    """Training tokens there were to draw from (the set minus its held-out tail and massive
+    tokens; 0: not recorded)."""
+    passes: float | None = None
+    """Tokens seen / training tokens: how many times training read each token on average."""
     world_size: int = 1
     rank_checksums: list[float] = field(default_factory=list)
     optimizer: str | None = None
@@ -358,6 +373,9 @@ class ActivationsManifest(Manifest):
     massive: MassiveReport | None = None
     """None: made before massive tokens were flagged (flagged when it is first opened)."""
     stats: dict[str, NormStats] = field(default_factory=dict)
+    storage: dict[str, str] = field(default_factory=dict)
+    """Hook points stored wider than the set's dtype from some chunk on (values float16 cannot
+    hold safely), with the type and why: never an overflow written as inf."""
 
 
 @dataclass
