@@ -360,6 +360,23 @@ def test_settings_menus_choose_device_and_dtype(qtbot: QtBot, toy_ws: Workspace)
     assert "torch" in report.args[0] or "device" in report.args[0]
 
 
+@pytest.mark.parametrize("quit_after_ms", [50, 400, 1200])
+def test_the_app_quits_cleanly_soon_after_opening_on_activations(acts_ws: Workspace,
+                                                                 quit_after_ms: int) -> None:
+    """Opened on a workspace with an activation set and no SAE (what a cancelled lesson
+    leaves), closed within a moment: the process ends with status 0, no thread destroyed while
+    running (that once aborted the app in about half the tries)."""
+    import os
+
+    code = ("from mistudio.cli import main; import sys; "
+            f"sys.exit(main(['gui', '--quit-after', '{quit_after_ms}', '--workspace', "
+            f"r'{acts_ws.root}']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Destroyed while thread" not in res.stderr
+
+
 def test_high_dpi_scale_renders_at_twice_the_pixels(tmp_path: Path) -> None:
     """With a scale factor of 2 the window keeps its logical size and draws twice the pixels."""
     import os
