@@ -21,7 +21,12 @@ import torch
 
 from mistudio.core.activations.store import ActivationSet, open_activations
 from mistudio.core.models.devices import available_memory, resolve_device
-from mistudio.core.runtime.errors import InvalidInputError, ResourceError, is_disk_full
+from mistudio.core.runtime.errors import (
+    Cancelled,
+    InvalidInputError,
+    ResourceError,
+    is_disk_full,
+)
 from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
 from mistudio.core.sae.checkpoints import (
     CHECKPOINT,
@@ -209,6 +214,11 @@ class _Loop:
             if not _is_out_of_memory(err):
                 raise
             raise self._out_of_memory(step_start) from err
+        except Cancelled:
+            if self.step > 0 and self.ranks.world == 1:  # a cancel always resumes where it was
+                save_checkpoints(self.runs, self.partials, self.ranks, self.step, self.tokens,
+                                 self.setup.loader.state_dict())
+            raise
 
     def _one_step(self, logs: list[TextIO | None], t0: float, t0_tokens: int) -> None:
         cfg0, step = self.cfg0, self.step
