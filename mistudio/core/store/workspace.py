@@ -38,14 +38,16 @@ class Workspace:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root).expanduser().resolve() if root else default_workspace_path()
-        try:
-            for sub in SUBDIRS:
+        for sub in SUBDIRS:
+            try:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise InvalidInputError(
-                f"Cannot create the workspace at {self.root}: {err.strerror}.",
-                "«do:choose_workspace» («workspace»).",
-            ) from err
+            except OSError as err:
+                if (self.root / "metadata").is_dir():
+                    continue  # an existing workspace that is read-only here: still viewable
+                raise InvalidInputError(
+                    f"Cannot create the workspace at {self.root}: {err.strerror}.",
+                    "«do:choose_workspace» («workspace»).",
+                ) from err
         self._catalog: Catalog | None = None
 
     @property
