@@ -32,8 +32,14 @@ def test_embedded_model_is_registered_without_loading_it(embedded_ws: Workspace)
 
 def test_first_load_caches_safetensors_and_later_loads_use_them(
         embedded_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mistudio.core.runtime.tasks import CallbackTask
+
     ensure_embedded_model(embedded_ws)
-    lm = load_model(embedded_ws, EMBEDDED_NAME)
+    said: list[str] = []
+    lm = load_model(embedded_ws, EMBEDDED_NAME, task=CallbackTask(on_status=said.append))
+    # the first load's long steps each say what they do
+    assert any(s.startswith("Dequantizing ") for s in said), said
+    assert any(s.startswith("Writing the dequantized weights (") for s in said), said
     cache = embedded_ws.root / "models" / EMBEDDED_NAME / models.CACHE_DIR
     assert (cache / "model.safetensors").is_file() and (cache / "tokenizer.json").is_file()
     assert "quantization_config" not in json.loads((cache / "config.json").read_text())

@@ -24,7 +24,7 @@ from mistudio.core.models.hf import HF_IMPORT_LOCK, quiet_transformers
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
 from mistudio.core.runtime.online import is_online, offline_hint
 from mistudio.core.runtime.tasks import TaskState, silent_task
-from mistudio.core.store.files import building, read_manifest
+from mistudio.core.store.files import building, human_bytes, read_manifest
 from mistudio.core.store.manifests import ModelManifest, ModelProvenance, ModelSummary, made_now
 from mistudio.core.store.workspace import Workspace
 
@@ -339,18 +339,22 @@ def _dequantize(ws: Workspace, name: str, src: ModelProvenance, cache: Path, par
     with HF_IMPORT_LOCK:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    task.set_status(f"Dequantizing {src.gguf_file} (first use only)")
-    ws.require_free_space(int(model_info(ws, name).n_params * 4 * 1.1), "the model cache")
+    size = int(model_info(ws, name).n_params * 4)
+    task.set_status(f"Dequantizing {src.gguf_file} to float32 (first use only)")
+    ws.require_free_space(int(size * 1.1), "the model cache")
     shutil.rmtree(partial, ignore_errors=True)
     quiet_transformers()
     with building(cache, partial) as out, _no_tqdm():
         model = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file,
                                                      dtype=torch.float32)
+        task.set_status(f"Reading the tokenizer out of {src.gguf_file} (first use only)")
         tokenizer = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
         # The weights are plain float32 now; drop the GGUF quantizer so they can be saved.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        task.set_status(f"Writing the dequantized weights ({human_bytes(size)}) to the model "
+                        "cache (first use only; later loads read them directly)")
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         del model
