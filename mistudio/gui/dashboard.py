@@ -22,7 +22,7 @@ THIS_RUN, COMPARED = "#e06c75", "#61afef"
 CURVES = (("mse", "Loss terms", "loss (normalised units)"),
           ("explained_variance", "EV (training batches)", "explained variance"),
           ("l0", "L0", "active latents per token"),
-          ("dead_fraction", "Dead latents", "fraction of latents"),
+          ("dead_fraction", "Dead latents (recent training tokens)", "fraction of latents"),
           ("lr", "Learning rate", "learning rate"))
 EXTRA_LOSSES = (("aux", "aux", "#e5c07b"), ("l1", "L1", "#c678dd"),
                 ("l0_penalty", "L0 penalty", "#c678dd"))
@@ -217,7 +217,7 @@ class Dashboard(QWidget):
                 ev = r.get("explained_variance")
                 ev_text = "n/a" if ev is None else f"{ev:.3f}"
                 self.summary.setText(f"step {r['step']:,}  EV (this batch) {ev_text}  "
-                                     f"L0 {r['l0']:.1f}  dead {r['dead_fraction']:.1%}  "
+                                     f"L0 {r['l0']:.1f}  dead (recent) {r['dead_fraction']:.1%}  "
                                      f"{r['tokens_per_s']:,.0f} tokens/s{eta}")
         self._dirty = True
 
