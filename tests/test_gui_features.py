@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -381,3 +381,36 @@ def test_a_damaged_labels_file_is_offered_for_recovery(qtbot: QtBot, analysed: W
     assert panel.store is not None and panel.store.label(2).label == "my own words"  # journal
     assert (folder / next(p.name for p in folder.iterdir()
                           if p.name.startswith("labels.sqlite.damaged-"))).read_bytes() == damaged
+
+
+def test_search_and_sort_put_what_informs_first(qtbot: QtBot, analysed: Workspace) -> None:
+    from mistudio.gui.feature_table import COLUMNS
+    from mistudio.gui.features_panel import FeaturesPanel
+
+    folder = Path(analysed.catalog.get("features", "sae").path)
+    FeatureStore(folder).set_labels([Label(i, f"closing bracket {i}", "pattern", "simulation",
+                                           0.5, "ok", None) for i in range(0, 40, 2)])
+    panel = FeaturesPanel(analysed)
+    qtbot.addWidget(panel)
+    panel.open_analysis("sae")
+    qtbot.waitUntil(lambda: panel.detail.feature >= 0, timeout=60_000)
+    bar = panel.filters
+    assert "closing" in bar.search.placeholderText()  # a word the search will find
+    bar.search.setText("nowhere")
+    bar.apply()
+    assert panel.model.rowCount() == 0 and "no label contains \u201cnowhere\u201d" in bar.count.text()
+    assert panel.detail.feature == -1 and "No feature matches" in panel.detail.title.text()
+    bar.search.setText("closing")
+    bar.apply()
+    qtbot.waitUntil(lambda: panel.detail.feature >= 0, timeout=10_000)
+    bar.search.clear()
+    bar.apply()
+    header = panel.table.horizontalHeader()
+    freq_col = [k for k, _ in COLUMNS].index("frequency")
+    # the first click on Frequency: most frequent first
+    qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton,
+                     pos=QPoint(header.sectionViewportPosition(freq_col) + 5, 5))
+    freq = panel.store.column("frequency")
+    shown = [panel.model.feature_at(r) for r in range(panel.model.rowCount())]
+    assert panel.model.sort_key == "frequency" and (np.diff(freq[shown]) <= 0).all()
+    assert header.sortIndicatorOrder() == Qt.SortOrder.DescendingOrder

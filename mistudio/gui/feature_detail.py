@@ -225,6 +225,21 @@ class FeatureDetail(QWidget):
         for w in (self.describe_button, self.ablate_button, self.steer_button):
             w.setEnabled(False)
 
+    def clear(self, why: str) -> None:
+        """Show no feature (a search that matched none): nothing stale beside the table."""
+        self.feature = -1
+        self.title.setText(why)
+        for w in (self.stats, self.ablation, self.label_info):
+            w.setText("")
+        self.label_edit.clear()
+        self.top_examples.set_examples([], self.text, 1.0)
+        self.quantiles.set_examples([], self.text, 1.0)
+        for lst in (self.promoted, self.suppressed, self.nearest, self.cooccurring):
+            lst.clear()
+        self.hist_bars.setOpts(x=[], height=[], width=1.0)
+        for w in (self.describe_button, self.ablate_button, self.steer_button):
+            w.setEnabled(False)
+
     def show_feature(self, f: int) -> None:
         if self.store is None or self.reader is None or self.text is None:
             return

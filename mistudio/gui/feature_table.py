@@ -33,8 +33,30 @@ COLUMNS = (("feature", "Feature"), ("label", "Label"), ("score", "Score"),
            ("mean_activation", "Mean act."))
 
 
+ASCENDING_FIRST = ("feature", "label")
+"""Columns whose first click sorts ascending (index, A to Z); a number's first click puts the
+largest first (the most frequent, best-scored features: the informative rows)."""
+_PLAIN = {"tokens", "token", "after", "before", "with", "varied", "promotes", "newline",
+          "the", "and", "for", "from", "that", "this", "then", "than"}
+
+
+def common_label_words(labels: np.ndarray, n: int = 2) -> list[str]:
+    """The ``n`` words (4 letters or more) most labels of this analysis hold: examples that
+    the search will find."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for text in labels[labels != ""][:20_000]:
+        words = {w.lower() for w in "".join(c if c.isalpha() else " " for c in str(text)).split()}
+        counts.update(w for w in words if len(w) >= 4 and w not in _PLAIN)
+    return [w for w, _ in counts.most_common(n)]
+
+
 class FeatureTableModel(QAbstractTableModel):
     """Rows are features of one analysis, in the order of a numpy permutation."""
+
+    sortShown = Signal(int, bool)
+    """The column sorted by and whether descending (the header shows it)."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -84,9 +106,12 @@ class FeatureTableModel(QAbstractTableModel):
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         key = self.columns[column][0]
         descending = order == Qt.SortOrder.DescendingOrder
+        if key != self.sort_key:  # a newly chosen column: its informative end first
+            descending = key not in ASCENDING_FIRST
         if (key, descending) != (self.sort_key, self.descending):
             self.sort_key, self.descending = key, descending
             self.refilter()
+        self.sortShown.emit(column, descending)
 
     def feature_at(self, row: int) -> int:
         return int(self.order[row])
@@ -195,6 +220,12 @@ class FilterBar(QWidget):
         spin.setSingleStep(10 ** -(decimals - 1) if decimals > 1 else 0.1)
         return spin
 
+    def suggest(self, store: FeatureStore | None) -> None:
+        """A placeholder naming words that are in this analysis's labels."""
+        words = common_label_words(store.column("label")) if store is not None else []
+        example = f" (e.g. {', '.join(words)})" if words else ""
+        self.search.setPlaceholderText(f"Search labels as you type{example}")
+
     def apply(self) -> None:
         m = self.model
         lo, hi = self.min_freq.value() / 100, self.max_freq.value() / 100
@@ -205,5 +236,10 @@ class FilterBar(QWidget):
         m.alive_only = self.alive.isChecked()
         m.refilter()
         total = m.store.n if m.store is not None else 0
-        self.count.setText(f"{m.rowCount():,} of {total:,}")
+        if m.rowCount() == 0 and total:
+            why = (f"no label contains \u201c{m.search}\u201d" if m.search
+                   else "no feature passes these filters")
+            self.count.setText(f"0 of {total:,}: {why}")
+        else:
+            self.count.setText(f"{m.rowCount():,} of {total:,}")
         self.changed.emit()

@@ -124,6 +124,7 @@ class FeaturesPanel(QWidget):
             lambda cur, _prev: cur.isValid() and self.show_feature(self.model.feature_at(
                 cur.row())))
         self.filters.changed.connect(self._filters_changed)
+        self.model.sortShown.connect(self._show_sort)
         lv.addWidget(self.filters)
         lv.addWidget(self.table, 1)
         return left
@@ -215,6 +216,7 @@ class FeaturesPanel(QWidget):
                                  "as it is now." if stale else ""))
         try:
             self.model.set_store(self.store)
+            self.filters.suggest(self.store)
             self.filters.apply()
         except CorruptedError as err:  # a damaged labels file: offer to recover it
             self._stamp = None
@@ -316,6 +318,15 @@ class FeaturesPanel(QWidget):
     def _filters_changed(self) -> None:
         if self.model.rowCount() and not self.table.selectionModel().hasSelection():
             self.table.selectRow(0)
+        elif not self.model.rowCount():  # nothing matches: no stale feature beside the table
+            self.detail.clear("No feature matches the search and filters.")
+
+    def _show_sort(self, column: int, descending: bool) -> None:
+        header = self.table.horizontalHeader()
+        header.blockSignals(True)
+        header.setSortIndicator(column, Qt.SortOrder.DescendingOrder if descending
+                                else Qt.SortOrder.AscendingOrder)
+        header.blockSignals(False)
 
     def _view_changed(self, _index: int) -> None:
         if self.views.currentWidget() is self.map and not len(self.map.xy):
