@@ -226,3 +226,18 @@ def test_importing_a_file_says_it_is_a_file(tmp_path: Path, capsys: pytest.Captu
     code, _, err = run(capsys, "import", str(tmp_path / "weights.txt"), "--name", "x",
                        "--workspace", str(tmp_path / "ws"))
     assert code == 2 and "is a file, not an SAE's folder" in err
+
+
+def test_bare_mistudio_opens_the_workspace_mistudio_home_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mistudio.cli as cli_mod
+    import mistudio.gui.app as app_mod
+
+    opened: list[str | None] = []
+    monkeypatch.setattr(cli_mod, "_gui_available", lambda: True)
+    monkeypatch.setattr(app_mod, "run_app", lambda ws=None, *a, **k: opened.append(ws) or 0)
+    monkeypatch.setattr(sys, "argv", ["mistudio"])
+    monkeypatch.setenv("MISTUDIO_HOME", str(tmp_path / "home-ws"))
+    assert main() == 0 and opened == [str(tmp_path / "home-ws")]
+    monkeypatch.setattr(sys, "argv", ["mistudio", "--workspace", str(tmp_path / "given")])
+    assert main() == 0 and opened[-1] == str(tmp_path / "given")

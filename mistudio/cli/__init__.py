@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from mistudio import __version__
@@ -30,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None and _gui_available():  # `mistudio` alone, or a double click: the app
             from mistudio.gui.app import run_app
 
-            return run_app(args.workspace)
+            # the same folder `mistudio gui` opens: --workspace, else $MISTUDIO_HOME, else the
+            # one the app remembers
+            return run_app(args.workspace or os.environ.get("MISTUDIO_HOME") or None)
         parser.print_help()
         print("\nStart with: mistudio quickstart --headless", file=sys.stderr)
         return 0
