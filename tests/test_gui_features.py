@@ -414,3 +414,11 @@ def test_search_and_sort_put_what_informs_first(qtbot: QtBot, analysed: Workspac
     shown = [panel.model.feature_at(r) for r in range(panel.model.rowCount())]
     assert panel.model.sort_key == "frequency" and (np.diff(freq[shown]) <= 0).all()
     assert header.sortIndicatorOrder() == Qt.SortOrder.DescendingOrder
+
+
+def test_logit_lens_tokens_read_as_words_or_pieces() -> None:
+    from mistudio.gui.feature_detail import as_piece
+
+    assert as_piece(" Paris") == "Paris"  # a word start
+    assert as_piece("rotsky") == "\u2026rotsky"  # a piece that continues a word
+    assert as_piece(",") == "," and as_piece(" ") == " " and as_piece("⏎") == "⏎"

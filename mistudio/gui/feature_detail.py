@@ -84,6 +84,16 @@ class ExampleList(QWidget):
         self.box.addStretch(1)
 
 
+def as_piece(token: str) -> str:
+    """A token as a reader takes it: a word start as the word (its leading space dropped), a
+    piece that continues a word marked with \u2026 ("\u2026rotsky"), anything else as it is."""
+    if token.startswith(" ") and token.strip():
+        return token[1:]
+    if token[:1].isalnum():
+        return "\u2026" + token
+    return token
+
+
 class FeatureDetail(QWidget):
     featureRequested = Signal(int)
     """A linked feature (neighbour, co-occurring) was clicked."""
@@ -142,6 +152,9 @@ class FeatureDetail(QWidget):
         rows = self.fontMetrics().height() * 5  # five entries visible, at any font size
         for lst in (self.promoted, self.suppressed, self.nearest, self.cooccurring):
             lst.setMinimumHeight(rows)
+        for lst in (self.promoted, self.suppressed):
+            lst.setToolTip("Tokens this feature makes more (or less) likely next. \u2026 before a "
+                           "token: a piece that continues a word (\u2026rotsky ends Trotsky).")
         for lst in (self.nearest, self.cooccurring):
             lst.itemClicked.connect(lambda item: self.featureRequested.emit(
                 int(item.data(Qt.ItemDataRole.UserRole))))
@@ -257,9 +270,9 @@ class FeatureDetail(QWidget):
         self.top_examples.set_examples(self.reader.top_examples(f, 12), text, peak)
         self.quantiles.set_examples(self.reader.quantile_examples(f, n_bins=5, per_bin=1),
                                     text, peak)
-        self._fill(self.promoted, [(text(i), f"{v:+.2f}", None) for i, v in zip(
+        self._fill(self.promoted, [(as_piece(text(i)), f"{v:+.2f}", None) for i, v in zip(
             info.get("logit_pos_ids", []), info.get("logit_pos_values", []), strict=True)])
-        self._fill(self.suppressed, [(text(i), f"{v:+.2f}", None) for i, v in zip(
+        self._fill(self.suppressed, [(as_piece(text(i)), f"{v:+.2f}", None) for i, v in zip(
             info.get("logit_neg_ids", []), info.get("logit_neg_values", []), strict=True)])
         labels = self.store.labels_for([*info.get("neighbour_ids", []),
                                         *info.get("cooccur_ids", [])])
