@@ -452,6 +452,10 @@ def test_an_empty_workspace_says_what_to_do_first(qtbot: QtBot, ws: Workspace) -
     assert models.empty_button.text() == "Register the embedded model"
     assert win.features.empty.isVisibleTo(win.features)
     assert win.features.empty.train.isVisibleTo(win.features)  # no SAE: go and train one
+    training = win.training  # nothing to train on: no Start that can only fail, a way on
+    assert not training.start_btn.isEnabled() and training.next_step.isVisibleTo(training)
+    training.next_step.click()
+    assert win.current_panel() is win.models
     with qtbot.waitSignal(ds.runner.finished, timeout=60_000):
         ds.empty_button.click()  # "Add the built-in corpus"
     qtbot.waitUntil(lambda: bool(ds.model.rows), timeout=10_000)

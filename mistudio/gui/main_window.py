@@ -77,6 +77,7 @@ class MainWindow(QMainWindow):
         self.features.quickStartRequested.connect(lambda: self.quick_start())
         self.features.trainRequested.connect(lambda: self.show_panel(self.training))
         self.training.analyseRequested.connect(self.analyse)
+        self.training.extractRequested.connect(lambda: self.show_panel(self.models))
         self.panels = (self.datasets, self.models, self.training, self.features, self.steering)
         for panel, title in zip(self.panels, ("&Datasets", "&Models", "&Training", "&Features",
                                               "&Steering"), strict=True):

@@ -48,6 +48,8 @@ class TrainingPanel(QWidget):
     """An SAE to analyse in the Features tab (after a run)."""
     runFinished = Signal(object)
     """A run's manifest, once it is trained and evaluated inside its model."""
+    extractRequested = Signal()
+    """No activation set to train on yet: open the Models tab, where they are extracted."""
 
     def __init__(self, ws: Workspace, jobs: AppJobs | None = None,
                  parent: QWidget | None = None) -> None:
@@ -125,6 +127,12 @@ class TrainingPanel(QWidget):
         buttons.addWidget(self.start_btn)
         buttons.addWidget(self.cancel_btn)
         form_box.addLayout(buttons)
+        self.next_step = QPushButton("Extract activations first (Models tab)")
+        self.next_step.setToolTip("Training reads an activation set; the Models tab makes one "
+                                  "from a model and a tokenized dataset")
+        self.next_step.clicked.connect(self.extractRequested.emit)
+        self.next_step.hide()
+        form_box.addWidget(self.next_step)
         self.result = QLabel("")
         self.result.setWordWrap(True)
         form_box.addWidget(self.result)
@@ -164,8 +172,10 @@ class TrainingPanel(QWidget):
         self.k.setValue(p["k"])
 
     def refresh(self) -> None:
-        refill_combo(self.activations, [a.name for a in self.ws.catalog.list("activations")
-                                        if a.status == "complete"])
+        sets = [a.name for a in self.ws.catalog.list("activations") if a.status == "complete"]
+        refill_combo(self.activations, sets)
+        self.next_step.setVisible(not sets)  # Start could only say there is nothing to train on
+        self.start_btn.setEnabled(bool(sets) and not self.runner.running)
         self.runs.clear()
         self.runs.addItems([a.name for a in self.ws.catalog.list("sae")])
 
@@ -243,7 +253,7 @@ class TrainingPanel(QWidget):
         self.refresh()
 
     def _running(self, running: bool) -> None:
-        self.start_btn.setEnabled(not running)
+        self.start_btn.setEnabled(not running and bool(self.activations.count()))
         self.cancel_btn.setEnabled(running)
 
     def plot_run(self, item: Any) -> None:
