@@ -213,7 +213,9 @@ def test_datasets_and_models_panels_run_jobs(qtbot: QtBot, toy_ws: Workspace,
     assert {r[device_col] for r in win.models.model.rows} == {"cpu (bfloat16)"}
     win.set_dtype("auto")
     ds.table.clearSelection()
+    assert not ds.tokenize_btn.isEnabled()  # no dataset chosen: nothing to tokenize
     ds.table.selectRow([r[0] for r in ds.model.rows].index("pydoc"))
+    assert ds.tokenize_btn.isEnabled()
     ds.tok_model.setCurrentText("toy")
     ds.ctx.setValue(64)
     with qtbot.waitSignal(ds.runner.finished, timeout=60_000):

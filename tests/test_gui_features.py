@@ -162,9 +162,11 @@ def test_steering_tab_streams_two_different_continuations(qtbot: QtBot,
     win.resize(1280, 720)
     win.show()
     _wait_ready(qtbot, win)
+    assert not win.steering.go.isEnabled()  # no feature yet: nothing Generate could do
     f = win.features.detail.feature
     win.features.detail.steerRequested.emit(f)  # "Steer with this feature"
     panel = win.steering
+    assert panel.go.isEnabled()
     assert win.current_panel() is panel and [r.feature for r in panel.rows] == [f]
     panel.units.setCurrentIndex(panel.units.findData("activation"))
     panel.rows[0].box.setValue(40.0)

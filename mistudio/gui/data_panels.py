@@ -130,12 +130,13 @@ class DatasetsPanel(ArtifactPanel):
             "Models park attention on the first token and give it a huge activation norm. "
             "With the model's BOS token first, that token is BOS, which extraction leaves out. "
             "Models whose tokenizer has no BOS start with the text either way.")
-        go = QPushButton("Tokenize")
-        go.clicked.connect(self.tokenize)
+        self.tokenize_btn = QPushButton("Tokenize")
+        self.tokenize_btn.clicked.connect(self.tokenize)
         f.addRow("Model", self.tok_model)
         f.addRow("Context length", self.ctx)
         f.addRow(self.bos)
-        f.addRow(go)
+        f.addRow(self.tokenize_btn)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._can_tokenize())
         self.side.addWidget(tok)
         self.side.addStretch(1)
         self.set_empty_state("No datasets yet. Start with the built-in corpus (the Python "
@@ -151,6 +152,15 @@ class DatasetsPanel(ArtifactPanel):
         super().refresh()
         if hasattr(self, "preview"):
             self.preview.refresh()
+        if hasattr(self, "tokenize_btn"):
+            self._can_tokenize()
+
+    def _can_tokenize(self) -> None:
+        """Tokenize only when it can do something: a dataset chosen, a model to tokenize with."""
+        ready = bool(self.selected()) and self.tok_model.count() > 0
+        self.tokenize_btn.setEnabled(ready)
+        self.tokenize_btn.setToolTip("" if ready else "Select a dataset in the table (and "
+                                     "register a model in the Models tab) first")
 
     def rows(self) -> list[list[Any]]:
         refill_combo(self.tok_model, [m.name for m in self.ws.catalog.list("model")])

@@ -157,6 +157,7 @@ class SteeringPanel(QWidget):
         self.go.setToolTip("Generate both sides (Ctrl+Enter); same seed, so a rerun shows "
                            "only the effect of what you changed")
         self.go.clicked.connect(self.generate)
+        self.go.setEnabled(False)  # nothing to steer with until a feature is added
         self.auto = QCheckBox("Auto-regenerate")
         self.auto.setToolTip("Generate again whenever a coefficient or method changes")
         buttons.addWidget(self.go)
@@ -311,12 +312,14 @@ class SteeringPanel(QWidget):
         self.feature_box.insertWidget(self.feature_box.count() - 1, row)
         self.rows.append(row)
         self.hint.setVisible(False)
+        self.go.setEnabled(True)
 
     def remove_feature(self, row: FeatureRow) -> None:
         self.rows.remove(row)
         row.hide()
         row.deleteLater()
         self.hint.setVisible(not self.rows)
+        self.go.setEnabled(bool(self.rows))
 
     def clear_features(self) -> None:
         for row in list(self.rows):
