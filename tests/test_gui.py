@@ -487,3 +487,17 @@ def test_token_heatmap_keeps_words_whole_and_weak_activations_visible(qtbot: QtB
                    abs(page.blue() - weak.blue()))
         assert diff >= 35, (base, weak.name())  # visibly tinted on dark and light pages
         assert view.background(0) == page  # zero stays the page colour
+
+
+def test_the_system_monitor_names_its_curves_outside_the_plot(qtbot: QtBot) -> None:
+    from mistudio.gui.monitor import SystemMonitor
+
+    mon = SystemMonitor(interval=0.2)
+    qtbot.addWidget(mon)
+    try:
+        assert mon.plot.plotItem.legend is None  # nothing drawn over the curves
+        for name in ("CPU", "RAM", "GPU", "GPU memory"):
+            assert name in mon.info.text()
+        assert "seconds" in mon.plot.getAxis("bottom").labelText
+    finally:
+        mon.shutdown()

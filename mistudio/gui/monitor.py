@@ -114,19 +114,22 @@ class SystemMonitor(QWidget):
         source = {"nvml": "GPU: NVML", "tegrastats": "GPU: tegrastats (Jetson; memory is "
                   "shared with the CPU)", "none": "No GPU reading on this machine: CPU and RAM "
                   "only."}[self.sampler.gpu.source]
-        self.info = QLabel(source)
+        series = (("cpu", "CPU", "#e06c75"), ("ram", "RAM", "#61afef"),
+                  ("gpu_util", "GPU", "#98c379"), ("gpu_mem", "GPU memory", "#e5c07b"))
+        # the legend is a line of text above the plot: drawn inside, it covered the curves
+        legend = "&nbsp;&nbsp;".join(f'<span style="color:{c}">&#9632;</span> {label}'
+                                     for _, label, c in series)
+        self.info = QLabel(f"{legend}<br>{source}")
         self.info.setWordWrap(True)
         layout.addWidget(self.info)
         self.plot = pg.PlotWidget()
         self.plot.setYRange(0, 100)
         self.plot.getAxis("left").setTicks([[(0, "0"), (50, "50"), (100, "100")]])
         self.plot.setLabel("left", "%")
-        self.plot.addLegend(offset=(5, 5), colCount=4)
+        self.plot.setLabel("bottom", "seconds (0 = now)")
         self.plot.setMouseEnabled(x=False, y=False)
         self.curves = {k: self.plot.plot(name=label, pen=pg.mkPen(color, width=2))
-                       for k, label, color in (("cpu", "CPU", "#e06c75"), ("ram", "RAM", "#61afef"),
-                                               ("gpu_util", "GPU", "#98c379"),
-                                               ("gpu_mem", "GPU memory", "#e5c07b"))}
+                       for k, label, color in series}
         layout.addWidget(self.plot)
         self.timer = QTimer(self)
         self.timer.setInterval(int(interval * 1000))
