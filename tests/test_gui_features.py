@@ -112,6 +112,8 @@ def test_feature_browser_on_a_real_analysis(qtbot: QtBot, analysed: Workspace,
     nearest = panel.detail.nearest
     assert nearest.count() > 0
     g = int(nearest.item(0).data(Qt.ItemDataRole.UserRole))
+    named = store.label(g)  # a neighbour shows its label, or says it has none yet
+    assert (named.label[:40] if named else "(no label yet)") in nearest.item(0).text()
     panel.detail.featureRequested.emit(g)
     assert panel.detail.feature == g and panel.model.feature_at(
         panel.table.currentIndex().row()) == g

@@ -291,7 +291,7 @@ class FeatureDetail(QWidget):
     @staticmethod
     def _named(i: int, labels: dict[int, Label]) -> str:
         lb = labels.get(int(i))
-        return f"{i}: {lb.label[:40]}" if lb else str(i)
+        return f"{i}: {lb.label[:40]}" if lb else f"{i} (no label yet)"
 
     @staticmethod
     def _fill(lst: QListWidget, rows: list[tuple[str, str, int | None]]) -> None:
