@@ -456,6 +456,8 @@ def test_an_empty_workspace_says_what_to_do_first(qtbot: QtBot, ws: Workspace) -
     assert win.features.empty.train.isVisibleTo(win.features)  # no SAE: go and train one
     training = win.training  # nothing to train on: no Start that can only fail, a way on
     assert not training.start_btn.isEnabled() and training.next_step.isVisibleTo(training)
+    assert "past run" not in training.dashboard.summary.text()  # there is none to click
+    assert not ds.preview.isVisibleTo(ds)  # no tokenized set: no empty charts
     training.next_step.click()
     assert win.current_panel() is win.models
     with qtbot.waitSignal(ds.runner.finished, timeout=60_000):

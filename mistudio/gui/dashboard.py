@@ -22,7 +22,7 @@ THIS_RUN, COMPARED = "#e06c75", "#61afef"
 CURVES = (("mse", "Loss terms", "loss (normalised units)"),
           ("explained_variance", "EV (training batches)", "explained variance"),
           ("l0", "L0", "active latents per token"),
-          ("dead_fraction", "Dead latents (recent training tokens)", "fraction of latents"),
+          ("dead_fraction", "Dead latents (recent)", "fraction of latents"),
           ("lr", "Learning rate", "learning rate"))
 EXTRA_LOSSES = (("aux", "aux", "#e5c07b"), ("l1", "L1", "#c678dd"),
                 ("l0_penalty", "L0 penalty", "#c678dd"))

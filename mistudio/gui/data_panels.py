@@ -250,6 +250,7 @@ class TokenizedPreview(QWidget):
     def refresh(self) -> None:
         current = self.choice.currentText()
         names = [a.name for a in self.ws.catalog.list("tokenized") if a.status == "complete"]
+        self.setVisible(bool(names))  # no tokenized set: no empty charts under the hint
         self.choice.blockSignals(True)
         self.choice.clear()
         self.choice.addItems(names)

@@ -178,6 +178,10 @@ class TrainingPanel(QWidget):
         self.start_btn.setEnabled(bool(sets) and not self.runner.running)
         self.runs.clear()
         self.runs.addItems([a.name for a in self.ws.catalog.list("sae")])
+        if self.dashboard.summary.text().startswith("No run plotted yet"):  # only past runs
+            self.dashboard.summary.setText(  # that exist can be clicked
+                "No run plotted yet: start one" + (", or click a past run." if self.runs.count()
+                                                   else "."))
 
     def config(self) -> Any:
         return TrainConfig(self.activations.currentText(), architecture=self.arch.currentText(),
