@@ -426,3 +426,24 @@ def test_logit_lens_tokens_read_as_words_or_pieces() -> None:
     assert as_piece(" Paris") == "Paris"  # a word start
     assert as_piece("rotsky") == "\u2026rotsky"  # a piece that continues a word
     assert as_piece(",") == "," and as_piece(" ") == " " and as_piece("⏎") == "⏎"
+
+
+def test_a_lesson_can_be_stopped_and_started_again(qtbot: QtBot, toy_ws: Workspace) -> None:
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(toy_ws.root))
+    qtbot.addWidget(win)
+    lesson = win.open_lesson(dict(model="toy", dataset="pydoc", max_tokens=3000,
+                                  context_length=64, batch_size=256, label_top=30,
+                                  analyze_tokens=2500, seconds=2.0))
+    assert not lesson.cancel_button.isEnabled()
+    with qtbot.waitSignal(lesson.runner.cancelled, timeout=120_000):
+        lesson.start_button.click()
+        assert lesson.cancel_button.isEnabled() and not lesson.start_button.isEnabled()
+        lesson.cancel_button.click()
+    assert lesson.start_button.isEnabled() and "Stopped" in lesson.status.text()
+    lesson.close()
+    again = win.open_lesson()  # Help > Lesson again: the same window, ready to start
+    assert again is lesson and again.pages.currentIndex() == 0
+    assert again.start_button.isEnabled() and not again.cancel_button.isEnabled()
+    win.close()

@@ -78,6 +78,9 @@ class LessonWindow(QWidget):
         self.runner.finished.connect(self._trained)
         self.runner.failed.connect(lambda m, d: (show_error(self, m, d),
                                                  self.start_button.setEnabled(True)))
+        self.runner.cancelled.connect(self._stopped)
+        self.runner.running_changed.connect(lambda running: (
+            self.cancel_button.setEnabled(running), self.start_button.setEnabled(not running)))
         self.steer_runner = jobs.runner("lesson steering", self)
         self.steer_runner.finished.connect(self._generated)
         self.steer_runner.failed.connect(lambda m, d: show_error(self, m, d))
@@ -103,8 +106,16 @@ class LessonWindow(QWidget):
         self.status.setWordWrap(True)
         self.start_button = QPushButton("Start")
         self.start_button.clicked.connect(self.start)
-        for x in (title, text, self.status, self.start_button):
+        self.cancel_button = QPushButton("Stop")
+        self.cancel_button.setToolTip("Stop the lesson's training; Start continues it later")
+        self.cancel_button.clicked.connect(self.runner.cancel)
+        self.cancel_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        for x in (title, text, self.status):
             left.addWidget(x)
+        left.addLayout(buttons)
         left.addStretch(1)
         row.addLayout(left, 2)
         self.dashboard = Dashboard()
@@ -122,6 +133,18 @@ class LessonWindow(QWidget):
         self.started_at = time.perf_counter()
         self.start_button.setEnabled(False)
         self.runner.start("lesson", seconds=seconds, cfg=cfg)
+
+    def _stopped(self) -> None:
+        self.status.setText("Stopped. Press Start to go on: what was done is kept.")
+        self.start_button.setEnabled(True)
+
+    def reopen(self) -> None:
+        """Shown again (Help > Lesson): back at the first step unless a lesson is running."""
+        if self.runner.running or self.steer_runner.running:
+            return
+        self.pages.setCurrentIndex(0)
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
 
     def _partial(self, items: list[Any]) -> None:
         rows = []

@@ -271,8 +271,10 @@ class MainWindow(QMainWindow):
 
         if self.lesson is None:
             self.lesson = LessonWindow(self.ws, self.device, options, self.jobs)
-        elif options is not None:
-            self.lesson.options = options
+        else:
+            self.lesson.reopen()
+            if options is not None:
+                self.lesson.options = options
         self.lesson.show()
         self.lesson.raise_()
         return self.lesson
