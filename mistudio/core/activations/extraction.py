@@ -163,13 +163,14 @@ class _Chunks:
     def manifest(self) -> ActivationsManifest:
         return self.build.manifest  # type: ignore[return-value]
 
-    def storable(self, key: str, value: torch.Tensor) -> torch.Tensor:
+    def storable(self, key: str, value: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
         """``value`` in the type ``key`` is stored in, on the CPU. A float16 hook point whose
         values reach half of float16's range (65,504) is stored as float32 from now on (the
-        chunks before it held every value exactly), and the manifest says so."""
+        chunks before it held every value exactly), and the manifest says so. ``norms``: the
+        rows' norms, which bound every component (the values are read only past that bound)."""
         buf = self.data[key]
-        if buf.dtype == np.float16:
-            peak = float(value.detach().abs().max()) if value.numel() else 0.0
+        if buf.dtype == np.float16 and len(norms) and float(norms.max()) > FLOAT16_SAFE:
+            peak = float(value.detach().abs().max())
             if peak > FLOAT16_SAFE:  # cast, it would become inf (or lose the headroom)
                 self.data[key] = buf.astype(np.float32)
                 self.manifest.storage[key] = (f"float32 from chunk {len(self.manifest.chunks)} "
@@ -293,9 +294,9 @@ def _forward_all(b: Build, cfg: ExtractConfig, loaded: LoadedModel, tokens: Any,
                 positions = where.cpu().numpy().astype(np.int32)
                 positions[:, 0] += seq
                 # norms of what the model computed (before any float16 rounding)
-                chunks.add({k: chunks.storable(k, v) for k, v in picked.items()},
-                           {k: v.float().norm(dim=-1).cpu() for k, v in picked.items()},
-                           positions)
+                norms = {k: v.float().norm(dim=-1).cpu() for k, v in picked.items()}
+                chunks.add({k: chunks.storable(k, v, norms[k]) for k, v in picked.items()},
+                           norms, positions)
                 done += len(positions)
                 forwarded += int(mask.sum())
                 seq = stop
