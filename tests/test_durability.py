@@ -203,15 +203,21 @@ def test_rebuild_beside_a_running_job_keeps_it_and_the_history(toy_cli_ws: Path)
         w.close()
 
 
+def mount_small_disk(mnt: Path, size: str) -> Path:
+    """A tmpfs of ``size`` at ``mnt`` (needs permission to mount: the test is skipped
+    otherwise); the caller unmounts it."""
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    return mnt
+
+
 def test_a_full_disk_ends_in_one_line_and_a_sound_workspace(toy_cli_ws: Path,
                                                             tmp_path: Path) -> None:
     """On a small filesystem (tmpfs; needs permission to mount, skipped otherwise), filled
     until training's checkpoint no longer fits."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    mnt = mount_small_disk(tmp_path / "small", "12m")
     try:
         ws = mnt / "ws"
         shutil.copytree(toy_cli_ws, ws, symlinks=True)

@@ -15,7 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_durability import cli, start, toy_cli_ws  # noqa: F401  (the fixture)
+from test_durability import (  # noqa: F401  (toy_cli_ws: the fixture)
+    cli,
+    mount_small_disk,
+    start,
+    toy_cli_ws,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX mounts and signals")
 
@@ -23,11 +28,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX mounts an
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MB tmpfs (needs permission to mount; skipped otherwise)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    mnt = mount_small_disk(tmp_path / "small", "16m")
     try:
         yield mnt
     finally:
