@@ -8,8 +8,10 @@ Then, in the same window, steering from the Steering tab against steering called
 (``steer_app_vs_cli_ratio``, target at most 1.10; see ``ui_steer.py``) and the quick start
 run again from the app on a workspace where it is done (``--quickstart-workspace``): Start
 pressed 3 s after the window opens, and at once.
-Prints one JSON object (gap percentiles in ms, the number of ticks, training steps, the
-steering ratio and ms per token, the quick start's re-run time).
+Before all that, the window's start-up in a fresh process and the longest UI stall in the
+seconds after it (``startup_s``, target under 3 s quiet; ``max_stall_ms``, target under 250;
+``ui_startup.py``). Prints one JSON object (those, gap percentiles in ms, the number of ticks,
+training steps, the steering ratio and ms per token, the quick start's re-run time).
 
     python benchmarks/ui.py [--steps 300] [--quickstart-workspace WS]
 """
@@ -49,6 +51,7 @@ def main() -> None:
                    help="a workspace where the quick start has run: time its re-run in the app")
     args = p.parse_args()
     acts = prepare(Workspace(args.workspace))
+    startup = measure_startup(args.quickstart_workspace or args.workspace)
     app = QApplication.instance() or QApplication([])
     win = open_window(args.workspace)
     panel = win.training
@@ -99,7 +102,7 @@ def main() -> None:
     qs = args.quickstart_workspace
     rerun = quickstart_rerun_s(win, qs, 3.0) if qs else None
     rerun_at_open = quickstart_rerun_s(win, qs, 0.0) if qs else None
-    print(json.dumps({**steer, "quickstart_rerun_app_s": rerun,
+    print(json.dumps({**startup, **steer, "quickstart_rerun_app_s": rerun,
                       "quickstart_rerun_at_open_s": rerun_at_open,
                       "steps": args.steps, "ticks": len(g), "timer_ms": 10,
                       "max_gap_ms": round(float(g.max()), 1),
@@ -110,6 +113,18 @@ def main() -> None:
                                      for i in np.argsort(-g)[:5]]},
                      indent=2))
     win.close()
+
+
+def measure_startup(root: str) -> dict[str, Any]:
+    """``benchmarks/ui_startup.py`` in a fresh process, on ``root`` (a populated workspace where
+    there is one): the window's start-up time and the longest stall after it."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("ui_startup.py")
+    out = subprocess.run([sys.executable, str(script), "--workspace", root],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def quickstart_rerun_s(win: Any, root: str, clicks_s: float) -> float:
