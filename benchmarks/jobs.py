@@ -25,13 +25,14 @@ from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 try:
     from benchmarks.ui_steer import open_window
+    from benchmarks.ui_timing import UiGaps, settle
 except ImportError:  # run as a script from benchmarks/
     from ui_steer import open_window  # type: ignore[no-redef]
+    from ui_timing import UiGaps, settle  # type: ignore[no-redef]
 
 
 def prepare(root: Path, tokens: int, steps: int) -> tuple[Any, Any]:
@@ -59,40 +60,23 @@ def prepare(root: Path, tokens: int, steps: int) -> tuple[Any, Any]:
                                 eval_tokens=1024)
 
 
-def settle(app: QApplication, seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        app.processEvents()
-        time.sleep(0.01)
-
-
 def timed(app: QApplication, jobs: Any, kind: str, *args: Any, **kw: Any) -> tuple[float, float]:
     """(wall seconds, longest UI gap in ms) of one job started through ``jobs``."""
     runner = jobs.runner(kind)
     done: list[Any] = []
     runner.finished.connect(done.append)
     runner.failed.connect(lambda m, d: done.append(RuntimeError(m + d)))
-    gaps: list[float] = []
-    last = [time.perf_counter()]
-
-    def tick() -> None:
-        now = time.perf_counter()
-        gaps.append(1000 * (now - last[0]))
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(tick)
+    gaps = UiGaps()
     t0 = time.perf_counter()
-    timer.start()
+    gaps.start()
     runner.start(kind, *args, **kw)
     while not done:
         app.processEvents()
         time.sleep(0.002)
-    timer.stop()
+    gaps.stop()
     if isinstance(done[0], Exception):
         raise done[0]
-    return time.perf_counter() - t0, max(gaps, default=0.0)
+    return time.perf_counter() - t0, gaps.max_ms
 
 
 def main() -> None:
@@ -119,7 +103,7 @@ def main() -> None:
             kinds = {k: dataclasses.replace(v, placement=place) for k, v in JOBS.items()}
             jobs = AppJobs(root, kinds=kinds, spare=spare)
             for job, cfg in (("extract", extract), ("train", train)):
-                settle(app, args.settle)  # as a person between clicks: the spare gets ready
+                settle(args.settle)  # as a person between clicks: the spare gets ready
                 runs.setdefault(f"{job}_{name}", []).append(timed(
                     app, jobs, job, cfg, f"jobs-{job[0]}{rep}{name}", overwrite=True))
             jobs.shutdown()

@@ -29,7 +29,7 @@ from typing import Any
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
-from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtCore import QEventLoop
 from PySide6.QtWidgets import QApplication
 
 from mistudio.core.store.workspace import Workspace
@@ -37,9 +37,11 @@ from mistudio.core.store.workspace import Workspace
 try:
     from benchmarks.quality import prepare, prepare_sae
     from benchmarks.ui_steer import measure_steering, open_window
+    from benchmarks.ui_timing import UiGaps, settle
 except ImportError:  # run as a script from benchmarks/
     from quality import prepare, prepare_sae  # type: ignore[no-redef]
     from ui_steer import measure_steering, open_window  # type: ignore[no-redef]
+    from ui_timing import UiGaps, settle  # type: ignore[no-redef]
 
 
 def main() -> None:
@@ -52,7 +54,7 @@ def main() -> None:
     args = p.parse_args()
     acts = prepare(Workspace(args.workspace))
     startup = measure_startup(args.quickstart_workspace or args.workspace)
-    app = QApplication.instance() or QApplication([])
+    QApplication.instance() or QApplication([])
     win = open_window(args.workspace)
     panel = win.training
     win.show_panel(panel)
@@ -65,28 +67,13 @@ def main() -> None:
     run_loop = QEventLoop()
     panel.runFinished.connect(lambda _: run_loop.quit())  # trained and evaluated in the model
     panel.runner.failed.connect(lambda m, d: (print(m), run_loop.quit()))
-    t_end = time.perf_counter() + 0.5
-    while time.perf_counter() < t_end:  # let the form and tab paint first
-        app.processEvents()
-        time.sleep(0.01)
-    gaps: list[float] = []
-    last = [time.perf_counter()]
-
+    settle(0.5)  # let the form and tab paint first
     steps_seen: list[int] = [0]
     panel.runner.partial.connect(lambda rows: steps_seen.__setitem__(
         0, max([steps_seen[0], *[r.get("step", 0) for r in rows]])))
     at_step: list[int] = []
-
-    def tick() -> None:
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        at_step.append(steps_seen[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(tick)
-    timer.start()
+    gaps = UiGaps(on_tick=lambda: at_step.append(steps_seen[0]))
+    gaps.start()
     from mistudio.core.sae.train_config import TrainConfig  # noqa: F401  (already loaded by the app)
 
     ws_overwrite = Workspace(args.workspace)
@@ -95,8 +82,8 @@ def main() -> None:
     ws_overwrite.close()
     panel.start_btn.click()
     run_loop.exec()
-    timer.stop()
-    g = np.array(gaps) * 1000
+    gaps.stop()
+    g = np.array(gaps.gaps_ms)
     steer = measure_steering(win, Workspace(args.workspace),
                              prepare_sae(Workspace(args.workspace))[1], args.steer_tokens)
     qs = args.quickstart_workspace
@@ -139,10 +126,7 @@ def quickstart_rerun_s(win: Any, root: str, clicks_s: float) -> float:
     other = MainWindow(root, monitor_interval=0.5)
     other.show()
     dialog = other.quick_start()
-    t_click = time.perf_counter() + clicks_s
-    while time.perf_counter() < t_click:
-        QApplication.processEvents()
-        time.sleep(0.01)
+    settle(clicks_s)
     loop = QEventLoop()
     dialog.runner.running_changed.connect(lambda running: running or loop.quit())
     t = time.perf_counter()

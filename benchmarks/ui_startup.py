@@ -18,6 +18,11 @@ import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+try:
+    from benchmarks.ui_timing import UiGaps, settle
+except ImportError:  # run as a script from benchmarks/
+    from ui_timing import UiGaps, settle  # type: ignore[no-redef]
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -25,7 +30,6 @@ def main() -> None:
     p.add_argument("--watch", type=float, default=10.0)
     args = p.parse_args()
     import psutil
-    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from mistudio.gui.main_window import MainWindow
@@ -37,26 +41,13 @@ def main() -> None:
     app.processEvents()
     win.grab()  # drawn, as a person would see it
     startup = time.time() - psutil.Process().create_time()
-    gaps: list[float] = []
-    last = [time.perf_counter()]
-
-    def tick() -> None:
-        now = time.perf_counter()
-        gaps.append(1000 * (now - last[0]))
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(tick)
-    timer.start()
-    end = time.perf_counter() + args.watch
-    while time.perf_counter() < end:
-        app.processEvents()
-        time.sleep(0.002)
-    timer.stop()
+    gaps = UiGaps()
+    gaps.start()
+    settle(args.watch)
+    gaps.stop()
     win.close()
     print(json.dumps({"startup_s": round(startup, 2), "startup_target_s": 3,
-                      "max_stall_ms": round(max(gaps, default=0.0), 1),
+                      "max_stall_ms": round(gaps.max_ms, 1),
                       "stall_target_ms": 250, "watch_s": args.watch}))
 
 

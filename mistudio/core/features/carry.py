@@ -15,6 +15,7 @@ Archives of earlier runs are carried forward too, so nothing is ever dropped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import sqlite3
@@ -29,12 +30,21 @@ ARCHIVE_DIR = "archived-labels"
 
 
 def weights_checksum(sae_folder: Path) -> str | None:
-    """sha256 of an SAE's weights file (what decides whether two analyses share features)."""
+    """sha256 of an SAE's weights file (what decides whether two analyses share features).
+    Hashed once per version of the file (its size and modification time), so the Features
+    tab's staleness check costs a stat when it opens an analysis again."""
     from mistudio.core.sae.io import WEIGHTS_FILE
 
     path = sae_folder / WEIGHTS_FILE
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except OSError:
         return None
+    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, _size: int, _mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

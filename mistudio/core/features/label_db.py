@@ -20,6 +20,7 @@ from typing import NamedTuple
 from mistudio.core.runtime.errors import CorruptedError
 from mistudio.core.store.sqlite_files import (
     READ_ONLY,
+    open_wal,
     open_writable_or_read_only,
     unwritable_error,
     why_unwritable,
@@ -55,17 +56,6 @@ CREATE TRIGGER IF NOT EXISTS labels_au AFTER UPDATE ON labels BEGIN
 """
 
 
-def _open_writable(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(str(path), timeout=10)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-        con.executescript(SCHEMA)
-    except BaseException:
-        con.close()
-        raise
-    return con
-
-
 def _empty() -> sqlite3.Connection:
     con = sqlite3.connect(":memory:")
     con.executescript(SCHEMA)
@@ -79,7 +69,7 @@ def open_labels(folder: Path, write: bool = False) -> sqlite3.Connection:
     be read is a :class:`CorruptedError` naming the recovery, and is left as it is."""
     path = folder / LABELS_FILE
     try:
-        con, why = open_writable_or_read_only(path, lambda: _open_writable(path),
+        con, why = open_writable_or_read_only(path, lambda: open_wal(path, SCHEMA, 10),
                                               "SELECT COUNT(*) FROM labels")
     except sqlite3.DatabaseError as err:
         why = why_unwritable(err, path) if not path.exists() else None
@@ -149,7 +139,7 @@ def recover_labels(folder: Path) -> Recovered:
     except OSError as err:
         raise unwritable_error(why_unwritable(err, path) or READ_ONLY,
                                f"the labels file {path}") from err
-    con = _open_writable(path)
+    con = open_wal(path, SCHEMA, 10)
     try:
         with con:
             con.executemany(f"INSERT OR REPLACE INTO labels({', '.join(LABEL_COLUMNS)}) "

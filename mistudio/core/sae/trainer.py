@@ -159,9 +159,9 @@ class _Loop:
         self.step, self.tokens = resume(self.runs, partials, setup.loader, ranks, setup.device)
         self.tokens_per_step = self.cfg0.batch_size * self.cfg0.grad_accumulation
         self.amp = _autocast_dtype(self.cfg0, setup.device)
-        self.passes = self.cfg0.steps * self.tokens_per_step / max(setup.train_rows, 1)
-        if self.passes > MANY_PASSES:
-            task.set_status(passes_note(self.passes, setup.train_rows, self.cfg0.steps,
+        passes = self.cfg0.steps * self.tokens_per_step / max(setup.train_rows, 1)
+        if passes > MANY_PASSES:
+            task.set_status(passes_note(passes, setup.train_rows, self.cfg0.steps,
                                         self.tokens_per_step))
         for run, b in zip(self.runs, builds, strict=True):
             if b is not None:

@@ -27,6 +27,7 @@ from mistudio.core.store.records import Record
 from mistudio.core.store.sqlite_files import (
     FULL,
     disk_full,
+    open_wal,
     open_writable_or_read_only,
     unwritable_error,
     why_unwritable,
@@ -106,7 +107,8 @@ class Catalog:
         new = not path.exists()
         try:
             self._db, self.unwritable = open_writable_or_read_only(
-                path, lambda: _open_writable(path), "SELECT COUNT(*) FROM artifacts")
+                path, lambda: open_wal(path, _SCHEMA, 30, "synchronous=NORMAL"),
+                "SELECT COUNT(*) FROM artifacts")
         except sqlite3.DatabaseError as err:
             if disk_full(err):
                 raise self._refused(FULL) from err
@@ -258,16 +260,18 @@ class Catalog:
         """Jobs of ``kind`` running now (their process is alive)."""
         rows = self._db.execute("SELECT * FROM jobs WHERE status='running' AND kind=?",
                                 (kind,)).fetchall()
-        return [Job(r[0], r[1], r[2], r[3], _loads(r[4], "job", str(r[0])), r[5], r[6], r[7],
-                    r[8]) for r in rows if _alive(r[6])]
+        return [job for job in map(_job, rows) if _alive(job.pid)]
 
     def jobs(self, limit: int = 50) -> list[Job]:
         rows = self._db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        jobs = [Job(r[0], r[1], r[2], r[3], _loads(r[4], "job", str(r[0])), r[5], r[6], r[7], r[8])
-                for r in rows]
+        jobs = [_job(r) for r in rows]
         # A 'running' job whose process is gone was interrupted (crash, kill, power loss).
         return [j._replace(status="interrupted") if j.status == "running" and not _alive(j.pid)
                 else j for j in jobs]
+
+
+def _job(r: tuple) -> Job:
+    return Job(r[0], r[1], r[2], r[3], _loads(r[4], "job", str(r[0])), r[5], r[6], r[7], r[8])
 
 
 def _artifact(row: tuple) -> Artifact:
@@ -403,15 +407,3 @@ def _salvage_jobs(damaged: Path, into: Catalog) -> None:
     with into._write() as db:
         db.executemany("INSERT INTO jobs (kind, target, status, params, message, pid, started, "
                        "finished) VALUES (?,?,?,?,?,?,?,?)", rows)
-
-
-def _open_writable(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-    except BaseException:
-        db.close()
-        raise
-    return db

@@ -3,7 +3,6 @@ single files through a temporary name, fsynced, then renamed."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -13,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mistudio.core.runtime.errors import CorruptedError, is_disk_full
+from mistudio.core.runtime.errors import CorruptedError
 from mistudio.core.store.manifests import manifest_of
 
 
@@ -82,14 +81,8 @@ def write_npy_atomic(path: Path, array: Any) -> None:
     """Write a ``.npy`` file with :func:`atomic_write`."""
     import numpy as np
 
-    try:
-        with atomic_write(path) as fh:
-            np.save(fh, array)
-    except OSError as err:
-        if is_disk_full(err) and err.errno is None:  # numpy's short write: no errno
-            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({err})",
-                          str(path)) from err
-        raise
+    with atomic_write(path) as fh:  # a short write (full disk) is runtime.errors.is_disk_full's
+        np.save(fh, array)
 
 
 def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:

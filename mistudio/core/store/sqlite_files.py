@@ -12,14 +12,13 @@ read at all is called damaged.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from mistudio.core.runtime.errors import ResourceError
+from mistudio.core.runtime.errors import ResourceError, is_disk_full
 
 FULL, READ_ONLY = "full", "read-only"
 LOW_SPACE_BYTES = 1 << 20
@@ -27,9 +26,23 @@ LOW_SPACE_BYTES = 1 << 20
 
 
 def disk_full(err: BaseException) -> bool:
-    text = str(err).lower()
-    return "disk is full" in text or getattr(err, "sqlite_errorcode", None) == 13 or getattr(
-        err, "errno", None) == errno.ENOSPC
+    """:func:`~mistudio.core.runtime.errors.is_disk_full`, or SQLite saying so (SQLITE_FULL)."""
+    return is_disk_full(err) or "disk is full" in str(err).lower() or getattr(
+        err, "sqlite_errorcode", None) == 13
+
+
+def open_wal(path: Path, schema: str, timeout: float, *pragmas: str) -> sqlite3.Connection:
+    """``path`` opened for writing in WAL mode with ``schema`` created (and ``pragmas`` run);
+    closed again if any of that fails."""
+    con = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+    try:
+        for pragma in ("journal_mode=WAL", *pragmas):
+            con.execute(f"PRAGMA {pragma}")
+        con.executescript(schema)
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def why_unwritable(err: BaseException, path: Path) -> str | None:
