@@ -119,14 +119,14 @@ class SystemMonitor(QWidget):
         # the legend is a line of text above the plot: drawn inside, it covered the curves
         legend = "&nbsp;&nbsp;".join(f'<span style="color:{c}">&#9632;</span> {label}'
                                      for _, label, c in series)
-        self.info = QLabel(f"{legend}<br>{source}")
+        # one line (the dock is short): the curves, the time axis's unit, where GPU data comes
+        self.info = QLabel(f"{legend}&nbsp;&nbsp;(x: seconds, 0 = now)&nbsp;&nbsp;{source}")
         self.info.setWordWrap(True)
         layout.addWidget(self.info)
         self.plot = pg.PlotWidget()
         self.plot.setYRange(0, 100)
         self.plot.getAxis("left").setTicks([[(0, "0"), (50, "50"), (100, "100")]])
         self.plot.setLabel("left", "%")
-        self.plot.setLabel("bottom", "seconds (0 = now)")
         self.plot.setMouseEnabled(x=False, y=False)
         self.curves = {k: self.plot.plot(name=label, pen=pg.mkPen(color, width=2))
                        for k, label, color in series}
