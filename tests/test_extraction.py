@@ -272,32 +272,22 @@ def test_values_float16_cannot_hold_are_stored_wider(toy_ws: Workspace,
 
 
 @pytest.mark.parametrize("keep_first", [False, True])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", (*FAMILIES, "gemma3"))
 def test_every_family_stores_what_the_plain_forward_computes(
         ws: Workspace, toy_folder: Callable[[str], Path], family: str, keep_first: bool) -> None:
-    """resid_pre and resid_post of layers 0 and 1, float32, against the Hugging Face forward's
-    hidden states (no hooks, no truncation), with position 0 kept and dropped."""
+    """resid_pre, resid_post, attn_out and mlp_out of layers 0 and 1, float32, against the
+    Hugging Face forward's hidden states (no hooks, no truncation) and the residual sum, with
+    position 0 kept and dropped (tests/parity.py)."""
+    from parity import check_parity
+
     from mistudio.core.data.datasets import DatasetConfig, add_dataset
 
     add_model(ws, "m", str(toy_folder(family)))
     add_dataset(ws, "d", DatasetConfig("builtin:pydoc", max_samples=3))
-    cfg = ExtractConfig("m", "d", (0, 1), ("resid_pre", "resid_post"), dtype="float32",
-                        context_length=32, batch_sequences=4, max_tokens=300,
+    cfg = ExtractConfig("m", "d", (0, 1), ("resid_pre", "resid_post", "attn_out", "mlp_out"),
+                        dtype="float32", context_length=32, batch_sequences=4, max_tokens=300,
                         keep_first_position=keep_first)
     extract_activations(ws, cfg, "a")
-    acts = open_activations(ws, "a")
-    pos = acts.row_positions(0, acts.n_rows)
+    pos = open_activations(ws, "a").row_positions(0, 300)
     assert ((pos[:, 1] == 0).any()) == keep_first
-    ids, mask = open_tokenized(ws, acts.manifest.config["tokenized"]).slice(
-        0, int(pos[:, 0].max()) + 1)
-    lm = load_model(ws, "m")
-    with torch.inference_mode():
-        hs = lm.model(input_ids=torch.from_numpy(ids.astype(np.int64)),
-                      attention_mask=torch.from_numpy(mask.astype(np.int64)),
-                      output_hidden_states=True).hidden_states
-    seq, p = torch.from_numpy(pos[:, 0]).long(), torch.from_numpy(pos[:, 1]).long()
-    for layer in (0, 1):
-        for hook, index in (("resid_pre", layer), ("resid_post", layer + 1)):
-            np.testing.assert_allclose(acts.rows(f"layers.{layer}.{hook}", 0, acts.n_rows),
-                                       hs[index][seq, p].numpy(), atol=1e-5, rtol=0,
-                                       err_msg=f"{family} layer {layer} {hook}")
+    assert check_parity(ws, "a", "m", (0, 1)) == 300

@@ -451,7 +451,7 @@ def test_an_empty_workspace_says_what_to_do_first(qtbot: QtBot, ws: Workspace) -
     ds, models = win.datasets, win.models
     for panel in (ds, models):  # a hint and the button that does it, instead of a bare table
         assert panel.empty.isVisibleTo(panel) and not panel.table.isVisibleTo(panel)
-    assert models.empty_button.text() == "Register the embedded model"
+    assert models.empty_button.text() == "Register the built-in models"
     assert win.features.empty.isVisibleTo(win.features)
     assert win.features.empty.train.isVisibleTo(win.features)  # no SAE: go and train one
     training = win.training  # nothing to train on: no Start that can only fail, a way on

@@ -66,6 +66,11 @@ def test_spec_bundles_what_exists_and_nothing_machine_specific() -> None:
     assert any(src.endswith("pretrained_saes.json") for src, _ in real)
     gguf = [src for src, _ in real if src.endswith(".gguf")]
     assert len(gguf) == 1 and Path(gguf[0]).stat().st_size > 50 * 2**20  # the real model
+    from mistudio.core.models.bundled import GEMMA3, is_installed
+
+    chunks = [dest for src, dest in real if ".gguf.part" in src]  # the second built-in model
+    assert len(chunks) == (4 if is_installed(GEMMA3) else 0)
+    assert all(dest.endswith("/data") for dest in chunks)
     assert "mistudio" in kw["hiddenimports"] and "pydoc_data.topics" in kw["hiddenimports"]
     code = [line.split("#")[0] for line in (ROOT / "mistudio.spec").read_text().splitlines()]
     text = "\n".join(code)  # the code, not its comments

@@ -30,6 +30,10 @@ def toy_config(family: str, n_layers: int = 3) -> T.PretrainedConfig:
         return T.GemmaConfig(head_dim=8, **llama_like)
     if family == "gemma2":
         return T.Gemma2Config(head_dim=8, **llama_like)
+    if family == "gemma3":  # Gemma 3's text model: sliding-window layers, sandwich norms
+        return T.Gemma3TextConfig(head_dim=8, sliding_window=16,
+                                  layer_types=["sliding_attention", "full_attention"] * 2,
+                                  **{**llama_like, "num_hidden_layers": 4})
     if family == "gpt_neox":
         return T.GPTNeoXConfig(num_hidden_layers=n_layers, hidden_size=32, intermediate_size=64,
                                num_attention_heads=4, max_position_embeddings=256, **common)

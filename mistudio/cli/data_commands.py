@@ -43,7 +43,8 @@ def cmd_datasets(args: argparse.Namespace, ws: Workspace) -> None:
 def cmd_models(args: argparse.Namespace, ws: Workspace) -> None:
     from mistudio.core.models import registry as mdl
 
-    mdl.ensure_embedded_model(ws)
+    with cli_task(args) as task:  # the first time, each built-in model's header is read
+        mdl.ensure_bundled_models(ws, task)
     if args.action == "plan":
         from mistudio.core.models.devices import resolve_device
         from mistudio.core.workflows.planner import plan_memory, plan_text

@@ -291,7 +291,7 @@ def cmd_label(args: argparse.Namespace, ws: Workspace) -> None:
     with cli_task(args) as task:
         r = label_features(ws, args.analysis, cfg, task)
     mean = "n/a" if r.mean_score is None else f"{r.mean_score:.2f}"
-    emit(args, r, f"Labelled {r.labelled_now:,} features with {r.explainer} "
+    emit(args, r, f"Chose {r.chosen}.\nLabelled {r.labelled_now:,} features with {r.explainer} "
          f"({r.skipped:,} already labelled); {r.score_ge_0_7:,} of {r.scored:,} scored "
          f"labels reach 0.7 (mean {mean}). See `mistudio features {args.analysis} --sort score`.")
 

@@ -38,6 +38,10 @@ def _spec_from_args(args: argparse.Namespace, ws: Workspace) -> Any:
                             gen if args.override_sampling else spec.generation)
     if not args.sae:
         raise MiStudioError("No SAE to steer with.", "Pass --sae NAME (or --preset NAME).")
+    bare = [str(i) for i, c in (args.feature or []) if c == 0]
+    if bare and args.method == "add":  # adding 0 changes nothing: a forgotten coefficient
+        raise MiStudioError(f"Feature {bare[0]} has no coefficient, so adding it changes nothing.",
+                            f"Give one, e.g. --feature {bare[0]}=+8 (or --method ablate).")
     ivs = tuple(Intervention(i, c, args.method, args.sae) for i, c in (args.feature or []))
     saes = (args.sae, *[w for w in (args.watch or []) if w != args.sae])
     return SteeringSpec(saes, ivs, **config_kwargs(args, SteeringSpec,

