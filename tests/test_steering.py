@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from toy import small_train_config as small
@@ -105,6 +106,33 @@ def test_comparison_reports_divergence_kl_and_feature_change(steer_ws: Workspace
                                      seed=3))
     assert same.steered.token_ids == same.plain.token_ids and same.diverges_at is None
     assert max(same.kl_per_position) < 1e-6
+
+
+def test_perplexity_and_kl_equal_a_plain_recomputation(steer_ws: Workspace) -> None:
+    """The comparison asks the model for the logits it reads only (not the prompt's): its
+    perplexities and KL are those of a forward pass over the whole text with every logit."""
+    loaded = load_model(steer_ws, "toy", device="cpu", dtype="float32")
+    sae, _ = open_sae(steer_ws, "sae")
+    sites = {HOOK: SiteSteer(sae, [Intervention(5, 12.0)], 1.0, 1)}
+    r = compare(loaded, sites, PROMPT, GenerationConfig(max_tokens=8, temperature=0.7, seed=1))
+    prompt = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"][0].tolist()
+    n = len(prompt)
+
+    def full_logits(new: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            return loaded.model(input_ids=torch.tensor([prompt + new])).logits[0].float()
+
+    for side, ppl in ((r.plain, r.perplexity_plain), (r.steered, r.perplexity_steered)):
+        lp = full_logits(side.token_ids)[n - 1:-1].log_softmax(-1)
+        nll = -lp.gather(-1, torch.tensor(side.token_ids)[:, None]).mean()
+        assert ppl == pytest.approx(float(nll.exp()), rel=1e-4)
+    plain_lp = full_logits(r.steered.token_ids)[n - 1:-1].log_softmax(-1)
+    ids = torch.tensor([prompt + r.steered.token_ids])
+    sites[HOOK].reset()
+    with torch.no_grad(), steering(loaded, sites):
+        steered_lp = loaded.model(input_ids=ids).logits[0, n - 1:-1].float().log_softmax(-1)
+    kl = (steered_lp.exp() * (steered_lp - plain_lp)).sum(-1)
+    np.testing.assert_allclose(r.kl_per_position, kl.numpy(), rtol=1e-3, atol=1e-5)
 
 
 def test_bad_input(steer_ws: Workspace) -> None:

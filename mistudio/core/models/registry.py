@@ -396,7 +396,7 @@ def _dequantize(ws: Workspace, name: str, src: ModelProvenance, cache: Path, par
     ws.require_free_space(int(size * 1.1), "the model cache")
     shutil.rmtree(partial, ignore_errors=True)
     quiet_transformers()
-    with building(cache, partial) as out, _no_tqdm():
+    with building(cache, partial) as out, _gguf_converter():
         model = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file,
                                                      dtype=torch.float32)
         task.set_status(f"Reading the tokenizer out of {src.gguf_file} (first use only)")
@@ -415,19 +415,37 @@ def _dequantize(ws: Workspace, name: str, src: ModelProvenance, cache: Path, par
 
 
 @contextmanager
-def _no_tqdm() -> Iterator[None]:
-    """The GGUF converter draws its own tqdm bar on stderr; silence it (we report progress)."""
+def _gguf_converter() -> Iterator[None]:
+    """transformers' GGUF converter, quiet and reading each file's header once.
+
+    It draws its own tqdm bar on stderr (silenced: we report progress), and the weights and
+    the tokenizer each construct a ``gguf.GGUFReader``, which parses the whole header including
+    the vocabulary (10 s for Gemma 3's 262k tokens): the second construction reuses the first."""
+    import gguf
+
     with HF_IMPORT_LOCK:
         from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    original = getattr(gguf_utils, "tqdm", None)
-    if original is not None:
-        gguf_utils.tqdm = functools.partial(original, disable=True)
+    original_tqdm = getattr(gguf_utils, "tqdm", None)
+    original_reader = gguf.GGUFReader
+    readers: dict[str, Any] = {}
+
+    def reader_once(path: Any, *args: Any, **kwargs: Any) -> Any:
+        key = str(Path(path).resolve())
+        if key not in readers:
+            readers[key] = original_reader(path, *args, **kwargs)
+        return readers[key]
+
+    if original_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(original_tqdm, disable=True)
+    gguf.GGUFReader = reader_once
     try:
         yield
     finally:
-        if original is not None:
-            gguf_utils.tqdm = original
+        gguf.GGUFReader = original_reader
+        readers.clear()
+        if original_tqdm is not None:
+            gguf_utils.tqdm = original_tqdm
 
 
 def remove_model(ws: Workspace, name: str) -> None:

@@ -137,13 +137,15 @@ def compare(loaded: LoadedModel, sites: dict[str, SiteSteer], prompt: str,
     sides = [_Stream("plain", prompt_ids, cfg.seed), _Stream("steered", prompt_ids, cfg.seed)]
     eos = tok.eos_token_id
     cache_arg = _cache_argument(loaded.model)
+    last_only = _logits_to_keep(loaded.model, 1)  # the prefill needs no logits for the prompt
     for i in range(max_new):
         check_cancelled(task)
         for side in sides:
             if side.done:
                 continue
             step_ids = side.ids if side.cache is None else side.ids[:, -1:]
-            kwargs = {"input_ids": step_ids, "use_cache": True, cache_arg: side.cache}
+            kwargs = {"input_ids": step_ids, "use_cache": True, cache_arg: side.cache,
+                      **last_only}
             if side.name == "steered":
                 with steering(loaded, sites):
                     out = loaded.model(**kwargs)
@@ -179,8 +181,22 @@ def _cache_argument(model: Any) -> str:
         else "past_key_values"
 
 
-def _forward_hidden(loaded: LoadedModel, ids: Tensor) -> Any:
-    return loaded.model(input_ids=ids, output_hidden_states=True, use_cache=False)
+def _logits_to_keep(model: Any, n: int) -> dict[str, int]:
+    """Ask for the last ``n`` positions' logits only, where the model supports it: a 262k-token
+    vocabulary (Gemma 3) makes the unembedding of a whole prompt cost more than its blocks."""
+    import inspect
+
+    return {"logits_to_keep": n} if "logits_to_keep" in inspect.signature(
+        model.forward).parameters else {}
+
+
+def _forward_hidden(loaded: LoadedModel, ids: Tensor, n_prompt: int) -> Any:
+    """Hidden states, and logits from the last prompt position on (what perplexity reads)."""
+    keep = _logits_to_keep(loaded.model, ids.shape[1] - n_prompt + 1)
+    out = loaded.model(input_ids=ids, output_hidden_states=True, use_cache=False, **keep)
+    if not keep:  # the model gave every position: keep the same tail
+        out.logits = out.logits[:, n_prompt - 1:]
+    return out
 
 
 def _compare(loaded: LoadedModel, sites: dict[str, SiteSteer], prompt: str, n_prompt: int,
@@ -191,12 +207,12 @@ def _compare(loaded: LoadedModel, sites: dict[str, SiteSteer], prompt: str, n_pr
     common = min(len(plain.new), len(steered.new))
     diverge = next((i for i in range(common) if plain.new[i] != steered.new[i]),
                    None if len(plain.new) == len(steered.new) else common)
-    outs = {s.name: _forward_hidden(loaded, s.ids) for s in sides if s.new}
+    outs = {s.name: _forward_hidden(loaded, s.ids, n_prompt) for s in sides if s.new}
 
     def ppl(side: _Stream) -> float:
         if not side.new:
             return float("nan")
-        lp = outs[side.name].logits[0, n_prompt - 1:-1].float().log_softmax(-1)
+        lp = outs[side.name].logits[0, :-1].float().log_softmax(-1)
         nll = -lp.gather(-1, side.ids[0, n_prompt:, None].to(lp.device)).mean()
         return float(nll.exp())
 
@@ -204,7 +220,7 @@ def _compare(loaded: LoadedModel, sites: dict[str, SiteSteer], prompt: str, n_pr
     gained: list[list[tuple[str, float]]] = []
     lost: list[list[tuple[str, float]]] = []
     if steered.new:
-        base = outs["steered"].logits[0, n_prompt - 1:-1].float().log_softmax(-1).cpu()
+        base = outs["steered"].logits[0, :-1].float().log_softmax(-1).cpu()
         for j, s_logits in enumerate(steered.logits):
             lp_s, lp_u = s_logits.log_softmax(-1), base[j]
             kls.append(float((lp_s.exp() * (lp_s - lp_u)).sum()))
