@@ -11,9 +11,12 @@ from PySide6.QtGui import QFontMetrics, QImage, QPainter
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractScrollArea,
+    QAbstractSpinBox,
     QCheckBox,
+    QComboBox,
     QHeaderView,
     QLabel,
+    QSlider,
     QTableView,
     QWidget,
 )
@@ -67,7 +70,11 @@ def clipped_text(root: QWidget) -> list[str]:
         model = header.model()
         if model is None:
             continue
-        metrics = QFontMetrics(header.font())
+        header.ensurePolished()  # a hidden tab's header takes a new app font when painted
+        font = header.font()
+        if header.highlightSections():  # a selected row draws every section's text in bold
+            font.setBold(True)
+        metrics = QFontMetrics(font)
         for i in range(header.count()):
             if header.isSectionHidden(i):
                 continue
@@ -105,6 +112,23 @@ def overlapping_ticks(root: QWidget) -> list[str]:
     return out
 
 
+def flat_plots(root: QWidget, least_px: int = 40) -> list[str]:
+    """Plots whose drawing area (the view box) is squeezed below ``least_px`` in height."""
+    import pyqtgraph as pg
+
+    out = []
+    for view in root.findChildren(pg.GraphicsView):
+        if not _visible(view):
+            continue
+        for item in view.items():
+            if isinstance(item, pg.PlotItem) and item.isVisible():
+                height = item.getViewBox().size().height()
+                if height < least_px:
+                    title = item.titleLabel.text if item.titleLabel.isVisible() else ""
+                    out.append(f"plot with no room to draw ({height:.0f} px high): {title!r}")
+    return out
+
+
 def cut_plots(root: QWidget) -> list[str]:
     """Plot grids whose minimum width exceeds their view (cut at the right)."""
     import pyqtgraph as pg
@@ -120,6 +144,93 @@ def cut_plots(root: QWidget) -> list[str]:
     return out
 
 
+ELIDE_OK_PX = 240
+"""A column at least this wide may elide a long cell (a label, a path): the start is readable.
+Narrower, a cut cell is a cut word ("lame" for "name")."""
+
+
+def cut_cells(root: QWidget, rows: int = 25) -> list[str]:
+    """Cells of the first ``rows`` rows whose text does not fit a column narrower than
+    ``ELIDE_OK_PX``."""
+    from PySide6.QtCore import Qt
+
+    out = []
+    for table in root.findChildren(QTableView):
+        model = table.model()
+        if not _visible(table) or model is None:
+            continue
+        table.ensurePolished()
+        metrics = QFontMetrics(table.font())
+        header = table.horizontalHeader()
+        for col in range(model.columnCount()):
+            width = header.sectionSize(col)
+            if header.isSectionHidden(col) or width >= ELIDE_OK_PX:
+                continue
+            for row in range(min(rows, model.rowCount())):
+                text = str(model.data(model.index(row, col),
+                                      Qt.ItemDataRole.DisplayRole) or "")
+                need = metrics.horizontalAdvance(text) + 8  # the cell's margins (Fusion: 3 + 1 a side)
+                if text and need > width + SLACK_PX:
+                    name = model.headerData(col, Qt.Orientation.Horizontal)
+                    out.append(f"cell cut in column {name!r} ({need} > {width} px): {text!r}")
+                    break
+    return out
+
+
+def squeezed_controls(root: QWidget) -> list[str]:
+    """Controls shown smaller than Qt says they need: a slider squeezed to a stub, a checkbox
+    or a button with no height left, a combo box or spin box that cannot show its value."""
+    out = []
+    kinds = (QSlider, QAbstractButton, QComboBox, QAbstractSpinBox)
+    for w in root.findChildren(QWidget):
+        if not isinstance(w, kinds) or not w.isVisible() or w.window() is not root.window():
+            continue
+        hint = w.minimumSizeHint()
+        if isinstance(w, QSlider):
+            need_w = 60 if w.orientation().name == "Horizontal" else hint.width()
+        else:
+            need_w = hint.width() if isinstance(w, (QAbstractButton, QComboBox)) else 24
+        if w.width() + SLACK_PX < need_w or w.height() + SLACK_PX < min(hint.height(), 16):
+            out.append(f"{type(w).__name__} squeezed to {w.width()}x{w.height()} "
+                       f"(needs {need_w}x{hint.height()}): {_name(w)} "
+                       f"{getattr(w, 'text', lambda: '')()!r}")
+    return out
+
+
+def squeezed_layouts(root: QWidget) -> list[str]:
+    """Widgets smaller than their layout's minimum: their children overlap (a note drawn over
+    the axes of the plots above it)."""
+    out = []
+    for w in root.findChildren(QWidget):
+        layout = w.layout()
+        if layout is None or not _visible(w) or w.window() is not root.window():
+            continue
+        need = layout.minimumSize()
+        if w.height() + SLACK_PX < need.height() or w.width() + SLACK_PX < need.width():
+            out.append(f"{_name(w)} squeezed to {w.width()}x{w.height()} "
+                       f"(its layout needs {need.width()}x{need.height()})")
+    return out
+
+
+def overlapping_children(root: QWidget) -> list[str]:
+    """Widgets of one layout drawn over each other (a layout given less than its children's
+    real heights: a word-wrapped note over the plots above it)."""
+    out = []
+    for w in root.findChildren(QWidget):
+        layout = w.layout()
+        if layout is None or not _visible(w) or w.window() is not root.window():
+            continue
+        kids = [k for k in (layout.itemAt(i).widget() for i in range(layout.count()))
+                if k is not None and k.isVisible() and not k.size().isEmpty()]
+        for i, a in enumerate(kids):
+            for b in kids[i + 1:]:
+                overlap = a.geometry().intersected(b.geometry())
+                if overlap.height() > SLACK_PX and overlap.width() > SLACK_PX:
+                    out.append(f"{_name(a)} and {_name(b)} overlap by {overlap.height()} px")
+    return out
+
+
 def layout_problems(root: QWidget) -> list[str]:
     return [*sideways_scrolling(root), *clipped_text(root), *overlapping_ticks(root),
-            *cut_plots(root)]
+            *cut_plots(root), *flat_plots(root), *cut_cells(root),
+            *squeezed_controls(root), *squeezed_layouts(root), *overlapping_children(root)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
-    QComboBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -19,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from mistudio.core.store.workspace import Workspace
-from mistudio.gui.common import refill_combo
+from mistudio.gui.common import name_combo, refill_combo
 
 OWN_SET = "its training set"
 """The activations choice meaning: the set the SAE was trained on."""
@@ -36,10 +35,10 @@ class AnalyseBar(QWidget):
         self.ws = ws
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
-        self.sae = QComboBox()
+        self.sae = name_combo()
         self.sae.setMinimumContentsLength(14)
         self.sae.currentTextChanged.connect(self._sae_changed)
-        self.acts = QComboBox()
+        self.acts = name_combo()
         self.acts.setMinimumContentsLength(12)
         self.acts.setToolTip("The activations to find each feature's top examples in. An "
                              "imported SAE has no training set here: pick one of its hook point.")

@@ -12,9 +12,19 @@ from PySide6.QtCore import (
     QObject,
     QPersistentModelIndex,
     Qt,
+    QTimer,
 )
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication, QFrame, QMessageBox, QScrollArea, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFrame,
+    QMessageBox,
+    QScrollArea,
+    QStyle,
+    QTableView,
+    QWidget,
+)
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -27,6 +37,8 @@ class RowsModel(QAbstractTableModel):
         super().__init__(parent)
         self.headers = list(headers)
         self.rows: list[list[Any]] = []
+        self.tips: list[list[str]] | None = None
+        """Optional tooltips, one per cell."""
 
     def set_rows(self, rows: list[list[Any]]) -> None:
         self.beginResetModel()
@@ -45,6 +57,8 @@ class RowsModel(QAbstractTableModel):
             if isinstance(v, float):
                 return f"{v:.4g}"
             return "" if v is None else str(v)
+        if role == Qt.ItemDataRole.ToolTipRole and index.isValid() and self.tips:
+            return self.tips[index.row()][index.column()]
         if role == Qt.ItemDataRole.TextAlignmentRole and index.isValid():
             v = self.rows[index.row()][index.column()]
             if isinstance(v, int | float):
@@ -56,6 +70,35 @@ class RowsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.headers[section]
         return None
+
+
+class FittedTable(QTableView):
+    """A table whose columns fit their contents, again whenever its rows or its font change
+    (presentation mode enlarges every font: columns fitted to the old one cut each word).
+    Wider than its view, it scrolls sideways rather than cut a cell."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setHorizontalScrollMode(QTableView.ScrollMode.ScrollPerPixel)
+        # a selected row draws every header in bold, wider than the widths fitted to them
+        self.horizontalHeader().setHighlightSections(False)
+        # a table on a hidden tab gets a new app font only when shown again: refit then
+        self._header = self.horizontalHeader()
+        self._header.installEventFilter(self)
+
+    def fit(self) -> None:
+        if self.model() is not None and self.model().rowCount():
+            self.resizeColumnsToContents()
+
+    def changeEvent(self, e: Any) -> None:
+        super().changeEvent(e)
+        if e.type() == QEvent.Type.FontChange:
+            self.fit()
+
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        if obj is self._header and e.type() in (QEvent.Type.FontChange, QEvent.Type.Polish):
+            QTimer.singleShot(0, self, self.fit)  # dropped if the table is gone by then
+        return False
 
 
 class PanelScroll(QScrollArea):
@@ -72,13 +115,34 @@ class PanelScroll(QScrollArea):
         panel.installEventFilter(self)
 
     def _fit(self) -> None:
-        panel, view = self.widget(), self.viewport().size()
+        """The panel at the area's size, or its minimum where that is larger. The room is
+        measured without the scroll bars the result needs: sized to the whole viewport, a panel
+        taller than the tab would get a vertical bar, lose its width and scroll sideways."""
+        panel = self.widget()
+        if panel.layout() is not None:
+            panel.layout().activate()  # its minimum from its children's current minimums
         need = panel.minimumSizeHint().expandedTo(panel.minimumSize())
-        panel.resize(max(view.width(), need.width()), max(view.height(), need.height()))
+        room = self.contentsRect().size()
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        width, height = room.width(), room.height()
+        for _ in range(2):  # one bar can make the other necessary
+            width = room.width() - (bar if need.height() > height else 0)
+            height = room.height() - (bar if need.width() > width else 0)
+        panel.resize(max(width, need.width()), max(height, need.height()))
 
     def resizeEvent(self, e: Any) -> None:
         super().resizeEvent(e)
         self._fit()
+
+    @staticmethod
+    def refit_around(widget: QWidget) -> None:
+        """Fit the panel holding ``widget`` again, once the event loop turns: a minimum set
+        deep inside (behind a splitter) does not always reach the panel as a layout request."""
+        parent = widget.parentWidget()
+        while parent is not None and not isinstance(parent, PanelScroll):
+            parent = parent.parentWidget()
+        if parent is not None:
+            QTimer.singleShot(0, parent, parent._fit)
 
     def eventFilter(self, obj: QObject, e: QEvent) -> bool:
         if e.type() == QEvent.Type.LayoutRequest:  # the panel's minimum may have changed
@@ -112,9 +176,10 @@ presentation mode's, for projectors that wash out greys."""
 CONTRAST_STYLE = """
 QWidget { font-size: %.1fpt; }
 QWidget:disabled { color: #8a8a8a; }
-QCheckBox::indicator { width: 0.9em; height: 0.9em; border: 2px solid white; background: black; }
-QCheckBox::indicator:checked { background: #ffd200; }
-QCheckBox::indicator:disabled { border-color: #6a6a6a; }
+QCheckBox::indicator, QGroupBox::indicator { width: 0.9em; height: 0.9em;
+    border: 2px solid white; background: black; }
+QCheckBox::indicator:checked, QGroupBox::indicator:checked { background: #ffd200; }
+QCheckBox::indicator:disabled, QGroupBox::indicator:disabled { border-color: #6a6a6a; }
 QLineEdit, QPlainTextEdit, QTextEdit, QAbstractSpinBox, QComboBox { border: 1px solid #d0d0d0; }
 QLineEdit:disabled, QAbstractSpinBox:disabled, QComboBox:disabled { border-color: #5a5a5a; }
 QAbstractSpinBox::up-arrow { width: 0; height: 0; border-left: 0.3em solid black;
@@ -196,6 +261,18 @@ def restyle_plots(root: QWidget, line_scale: float | None = None) -> None:
                 item.setPen(pen)
             elif isinstance(item, pg.LabelItem):
                 item.setText(item.text, color=foreground, size=f"{font.pointSizeF():.0f}pt")
+
+
+def name_combo(min_chars: int = 14) -> QComboBox:
+    """A combo box of artifact names, which can be long ("lecture-notes-week-12-...",
+    "wide-batchtopk-x16-run-2 (layers.1.resid_post)"): sized for ``min_chars`` characters rather
+    than its longest item (which pushed panels wider than a projector), the whole name in the
+    drop-down list and in its tooltip."""
+    combo = QComboBox()
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(min_chars)
+    combo.currentTextChanged.connect(combo.setToolTip)
+    return combo
 
 
 def refill_combo(combo: Any, items: Sequence[str]) -> None:

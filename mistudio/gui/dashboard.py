@@ -16,6 +16,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from mistudio.gui.common import PanelScroll
 from mistudio.gui.plots import spaced_axes
 
 THIS_RUN, COMPARED = "#e06c75", "#61afef"
@@ -114,9 +115,9 @@ class Dashboard(QWidget):
         layout.addWidget(grid, 1)
         self.columns = 0
         self.arrange()
-        note = QLabel(EV_NOTE)
-        note.setWordWrap(True)
-        layout.addWidget(note)
+        self.note = QLabel(EV_NOTE)
+        self.note.setWordWrap(True)
+        layout.addWidget(self.note)
         self.buffers = MetricBuffers()
         self.other = MetricBuffers()
         self.run_name, self.other_name = "", ""
@@ -151,17 +152,37 @@ class Dashboard(QWidget):
             columns = columns or self.columns_that_fit()
         except RuntimeError:  # resized or re-fonted while the window is torn down
             return
-        if columns == self.columns:
-            return
-        self.columns = columns
-        for item in self._ordered():
-            self.grid.ci.removeItem(item)
-        for i, item in enumerate(self._ordered()):
-            self.grid.ci.addItem(item, row=i // columns, col=i % columns)
+        if columns != self.columns:
+            self.columns = columns
+            for item in self._ordered():
+                self.grid.ci.removeItem(item)
+            for i, item in enumerate(self._ordered()):
+                self.grid.ci.addItem(item, row=i // columns, col=i % columns)
+        self._keep_plot_height()
+
+    def _keep_plot_height(self) -> None:
+        """Each plot keeps room to draw: in large type with one column, six plots shared a
+        720-pixel window and their curves had no height left (the tab scrolls down instead)."""
+        from PySide6.QtGui import QFontMetrics
+        from PySide6.QtWidgets import QApplication
+
+        # the application's font: a hidden tab's widgets take a new one only when shown
+        line = QFontMetrics(QApplication.font()).height()
+        per_plot = 5 * line + 70  # title, bottom ticks and label, spacing, 70 px of curve
+        rows = -(-len(self._ordered()) // self.columns)
+        if self.grid.minimumHeight() != rows * per_plot:
+            self.grid.setMinimumHeight(rows * per_plot)
+            PanelScroll.refit_around(self)
 
     def resizeEvent(self, e: Any) -> None:
         super().resizeEvent(e)
         self.arrange()
+        # a layout's minimum counts a wrapped label as one line: below plots that keep their
+        # height, a three-line note was drawn over their axes
+        lines = self.note.heightForWidth(max(1, self.note.width()))
+        if lines > 0 and lines != self.note.minimumHeight():
+            self.note.setMinimumHeight(lines)
+            PanelScroll.refit_around(self)
 
     def changeEvent(self, e: Any) -> None:
         from PySide6.QtCore import QEvent

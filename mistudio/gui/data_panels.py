@@ -12,7 +12,6 @@ from typing import Any
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -29,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from mistudio.core.store.workspace import Workspace
-from mistudio.gui.common import RowsModel, refill_combo, show_error
+from mistudio.gui.common import FittedTable, RowsModel, name_combo, refill_combo, show_error
 from mistudio.gui.jobs import AppJobs
 
 
@@ -50,7 +49,7 @@ class ArtifactPanel(QWidget):
         self.runner.cancelled.connect(self.refresh)
         self.layout_ = QHBoxLayout(self)
         self.model = RowsModel(self.headers)
-        self.table = QTableView()
+        self.table = FittedTable()
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.horizontalHeader().setStretchLastSection(True)
@@ -87,7 +86,7 @@ class ArtifactPanel(QWidget):
             self.table.setVisible(bool(rows))
         if rows != self.model.rows:  # a reset clears the selection: only when something changed
             self.model.set_rows(rows)
-            self.table.resizeColumnsToContents()
+            self.table.fit()
             names = [r[0] for r in rows]
             if chosen and chosen[0] in names:  # keep the user's row selected
                 self.table.selectRow(names.index(chosen[0]))
@@ -122,7 +121,7 @@ class DatasetsPanel(ArtifactPanel):
         self.side.addWidget(add)
         tok = QGroupBox("Tokenize the selected dataset")
         f = QFormLayout(tok)
-        self.tok_model = QComboBox()
+        self.tok_model = name_combo()
         self.ctx = QSpinBox(minimum=16, maximum=8192, value=128, singleStep=64)
         self.bos = QCheckBox("Start each sequence with BOS")
         self.bos.setChecked(True)
@@ -223,7 +222,7 @@ class TokenizedPreview(QWidget):
         self.ws = ws
         layout = QHBoxLayout(self)
         left = QVBoxLayout()
-        self.choice = QComboBox()
+        self.choice = name_combo()
         self.choice.currentTextChanged.connect(self.show_set)
         left.addWidget(self.choice)
         self.policy = QLabel("")

@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -33,13 +32,15 @@ from mistudio.core.features.store import FeatureStore, human_label
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, MiStudioError
 from mistudio.core.store.workspace import Workspace
 from mistudio.gui.analyse_bar import AnalyseBar, EmptyFeatures
-from mistudio.gui.common import show_error
+from mistudio.gui.common import name_combo, show_error
 from mistudio.gui.feature_detail import FeatureDetail
 from mistudio.gui.feature_table import COLUMNS, FeatureTableModel, FilterBar
 from mistudio.gui.feature_views import CorrelationView, MapView, TextProbeView
 from mistudio.gui.jobs import AppJobs
 from mistudio.gui.words import app_text
 
+LABEL_MIN_PX = 240
+"""The Label column's least width: narrower, labels read as "t..." on a projector."""
 
 class FeaturesPanel(QWidget):
     steerRequested = Signal(str, int)
@@ -75,7 +76,7 @@ class FeaturesPanel(QWidget):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self._table_side())
         split.addWidget(self._views())
-        split.setSizes([560, 720])
+        split.setSizes([620, 660])  # the table: room for labels beside three numbers
         v.addWidget(split, 1)
         self.split = split
         self.refresh()
@@ -83,7 +84,7 @@ class FeaturesPanel(QWidget):
     def _header(self, v: QVBoxLayout) -> None:
         """The analysis chooser and summary, the analyse bar, the empty-state guide."""
         top = QHBoxLayout()
-        self.choice = QComboBox()
+        self.choice = name_combo()
         self.choice.setMinimumContentsLength(24)
         self.choice.currentTextChanged.connect(self.open_analysis)
         self.summary = QLabel("")
@@ -119,6 +120,7 @@ class FeaturesPanel(QWidget):
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.setWordWrap(False)
+        self.table.viewport().installEventFilter(self)
         self.fit_columns()
         self.table.selectionModel().currentRowChanged.connect(
             lambda cur, _prev: cur.isValid() and self.show_feature(self.model.feature_at(
@@ -163,6 +165,31 @@ class FeaturesPanel(QWidget):
                 header.resizeSection(col, width(sample) + 16)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
+        self._room_for_labels()
+
+    def _room_for_labels(self) -> None:
+        """Hide the columns right of Frequency (max, mean, plugins'), last first, while the
+        Label column would be narrower than LABEL_MIN_PX: a label is what people read, and the
+        detail pane shows the hidden figures. Shown again when the table widens."""
+        header = self.table.horizontalHeader()
+        width = self.table.fontMetrics().horizontalAdvance
+        room = self.table.viewport().width()
+        fixed = sum(header.sectionSize(c) for c in (0, 2, 3))
+        optional = list(range(4, self.model.columnCount()))
+        need = {c: width(str(self.model.headerData(c, Qt.Orientation.Horizontal)) + "00") + 16
+                for c in optional}
+        shown = list(optional)
+        while shown and room - fixed - sum(need[c] for c in shown) < LABEL_MIN_PX:
+            shown.pop()
+        for c in optional:
+            header.setSectionHidden(c, c not in shown)
+            if c in shown:
+                header.resizeSection(c, need[c])
+
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        if obj is self.table.viewport() and e.type() == QEvent.Type.Resize:
+            self._room_for_labels()
+        return super().eventFilter(obj, e)
 
     def changeEvent(self, e: QEvent) -> None:
         if e.type() == QEvent.Type.FontChange:  # presentation mode: wider columns, taller rows

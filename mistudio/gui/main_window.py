@@ -104,7 +104,10 @@ class MainWindow(QMainWindow):
         self.monitor.setMinimumHeight(70)
         self.monitor.setMaximumHeight(160)  # a strip under the tabs: the panels keep the width
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.dock)
-        self.resizeDocks([self.dock], [100], Qt.Orientation.Vertical)  # the panels get the rest
+        # the panels get the rest; the monitor keeps its legend line and a plot under it
+        title = self.dock.fontMetrics().height() + 12
+        self.resizeDocks([self.dock], [max(100, self.monitor.minimumSizeHint().height() + title)],
+                         Qt.Orientation.Vertical)
         self._menus()
         geometry = self.settings.value("geometry")
         if isinstance(geometry, QByteArray):

@@ -24,14 +24,13 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
-    QTableView,
     QWidget,
 )
 
 from mistudio.core.store.files import human_bytes
 from mistudio.core.store.manifests import ActivationsSummary
 from mistudio.core.store.workspace import Workspace
-from mistudio.gui.common import RowsModel, refill_combo, show_error
+from mistudio.gui.common import FittedTable, RowsModel, name_combo, refill_combo, show_error
 from mistudio.gui.data_panels import ArtifactPanel
 
 WEIGHTS = {"full precision": "none", "int8 (about 1/4 of float32)": "int8",
@@ -84,8 +83,8 @@ class ModelsPanel(ArtifactPanel):
         self.side.addLayout(hub)
         ext = QGroupBox("Extract activations")
         f = QFormLayout(ext)
-        self.model_box = QComboBox()
-        self.dataset = QComboBox()
+        self.model_box = name_combo()
+        self.dataset = name_combo()
         self.layer = QSpinBox(minimum=0, maximum=200, value=15)
         self.more_layers = QLineEdit()
         self.more_layers.setPlaceholderText("more layers, e.g. 6, 12")
@@ -120,7 +119,7 @@ class ModelsPanel(ArtifactPanel):
         self.side.addWidget(self.acts)
         self.side.addStretch(1)
         self.hooks_model = RowsModel(("Layer",))
-        self.hooks = QTableView()
+        self.hooks = FittedTable()
         self.hooks.setModel(self.hooks_model)
         self.hooks.clicked.connect(self.pick_hook)
         self.hooks.setToolTip("Hook points of the selected model: click one to extract it.")
@@ -149,10 +148,16 @@ class ModelsPanel(ArtifactPanel):
             return
         name = self.model.rows[idx[0].row()][0]
         info = model_info(self.ws, name)
+        # each cell: the width of the vector read there (an SAE's input size); the key in full
+        # in its tooltip (a cell of "layers.12.resid_post" cut every column to "layers.1...")
+        widths = {h: info.d_attn if h == "attn_z" else info.d_model for h in info.hook_points}
         self.hooks_model.headers = ["Layer", *info.hook_points]
-        self.hooks_model.set_rows([[layer, *(f"layers.{layer}.{h}" for h in info.hook_points)]
+        self.hooks_model.tips = [[f"layer {layer}", *(
+            f"layers.{layer}.{h}: {widths[h]} values per token; click to extract it"
+            for h in info.hook_points)] for layer in range(info.n_layers)]
+        self.hooks_model.set_rows([[layer, *(widths[h] for h in info.hook_points)]
                                    for layer in range(info.n_layers)])
-        self.hooks.resizeColumnsToContents()
+        self.hooks.fit()
         self.model_box.setCurrentText(name)
         self.layer.setMaximum(info.n_layers - 1)
         self.memory.setPlainText(memory_text(self.ws, name, info, self.device))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -27,10 +27,12 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QSplitter,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -40,7 +42,7 @@ from mistudio.core.steering.generate import GenerationConfig
 from mistudio.core.steering.interventions import Intervention
 from mistudio.core.steering.session import SteeringSpec
 from mistudio.core.store.workspace import Workspace
-from mistudio.gui.common import show_error
+from mistudio.gui.common import name_combo, show_error
 from mistudio.gui.jobs import AppJobs
 from mistudio.gui.steer_eval_view import SteerEvalView
 from mistudio.gui.token_view import TokenHeatmap, scrolled
@@ -49,6 +51,27 @@ PLAIN_DIFF, STEERED_DIFF = QColor(110, 160, 230), QColor(240, 150, 40)
 """Backgrounds of tokens after the two sides diverge."""
 SLIDER_STEPS = 10
 """Slider positions per unit of coefficient."""
+
+
+class RowsArea(QScrollArea):
+    """The steered features' rows, scrolling down when there are many, never sideways: its
+    minimum width is its rows' (a splitter squeezed it to a stub that scrolled sideways)."""
+
+    def __init__(self, holder: QWidget) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setWidget(holder)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        holder.installEventFilter(self)
+
+    def minimumSizeHint(self) -> QSize:
+        bar = self.verticalScrollBar().sizeHint().width()
+        return QSize(self.widget().minimumSizeHint().width() + bar + 2 * self.frameWidth(), 60)
+
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        if e.type() == QEvent.Type.LayoutRequest:  # rows added or removed, fonts changed
+            self.updateGeometry()
+        return False
 
 
 class FeatureRow(QWidget):
@@ -66,11 +89,12 @@ class FeatureRow(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         name = QLabel(f"<b>{feature}</b> {label[:28]}")
         name.setToolTip(f"{sae}, feature {feature}: {label}")
-        name.setMinimumWidth(120)
+        name.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Preferred)  # whole
         self.method = QComboBox()
         self.method.addItems(["add", "clamp", "ablate"])
         self.method.setCurrentText(method)
         self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setMinimumWidth(120)  # a slider squeezed to a stub looks like a checkbox
         self.slider.setRange(-20 * SLIDER_STEPS, 20 * SLIDER_STEPS)
         self.box = QDoubleSpinBox(decimals=2, minimum=-1000.0, maximum=1000.0, singleStep=0.5)
         self.box.setValue(coefficient)
@@ -79,8 +103,8 @@ class FeatureRow(QWidget):
         self.box.valueChanged.connect(self._box_changed)
         self.slider.sliderReleased.connect(self.released.emit)
         self.method.currentTextChanged.connect(self._method_changed)
-        remove = QPushButton("x")
-        remove.setFixedWidth(remove.fontMetrics().horizontalAdvance("xx") + 12)
+        remove = QToolButton()  # as wide as its text in any font (a fixed width lost the "x")
+        remove.setText("×")
         remove.setToolTip("Stop steering this feature")
         remove.clicked.connect(lambda: self.removed.emit(self))
         for w, stretch in ((name, 0), (self.method, 0), (self.slider, 1), (self.box, 0),
@@ -165,7 +189,7 @@ class SteeringPanel(QWidget):
         v.addLayout(buttons)
         presets = QGroupBox("Presets")
         ph = QHBoxLayout(presets)
-        self.preset = QComboBox()
+        self.preset = name_combo()
         self.preset.setMinimumContentsLength(10)
         ph.addWidget(self.preset, 1)
         for text, fn in (("Load", self.load_preset), ("Save...", lambda: self.save_preset()),
@@ -181,7 +205,7 @@ class SteeringPanel(QWidget):
         pick = QGroupBox("Features")
         pv = QVBoxLayout(pick)
         add_row = QHBoxLayout()
-        self.sae = QComboBox()
+        self.sae = name_combo()
         self.sae.setToolTip("SAE (and so the layer) the feature belongs to")
         self.new_feature = QSpinBox(minimum=0, maximum=10_000_000)
         add = QPushButton("Add feature")
@@ -204,10 +228,7 @@ class SteeringPanel(QWidget):
         holder = QWidget()
         holder.setLayout(self.feature_box)
         self.feature_box.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(holder)
-        scroll.setMinimumHeight(60)
+        scroll = RowsArea(holder)
         pv.addWidget(scroll, 1)
         self.hint = QLabel("Pick a feature in the Features tab and press \"Steer with this "
                            "feature\", or add one by index.")
@@ -243,10 +264,12 @@ class SteeringPanel(QWidget):
             QVBoxLayout(box).addWidget(scrolled(view))
             sides.addWidget(box, 1)
         v.addLayout(sides, 3)
-        rating = QHBoxLayout()
+        # the question above its answers: side by side, a wrapped question and three buttons
+        # made the panel wider than a 1280-pixel projector in presentation mode
         self.rate_label = QLabel("Which side does what you intended?")
         self.rate_label.setWordWrap(True)
-        rating.addWidget(self.rate_label, 1)
+        v.addWidget(self.rate_label)
+        rating = QHBoxLayout()
         self.rate_buttons = []
         for text, better in (("A: unsteered", "plain"), ("B: steered", "steered"),
                              ("Tie", "tie")):
@@ -255,6 +278,7 @@ class SteeringPanel(QWidget):
             b.setEnabled(False)
             rating.addWidget(b)
             self.rate_buttons.append(b)
+        rating.addStretch(1)
         v.addLayout(rating)
         self.metrics = QLabel("")
         self.metrics.setWordWrap(True)

@@ -32,7 +32,7 @@ from mistudio.core.sae.checkpoints import read_metrics
 from mistudio.core.sae.train_config import TrainConfig
 from mistudio.core.store.manifests import SAESummary
 from mistudio.core.store.workspace import Workspace
-from mistudio.gui.common import refill_combo, show_error
+from mistudio.gui.common import name_combo, refill_combo, show_error
 from mistudio.gui.dashboard import Dashboard
 from mistudio.gui.jobs import AppJobs
 
@@ -86,7 +86,7 @@ class TrainingPanel(QWidget):
         self.preset.addItems(list(PRESETS))
         self.preset.setCurrentText("Standard")
         self.preset.currentTextChanged.connect(self.apply_preset)
-        self.activations = QComboBox()
+        self.activations = name_combo()
         self.arch = QComboBox()
         self.arch.addItems(architecture_names())
         self.expansion = QSpinBox(minimum=1, maximum=128)

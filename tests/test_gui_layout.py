@@ -1,0 +1,90 @@
+"""What a class sees: every tab of a populated workspace at projector sizes, in every theme.
+
+The workspace is shaped like a used one (tests/populated.py: 4,096 labelled features, past
+runs, three models, long names). At 1280x720 and 1920x1080, in light, dark and presentation
+mode, nothing may scroll sideways, no label, button, header or table cell may be cut, no
+control may be squeezed under its minimum size, no plot cut, no tick labels overlap
+(tests/geometry.py). Screenshots go to tests/screenshots/ for review.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from mistudio.core.store.workspace import Workspace
+
+SHOTS = Path(__file__).parent / "screenshots"  # git-ignored; look at them
+SIZES = ((1280, 720), (1920, 1080))
+
+
+@pytest.fixture
+def populated(acts_ws: Workspace) -> tuple[Workspace, str]:
+    from populated import populate
+
+    return acts_ws, populate(acts_ws)
+
+
+def _settle(qtbot: QtBot) -> None:
+    for _ in range(3):  # layouts settle over a few event-loop turns
+        qtbot.wait(40)
+
+
+def _shot(win: Any, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    assert win.grab().save(str(SHOTS / f"{name}.png"))
+
+
+def _problems(win: Any, where: str) -> list[str]:
+    from geometry import layout_problems
+
+    return [f"{where}: {p}" for p in layout_problems(win)]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark", "presentation"])
+def test_every_tab_of_a_populated_workspace_fits(qtbot: QtBot, populated: tuple[Workspace, str],
+                                                 theme: str) -> None:
+    from mistudio.gui.main_window import MainWindow
+
+    ws, sae = populated
+    win = MainWindow(str(ws.root))
+    qtbot.addWidget(win)
+    win.show()
+    win.features.open_analysis(sae)
+    qtbot.waitUntil(lambda: win.features.detail.feature >= 0, timeout=60_000)
+    win.features.detail.steerRequested.emit(win.features.detail.feature)  # a steering row
+    win.training.dashboard.show_run(win.training.dashboard.runs[0]) \
+        if getattr(win.training.dashboard, "runs", None) else None
+    if theme == "presentation":
+        win.set_presentation(True)
+    else:
+        win.set_theme(theme)
+    pal = QApplication.palette()
+    for role in (QPalette.ColorRole.ButtonText, QPalette.ColorRole.Text):
+        on = pal.color(QPalette.ColorGroup.Active, role)
+        off = pal.color(QPalette.ColorGroup.Disabled, role)
+        assert abs(on.lightness() - off.lightness()) >= 60, (role, on.name(), off.name())
+    problems = []
+    try:
+        for size in SIZES:
+            win.setWindowState(Qt.WindowState.WindowNoState)
+            win.resize(*size)
+            for panel in win.panels:
+                win.show_panel(panel)
+                _settle(qtbot)
+                name = win.tabs.tabText(win.tabs.currentIndex()).replace("&", "")
+                # the picture first: painting settles what layouts left pending
+                _shot(win, f"populated-{theme}-{size[0]}-{name.lower()}")
+                _settle(qtbot)
+                problems += _problems(win, f"{size[0]}x{size[1]} {name}")
+    finally:
+        if theme == "presentation":
+            win.set_presentation(False)
+        win.set_theme("light")
+    assert not problems, "\n".join(problems)
