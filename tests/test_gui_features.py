@@ -285,14 +285,19 @@ def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace
     lesson = win.open_lesson(dict(model="toy", dataset="pydoc", max_tokens=3000,
                                   context_length=64, batch_size=256, label_top=30,
                                   analyze_tokens=2500, seconds=2.0))
+    said: list[str] = []
+    lesson.runner.status.connect(lambda _t: said.append(lesson.status.text()))
     with qtbot.waitSignal(lesson.runner.finished, timeout=300_000):
         lesson.start_button.click()
-    steps = toy_ws.catalog.get("sae", "quickstart-topk").config["steps"]
+    assert said and not any(t.startswith("step ") or " mse " in t for t in said)  # words
+    assert lesson.status.text().startswith("Training: step") or "Nam" in lesson.status.text() \
+        or said
+    steps = toy_ws.catalog.get("sae", "lesson-topk").config["steps"]
     assert 100 <= steps <= 4000  # from the warm-up's speed, clamped; the warm-up is gone
     assert toy_ws.catalog.find("sae", "lesson-warmup") is None
     assert lesson.dashboard.buffers.n > 0 and lesson.dashboard._planned == steps
     assert lesson.pages.currentIndex() == 1 and lesson.features.count() > 0
-    shown = lesson_features(toy_ws, "quickstart-topk")
+    shown = lesson_features(toy_ws, "lesson-topk")
     kinds = [f.label.split('"')[1].lower() if '"' in f.label else f.label for f in shown]
     assert len(kinds) == len(set(kinds))  # one feature per kind of label
     from mistudio.core.workflows.lesson import _is_word
@@ -303,10 +308,17 @@ def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace
     lesson.pages.setCurrentIndex(2)
     assert lesson.strength.value() > 0 and "x max" in lesson.strength_label.text()
     lesson.prompt.setPlainText("The list")
+    chosen = lesson.features.currentItem()
+    assert f"feature {chosen.data(Qt.ItemDataRole.UserRole)}" in lesson.steering_what.text()
+    streamed: list[dict] = []
+    lesson.steer_runner.partial.connect(streamed.extend)
     with qtbot.waitSignal(lesson.steered, timeout=120_000) as got:
         lesson.generate_button.click()
+        assert lesson.stop_button.isEnabled() and not lesson.generate_button.isEnabled()
     plain, steered = got.args
     assert plain and steered and lesson.steered_text.toPlainText() == steered
+    assert {s["side"] for s in streamed} == {"plain", "steered"}  # word by word, both sides
+    assert not lesson.stop_button.isEnabled()
     SHOTS.mkdir(exist_ok=True)
     lesson.grab().save(str(SHOTS / "lesson-steer.png"))
     lesson.pages.setCurrentIndex(1)

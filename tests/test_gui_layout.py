@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 
 from mistudio.core.store.workspace import Workspace
@@ -88,3 +88,41 @@ def test_every_tab_of_a_populated_workspace_fits(qtbot: QtBot, populated: tuple[
             win.set_presentation(False)
         win.set_theme("light")
     assert not problems, "\n".join(problems)
+
+
+def test_the_lessons_three_steps_fit_in_every_theme(qtbot: QtBot, toy_ws: Workspace) -> None:
+    """The lesson window at 1280x720 after a (tiny) lesson ran: each of its three pages in
+    light, dark and presentation mode, its large type kept in all of them."""
+    from mistudio.gui.main_window import MainWindow
+
+    win = MainWindow(str(toy_ws.root))
+    qtbot.addWidget(win)
+    lesson = win.open_lesson(dict(model="toy", dataset="pydoc", max_tokens=3000,
+                                  context_length=64, batch_size=256, label_top=30,
+                                  analyze_tokens=2500, seconds=2.0))
+    with qtbot.waitSignal(lesson.runner.finished, timeout=300_000):
+        lesson.start_button.click()
+    problems = []
+    try:
+        for theme in ("light", "dark", "presentation"):
+            if theme == "presentation":
+                win.set_presentation(True)
+            else:
+                win.set_theme(theme)
+            lesson.resize(1280, 720)
+            _settle(qtbot)
+            assert lesson.height() <= 720, (theme, lesson.height())  # fits a projector
+            body = QApplication.font().pointSizeF()
+            for page in range(3):
+                lesson.pages.setCurrentIndex(page)
+                _settle(qtbot)
+                _shot(lesson, f"lesson-{theme}-{page + 1}")
+                _settle(qtbot)
+                problems += [f"{theme} step {page + 1}: {p}" for p in _problems(lesson, "")]
+                title = lesson.pages.currentWidget().findChild(QLabel, "title")
+                assert title.font().pointSizeF() >= 1.9 * body, (theme, page)  # large type
+    finally:
+        win.set_presentation(False)
+        win.set_theme("light")
+    assert not problems, "\n".join(problems)
+    win.close()

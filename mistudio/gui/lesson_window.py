@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -44,13 +43,59 @@ WHAT_IS_AN_SAE = (
     "one thing a person can name: that makes the model's thinking readable, and steerable.")
 
 
-def _big(widget: QWidget, scale: float = 1.0) -> QWidget:
-    """``scale`` times the lesson's text size (a font set on a widget is not inherited from
-    the window, so it is scaled from the application's here)."""
-    font = QFont(widget.font())
-    font.setPointSizeF(font.pointSizeF() * LESSON_FONT * scale)
-    widget.setFont(font)
+def _big(widget: QWidget, name: str) -> QWidget:
+    """A widget the lesson's style sheet draws larger (``title`` or ``prompt``)."""
+    widget.setObjectName(name)
     return widget
+
+
+def lesson_style(app_point_size: float) -> str:
+    """The lesson's type as a style sheet: presentation mode's sets one size on every widget,
+    which overrode fonts set on the lesson's widgets (its large type vanished); a sheet set on
+    the lesson window wins over the application's for everything inside it."""
+    body = app_point_size * LESSON_FONT
+    return (f"QWidget {{ font-size: {body:.1f}pt; }}\n"
+            f"QLabel#title {{ font-size: {body * 1.3:.1f}pt; font-weight: bold; }}\n"
+            f"QPlainTextEdit#prompt {{ font-size: {body * 1.2:.1f}pt; }}")
+
+
+STUDENT_STATUS = (
+    ("Registering", "Getting the model ready."),
+    ("Adding the built-in corpus", "Fetching the text the model will read."),
+    ("Tokeniz", "Cutting the text into tokens, the pieces the model reads."),
+    ("Dequantiz", "Unpacking the model's weights (first time only)."),
+    ("Reading the tokenizer", "Unpacking the model's vocabulary (first time only)."),
+    ("Writing the dequantized", "Saving the unpacked model for next time."),
+    ("Loading", "Loading the model."),
+    ("Extract", "The model is reading the text; we record what it computes at one layer."),
+    ("Timing", "Timing a few training steps to size the lesson to this computer."),
+    ("Evaluat", "Checking the autoencoder inside the model."),
+    ("Analys", "Finding the texts that make each feature fire."),
+    ("Labell", "Naming the features from the texts they fire on."),
+    ("Steer", "Trying a few features and strengths to find one that steers clearly."),
+)
+"""The job's status lines in words for a class (the first match of its start)."""
+
+
+def student_words(status: str) -> str | None:
+    """A status line said for students; None for the trainer's metric lines (the curves and
+    :func:`training_words` say those)."""
+    if status.startswith(("step ", "lesson-topk: step")):
+        return None
+    for start, words in STUDENT_STATUS:
+        if status.startswith(start):
+            return words
+    return status
+
+
+def training_words(row: dict[str, Any], total: int) -> str:
+    """One training row for students: the step, and how much of the model's activity the
+    autoencoder already rebuilds."""
+    ev = row.get("explained_variance")
+    share = f" It now rebuilds {max(ev, 0.0):.0%} of what the model computes there." \
+        if isinstance(ev, float) else ""
+    of = f" of {total:,}" if total else ""
+    return f"Training: step {int(row.get('step', 0)):,}{of}.{share}"
 
 
 class LessonWindow(QWidget):
@@ -67,14 +112,12 @@ class LessonWindow(QWidget):
         self.ws, self.device = ws, device
         self.options = options or {}
         """Overrides of the quick start's defaults and the training time (tests)."""
-        font = QFont(self.font())
-        font.setPointSizeF(font.pointSizeF() * LESSON_FONT)
-        self.setFont(font)
+        self._restyle()
         self._own_jobs = None if jobs is not None else AppJobs(ws.root, self)
         jobs = jobs or self._own_jobs
         self.runner = jobs.runner("lesson", self)
         self.runner.partial.connect(self._partial)
-        self.runner.status.connect(lambda text: self.status.setText(text))
+        self.runner.status.connect(self._status)
         self.runner.finished.connect(self._trained)
         self.runner.failed.connect(lambda m, d: (show_error(self, m, d),
                                                  self.start_button.setEnabled(True)))
@@ -84,6 +127,10 @@ class LessonWindow(QWidget):
         self.steer_runner = jobs.runner("lesson steering", self)
         self.steer_runner.finished.connect(self._generated)
         self.steer_runner.failed.connect(lambda m, d: show_error(self, m, d))
+        self.steer_runner.partial.connect(self._streamed)
+        self.steer_runner.cancelled.connect(lambda: self.note.setText("Stopped."))
+        self.steer_runner.running_changed.connect(self._generating)
+        self._total_steps = 0
         self.result: QuickstartResult | None = None
         self.started_at = 0.0
         self.pages = QStackedWidget()
@@ -98,7 +145,7 @@ class LessonWindow(QWidget):
         w = QWidget()
         row = QHBoxLayout(w)
         left = QVBoxLayout()
-        title = _big(QLabel("1. Train a sparse autoencoder"), 1.3)
+        title = _big(QLabel("1. Train a sparse autoencoder"), "title")
         text = QLabel(WHAT_IS_AN_SAE)
         text.setWordWrap(True)
         self.status = QLabel("About four and a half minutes of training, sized to this "
@@ -119,6 +166,10 @@ class LessonWindow(QWidget):
         left.addStretch(1)
         row.addLayout(left, 2)
         self.dashboard = Dashboard()
+        # the curves only: the status on the left says the figures in words, and the note on
+        # held-out figures is for researchers (with it the page outgrew a 720-pixel projector)
+        self.dashboard.summary.hide()
+        self.dashboard.note.hide()
         row.addWidget(self.dashboard, 3)
         return w
 
@@ -150,11 +201,14 @@ class LessonWindow(QWidget):
         rows = []
         for it in items:
             if isinstance(it, dict) and "lesson_steps" in it:
-                self.dashboard.reset(int(it["lesson_steps"]), "lesson")
+                self._total_steps = int(it["lesson_steps"])
+                self.dashboard.reset(self._total_steps, "lesson")
             elif isinstance(it, dict):
                 rows.append(it)
         if rows:
             self.dashboard.add_rows(rows)
+            if "step" in rows[-1]:
+                self.status.setText(training_words(rows[-1], self._total_steps))
 
     def _trained(self, result: QuickstartResult) -> None:
         from mistudio.core.workflows.lesson import lesson_features
@@ -166,6 +220,7 @@ class LessonWindow(QWidget):
             item = QListWidgetItem(f"{f.label}    (feature {f.feature}, fires on "
                                    f"{f.frequency:.1%} of tokens, score {f.score:.2f})")
             item.setData(Qt.ItemDataRole.UserRole, f.feature)
+            item.setData(Qt.ItemDataRole.UserRole + 1, f.label)
             self.features.addItem(item)
             if f.feature == demo:
                 self.features.setCurrentItem(item)
@@ -177,7 +232,7 @@ class LessonWindow(QWidget):
     def _features_page(self) -> QWidget:
         w = QWidget()
         v = QVBoxLayout(w)
-        v.addWidget(_big(QLabel("2. What the features mean"), 1.3))
+        v.addWidget(_big(QLabel("2. What the features mean"), "title"))
         hint = QLabel("Each line is one feature and the automatic label of what it fires on, "
                       "most clearly labelled first. Pick one to steer the model with.")
         hint.setWordWrap(True)
@@ -193,9 +248,12 @@ class LessonWindow(QWidget):
     def _steer_page(self) -> QWidget:
         w = QWidget()
         v = QVBoxLayout(w)
-        v.addWidget(_big(QLabel("3. Steer the model"), 1.3))
+        v.addWidget(_big(QLabel("3. Steer the model"), "title"))
+        self.steering_what = QLabel("")  # which feature, in words
+        self.steering_what.setWordWrap(True)
+        v.addWidget(self.steering_what)
         v.addWidget(QLabel("A prompt from the audience (both sides continue it):"))
-        self.prompt = _big(QPlainTextEdit("The most important thing about Python is"), 1.2)
+        self.prompt = _big(QPlainTextEdit("The most important thing about Python is"), "prompt")
         self.prompt.setMaximumHeight(self.prompt.fontMetrics().height() * 4)
         v.addWidget(self.prompt)
         row = QHBoxLayout()
@@ -209,6 +267,11 @@ class LessonWindow(QWidget):
         self.generate_button = QPushButton("Generate")
         self.generate_button.clicked.connect(self.generate)
         row.addWidget(self.generate_button)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop generating (what was written stays)")
+        self.stop_button.clicked.connect(self.steer_runner.cancel)
+        self.stop_button.setEnabled(False)
+        row.addWidget(self.stop_button)
         v.addLayout(row)
         sides = QHBoxLayout()
         self.plain_text, self.steered_text = QPlainTextEdit(), QPlainTextEdit()
@@ -232,6 +295,13 @@ class LessonWindow(QWidget):
         self.strength.setValue(round(10 * (steer.coefficient_x_max if steer else 1.0)))
         if steer and steer.prompt:
             self.prompt.setPlainText(steer.prompt)
+        item = self.features.currentItem()
+        label = item.data(Qt.ItemDataRole.UserRole + 1) if item is not None else None
+        feature = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        self.steering_what.setText(
+            f"Steering with feature {feature}, which fires on {label}. The steered side adds "
+            "more of it to the model's thinking at every new word." if item is not None
+            else "Pick a feature on the previous page first.")
 
     def _strength_changed(self, value: int) -> None:
         steer = self.result.steering if self.result else None
@@ -255,8 +325,42 @@ class LessonWindow(QWidget):
         spec = SteeringSpec((sae,), (Intervention(int(item.data(Qt.ItemDataRole.UserRole)),
                                                   self.strength.value() / 10),),
                             units="max", generation=GenerationConfig(max_tokens=24))
-        self.note.setText("Generating...")
+        self.note.setText("Writing both continuations, word by word...")
+        self.plain_text.clear()
+        self.steered_text.clear()
         self.steer_runner.start("steer", spec, prompt, self.device, title="Lesson steering")
+
+    def _streamed(self, items: list[dict[str, Any]]) -> None:
+        """Each new piece of text as it is generated, on its side."""
+        from PySide6.QtGui import QTextCursor
+
+        for it in items:
+            if not isinstance(it, dict) or "side" not in it:
+                continue
+            box = self.plain_text if it["side"] == "plain" else self.steered_text
+            box.moveCursor(QTextCursor.MoveOperation.End)
+            box.insertPlainText(it["text"])
+
+    def _generating(self, running: bool) -> None:
+        self.generate_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+    def _status(self, text: str) -> None:
+        words = student_words(text)
+        if words is not None:
+            self.status.setText(words)
+
+    def _restyle(self) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        self.setStyleSheet(lesson_style(QApplication.font().pointSizeF()))
+
+    def event(self, e: Any) -> bool:
+        from PySide6.QtCore import QEvent
+
+        if e.type() == QEvent.Type.ApplicationFontChange:  # presentation mode on or off
+            self._restyle()
+        return super().event(e)
 
     def _generated(self, result: Any) -> None:
         from mistudio.core.steering.scorers import REPETITIVE, repetition

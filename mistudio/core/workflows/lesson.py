@@ -20,11 +20,7 @@ from typing import Any, NamedTuple
 
 from mistudio.core.runtime.tasks import SubTask, TaskState, silent_task
 from mistudio.core.store.workspace import Workspace
-from mistudio.core.workflows.quickstart import (
-    QUICKSTART_SAE,
-    QuickstartConfig,
-    run_quickstart,
-)
+from mistudio.core.workflows.quickstart import QuickstartConfig, run_quickstart
 from mistudio.core.workflows.results import QuickstartResult
 
 LESSON_SECONDS = 270.0
@@ -34,6 +30,8 @@ empty workspace (the rest, first model load and extraction included, took about 
 WARMUP_STEPS = 20
 MIN_STEPS, MAX_STEPS = 100, 4000
 WARMUP_NAME = "lesson-warmup"
+LESSON_SAE = "lesson-topk"
+"""The SAE each lesson trains live (the previous lesson's is replaced)."""
 
 
 class _WithoutPartials(SubTask):
@@ -77,14 +75,15 @@ def lesson_train_steps(ws: Workspace, activations: str, batch_size: int, device:
 
 def run_lesson(ws: Workspace, task: TaskState | None = None, seconds: float = LESSON_SECONDS,
                cfg: QuickstartConfig | None = None) -> QuickstartResult:
-    """The quick start (``cfg``: its settings) with training sized to ``seconds`` (an SAE the
-    quick start already trained is reused, whatever its length)."""
+    """The quick start (``cfg``: its settings) training an SAE of its own, ``LESSON_SAE``,
+    afresh every time with training sized to ``seconds``: a class always watches it learn
+    (reusing the quick start's SAE skipped the curves). The corpus, tokens and activations the
+    quick start made are reused."""
     task = task or silent_task()
-    existing = ws.catalog.find("sae", QUICKSTART_SAE)
-    if existing is not None and existing.status == "complete":
-        cfg = dataclasses.replace(cfg or QuickstartConfig(),
-                                  train_steps=int(existing.config.get("steps", 400)))
-        return run_quickstart(ws, cfg, task)
+    for kind in ("features", "sae"):  # the previous lesson's SAE and its analysis
+        if ws.catalog.find(kind, LESSON_SAE) is not None:
+            ws.remove(kind, LESSON_SAE)
+    cfg = dataclasses.replace(cfg or QuickstartConfig(), sae_name=LESSON_SAE)
 
     def size(activations: str, batch_size: int, device: str) -> int:
         task.set_status("Timing a few training steps to size the run")

@@ -64,6 +64,8 @@ class QuickstartConfig:
     """A registered model instead of the embedded one (the tests use tiny ones)."""
     dataset: str | None = None
     """A dataset instead of the built-in corpus."""
+    sae_name: str = QUICKSTART_SAE
+    """The SAE (and its analysis) it trains; lesson mode trains one of its own."""
 
     def __post_init__(self) -> None:
         for name in ("context_length", "train_steps", "batch_size", "label_top",
@@ -105,9 +107,10 @@ def run_quickstart(ws: Workspace, cfg: QuickstartConfig | None = None,
                                             device=device), SubTask(task, 0.15, 0.5))
     train_steps = (size_training(QUICKSTART_NAME, batch_size, device) if size_training
                    else cfg.train_steps)
-    sae = _train_stage(ws, train_steps, batch_size, device, SubTask(task, 0.5, 0.85))
-    features = _feature_stage(ws, label_top, analyze_tokens, SubTask(task, 0.85, 0.95))
-    steer = _steer_stage(ws, features, device, SubTask(task, 0.95, 1.0))
+    name = cfg.sae_name
+    sae = _train_stage(ws, name, train_steps, batch_size, device, SubTask(task, 0.5, 0.85))
+    features = _feature_stage(ws, name, label_top, analyze_tokens, SubTask(task, 0.85, 0.95))
+    steer = _steer_stage(ws, name, features, device, SubTask(task, 0.95, 1.0))
     task.set_progress(1.0)
     return QuickstartResult(
         str(ws.root), ModelStep(model, info.family, info.n_layers, info.d_model, info.n_params),
@@ -130,47 +133,47 @@ def _extract_stage(ws: Workspace, cfg: ExtractConfig, task: TaskState) -> Activa
                    massive=acts.massive.to_json())
 
 
-def _train_stage(ws: Workspace, steps: int, batch_size: int, device: str,
+def _train_stage(ws: Workspace, name: str, steps: int, batch_size: int, device: str,
                  task: TaskState) -> SAEStep:
     from mistudio.core.sae.evaluation import evaluate_in_model
     from mistudio.core.sae.trainer import TrainConfig, train_sae
 
     cfg = TrainConfig(QUICKSTART_NAME, steps=steps, batch_size=batch_size, device=device)
-    existing = ws.catalog.find("sae", QUICKSTART_SAE)
+    existing = ws.catalog.find("sae", name)
     reused = existing is not None and existing.status == "complete" and \
         existing.config == json.loads(json.dumps(asdict(cfg)))
     if not reused:
-        train_sae(ws, cfg, QUICKSTART_SAE, SubTask(task, 0.0, 0.9),
+        train_sae(ws, cfg, name, SubTask(task, 0.0, 0.9),
                   overwrite=existing is not None and existing.status == "complete")
-    summary = ws.catalog.get("sae", QUICKSTART_SAE).summary
+    summary = ws.catalog.get("sae", name).summary
     if summary.ce_loss_score is None:  # CE loss score and KL with the SAE spliced in
-        summary = evaluate_in_model(ws, QUICKSTART_SAE, n_sequences=16, device=device,
+        summary = evaluate_in_model(ws, name, n_sequences=16, device=device,
                                     task=SubTask(task, 0.9, 1.0))
-    return step_of(SAEStep, summary, name=QUICKSTART_SAE, reused=reused)
+    return step_of(SAEStep, summary, name=name, reused=reused)
 
 
-def _feature_stage(ws: Workspace, label_top: int, tokens: int,
+def _feature_stage(ws: Workspace, name: str, label_top: int, tokens: int,
                    task: TaskState) -> FeaturesStep:
     """Analyse the quick-start SAE (reused when newer than the SAE) and label its top features."""
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
     from mistudio.core.features.labels import LabelConfig, label_features
     from mistudio.core.features.store import open_features
 
-    sae_art = ws.catalog.get("sae", QUICKSTART_SAE)
-    existing = ws.catalog.find("features", QUICKSTART_SAE)
+    sae_art = ws.catalog.get("sae", name)
+    existing = ws.catalog.find("features", name)
     reused = existing is not None and existing.status == "complete" and \
         (existing.provenance.created or 0) >= (sae_art.provenance.created or 0)
     if not reused:
-        analyze(ws, AnalyzeConfig(QUICKSTART_SAE, tokens=tokens), QUICKSTART_SAE,
+        analyze(ws, AnalyzeConfig(name, tokens=tokens), name,
                 SubTask(task, 0.0, 0.6), overwrite=existing is not None)
-    labels = label_features(ws, QUICKSTART_SAE, LabelConfig(top=label_top),
+    labels = label_features(ws, name, LabelConfig(top=label_top),
                             SubTask(task, 0.6, 1.0))
-    store = open_features(ws, QUICKSTART_SAE)
+    store = open_features(ws, name)
     scored = store.order(store.labelled(), "score")[:8]
     best = [BestFeature(int(f), lb.label, lb.score, float(store.column("frequency")[f]))
             for f in scored if (lb := store.label(int(f))) is not None and lb.score is not None]
-    summary = ws.catalog.get("features", QUICKSTART_SAE).summary
-    return FeaturesStep(QUICKSTART_SAE, reused, summary.n_tokens, summary.alive, summary.dead,
+    summary = ws.catalog.get("features", name).summary
+    return FeaturesStep(name, reused, summary.n_tokens, summary.alive, summary.dead,
                         labels.scored, labels.score_ge_0_7, labels.mean_score, best)
 
 
@@ -185,7 +188,7 @@ MAX_PERPLEXITY_RATIO = 2.0
 than the unsteered one: beyond it the model stops writing sentences."""
 
 
-def _candidates(ws: Workspace, n: int) -> list[tuple[int, str]]:
+def _candidates(ws: Workspace, name: str, n: int) -> list[tuple[int, str]]:
     """The ``n`` best-scored labelled features that fire on words (labels like '"the"' or
     '"list" / "dict"'), not on punctuation, newlines or whatever follows something: a concept a
     class can see in the text. (feature, label) pairs."""
@@ -193,7 +196,7 @@ def _candidates(ws: Workspace, n: int) -> list[tuple[int, str]]:
 
     from mistudio.core.features.store import open_features
 
-    store = open_features(ws, QUICKSTART_SAE)
+    store = open_features(ws, name)
     out = []
     for f in store.order(store.labelled(), "score"):
         lb = store.label(int(f))
@@ -207,7 +210,7 @@ def _candidates(ws: Workspace, n: int) -> list[tuple[int, str]]:
     return out
 
 
-def _steer_stage(ws: Workspace, features: FeaturesStep, device: str,
+def _steer_stage(ws: Workspace, name: str, features: FeaturesStep, device: str,
                  task: TaskState) -> SteeringDemo | None:
     """A steering demonstration that shows a concept without breaking the model: for the three
     best-labelled features that fire on words (:func:`_candidates`), a small sweep of
@@ -219,15 +222,15 @@ def _steer_stage(ws: Workspace, features: FeaturesStep, device: str,
     from mistudio.core.steering.interventions import Intervention
     from mistudio.core.steering.session import Steerer, SteeringSpec
 
-    saved = Path(ws.catalog.get("features", QUICKSTART_SAE).path) / STEER_FILE
+    saved = Path(ws.catalog.get("features", name).path) / STEER_FILE
     if features.reused and saved.is_file():  # the sweep of this very analysis: reuse it
         return SteeringDemo.from_json(read_json(saved, "quick-start steering",
                                                 "Delete it.")).replace(reused=True)
-    candidates = _candidates(ws, 3)
+    candidates = _candidates(ws, name, 3)
     if not candidates:
         return None
     task.set_status("Loading the model for the steering sweep")
-    spec = SteeringSpec((QUICKSTART_SAE,), (Intervention(candidates[0][0], 1.0),),
+    spec = SteeringSpec((name,), (Intervention(candidates[0][0], 1.0),),
                         units="max", generation=GenerationConfig(max_tokens=24))
     steerer = Steerer(ws, spec, device)
     sweep = _sweep(ws, steerer, spec, candidates, device, SubTask(task, 0.0, 0.8))
