@@ -150,6 +150,34 @@ def test_evaluate_view_in_the_steering_tab(qtbot: object, steer_ws: Workspace) -
     assert len(data["evaluations"]) == 1
 
 
+def test_evaluate_view_shows_each_strength_as_it_finishes_and_keeps_them_on_cancel(
+        qtbot: object, steer_ws: Workspace) -> None:
+    from mistudio.gui.steering_panel import SteeringPanel
+
+    panel = SteeringPanel(steer_ws)
+    qtbot.addWidget(panel)  # type: ignore[attr-defined]
+    panel.device = "cpu"
+    panel.set_spec(_spec())
+    view = panel.evaluate_view
+    view.prompts.setCurrentText("python")
+    view.samples.setValue(1)
+    view.tokens.setValue(4)
+    view.strengths.setText("0, 1, 2, 3, 4, 5")
+    said: list[str] = []
+    view.runner.status.connect(said.append)  # type: ignore[attr-defined]
+    with qtbot.waitSignal(view.runner.cancelled, timeout=120_000):  # type: ignore[attr-defined]
+        view.run()
+        qtbot.waitUntil(lambda: len(view.points) >= 1, timeout=120_000)  # type: ignore
+        view.cancel_btn.click()
+    kept = len(view.points)
+    assert 1 <= kept < 6 and view.model.rowCount() == kept  # shown, and kept
+    assert "finished before it are shown" in view.status.text() or "strength finished" in \
+        view.status.text()
+    assert any("left" in t for t in said)  # an estimate once the first prompt is done
+    low, high = view.plot.getViewBox().viewRange()[1]
+    assert high - low >= 1.0  # zero changes: a readable axis, not -5e-106 ... -1.5e-105
+
+
 def test_repetition_catches_loops_that_perplexity_misses() -> None:
     from mistudio.core.steering.scorers import REPETITIVE, repetition
 

@@ -105,7 +105,10 @@ class SteerEvalView(QWidget):
         self.runner.status.connect(self.status.setText)
         self.runner.finished.connect(self._done)
         self.runner.failed.connect(lambda m, d: (self.status.setText(m), show_error(self, m, d)))
-        self.runner.cancelled.connect(lambda: self.status.setText("Cancelled."))
+        self.runner.cancelled.connect(self._cancelled)
+        self.runner.partial.connect(self._partial)
+        self.points: list[Any] = []
+        """The strengths evaluated so far (shown as each one finishes, kept on cancel)."""
         self.runner.running_changed.connect(self._running)
         self.cancel_btn.clicked.connect(self.runner.cancel)
         self._file = ""
@@ -141,7 +144,19 @@ class SteerEvalView(QWidget):
             show_error(self, err)
             return
         self.keep_btn.setEnabled(False)
+        self.points = []
+        self._show([])
         self.runner.start("evaluate_steering", spec, cfg, self.device())
+
+    def _partial(self, items: list[Any]) -> None:
+        self.points += [p for p in items if hasattr(p, "scores")]
+        self._show(self.points)
+
+    def _cancelled(self) -> None:
+        n = len(self.points)
+        self.status.setText(f"Cancelled. The {n} strength{'s' if n != 1 else ''} finished "
+                            "before it are shown." if n else "Cancelled before the first "
+                            "strength finished.")
 
     def _running(self, running: bool) -> None:
         self.run_btn.setEnabled(not running)
@@ -150,8 +165,19 @@ class SteerEvalView(QWidget):
     def _done(self, evaluation: Any) -> None:
         """Show a :class:`~mistudio.core.steering.evaluate.SteerEvalResult`."""
         self.result = evaluation.to_dict()  # what a preset keeps
+        self.points = list(evaluation.points)
+        self._show(self.points)
+        self.status.setText(
+            f"{evaluation.tokens_generated:,} tokens in {evaluation.seconds:.0f} s. The first "
+            "scorer's change is plotted against perplexity. A feature's score is its activation "
+            "in the generated text read by the unsteered model (does the text carry the "
+            "concept?); the Compare view reads the steered text with the steering applied, so "
+            "the added feature shows there even when the words do not change.")
+        self.keep_btn.setEnabled(bool(self.preset()))
+
+    def _show(self, points: list[Any]) -> None:
         rows, xs, ys, shown = [], [], [], []
-        for p in evaluation.points:
+        for p in points:
             for s in p.scores:
                 rows.append([f"{p.strength:g}x", s.scorer, s.plain, s.steered, s.change,
                              f"[{s.ci_low:+.3g}, {s.ci_high:+.3g}]",
@@ -171,10 +197,7 @@ class SteerEvalView(QWidget):
             label.setPos(x, y)
             self.plot.addItem(label)
             self.labels.append(label)
-        self.status.setText(f"{evaluation.tokens_generated:,} tokens in "
-                            f"{evaluation.seconds:.0f} s. The first scorer's change is plotted "
-                            "against perplexity.")
-        self.keep_btn.setEnabled(bool(self.preset()))
+        _readable_range(self.plot, xs, ys)
 
     def keep(self) -> None:
         from mistudio.core.steering.presets import add_evaluation
@@ -185,3 +208,17 @@ class SteerEvalView(QWidget):
             return
         n = add_evaluation(self.ws, name, self.result)
         self.status.setText(f"Kept with preset {name} ({n} evaluations).")
+
+
+def _readable_range(plot: Any, xs: list[float], ys: list[float]) -> None:
+    """Axes around the points with room to read them: all-zero changes had put the y axis at
+    -5e-106 ... -1.5e-105 (pyqtgraph zooms into a range of width zero)."""
+    for values, axis in ((xs, "x"), (ys, "y")):
+        if not values:
+            continue
+        low, high = min(values), max(values)
+        pad = max(abs(high - low) * 0.15, abs(high) * 0.1, 1.0 if axis == "y" else 0.5)
+        if axis == "x":
+            plot.setXRange(low - pad, high + pad, padding=0)
+        else:
+            plot.setYRange(min(low, 0.0) - pad, max(high, 0.0) + pad, padding=0)

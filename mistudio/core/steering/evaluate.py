@@ -22,7 +22,12 @@ import torch
 
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
-from mistudio.core.steering.generate import GenerationConfig, _cache_argument, _sample
+from mistudio.core.steering.generate import (
+    GenerationConfig,
+    _cache_argument,
+    _logits_to_keep,
+    _sample,
+)
 from mistudio.core.steering.interventions import steering
 from mistudio.core.steering.scorers import (
     Classifier,
@@ -132,12 +137,14 @@ def _generate(steerer: Steerer, sites: dict[str, Any], prompt: str, n: int, cfg:
         s.reset()
         s.start = 1
     cache, cache_arg = None, _cache_argument(loaded.model)
+    last_only = _logits_to_keep(loaded.model, 1)
     new: list[list[int]] = [[] for _ in range(n)]
     done = [False] * n
     for _ in range(cfg.max_tokens):
         step = ids if cache is None else ids[:, -1:]
         with steering(loaded, sites) if sites else nullcontext():
-            out = loaded.model(input_ids=step, use_cache=True, **{cache_arg: cache})
+            out = loaded.model(input_ids=step, use_cache=True, **{cache_arg: cache},
+                               **last_only)
         cache = getattr(out, cache_arg)
         logits = out.logits[:, -1]
         tokens = []
@@ -212,7 +219,8 @@ def evaluate_steering(ws: Workspace, spec: SteeringSpec, cfg: SteerEvalConfig,
         out = []
         for i, prompt in enumerate(cfg.prompts):
             check_cancelled(task)
-            task.set_status(f"{label}: prompt {i + 1} of {len(cfg.prompts)}")
+            task.set_status(f"{label}: prompt {i + 1} of {len(cfg.prompts)}"
+                            + _time_left(time.perf_counter() - t0, done, units))
             prompt_ids, new = _generate(steerer, sites, prompt, cfg.samples, cfg,
                                         cfg.seed + 1000 * i)
             tokens += sum(len(x) for x in new)
@@ -227,9 +235,19 @@ def evaluate_steering(ws: Workspace, spec: SteeringSpec, cfg: SteerEvalConfig,
         sites = steerer.sites(dataclasses.replace(spec, strength=spec.strength * strength))
         steered = side(sites, f"Steered at {strength:g}x")
         points.append(_point(strength, cfg, names, plain, steered, scorers, task))
+        task.emit_partial(points[-1])  # shown at once, and kept by a front end on cancel
     task.set_progress(1.0)
     return SteerEvalResult(spec.to_dict(), asdict(cfg), points, tokens,
                            round(time.perf_counter() - t0, 1))
+
+
+def _time_left(elapsed: float, done: int, units: int) -> str:
+    """ ", about 1 min 20 s left" from the pace so far (nothing before the first prompt)."""
+    if done == 0:
+        return ""
+    left = round(elapsed / done * (units - done))
+    return f", about {left // 60} min {left % 60:02d} s left" if left >= 60 else \
+        f", about {left} s left"
 
 
 def _checked(name: str, scorer: TextScorer, texts: list[str]) -> list[float]:
