@@ -126,3 +126,38 @@ def test_the_lessons_three_steps_fit_in_every_theme(qtbot: QtBot, toy_ws: Worksp
         win.set_theme("light")
     assert not problems, "\n".join(problems)
     win.close()
+
+
+@pytest.mark.parametrize("theme", ["light", "presentation"])
+def test_every_dialog_fits_a_projector(qtbot: QtBot, populated: tuple[Workspace, str],
+                                       theme: str) -> None:
+    """The quick start, Add dataset, Pretrained SAEs and Help windows on a populated workspace:
+    each fits 1280x720 with nothing cut, squeezed or scrolling sideways."""
+    from mistudio.gui.dataset_dialog import AddDatasetDialog
+    from mistudio.gui.main_window import MainWindow
+
+    ws, _sae = populated
+    win = MainWindow(str(ws.root))
+    qtbot.addWidget(win)
+    win.show()
+    if theme == "presentation":
+        win.set_presentation(True)
+    problems = []
+    try:
+        win.show_help()
+        dialogs = {"quick-start": win.quick_start(), "add-dataset": AddDatasetDialog(win.datasets,
+                   win.jobs), "pretrained": win.pretrained_saes(), "help": win.help_window}
+        for name, dialog in dialogs.items():
+            dialog.show()
+            if dialog.width() > 1280 or dialog.height() > 720:
+                dialog.resize(min(dialog.width(), 1280), min(dialog.height(), 720))
+            _settle(qtbot)
+            _shot(dialog, f"dialog-{theme}-{name}")
+            _settle(qtbot)
+            assert dialog.width() <= 1280 and dialog.height() <= 720, (name, dialog.size())
+            problems += _problems(dialog, f"{theme} {name}")
+            dialog.close()
+    finally:
+        win.set_presentation(False)
+    assert not problems, "\n".join(problems)
+    win.close()

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QFrame,
+    QLabel,
     QMessageBox,
     QScrollArea,
     QStyle,
@@ -148,6 +149,28 @@ class PanelScroll(QScrollArea):
         if e.type() == QEvent.Type.LayoutRequest:  # the panel's minimum may have changed
             self._fit()
         return False
+
+
+class _WrappedHeight(QObject):
+    """Keeps a word-wrapped label's minimum height at what its lines need at its width."""
+
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        # widths under 200 px are a widget's default geometry before its first layout: a
+        # minimum taken from them is dozens of lines and pushed a dialog off the screen
+        if e.type() == QEvent.Type.Resize and isinstance(obj, QLabel) and obj.width() >= 200:
+            need = obj.heightForWidth(obj.width())
+            if need > 0 and need != obj.minimumHeight():
+                obj.setMinimumHeight(need)
+        return False
+
+
+def wrapped(label: QLabel) -> QLabel:
+    """``label`` word-wrapped, its layout told how tall its lines are: a layout counts a
+    wrapped label as one line, so the widgets around it were squeezed and drawn over it."""
+    label.setWordWrap(True)
+    guard = _WrappedHeight(label)
+    label.installEventFilter(guard)
+    return label
 
 
 def show_error(parent: QWidget | None, message: str | BaseException,

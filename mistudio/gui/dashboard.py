@@ -16,7 +16,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from mistudio.gui.common import PanelScroll
+from mistudio.gui.common import PanelScroll, wrapped
 from mistudio.gui.plots import spaced_axes
 
 THIS_RUN, COMPARED = "#e06c75", "#61afef"
@@ -115,8 +115,7 @@ class Dashboard(QWidget):
         layout.addWidget(grid, 1)
         self.columns = 0
         self.arrange()
-        self.note = QLabel(EV_NOTE)
-        self.note.setWordWrap(True)
+        self.note = wrapped(QLabel(EV_NOTE))
         layout.addWidget(self.note)
         self.buffers = MetricBuffers()
         self.other = MetricBuffers()
@@ -177,12 +176,6 @@ class Dashboard(QWidget):
     def resizeEvent(self, e: Any) -> None:
         super().resizeEvent(e)
         self.arrange()
-        # a layout's minimum counts a wrapped label as one line: below plots that keep their
-        # height, a three-line note was drawn over their axes
-        lines = self.note.heightForWidth(max(1, self.note.width()))
-        if lines > 0 and lines != self.note.minimumHeight():
-            self.note.setMinimumHeight(lines)
-            PanelScroll.refit_around(self)
 
     def changeEvent(self, e: Any) -> None:
         from PySide6.QtCore import QEvent

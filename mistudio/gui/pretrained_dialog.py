@@ -148,6 +148,9 @@ class PretrainedDialog(QDialog):
         self.status.setText(message)
         show_error(self, message, details)
 
-    def done(self, result: int) -> None:  # closing the dialog stops a pull in progress
-        self.runner.wait(10_000)
+    def done(self, result: int) -> None:
+        """Closing the dialog stops a pull in progress (its partial download is kept for the
+        next try; the window's job center waits for the job at quit)."""
+        if self.runner.running:
+            self.runner.cancel()
         super().done(result)

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from mistudio.core.store.workspace import Workspace
 from mistudio.core.workflows.quickstart import STAGES
 from mistudio.core.workflows.results import QuickstartResult
-from mistudio.gui.common import show_error
+from mistudio.gui.common import PanelScroll, show_error, wrapped
 from mistudio.gui.dashboard import Dashboard
 from mistudio.gui.jobs import AppJobs
 
@@ -59,9 +59,7 @@ class QuickStartDialog(QDialog):
         self.result: QuickstartResult | None = None
         self.started_at = 0.0
         v = QVBoxLayout(self)
-        intro = QLabel(INTRO)
-        intro.setWordWrap(True)
-        v.addWidget(intro)
+        v.addWidget(wrapped(QLabel(INTRO)))
         body = QHBoxLayout()
         stages = QVBoxLayout()
         self.stage_labels = []
@@ -72,7 +70,10 @@ class QuickStartDialog(QDialog):
         stages.addStretch(1)
         body.addLayout(stages)
         self.dashboard = Dashboard()
-        body.addWidget(self.dashboard, 1)
+        # the note on held-out figures as a tooltip: under the plots it outgrew the dialog
+        self.dashboard.note.hide()
+        self.dashboard.setToolTip(self.dashboard.note.text())
+        body.addWidget(PanelScroll(self.dashboard), 1)  # large type: the plots scroll
         v.addLayout(body, 1)
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
@@ -93,7 +94,7 @@ class QuickStartDialog(QDialog):
         for b in (self.start_button, self.cancel_button, close):
             buttons.addWidget(b)
         v.addLayout(buttons)
-        self.resize(1040, 600)
+        self.resize(1040, 640)
 
     def start(self) -> None:
         from mistudio.core.workflows.quickstart import QuickstartConfig
