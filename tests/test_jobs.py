@@ -147,3 +147,56 @@ def test_every_job_reaches_the_status_bar_and_is_joined_at_close(
     assert all(not r.running for r in runners)
     assert len(cancelled) == len(runners)  # each told how its job ended
     assert services.processes() == {} and multiprocessing.active_children() == []
+
+
+QUIT_WHILE_RUNNING = """
+import dataclasses, sys
+sys.path.insert(0, {tests!r})
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from mistudio.core.jobs.kinds import JOBS
+for name, kind in list(JOBS.items()):  # each job waits for its cancel, where it really runs
+    JOBS[name] = dataclasses.replace(kind, function="job_stubs:until_cancelled",
+                                     model="job_stubs:stub_model")
+from mistudio.gui.main_window import MainWindow
+win = MainWindow({ws!r})
+win.show()
+for name in JOBS:
+    win.jobs.runner("test " + name).start(name, name, title=name)
+QTimer.singleShot({ms}, win.close)
+QTimer.singleShot({ms} + 200, app.quit)
+sys.exit(app.exec())
+"""
+
+
+@pytest.mark.parametrize("quit_after_ms", [100, 2500])
+def test_quitting_while_every_kind_of_job_runs_exits_cleanly(tmp_path: Path,
+                                                             quit_after_ms: int) -> None:
+    """The app in its own process, every declared job started (threads, processes, model
+    services), then closed: before the children are up and once they all run. Exit status 0,
+    no thread destroyed while running, no child left behind."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    code = QUIT_WHILE_RUNNING.format(tests=str(Path(__file__).parent), ws=str(tmp_path / "ws"),
+                                     ms=quit_after_ms)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    children: set[int] = set()
+    while proc.poll() is None:
+        try:
+            children |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "Destroyed while thread" not in err
+    assert children or quit_after_ms < 1000  # the late quit did find processes running
+    time.sleep(1)
+    assert not [p for p in children if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
