@@ -47,6 +47,6 @@ def is_online() -> bool:
 def offline_hint() -> str:
     """The fix to print when something is missing from the local cache."""
     return (
-        "miStudio runs offline by default; to download it once, run the same command with "
-        "«online» (or set MISTUDIO_ONLINE=1)."
+        "miStudio runs offline by default; to download it once, turn on «online» for this "
+        "one step and try again (or set MISTUDIO_ONLINE=1)."
     )
