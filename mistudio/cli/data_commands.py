@@ -155,7 +155,7 @@ def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
         arts = ws.catalog.list("activations")
         emit(args, arts, lambda _: table(
             [[a.name, a.config.get("model"), ",".join(
-                f"{layer}.{hook}" for layer, hook in a.config.get("sites", [])),
+                h.removeprefix("layers.") for h in a.summary.hook_points),
               a.summary.tokens, a.summary.massive_tokens, a.status]
              for a in arts],
             ["NAME", "MODEL", "HOOK POINTS", "TOKENS", "MASSIVE", "STATUS"]))
@@ -170,6 +170,15 @@ def cmd_activations(args: argparse.Namespace, ws: Workspace) -> None:
     elif args.action == "remove":
         ws.remove("activations", args.name)
         emit(args, {"removed": args.name}, f"Removed activation set {args.name}.")
+    elif args.action == "import":
+        from mistudio.core.activations.importing import ImportConfig, import_activations
+
+        cfg = ImportConfig(**config_kwargs(args, ImportConfig))
+        with cli_task(args) as task:
+            m = import_activations(ws, cfg, args.name, task, overwrite=args.overwrite)
+        emit(args, m, lambda m: f"Activation set {m.name}: {m.summary.tokens:,} rows of width "
+             f"{m.d_model} from {cfg.source} ({m.summary.massive_tokens:,} massive rows flagged). "
+             f"Next: `mistudio train --activations {m.name}`.")
 
 
 def _ensure_default_dataset(ws: Workspace, name: str) -> None:
@@ -270,6 +279,7 @@ def add_data_commands(add: Any, actions: Any) -> None:
     """datasets, models, tokenize, tokenized, extract, activations, doctor, catalog, jobs,
     quickstart."""
     from mistudio.core.activations.extraction import ExtractConfig
+    from mistudio.core.activations.importing import ImportConfig
     from mistudio.core.data.sources import BUILTIN_PYDOC, DatasetConfig
     from mistudio.core.data.tokenization import TokenizeConfig
     from mistudio.core.models.registry import EMBEDDED_NAME
@@ -297,8 +307,13 @@ def add_data_commands(add: Any, actions: Any) -> None:
         "batch_sequences": Option(aliases=("--batch-size",))})
     sp.add_argument("--name", help="default: MODEL.LAYERS.HOOKS")
     _overwrite(sp)
-    actions(add("activations", cmd_activations, "list, show and remove activation sets"),
-            cmd_activations)
+    acts = actions(add("activations", cmd_activations, "list, show, remove and import "
+                       "activation sets"), cmd_activations)
+    a = acts.add_parser("import", help="an activation set from a .npy, .npz or .safetensors "
+                        "file of rows made elsewhere (train and evaluate SAEs on them)")
+    add_config(a, ImportConfig)
+    a.add_argument("--name", required=True, help="the activation set's name")
+    _overwrite(a)
     add("doctor", cmd_doctor, "what device, memory, disk, model and corpus miStudio sees")
     add("catalog", cmd_catalog, "maintain the workspace catalog").add_argument(
         "action", choices=["rebuild"])

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from mistudio.core.activations.importing import IMPORTED_TEXT
 from mistudio.core.activations.store import ActivationSet, open_activations
 from mistudio.core.data.tokenization import open_tokenized
 from mistudio.core.features.plugin_columns import AnalysisContext, plugin_columns
@@ -135,6 +136,11 @@ def _inputs(ws: Workspace, cfg: AnalyzeConfig) -> _Inputs:
         raise InvalidInputError(f"SAE {cfg.sae!r} has no activation set on record.",
                                 "Choose «activations=NAME» (a set with its hook point).")
     acts = open_activations(ws, acts_name)
+    if acts.tokenized == IMPORTED_TEXT:
+        raise InvalidInputError(
+            f"Activation set {acts_name!r} was imported without the text it was read from, and "
+            "an analysis shows each feature's examples in that text.",
+            "Analyse over an extracted set of the same hook point («activations=NAME»).")
     model = acts.model
     sae_model = sae_art.provenance.model
     if sae_model and sae_model != model:

@@ -231,6 +231,12 @@ def _ensure_bundled(ws: Workspace, model: bundled.BundledModel,
 
 
 def model_manifest(ws: Workspace, name: str) -> ModelManifest:
+    if not name:  # an SAE of activations imported without their model
+        raise InvalidInputError(
+            "No model is on record for this: it was trained on imported activations whose "
+            "model was not named. Running it inside a model (steering, in-model evaluation) "
+            "needs that model.", "Import the activations again naming it («model=NAME»), "
+            "then train on them.")
     if name == EMBEDDED_NAME:
         ensure_embedded_model(ws)
     elif name in bundled.BUNDLED and ws.catalog.find("model", name) is None:
