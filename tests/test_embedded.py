@@ -7,14 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from mistudio.core.activations.extraction import ExtractConfig, extract_activations
-from mistudio.core.activations.store import open_activations
 from mistudio.core.data.datasets import ensure_builtin_dataset
-from mistudio.core.data.tokenization import open_tokenized
 from mistudio.core.models import registry as models
 from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model, load_model, model_info
 from mistudio.core.store.workspace import Workspace
@@ -56,24 +53,14 @@ def test_first_load_caches_safetensors_and_later_loads_use_them(
 
 
 def test_extraction_matches_output_hidden_states(embedded_ws: Workspace) -> None:
+    from parity import check_parity
+
     ensure_embedded_model(embedded_ws)
     ensure_builtin_dataset(embedded_ws)
     cfg = ExtractConfig(EMBEDDED_NAME, "pydoc", (3, 15), ("resid_post",), context_length=32,
                         max_tokens=400, dtype="float32", batch_sequences=4)
     extract_activations(embedded_ws, cfg, "check")
-    acts = open_activations(embedded_ws, "check")
-    pos = acts.row_positions(0, acts.n_rows)
-    ids, mask = open_tokenized(embedded_ws, acts.manifest.config["tokenized"]).slice(
-        0, int(pos[:, 0].max()) + 1)
-    lm = load_model(embedded_ws, EMBEDDED_NAME)
-    with torch.inference_mode():
-        hs = lm.model(input_ids=torch.from_numpy(ids.astype(np.int64)),
-                      attention_mask=torch.from_numpy(mask.astype(np.int64)),
-                      output_hidden_states=True).hidden_states
-    for layer in (3, 15):
-        expected = hs[layer + 1][pos[:, 0], pos[:, 1]].numpy()
-        got = acts.rows(f"layers.{layer}.resid_post", 0, acts.n_rows)
-        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-6)
+    assert check_parity(embedded_ws, "check", EMBEDDED_NAME, (3, 15), sum_check=False) == 400
 
 
 def test_quickstart_headless_runs_offline(embedded_ws: Workspace) -> None:
