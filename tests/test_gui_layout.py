@@ -102,6 +102,11 @@ def test_the_lessons_three_steps_fit_in_every_theme(qtbot: QtBot, toy_ws: Worksp
                                   analyze_tokens=2500, seconds=2.0))
     with qtbot.waitSignal(lesson.runner.finished, timeout=300_000):
         lesson.start_button.click()
+    from PySide6.QtWidgets import QListWidgetItem
+
+    lesson.features.addItem(QListWidgetItem(  # as long as a real label line gets
+        '"def" at the start of a line, before a function name or a class    (feature 4350, '
+        "fires on 0.125% of tokens, score 0.97)"))
     problems = []
     try:
         for theme in ("light", "dark", "presentation"):

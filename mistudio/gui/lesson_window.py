@@ -238,6 +238,10 @@ class LessonWindow(QWidget):
         hint.setWordWrap(True)
         v.addWidget(hint)
         self.features = QListWidget()
+        # long labels wrap: a list scrolling sideways hides the end of a label from the room
+        self.features.setWordWrap(True)
+        self.features.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.features.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         v.addWidget(self.features, 1)
         go = QPushButton("Steer with this feature")
         go.clicked.connect(lambda: self.pages.setCurrentIndex(2))
