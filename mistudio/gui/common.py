@@ -120,8 +120,6 @@ class PanelScroll(QScrollArea):
         measured without the scroll bars the result needs: sized to the whole viewport, a panel
         taller than the tab would get a vertical bar, lose its width and scroll sideways."""
         panel = self.widget()
-        if panel.layout() is not None:
-            panel.layout().activate()  # its minimum from its children's current minimums
         need = panel.minimumSizeHint().expandedTo(panel.minimumSize())
         room = self.contentsRect().size()
         bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)

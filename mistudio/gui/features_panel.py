@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -77,6 +77,7 @@ class FeaturesPanel(QWidget):
         split.addWidget(self._table_side())
         split.addWidget(self._views())
         split.setSizes([620, 660])  # the table: room for labels beside three numbers
+        split.splitterMoved.connect(lambda *_: QTimer.singleShot(0, self, self._room_for_labels))
         v.addWidget(split, 1)
         self.split = split
         self.refresh()
@@ -120,7 +121,6 @@ class FeaturesPanel(QWidget):
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.setWordWrap(False)
-        self.table.viewport().installEventFilter(self)
         self.fit_columns()
         self.table.selectionModel().currentRowChanged.connect(
             lambda cur, _prev: cur.isValid() and self.show_feature(self.model.feature_at(
@@ -186,10 +186,9 @@ class FeaturesPanel(QWidget):
             if c in shown:
                 header.resizeSection(c, need[c])
 
-    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
-        if obj is self.table.viewport() and e.type() == QEvent.Type.Resize:
-            self._room_for_labels()
-        return super().eventFilter(obj, e)
+    def resizeEvent(self, e: Any) -> None:
+        super().resizeEvent(e)
+        QTimer.singleShot(0, self, self._room_for_labels)  # once the table has its new width
 
     def changeEvent(self, e: QEvent) -> None:
         if e.type() == QEvent.Type.FontChange:  # presentation mode: wider columns, taller rows
