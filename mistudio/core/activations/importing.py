@@ -13,6 +13,7 @@ model, and say so; an SAE trained here exports to SAELens or ONNX like any other
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def read_array(source: str, key: str | None = None) -> np.ndarray:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                arr = z[_pick(path, list(z.files), key, {k: z[k].shape for k in z.files})]
+                arr = z[_pick(path, list(z.files), key, _npz_shapes(path))]
         else:
             from safetensors import safe_open
 
@@ -90,11 +91,25 @@ def read_array(source: str, key: str | None = None) -> np.ndarray:
                 names = list(f.keys())
                 shapes = {k: f.get_slice(k).get_shape() for k in names}
                 arr = f.get_tensor(_pick(path, names, key, shapes))
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise InvalidInputError(f"{path} cannot be read as {suffix} ({err}); it may be "
                                 "truncated or of another format.",
                                 "Save it again, or check the file's extension.") from err
     return _checked(path, arr)
+
+
+def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each array's shape from its header alone (indexing the archive would read and
+    decompress every array just to choose one)."""
+    fmt = np.lib.format
+    shapes = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as f:
+                major, _ = fmt.read_magic(f)
+                read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+                shapes[info.filename.removesuffix(".npy")] = read(f)[0]
+    return shapes
 
 
 def _pick(path: Path, names: list[str], key: str | None, shapes: dict[str, Any]) -> str:
@@ -117,7 +132,7 @@ def _checked(path: Path, arr: np.ndarray) -> np.ndarray:
                                 "Reshape it to one row per token (e.g. x.reshape(-1, d)).")
     if not np.issubdtype(arr.dtype, np.floating):
         raise InvalidInputError(f"{path} holds {arr.dtype} values, not floats.",
-                                "Save the activations as float32, float16 or bfloat16.")
+                                "Save the activations as float32 or float16.")
     if arr.shape[0] < 10 or arr.shape[1] < 1:
         raise InvalidInputError(f"{path} holds {arr.shape[0]} rows of width {arr.shape[1]}.",
                                 "Import at least a few thousand rows.")
