@@ -254,9 +254,9 @@ def quickstart_text(r: QuickstartResult) -> str:
         "contexts" + (" (analysis reused)" if f.reused else ""),
         *[f"      {b.feature:>5}  {b.score:.2f}  {b.label}" for b in f.best],
         *_steer_lines(r.steering),
-        "Next: `mistudio features quickstart-topk --sort score`, "
-        "`mistudio feature quickstart-topk INDEX`, "
-        "`mistudio steer --sae quickstart-topk --feature INDEX=+20`.",
+        f"Next: `mistudio features {sae.name} --sort score`, "
+        f"`mistudio feature {sae.name} INDEX`, "
+        f"`mistudio steer --sae {sae.name} --feature INDEX=+20`.",
     ])
 
 
