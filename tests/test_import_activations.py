@@ -86,3 +86,60 @@ def test_bad_files_get_one_line_and_leave_nothing(tmp_path: Path, make: object,
         import_activations(ws, ImportConfig(str(path)), "a")
     assert ws.catalog.find("activations", "a") is None
     assert not list((tmp_path / "ws" / "activations").glob("*a*"))  # no partial folder
+
+
+def _saelens_cache(folder: Path, rows: np.ndarray, context: int, hook: str,
+                   shards: int = 2, token_ids: bool = True) -> None:
+    """A cache as SAELens's CacheActivationsRunner writes it: a saved dataset of Array2D
+    [context, d] sequences (and token ids), in several Arrow files."""
+    from datasets import Array2D, Dataset, Features, Sequence, Value
+
+    seqs = rows.reshape(-1, context, rows.shape[1])
+    columns = {hook: seqs}
+    features = {hook: Array2D(shape=(context, rows.shape[1]), dtype="float32")}
+    if token_ids:
+        columns["token_ids"] = np.arange(len(seqs) * context).reshape(-1, context)
+        features["token_ids"] = Sequence(Value("int32"), length=context)
+    Dataset.from_dict(columns, features=Features(features)).save_to_disk(str(folder),
+                                                                         num_shards=shards)
+
+
+def test_a_saelens_cache_imports_in_place_with_its_hook_and_positions(tmp_path: Path) -> None:
+    rows = _sparse_rows(n=4096)
+    _saelens_cache(tmp_path / "cache", rows, 64, "blocks.5.hook_resid_post", shards=3)
+    ws = Workspace(tmp_path / "ws")
+    m = import_activations(ws, ImportConfig(str(tmp_path / "cache"), chunk_rows=1000), "sl")
+    acts = open_activations(ws, "sl")
+    assert acts.keys == ["layers.5.resid_post"] and m.config["context_length"] == 64
+    np.testing.assert_array_equal(acts.rows("layers.5.resid_post", 0, acts.n_rows), rows)
+    positions = acts.row_positions(0, acts.n_rows)
+    assert positions[65].tolist() == [1, 1] and positions[-1].tolist() == [63, 63]
+    arrow = next((tmp_path / "cache").glob("*.arrow"))  # one file of the cache alone
+    one = import_activations(ws, ImportConfig(str(arrow), hook="layers.2.mlp_out"), "one")
+    assert one.hook_points == ["layers.2.mlp_out"] and 0 < one.summary.tokens < 4096
+
+
+def test_bad_saelens_caches_get_one_line(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    two = tmp_path / "two"
+    from datasets import Array2D, Dataset, Features
+
+    feats = Features({h: Array2D(shape=(4, 8), dtype="float32") for h in ("a", "b")})
+    Dataset.from_dict({h: np.zeros((3, 4, 8), np.float32) for h in ("a", "b")},
+                      features=feats).save_to_disk(str(two))
+    with pytest.raises(InvalidInputError, match="2 activation columns"):
+        import_activations(ws, ImportConfig(str(two)), "x")
+    import_activations(ws, ImportConfig(str(two), key="b", hook="layers.0.mlp_out"), "x")
+    cut = tmp_path / "cut"
+    _saelens_cache(cut, _sparse_rows(n=2048), 64, "blocks.1.hook_resid_pre", shards=1)
+    data = next(cut.glob("*.arrow"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(InvalidInputError, match="truncated"):
+        import_activations(ws, ImportConfig(str(cut)), "y")
+    bad = tmp_path / "nan"
+    rows = _sparse_rows(n=2048)
+    rows[700, 3] = np.nan
+    _saelens_cache(bad, rows, 64, "blocks.1.hook_resid_pre", token_ids=False)
+    with pytest.raises(InvalidInputError, match="Row 700 .* NaN"):
+        import_activations(ws, ImportConfig(str(bad)), "z")
+    assert [a.name for a in ws.catalog.list("activations")] == ["x"]

@@ -119,7 +119,7 @@ def test_ghost_grads_reach_only_dead_latents_and_train_them() -> None:
     # the term is sized like the main MSE, whatever the dead latents' scale
     pre = sae.pre_acts(x)
     residual = x - out.x_hat.detach()
-    loss = ghost_grads_loss(pre, sae.W_dec_FO, residual, dead).detach()
+    loss = ghost_grads_loss(pre[:, dead], sae.W_dec_FO[dead], residual).detach()
     assert float(loss) == pytest.approx(float(residual.pow(2).mean()), rel=0.5)
 
 

@@ -309,8 +309,9 @@ def add_data_commands(add: Any, actions: Any) -> None:
     _overwrite(sp)
     acts = actions(add("activations", cmd_activations, "list, show, remove and import "
                        "activation sets"), cmd_activations)
-    a = acts.add_parser("import", help="an activation set from a .npy, .npz or .safetensors "
-                        "file of rows made elsewhere (train and evaluate SAEs on them)")
+    a = acts.add_parser("import", help="an activation set from rows made elsewhere: a .npy, "
+                        ".npz or .safetensors file, or SAELens's cached activations (train and "
+                        "evaluate SAEs on them)")
     add_config(a, ImportConfig)
     a.add_argument("--name", required=True, help="the activation set's name")
     _overwrite(a)

@@ -1,6 +1,7 @@
 """Activations made elsewhere, as an activation set: train and evaluate SAEs on any rows.
 
-A float array ``[rows, d]`` in a ``.npy``, an ``.npz`` or a ``.safetensors`` file becomes
+A float array ``[rows, d]`` in a ``.npy``, an ``.npz`` or a ``.safetensors`` file, or SAELens's
+cached activations (a saved dataset folder or ``.arrow`` file, :mod:`.arrow_rows`), becomes
 ``activations/NAME`` in the store's own layout (chunks, per-row norms, massive-token flags and
 norm statistics), so training, its held-out evaluation and every tool that reads a set treat it
 like an extracted one. The rows are copied into the workspace: a set that pointed at a file
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mistudio.core.activations.arrow_rows import ArrowRows, is_arrow_source
 from mistudio.core.activations.massive import DEFAULT_FACTOR
 from mistudio.core.activations.store import NORMS, POSITIONS, chunk_file, finish_massive
 from mistudio.core.runtime.errors import InvalidInputError, NotFoundError
@@ -34,7 +36,8 @@ from mistudio.core.store.manifests import (
 )
 from mistudio.core.store.workspace import Workspace
 
-FORMATS = (".npy", ".npz", ".safetensors")
+FORMATS = (".npy", ".npz", ".safetensors", ".arrow")
+DEFAULT_HOOK = "layers.0.resid_post"
 IMPORTED_TEXT = "(imported: no text)"
 """The tokenized set an imported set names: none."""
 
@@ -44,42 +47,52 @@ class ImportConfig:
     """Where the rows come from, and what is known about them."""
 
     source: str
-    """A .npy, .npz or .safetensors file holding a float array [rows, d]."""
+    """A .npy, .npz or .safetensors file holding a float array [rows, d], or a folder (or
+    .arrow file) of SAELens's cached activations."""
     key: str | None = None
-    """The array's name in an .npz or .safetensors file (default: its only 2-D array)."""
+    """The array's name in an .npz or .safetensors file, or the column of a SAELens cache
+    (default: its only 2-D array / activation column)."""
     model: str = ""
     """The workspace model the rows were read from, if known (in-model evaluation, steering)."""
-    hook: str = "layers.0.resid_post"
-    """The hook point they were read at (layers.L.HOOK), if known."""
+    hook: str = ""
+    """The hook point they were read at (layers.L.HOOK); empty = what the file says (a SAELens
+    cache names its column blocks.L.hook_...), else layers.0.resid_post."""
     dtype: str = "float32"
     """Storage dtype: float32, or float16 (half the disk; refused if a value would not fit)."""
     chunk_rows: int = 65_536
     """Rows per stored chunk."""
 
     def __post_init__(self) -> None:
-        if Path(self.source).suffix.lower() not in FORMATS:
-            raise InvalidInputError(f"{self.source} is not a {', '.join(FORMATS)} file.",
+        path = Path(self.source).expanduser()
+        if path.suffix.lower() not in FORMATS and not is_arrow_source(path):
+            raise InvalidInputError(f"{self.source} is not a {', '.join(FORMATS)} file or a "
+                                    "SAELens activation cache folder.",
                                     "Save the activations as a float array [rows, d] in one of "
                                     "those formats.")
         if self.dtype not in ("float32", "float16"):
             raise InvalidInputError(f"Unknown storage dtype {self.dtype!r}.",
                                     "Use «dtype=float32» or float16.")
         parts = self.hook.split(".")
-        if len(parts) != 3 or parts[0] != "layers" or not parts[1].isdigit():
+        if self.hook and (len(parts) != 3 or parts[0] != "layers" or not parts[1].isdigit()):
             raise InvalidInputError(f"{self.hook!r} is not a hook point name.",
                                     "Name it like «hook=layers.6.resid_post».")
         if self.chunk_rows < 1:
             raise InvalidInputError("«chunk_rows» must be positive.", "Use «chunk_rows=65536».")
 
 
-def read_array(source: str, key: str | None = None) -> np.ndarray:
-    """The 2-D float array in ``source``, memory-mapped where the format allows (.npy)."""
+def read_array(source: str, key: str | None = None) -> np.ndarray | ArrowRows:
+    """The 2-D float array in ``source``, memory-mapped where the format allows (.npy, Arrow)."""
     path = Path(source).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise NotFoundError(f"{path} does not exist.", "Give the path of the activations file.")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".npy":
+        if is_arrow_source(path):
+            arr = ArrowRows(path, key)
+        elif not path.is_file():
+            raise NotFoundError(f"{path} is a folder without Arrow files.",
+                                "Give the path of the activations file.")
+        elif suffix == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -125,7 +138,7 @@ def _pick(path: Path, names: list[str], key: str | None, shapes: dict[str, Any])
     return two_d[0]
 
 
-def _checked(path: Path, arr: np.ndarray) -> np.ndarray:
+def _checked(path: Path, arr: np.ndarray | ArrowRows) -> np.ndarray | ArrowRows:
     if arr.ndim != 2:
         raise InvalidInputError(f"{path} holds an array of shape {tuple(arr.shape)}; "
                                 "activations are [rows, d].",
@@ -147,6 +160,7 @@ def import_activations(ws: Workspace, cfg: ImportConfig, name: str,
     task = task or silent_task()
     arr = read_array(cfg.source, cfg.key)
     n, d = int(arr.shape[0]), int(arr.shape[1])
+    hook = cfg.hook or getattr(arr, "hook", None) or DEFAULT_HOOK
     if cfg.model:
         from mistudio.core.models.registry import model_info
 
@@ -155,19 +169,21 @@ def import_activations(ws: Workspace, cfg: ImportConfig, name: str,
             raise InvalidInputError(f"Rows of width {d} cannot come from {cfg.model!r} "
                                     f"(d_model {info.d_model}).",
                                     "Name the model they were read from, or none.")
-    config = {**asdict(cfg), "source": str(Path(cfg.source).expanduser().resolve()),
-              "tokenized": IMPORTED_TEXT, "quantize": "none", "context_length": None}
+    context = getattr(arr, "context", None)  # a SAELens cache: rows are sequences' positions
+    config = {**asdict(cfg), "hook": hook, "source": str(Path(cfg.source).expanduser().resolve()),
+              "tokenized": IMPORTED_TEXT, "quantize": "none", "context_length": context}
     store = np.dtype(cfg.dtype)
     ws.require_free_space(n * (d * store.itemsize + 12), f"activation set {name!r}")
     with ws.build("activations", name, "import-activations", config, overwrite) as b:
         b.manifest = ActivationsManifest(
-            name, config=config, hook_points=[cfg.hook], d_model=d,
+            name, config=config, hook_points=[hook], d_model=d,
             provenance=ActivationsProvenance(**made_now(), model=cfg.model,
                                              tokenized=IMPORTED_TEXT),
-            summary=ActivationsSummary(hook_points=[cfg.hook], d_model=d))
+            summary=ActivationsSummary(hook_points=[hook], d_model=d))
         for start in range(0, n, cfg.chunk_rows):
             check_cancelled(task)
-            _write_chunk(b.folder, b.manifest, cfg, arr[start:start + cfg.chunk_rows], start)
+            _write_chunk(b.folder, b.manifest, cfg, hook, arr[start:start + cfg.chunk_rows],
+                         start, context)
             task.set_progress(min(start + cfg.chunk_rows, n) / n * 0.95)
             task.set_status(f"Copied {min(start + cfg.chunk_rows, n):,} of {n:,} rows")
         task.set_status("Flagging massive tokens")
@@ -178,8 +194,8 @@ def import_activations(ws: Workspace, cfg: ImportConfig, name: str,
     return b.manifest
 
 
-def _write_chunk(folder: Path, manifest: ActivationsManifest, cfg: ImportConfig,
-                 block: np.ndarray, start: int) -> None:
+def _write_chunk(folder: Path, manifest: ActivationsManifest, cfg: ImportConfig, hook: str,
+                 block: np.ndarray, start: int, context: int | None) -> None:
     rows = np.asarray(block, dtype=np.float32)
     bad = ~np.isfinite(rows).all(axis=1)
     if bad.any():
@@ -190,10 +206,11 @@ def _write_chunk(folder: Path, manifest: ActivationsManifest, cfg: ImportConfig,
                                 f"(up to {float(np.abs(rows).max()):,.0f}).",
                                 "Import with «dtype=float32».")
     index = len(manifest.chunks)
-    positions = np.stack([np.arange(start, start + len(rows)), np.full(len(rows), -1)],
-                         axis=1).astype(np.int32)
+    row_ids = np.arange(start, start + len(rows))
+    positions = (np.stack([row_ids // context, row_ids % context], axis=1) if context else
+                 np.stack([row_ids, np.full(len(rows), -1)], axis=1)).astype(np.int32)
     norms = np.linalg.norm(rows, axis=1, keepdims=True).astype(np.float32)
-    for key, data in ((cfg.hook, rows.astype(cfg.dtype)), (POSITIONS, positions),
+    for key, data in ((hook, rows.astype(cfg.dtype)), (POSITIONS, positions),
                       (NORMS, norms)):
         path = chunk_file(folder, key, index)
         path.parent.mkdir(exist_ok=True)

@@ -18,6 +18,7 @@ authors wrote it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -127,3 +128,25 @@ def first_tensor(value: object) -> torch.Tensor:
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
         return value[0]
     raise TypeError(f"expected a tensor output, got {type(value).__name__}")
+
+
+# Hook points named in other libraries' conventions (SAELens / TransformerLens, sparsify).
+_TL = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post",
+       "hook_mlp_out": "mlp_out", "hook_attn_out": "attn_out", "ln2.hook_normalized": "mlp_in",
+       "attn.hook_z": "attn_z", "hook_z": "attn_z", "hook_mlp_in": "mlp_in"}
+_MODULE = {"": "resid_post", "mlp": "mlp_out", "self_attn": "attn_out", "attention": "attn_out",
+           "attn": "attn_out"}
+
+def to_hook_key(name: str) -> str | None:
+    """miStudio's key for a hook point named in another library's convention, or None."""
+    name = name.strip()
+    m = re.fullmatch(r"layers\.(\d+)\.(\w+)", name)
+    if m and m.group(2) in HOOK_POINTS:
+        return name
+    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
+    if m and m.group(2) in _TL:
+        return f"layers.{int(m.group(1))}.{_TL[m.group(2)]}"
+    m = re.fullmatch(r"(?:model\.|gpt_neox\.|transformer\.)?(?:layers|h)\.(\d+)(?:\.(\w+))?", name)
+    if m and (m.group(2) or "") in _MODULE:
+        return f"layers.{int(m.group(1))}.{_MODULE[m.group(2) or '']}"
+    return None

@@ -84,3 +84,26 @@ def require_memory(n_params: int, dtype: torch.dtype, device: torch.device, what
         f"Close other programs, quantize it («quantize=int8» or int4){smaller}, pick a smaller "
         "model, or use another «device» («do:plan_memory»).",
     )
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (x86 AVX512-BF16 or AMX).
+
+    There a bfloat16 matmul takes half the time of a float32 one (measured: 66 vs 134 ms for
+    4096 x 576 x 4608 on two cores); without it torch emulates bfloat16 and it is slower than
+    float32, so nothing should use it. Read from the kernel's flags, so the answer (and with it
+    a resumed training run's arithmetic) is the same every time on a machine.
+    """
+    global _NATIVE_BF16
+    if _NATIVE_BF16 is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                flags = next((line.split(":", 1)[1].split() for line in f
+                              if line.startswith("flags")), [])
+        except OSError:
+            flags = []
+        _NATIVE_BF16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    return _NATIVE_BF16
+
+
+_NATIVE_BF16: bool | None = None

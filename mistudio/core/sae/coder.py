@@ -48,6 +48,12 @@ class Encoded(NamedTuple):
 class SparseCoder(nn.Module):
     """Encoder, decoder and optional skip connection shared by all architectures."""
 
+    handles_precision = False
+    """True: training runs it without autocast and sets :attr:`select_dtype` instead (the
+    coder decides where lower precision is safe)."""
+    select_dtype: torch.dtype | None = None
+    """Lower-precision dtype a coder that handles precision may choose its latents in."""
+
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
         self.cfg = cfg

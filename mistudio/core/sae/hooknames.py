@@ -22,13 +22,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mistudio.core.models.adapters import HOOK_POINTS
+from mistudio.core.models.adapters import to_hook_key
 
-_TL = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post",
-       "hook_mlp_out": "mlp_out", "hook_attn_out": "attn_out", "ln2.hook_normalized": "mlp_in",
-       "attn.hook_z": "attn_z", "hook_z": "attn_z", "hook_mlp_in": "mlp_in"}
-_MODULE = {"": "resid_post", "mlp": "mlp_out", "self_attn": "attn_out", "attention": "attn_out",
-           "attn": "attn_out"}
 _SCOPE = {"res": "resid_post", "mlp": "mlp_out", "att": "attn_z"}
 _MODEL_ALIASES = {"gpt2-small": "gpt2", "gpt2": "gpt2"}
 
@@ -44,21 +39,6 @@ class FoundHook(NamedTuple):
     """Model name or id found in the files (e.g. gemma-2-2b, EleutherAI/pythia-70m-deduped)."""
     said: str | None
     """The name as the files wrote it, for messages."""
-
-
-def to_hook_key(name: str) -> str | None:
-    """miStudio's key for a hook point named in another library's convention, or None."""
-    name = name.strip()
-    m = re.fullmatch(r"layers\.(\d+)\.(\w+)", name)
-    if m and m.group(2) in HOOK_POINTS:
-        return name
-    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
-    if m and m.group(2) in _TL:
-        return f"layers.{int(m.group(1))}.{_TL[m.group(2)]}"
-    m = re.fullmatch(r"(?:model\.|gpt_neox\.|transformer\.)?(?:layers|h)\.(\d+)(?:\.(\w+))?", name)
-    if m and (m.group(2) or "") in _MODULE:
-        return f"layers.{int(m.group(1))}.{_MODULE[m.group(2) or '']}"
-    return None
 
 
 def read_hook(folder: Path, fmt: str, cfg: dict[str, Any] | None = None) -> FoundHook:

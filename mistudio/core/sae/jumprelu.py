@@ -86,7 +86,7 @@ class JumpReLUSAE(SparseCoder):
     def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
                  dead_F: Tensor) -> Tensor | None:
         """Ghost gradients, when the trainer asks for them (it passes ``dead_F`` only then)."""
-        return ghost_grads_loss(extra["pre"], self.W_dec_FO, residual_BO, dead_F)
+        return ghost_grads_loss(extra["pre"][:, dead_F], self.W_dec_FO[dead_F], residual_BO)
 
     def extra_tensors(self, scale_in: float = 1.0, scale_out: float = 1.0) -> dict[str, Tensor]:
         return {"threshold": self.threshold_F.clone()}  # in pre-activation units: unscaled

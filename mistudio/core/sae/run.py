@@ -81,7 +81,9 @@ class SAERun:
         cfg = self.cfg
         dead = self.since_fired >= self.dead_window if cfg.uses_dead_mask() else None
         want_l0 = want_l0 or cfg.target_l0 is not None
-        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+        own = self.sae.handles_precision  # it chooses where lower precision is safe
+        self.sae.select_dtype = amp if own else None
+        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None and not own):
             out = self.sae(x, y, dead_F=dead, want_l0=want_l0)
         losses = out.losses
         loss = losses["mse"] + self.sparsity.coefficient(step) * (

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from mistudio.core.sae.coder import Encoded, SparseCoder, topk_sparse
 from mistudio.core.sae.config import SAEConfig
+from mistudio.core.sae.sparse_code import Pattern, exact_values, select_preacts, sparse_code
 
 
 def sparse_decode(idx_BK: Tensor, vals_BK: Tensor, W_dec_FO: Tensor) -> Tensor:
@@ -73,47 +74,85 @@ def sparse_encode(x_BD: Tensor, W_enc_DF: Tensor, bias_F: Tensor,
 
 
 class TopKSAE(SparseCoder):
+    handles_precision = True
+
     def activate(self, pre_BF: Tensor) -> Tensor:
         vals_BK, idx_BK = topk_sparse(pre_BF, self.cfg.k)
         return torch.zeros_like(pre_BF).scatter_(-1, idx_BK, vals_BK)
 
+    def _bias(self) -> Tensor:
+        """b_dec enters through the bias: (x - b_dec) W + b = x W + (b - b_dec W), so no
+        gradient has to flow back into a [B, D] input."""
+        if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
+            return self.b_enc_F - self.b_dec_O @ self.W_enc_DF
+        return self.b_enc_F
+
     def encode_decode(self, x_BD: Tensor, want_l0: bool = True) -> Encoded:
         """Dense matmul only to choose the top k (no gradient); everything else is sparse.
 
-        b_dec enters through the bias (x - b_dec) W + b = x W + (b - b_dec W), so no gradient
-        has to flow back into a [B, D] input.
+        On the CPU the choice may be made in ``select_dtype`` (bfloat16 where the CPU has it:
+        half the time of the one dense matmul); the chosen latents' values are then computed
+        exactly in float32, so only near-ties at the k-th place can differ.
         """
-        bias_F = self.b_enc_F
-        if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
-            bias_F = bias_F - self.b_dec_O @ self.W_enc_DF
+        bias_F = self._bias()
+        if x_BD.device.type != "cpu":
+            return self._encode_decode_gather(x_BD, bias_F)
         with torch.no_grad():
-            pre_BF = torch.addmm(bias_F, x_BD, self.W_enc_DF)  # [B, F]
+            pre_BF = select_preacts(x_BD, self.W_enc_DF, bias_F, self.select_dtype)
             idx_BK = pre_BF.topk(self.cfg.k, dim=-1, sorted=False).indices
-        vals_BK = F.relu(sparse_encode(x_BD, self.W_enc_DF, bias_F, pre_BF, idx_BK))
-        decoded_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO) + self.b_dec_O
+        pattern = Pattern.from_topk(idx_BK, self.cfg.d_sae)
+        values_N = exact_values(pattern, x_BD, self.W_enc_DF, bias_F)
+        decoded_BO, _ = sparse_code(x_BD, self.W_enc_DF, bias_F, self.W_dec_FO, pattern, values_N)
+        active_N = values_N > 0
+        fires_F = torch.bincount(pattern.cols_N[active_N], minlength=self.cfg.d_sae).float()
+        l0 = active_N.sum() / x_BD.shape[0]
+        return Encoded(decoded_BO + self.b_dec_O, fires_F, l0.float(),
+                       {"pre": pre_BF, "x": x_BD, "bias": bias_F})
+
+    def _encode_decode_gather(self, x_BD: Tensor, bias_F: Tensor) -> Encoded:
+        """GPUs: gather from the pre-activations, decode with ``embedding_bag``, all under
+        autocast in ``select_dtype``."""
+        dtype = self.select_dtype
+        with torch.autocast(x_BD.device.type, dtype=dtype, enabled=dtype is not None):
+            with torch.no_grad():
+                pre_BF = torch.addmm(bias_F, x_BD, self.W_enc_DF)  # [B, F]
+                idx_BK = pre_BF.topk(self.cfg.k, dim=-1, sorted=False).indices
+            vals_BK = F.relu(sparse_encode(x_BD, self.W_enc_DF, bias_F, pre_BF, idx_BK))
+            decoded_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO) + self.b_dec_O
         active_BK = vals_BK > 0
         fires_F = torch.bincount(idx_BK[active_BK], minlength=self.cfg.d_sae).float()
         return Encoded(decoded_BO, fires_F, active_BK.sum(-1).float().mean(),
-                       {"pre": pre_BF, "x": x_BD, "bias": bias_F})
+                       {"pre": pre_BF, "x": x_BD, "bias": bias_F, "gather": pre_BF})
 
     def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
                  dead_F: Tensor) -> Tensor | None:
         """AuxK: the top k_aux dead latents reconstruct the residual, normalised by its variance.
 
-        k_aux = d_in / 2 (OpenAI's recipe); the trainer weights this term by 1/32.
+        k_aux = d_in / 2 (OpenAI's recipe); the trainer weights this term by 1/32. The top k_aux
+        is taken among the dead latents' columns alone (a few percent of them, usually).
         """
         k_aux = min(self.cfg.d_in // 2, int(dead_F.sum()))
         if k_aux == 0:
             return None
+        dead_idx = dead_F.nonzero().squeeze(1)
         with torch.no_grad():
-            masked_BF = extra["pre"].masked_fill(~dead_F, float("-inf"))
-            idx_BK = masked_BF.topk(k_aux, dim=-1, sorted=False).indices  # dead latents only
-        if "x" in extra:  # sparse path: differentiable values of the chosen latents only
-            vals_BK = F.relu(sparse_encode(extra["x"], self.W_enc_DF, extra["bias"], extra["pre"],
-                                           idx_BK))
-        else:
-            vals_BK = F.relu(extra["pre"].gather(-1, idx_BK))
-        recon_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO)
+            local_BK = extra["pre"].index_select(1, dead_idx).topk(k_aux, dim=-1,
+                                                                   sorted=False).indices
+            idx_BK = dead_idx[local_BK]
+        if "gather" in extra:  # GPU path: differentiable values of the chosen latents only
+            dtype = self.select_dtype
+            with torch.autocast(residual_BO.device.type, dtype=dtype, enabled=dtype is not None):
+                vals_BK = F.relu(sparse_encode(extra["x"], self.W_enc_DF, extra["bias"],
+                                               extra["gather"], idx_BK))
+                recon_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO).float()
+        elif "x" in extra:
+            pattern = Pattern.from_topk(idx_BK, self.cfg.d_sae)
+            values_N = exact_values(pattern, extra["x"], self.W_enc_DF, extra["bias"])
+            recon_BO, _ = sparse_code(extra["x"], self.W_enc_DF, extra["bias"], self.W_dec_FO,
+                                      pattern, values_N)
+        else:  # a dense forward (BatchTopK): pre-activations carry the gradient
+            recon_BO = sparse_decode(idx_BK, F.relu(extra["pre"].gather(-1, idx_BK)),
+                                     self.W_dec_FO)
         variance = (residual_BO - residual_BO.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
         return (recon_BO - residual_BO).pow(2).sum(-1).mean() / variance
 

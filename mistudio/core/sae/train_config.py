@@ -76,7 +76,9 @@ class TrainConfig:
     normalize_activations: bool = True
     """Scale inputs to mean norm sqrt(d_in) while training; folded into the saved weights."""
     mixed_precision: Literal["auto", "none", "bfloat16", "float16"] = "auto"
-    """Autocast dtype; auto = bfloat16 on GPUs that support it, none on the CPU."""
+    """Lower precision for the dense matmuls; auto = bfloat16 on GPUs that support it and on
+    CPUs that compute it natively (AVX512-BF16, AMX; elsewhere none). TopK uses it only to
+    choose latents, computing their values in float32."""
     checkpoint_every: int = 250
     """Steps between checkpoints."""
     log_every: int = 10

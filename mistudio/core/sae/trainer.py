@@ -20,7 +20,11 @@ import numpy as np
 import torch
 
 from mistudio.core.activations.store import ActivationSet, open_activations
-from mistudio.core.models.devices import available_memory, resolve_device
+from mistudio.core.models.devices import (
+    available_memory,
+    cpu_has_native_bfloat16,
+    resolve_device,
+)
 from mistudio.core.runtime.errors import (
     Cancelled,
     InvalidInputError,
@@ -319,11 +323,19 @@ def _log_step(run: SAERun, log: TextIO | None, task: TaskState, step: int, token
 
 
 def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if cfg.mixed_precision == "none" or device.type != "cuda":
+    """The lower precision a run may use: bfloat16 on GPUs that support it and on CPUs that
+    compute it natively (elsewhere torch emulates it, slower than float32); float16 on GPUs
+    when asked."""
+    if cfg.mixed_precision == "none":
         return None
-    if cfg.mixed_precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return getattr(torch, cfg.mixed_precision)
+    if device.type == "cuda":
+        if cfg.mixed_precision == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return getattr(torch, cfg.mixed_precision)
+    if device.type == "cpu" and cfg.mixed_precision in ("auto", "bfloat16") \
+            and cpu_has_native_bfloat16():
+        return torch.bfloat16
+    return None
 
 
 def _is_out_of_memory(err: RuntimeError) -> bool:
