@@ -6,6 +6,10 @@ sparse TopK encode/decode, AuxK, metrics, checkpoints) and, in the same process 
 held in memory, a minimal loop: dense ``nn.Linear`` encoder and decoder, ReLU or TopK, Adam,
 nothing else. Runs alternate and repeat; each figure is the median.
 
+miStudio runs at its defaults (``mixed_precision=auto``: bfloat16 matmuls where the CPU computes
+them natively, TopK then choosing latents in bfloat16 and computing their values in float32) and
+again in float32 throughout (``*_float32_*``), so the gain of each part shows.
+
     python benchmarks/train.py [--steps 20] [--repeats 3]
 """
 
@@ -23,6 +27,7 @@ from torch import nn
 
 from mistudio.core.activations.extraction import ExtractConfig, extract_activations
 from mistudio.core.activations.store import open_activations
+from mistudio.core.models.devices import cpu_has_native_bfloat16
 from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model
 from mistudio.core.runtime.tasks import CallbackTask
 from mistudio.core.sae.trainer import TrainConfig, train_sae
@@ -65,10 +70,12 @@ def minimal_loop(x_all: torch.Tensor, arch: str, steps: int) -> float:
     return steps * BATCH / (time.perf_counter() - t0)
 
 
-def ours(ws: Workspace, acts: str, arch: str, steps: int, run: int) -> float:
+def ours(ws: Workspace, acts: str, arch: str, steps: int, run: int,
+         precision: str = "auto") -> float:
     rows: list[dict] = []
     cfg = TrainConfig(acts, architecture=arch, expansion=EXPANSION, k=K, batch_size=BATCH,
-                      steps=steps, log_every=steps, checkpoint_every=10 * steps, eval_tokens=4096)
+                      steps=steps, log_every=steps, checkpoint_every=10 * steps, eval_tokens=4096,
+                      mixed_precision=precision)  # type: ignore[arg-type]
     train_sae(ws, cfg, f"bench-{arch}-{run}", CallbackTask(on_partial=rows.append), overwrite=True)
     return float(rows[-1]["tokens_per_s"])
 
@@ -85,23 +92,28 @@ def main() -> None:
     acts = open_activations(ws, acts_name)
     key = acts.keys[0]
     x_all = torch.from_numpy(acts.rows(key, 0, acts.n_rows)) * acts.norm_stats(key).scale_to_sqrt_d
-    runs: dict[str, list[float]] = {f"{w}_{a}": [] for w in ("ours", "minimal")
+    runs: dict[str, list[float]] = {f"{w}_{a}": [] for w in ("ours", "ours_float32", "minimal")
                                     for a in ("topk", "relu")}
     minimal_loop(x_all, "topk", 2)  # warm-up
     for r in range(args.repeats):
         for arch in ("topk", "relu"):
             runs[f"minimal_{arch}"].append(minimal_loop(x_all, arch, args.steps))
             runs[f"ours_{arch}"].append(ours(ws, acts_name, arch, args.steps, r))
+            runs[f"ours_float32_{arch}"].append(ours(ws, acts_name, arch, args.steps, r, "none"))
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(json.dumps({
         "d_in": D_IN, "expansion": EXPANSION, "k": K, "batch_size": BATCH, "steps": args.steps,
         "threads": torch.get_num_threads(),
+        "precision": "bfloat16 matmuls (native on this CPU)" if cpu_has_native_bfloat16()
+        else "float32",
         "topk_tokens_per_s": round(med["ours_topk"], 1),
         "topk_minimal_tokens_per_s": round(med["minimal_topk"], 1),
         "topk_ratio_vs_minimal": round(med["ours_topk"] / med["minimal_topk"], 3),
         "relu_tokens_per_s": round(med["ours_relu"], 1),
         "relu_minimal_tokens_per_s": round(med["minimal_relu"], 1),
         "relu_ratio_vs_minimal": round(med["ours_relu"] / med["minimal_relu"], 3),
+        "topk_float32_ratio_vs_minimal": round(med["ours_float32_topk"] / med["minimal_topk"], 3),
+        "relu_float32_ratio_vs_minimal": round(med["ours_float32_relu"] / med["minimal_relu"], 3),
         "runs": runs,
     }, indent=2))
 

@@ -143,3 +143,21 @@ def test_bad_saelens_caches_get_one_line(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="Row 700 .* NaN"):
         import_activations(ws, ImportConfig(str(bad)), "z")
     assert [a.name for a in ws.catalog.list("activations")] == ["x"]
+
+
+def test_the_models_tab_imports_a_saelens_cache(tmp_path: Path, qtbot: object) -> None:
+    """No code: the Models tab's Import activations button, then the set is there to train."""
+    from mistudio.gui.main_window import MainWindow
+
+    _saelens_cache(tmp_path / "cache", _sparse_rows(n=2048), 64, "blocks.2.hook_mlp_out")
+    ws = Workspace(tmp_path / "ws")
+    win = MainWindow(str(ws.root))
+    qtbot.addWidget(win)  # type: ignore[attr-defined]
+    models = win.models
+    with qtbot.waitSignal(models.runner.finished, timeout=60_000):  # type: ignore[attr-defined]
+        models.import_activations(folder=True, path=str(tmp_path / "cache"))
+    assert open_activations(ws, "cache").keys == ["layers.2.mlp_out"]
+    assert "cache: 2,048 tokens" in models.acts.text()
+    win.training.refresh()
+    assert "cache" in [win.training.activations.itemText(i)
+                       for i in range(win.training.activations.count())]

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -112,7 +113,10 @@ class ModelsPanel(ArtifactPanel):
         check.setToolTip("Compare the chosen quantization's activations at this layer with full "
                          "precision on 2,048 tokens of the built-in corpus.")
         check.clicked.connect(self.check_faithfulness)
-        f.addRow(check)
+        row = QHBoxLayout()
+        row.addWidget(check)
+        row.addWidget(self._import_button())
+        f.addRow(row)
         self.side.addWidget(ext)
         self.acts = QLabel("")
         self.acts.setWordWrap(True)
@@ -250,6 +254,41 @@ class ModelsPanel(ArtifactPanel):
         if cfg.quantize != "none":
             name += f".{cfg.quantize}"
         self.runner.start("extract", cfg, name, title=f"Extracting {name}")
+
+    def _import_button(self) -> QPushButton:
+        """Activations another tool made, as a set to train on (no model needed)."""
+        btn = QPushButton("Import activations…")
+        btn.setToolTip("Rows made elsewhere: a .npy, .npz, .safetensors or .arrow file of "
+                       "[rows, width], or the folder SAELens's activation cache was saved in. "
+                       "Train SAEs on them in the Training tab.")
+        menu = QMenu(btn)
+        menu.addAction("A file (.npy, .npz, .safetensors, .arrow)…",
+                       lambda: self.import_activations(folder=False))
+        menu.addAction("A SAELens cache folder…", lambda: self.import_activations(folder=True))
+        btn.setMenu(menu)
+        return btn
+
+    def import_activations(self, folder: bool, path: str | None = None) -> None:
+        from mistudio.core.activations.importing import ImportConfig
+        from mistudio.core.runtime.errors import MiStudioError
+
+        if path is None:
+            path = (QFileDialog.getExistingDirectory(self, "SAELens activation cache")
+                    if folder else QFileDialog.getOpenFileName(
+                        self, "Activations", str(Path.home()),
+                        "Activations (*.npy *.npz *.safetensors *.arrow)")[0])
+        if not path:
+            return
+        try:
+            cfg = ImportConfig(path)
+        except MiStudioError as err:
+            show_error(self, err)
+            return
+        taken = {a.name for a in self.ws.catalog.list("activations")}
+        stem = Path(path).stem.replace(" ", "-")[:40] or "imported"
+        name = next(n for n in (stem, *(f"{stem}-{i}" for i in range(2, 1000)))
+                    if n not in taken)
+        self.runner.start("import_activations", cfg, name, title=f"Importing {name}")
 
     def check_faithfulness(self) -> None:
         model = self.model_box.currentText()

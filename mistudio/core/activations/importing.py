@@ -54,8 +54,8 @@ class ImportConfig:
     (default: its only 2-D array / activation column)."""
     model: str = ""
     """The workspace model the rows were read from, if known (in-model evaluation, steering)."""
-    hook: str = ""
-    """The hook point they were read at (layers.L.HOOK); empty = what the file says (a SAELens
+    hook: str | None = None
+    """The hook point they were read at (layers.L.HOOK); None = what the file says (a SAELens
     cache names its column blocks.L.hook_...), else layers.0.resid_post."""
     dtype: str = "float32"
     """Storage dtype: float32, or float16 (half the disk; refused if a value would not fit)."""
@@ -72,7 +72,7 @@ class ImportConfig:
         if self.dtype not in ("float32", "float16"):
             raise InvalidInputError(f"Unknown storage dtype {self.dtype!r}.",
                                     "Use «dtype=float32» or float16.")
-        parts = self.hook.split(".")
+        parts = (self.hook or "").split(".")
         if self.hook and (len(parts) != 3 or parts[0] != "layers" or not parts[1].isdigit()):
             raise InvalidInputError(f"{self.hook!r} is not a hook point name.",
                                     "Name it like «hook=layers.6.resid_post».")

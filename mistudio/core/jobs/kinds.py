@@ -74,6 +74,8 @@ JOBS: dict[str, JobKind] = {k.name: k for k in (
             "Registering the built-in models"),
     JobKind("extract", _C + "activations.extraction:extract_activations", P,
             "Extracting activations"),
+    JobKind("import_activations", _C + "activations.importing:import_activations", P,
+            "Importing activations"),
     JobKind("faithfulness", _C + "activations.faithfulness:quantization_faithfulness", P,
             "Checking a quantization"),
     JobKind("train", _C + "sae.trainer:train_sae", P, "Training"),
