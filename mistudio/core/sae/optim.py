@@ -92,21 +92,23 @@ class ScheduleFreeSignSGD(torch.optim.Optimizer):
 
 
 def default_lr(optimizer: Optimizer, d_sae: int, tokens_per_step: int = 2048) -> float:
-    """Peak learning rates measured on two datasets (``benchmarks/peers.py --variants``): the
-    embedded model's layer-15 activations and synthetic rows from a known dictionary, 8x TopK
-    SAEs, runs of 200 to 800 steps.
+    """Peak learning rates measured on two datasets (the recipe variants of
+    ``benchmarks/peers.py``): the embedded model's layer-15 activations and synthetic rows from a
+    known dictionary, 8x TopK SAEs, runs of 200 to 800 steps.
 
-    Adam: 4.2e-3 * sqrt(4608 / d_sae) * sqrt(tokens_per_step / 2048). At 4,096 tokens per step
-    (5.9e-3) held-out FVU was 0.138 real / 0.286 synthetic against 0.145 / 0.353 at the earlier
-    3e-3, 0.140 / 0.302 at 4.5e-3 and 0.139 / 0.317 at 9e-3 (a third of the latents dead); at
-    2,048 tokens per step 4.2e-3 gave 0.135 / 0.239 (59% of the true features recovered)
-    against 0.135 / 0.276 at 6e-3 (4% / 9% dead against 8% / 26%). The rates of long GPU runs
-    (2e-4 / sqrt(d_sae / 16384)) are far too slow for runs this short.
+    Adam: 4.2e-3 * sqrt(4608 / d_sae) * sqrt(max(tokens_per_step, 2048) / 2048). At 4,096
+    tokens per step (5.9e-3) held-out FVU was 0.138 real / 0.286 synthetic against 0.145 /
+    0.353 at the earlier 3e-3, 0.140 / 0.302 at 4.5e-3 and 0.139 / 0.317 at 9e-3 (a third of
+    the latents dead); at 2,048 tokens per step 4.2e-3 gave 0.135 / 0.239 (59% of the true
+    features recovered) against 0.135 / 0.276 at 6e-3 (4% / 9% dead against 8% / 26%). The
+    rates of long GPU runs (2e-4 / sqrt(d_sae / 16384)) are far too slow for runs this short.
     Sign-SGD: sparsify's 5e-3 / sqrt(d_sae / 16384).
     """
     if optimizer == "signum":
         return 5e-3 * math.sqrt(16384 / d_sae)
-    return 4.2e-3 * math.sqrt(4608 / d_sae) * math.sqrt(tokens_per_step / 2048)
+    # measured at 2,048 and 4,096 tokens per step; smaller batches keep 2,048's rate (short
+    # runs on small batches learn too slowly with less)
+    return 4.2e-3 * math.sqrt(4608 / d_sae) * math.sqrt(max(tokens_per_step, 2048) / 2048)
 
 
 def adam_schedule(warmup_steps: int, steps: int, end_fraction: float) -> Any:
