@@ -247,7 +247,8 @@ def quickstart_text(r: QuickstartResult) -> str:
         + (" (reused)" if a.reused else f", {(a.tokens_per_s or 0):,.0f} tokens/s"),
         f"              massive tokens: {describe_positions(a.massive)}",
         f"  sae         {sae.name}: {sae.architecture} {sae.d_in} -> {sae.d_sae}, {sae.steps} "
-        f"steps; {ev_phrase(sae)}, L0 {sae.l0:.1f}, dead {sae.dead_fraction:.1%}{in_model}"
+        f"steps; held-out {ev_phrase(sae)}, L0 {sae.l0:.1f}, dead {sae.dead_fraction:.1%}"
+        f"{in_model}"
         + (" (reused)" if sae.reused else ""),
         f"  features    {f.name}: {f.alive:,} live, {f.dead:,} dead on {f.n_tokens:,} tokens; "
         f"{f.score_ge_0_7} of {f.labelled} labelled features score >= 0.7 on held-out "
