@@ -112,7 +112,8 @@ def run_peer(python: Path, tool: str, data: Path, n_train: int, steps: int,
              out: Path) -> dict[str, Any]:
     folder = out.parent
     train, held = folder / f"{data.stem}_train.npy", folder / f"{data.stem}_eval.npy"
-    if not train.exists():  # the peers read plain files: the split, once
+    if not train.exists() or train.stat().st_mtime < data.stat().st_mtime:  # the split, once
+        # per data file (the peers read plain files); a regenerated data file splits again
         rows = np.load(data, mmap_mode="r")
         np.save(train, rows[:n_train])
         np.save(held, rows[n_train:])

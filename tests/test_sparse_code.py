@@ -60,7 +60,7 @@ def test_topk_chooses_in_bfloat16_but_computes_exact_values() -> None:
     out = sae(x)
     pre = sae.pre_acts(x)
     with torch.no_grad():  # the bf16 choice ...
-        idx = select_preacts(x, sae.W_enc_DF, sae._bias(), torch.bfloat16).topk(8).indices
+        idx = select_preacts(x, sae.W_enc_DF, sae.encoder_bias(), torch.bfloat16).topk(8).indices
     chosen = torch.zeros_like(pre).scatter_(-1, idx, 1.0)
     exact = torch.where(chosen != 0, F.relu(pre), torch.zeros_like(pre))  # ... float32 values
     torch.testing.assert_close(out.x_hat, sae.decode(exact), atol=1e-5, rtol=1e-5)

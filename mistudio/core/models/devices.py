@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -86,6 +87,7 @@ def require_memory(n_params: int, dtype: torch.dtype, device: torch.device, what
     )
 
 
+@functools.cache
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (x86 AVX512-BF16 or AMX).
 
@@ -94,16 +96,10 @@ def cpu_has_native_bfloat16() -> bool:
     float32, so nothing should use it. Read from the kernel's flags, so the answer (and with it
     a resumed training run's arithmetic) is the same every time on a machine.
     """
-    global _NATIVE_BF16
-    if _NATIVE_BF16 is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                flags = next((line.split(":", 1)[1].split() for line in f
-                              if line.startswith("flags")), [])
-        except OSError:
-            flags = []
-        _NATIVE_BF16 = "avx512_bf16" in flags or "amx_bf16" in flags
-    return _NATIVE_BF16
-
-
-_NATIVE_BF16: bool | None = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mistudio.core.sae.config import SAEConfig
+from mistudio.core.sae.sparse_code import Pattern, exact_values, sparse_code
 
 
 class ForwardOutput(NamedTuple):
@@ -93,15 +94,18 @@ class SparseCoder(nn.Module):
             self.b_dec_O.copy_(sample_BO.float().mean(0))
 
     # -- forward --------------------------------------------------------------------------------
-    def pre_acts(self, x_BD: Tensor) -> Tensor:
-        """(x - b_dec) W_enc + b_enc, written as x W_enc + (b_enc - b_dec W_enc): the same value,
-        but b_dec's gradient through the encoder becomes a matrix-vector product instead of a
-        second [B, F] x [F, D] matmul."""
-        bias_F = self.b_enc_F
+    def encoder_bias(self) -> Tensor:
+        """b_enc - b_dec W_enc (or b_enc): (x - b_dec) W_enc + b_enc written as x W_enc + this,
+        the same value, but b_dec's gradient through the encoder becomes a matrix-vector
+        product instead of a second [B, F] x [F, D] matmul."""
         if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
-            bias_F = bias_F - self.b_dec_O @ self.W_enc_DF
-        lead = x_BD.shape[:-1]  # inputs may be [B, D] or [B, T, D]
-        pre = torch.addmm(bias_F, x_BD.reshape(-1, x_BD.shape[-1]), self.W_enc_DF)
+            return self.b_enc_F - self.b_dec_O @ self.W_enc_DF
+        return self.b_enc_F
+
+    def pre_acts(self, x_BD: Tensor) -> Tensor:
+        """(x - b_dec) W_enc + b_enc for inputs [B, D] or [B, T, D]."""
+        lead = x_BD.shape[:-1]
+        pre = torch.addmm(self.encoder_bias(), x_BD.reshape(-1, x_BD.shape[-1]), self.W_enc_DF)
         return pre.reshape(*lead, -1)  # [..., F]
 
     def decode(self, latents_BF: Tensor) -> Tensor:
@@ -153,6 +157,20 @@ class SparseCoder(nn.Module):
                   if want_l0 else torch.tensor(float("nan")))
         return Encoded(self.decode(latents_BF), fires_F, l0,
                        {"pre": pre_BF, "latents": latents_BF})
+
+    def encode_pattern(self, x_BD: Tensor, bias_F: Tensor, pattern: Pattern) -> Encoded:
+        """Training path through the latents of ``pattern`` alone (chosen by the caller without
+        gradient): their exact values, the sparse decode and its sparse backward
+        (:mod:`mistudio.core.sae.sparse_code`). ``extra`` holds x, the bias and each latent's
+        summed activation (``colsum``)."""
+        values_N = exact_values(pattern, x_BD, self.W_enc_DF, bias_F)
+        decoded_BO, colsum_F = sparse_code(x_BD, self.W_enc_DF, bias_F, self.W_dec_FO, pattern,
+                                           values_N)
+        active_N = values_N > 0
+        fires_F = torch.bincount(pattern.cols_N[active_N], minlength=self.cfg.d_sae).float()
+        l0 = active_N.sum().float() / x_BD.shape[0]
+        return Encoded(decoded_BO + self.b_dec_O, fires_F, l0,
+                       {"x": x_BD, "bias": bias_F, "colsum": colsum_F})
 
     def encode(self, x_BD: Tensor) -> Tensor:
         """Latent activations [B, F], dense, as used for inference and analysis."""

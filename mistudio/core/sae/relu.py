@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mistudio.core.sae.coder import Encoded, SparseCoder
-from mistudio.core.sae.sparse_code import Pattern, exact_values, select_preacts, sparse_code
+from mistudio.core.sae.sparse_code import Pattern, select_preacts
 
 SPARSE_BELOW = 0.08
 """Latent density under which a ReLU training step runs sparsely (measured crossover on two CPU
@@ -57,21 +57,13 @@ class ReLUSAE(SparseCoder):
                 enc = super().encode_decode(x_BD, True)
             self.density = float(enc.l0) / self.cfg.d_sae
             return enc
-        bias_F = self.b_enc_F
-        if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
-            bias_F = bias_F - self.b_dec_O @ self.W_enc_DF
+        bias_F = self.encoder_bias()
         with torch.no_grad():
             pre_BF = select_preacts(x_BD, self.W_enc_DF, bias_F, dtype)
             pattern, _ = Pattern.from_dense(F.relu(pre_BF))
-        values_N = exact_values(pattern, x_BD, self.W_enc_DF, bias_F)
-        decoded_BO, colsum_F = sparse_code(x_BD, self.W_enc_DF, bias_F, self.W_dec_FO, pattern,
-                                           values_N)
-        active_N = values_N > 0
-        fires_F = torch.bincount(pattern.cols_N[active_N], minlength=self.cfg.d_sae).float()
-        l0 = active_N.sum().float() / x_BD.shape[0]
-        self.density = float(l0) / self.cfg.d_sae
-        return Encoded(decoded_BO + self.b_dec_O, fires_F, l0,
-                       {"colsum": colsum_F, "x": x_BD, "bias": bias_F})
+        enc = self.encode_pattern(x_BD, bias_F, pattern)
+        self.density = float(enc.l0) / self.cfg.d_sae
+        return enc
 
     def sparsity_loss(self, extra: dict[str, Tensor]) -> dict[str, Tensor]:
         norms_F = self.W_dec_FO.norm(dim=-1)

@@ -80,13 +80,6 @@ class TopKSAE(SparseCoder):
         vals_BK, idx_BK = topk_sparse(pre_BF, self.cfg.k)
         return torch.zeros_like(pre_BF).scatter_(-1, idx_BK, vals_BK)
 
-    def _bias(self) -> Tensor:
-        """b_dec enters through the bias: (x - b_dec) W + b = x W + (b - b_dec W), so no
-        gradient has to flow back into a [B, D] input."""
-        if self.cfg.apply_b_dec_to_input and not self.cfg.transcoder:
-            return self.b_enc_F - self.b_dec_O @ self.W_enc_DF
-        return self.b_enc_F
-
     def encode_decode(self, x_BD: Tensor, want_l0: bool = True) -> Encoded:
         """Dense matmul only to choose the top k (no gradient); everything else is sparse.
 
@@ -94,20 +87,15 @@ class TopKSAE(SparseCoder):
         half the time of the one dense matmul); the chosen latents' values are then computed
         exactly in float32, so only near-ties at the k-th place can differ.
         """
-        bias_F = self._bias()
+        bias_F = self.encoder_bias()
         if x_BD.device.type != "cpu":
             return self._encode_decode_gather(x_BD, bias_F)
         with torch.no_grad():
             pre_BF = select_preacts(x_BD, self.W_enc_DF, bias_F, self.select_dtype)
             idx_BK = pre_BF.topk(self.cfg.k, dim=-1, sorted=False).indices
-        pattern = Pattern.from_topk(idx_BK, self.cfg.d_sae)
-        values_N = exact_values(pattern, x_BD, self.W_enc_DF, bias_F)
-        decoded_BO, _ = sparse_code(x_BD, self.W_enc_DF, bias_F, self.W_dec_FO, pattern, values_N)
-        active_N = values_N > 0
-        fires_F = torch.bincount(pattern.cols_N[active_N], minlength=self.cfg.d_sae).float()
-        l0 = active_N.sum() / x_BD.shape[0]
-        return Encoded(decoded_BO + self.b_dec_O, fires_F, l0.float(),
-                       {"pre": pre_BF, "x": x_BD, "bias": bias_F})
+        enc = self.encode_pattern(x_BD, bias_F, Pattern.from_topk(idx_BK, self.cfg.d_sae))
+        enc.extra["pre"] = pre_BF  # AuxK chooses its dead latents from it
+        return enc
 
     def _encode_decode_gather(self, x_BD: Tensor, bias_F: Tensor) -> Encoded:
         """GPUs: gather from the pre-activations, decode with ``embedding_bag``, all under
@@ -122,7 +110,7 @@ class TopKSAE(SparseCoder):
         active_BK = vals_BK > 0
         fires_F = torch.bincount(idx_BK[active_BK], minlength=self.cfg.d_sae).float()
         return Encoded(decoded_BO, fires_F, active_BK.sum(-1).float().mean(),
-                       {"pre": pre_BF, "x": x_BD, "bias": bias_F, "gather": pre_BF})
+                       {"pre": pre_BF, "x": x_BD, "bias": bias_F})
 
     def aux_loss(self, residual_BO: Tensor, extra: dict[str, Tensor],
                  dead_F: Tensor) -> Tensor | None:
@@ -139,17 +127,17 @@ class TopKSAE(SparseCoder):
             local_BK = extra["pre"].index_select(1, dead_idx).topk(k_aux, dim=-1,
                                                                    sorted=False).indices
             idx_BK = dead_idx[local_BK]
-        if "gather" in extra:  # GPU path: differentiable values of the chosen latents only
-            dtype = self.select_dtype
-            with torch.autocast(residual_BO.device.type, dtype=dtype, enabled=dtype is not None):
-                vals_BK = F.relu(sparse_encode(extra["x"], self.W_enc_DF, extra["bias"],
-                                               extra["gather"], idx_BK))
-                recon_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO).float()
-        elif "x" in extra:
+        if "x" in extra and residual_BO.device.type == "cpu":  # the CSR step, exact values
             pattern = Pattern.from_topk(idx_BK, self.cfg.d_sae)
             values_N = exact_values(pattern, extra["x"], self.W_enc_DF, extra["bias"])
             recon_BO, _ = sparse_code(extra["x"], self.W_enc_DF, extra["bias"], self.W_dec_FO,
-                                      pattern, values_N)
+                                      pattern, values_N)  # the residual has no b_dec
+        elif "x" in extra:  # GPUs: differentiable values of the chosen latents only
+            dtype = self.select_dtype
+            with torch.autocast(residual_BO.device.type, dtype=dtype, enabled=dtype is not None):
+                vals_BK = F.relu(sparse_encode(extra["x"], self.W_enc_DF, extra["bias"],
+                                               extra["pre"], idx_BK))
+                recon_BO = sparse_decode(idx_BK, vals_BK, self.W_dec_FO).float()
         else:  # a dense forward (BatchTopK): pre-activations carry the gradient
             recon_BO = sparse_decode(idx_BK, F.relu(extra["pre"].gather(-1, idx_BK)),
                                      self.W_dec_FO)
