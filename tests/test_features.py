@@ -176,33 +176,6 @@ def _ex(tokens: list[int], acts: list[float], marked: int, kind: str = "top") ->
 VOCAB_TEXT = {1: " a", 2: " class", 3: " def", 4: ":", 5: " the", 6: " Class", 7: "x", 8: " b"}
 
 
-def test_pattern_explainer_names_the_token_and_context() -> None:
-    from mistudio.core.features.explain import Rule, explain_pattern, simulation_score
-
-    text = VOCAB_TEXT.__getitem__
-    examples = [_ex([5, 1, 2, 4], [0, 0, 3.0, 0], 2), _ex([1, 6, 7], [0, 2.0, 0], 1),
-                _ex([8, 1, 2], [0, 0, 1.0], 2), _ex([3, 1, 2, 4], [0, 0, 2.5, 0.1], 2)]
-    exp = explain_pattern(examples, text, [" class"])
-    assert exp.label == '"class" (keyword), mostly after "a"'
-    assert exp.rule == Rule(frozenset({"class"}), frozenset())
-    held_out = [_ex([1, 2], [0, 1.0], 1), _ex([5, 2], [0, 2.0], 1)]
-    negatives = [_ex([1, 5], [0, 0], 1), _ex([3, 4], [0, 0], 1), _ex([1, 2], [0, 0], 1)]
-    # both positives match; the silent "a class" is a hard negative the rule gets wrong
-    assert simulation_score(exp.rule, held_out, negatives, text) == pytest.approx(
-        0.5 * (1 + 2 / 3))
-    # where "the class" is silent, the rule that also needs " a" before wins
-    silent = [_ex([5, 2], [0, 0], 1), _ex([5, 6], [0, 0], 1), _ex([8, 1], [0, 0], 1)]
-    exp = explain_pattern(examples, text, [" class"], lambda rule: silent)
-    assert exp.rule == Rule(frozenset({"class"}), frozenset({"a"}))
-    assert exp.label == '"class" (keyword) after "a"'
-    # no shared token: falls back to what it promotes, with no rule to score
-    mixed = [_ex([5, t], [0, 1.0], 1) for t in (1, 2, 3, 4, 7, 8)]
-    assert explain_pattern(mixed, text, [" x", " y"]).label.startswith("tokens after")
-    spread = [_ex([t], [1.0], 0) for t in (1, 2, 3, 4, 7, 8)]
-    exp = explain_pattern(spread, text, [" x", " y"])
-    assert exp.label == 'varied tokens; promotes "x", "y"' and exp.rule is None
-
-
 def test_label_features_scores_and_keeps_human_labels(analysed: Workspace) -> None:
     from mistudio.core.features.labels import LabelConfig, choose_features, label_features
     from mistudio.core.features.store import Label
@@ -217,7 +190,9 @@ def test_label_features_scores_and_keeps_human_labels(analysed: Workspace) -> No
     labelled = [store.label(int(f)) for f in store.labelled()]
     assert len(labelled) == 12
     scored = [lb for lb in labelled if lb.score is not None]
-    assert scored and all(0 <= lb.score <= 1 and lb.scorer == "simulation" for lb in scored)
+    assert scored and all(0 <= lb.score <= 1 and lb.scorer == "rule" for lb in scored)
+    assert all(lb.score == lb.detection and lb.fuzzing is not None and lb.family
+               for lb in scored)
     again = label_features(analysed, "sae", LabelConfig(top=12))  # cached
     assert again.labelled_now == 0
 
@@ -278,8 +253,9 @@ def test_cli_analyze_features_feature_label(acts_ws: Workspace,
     train_sae(acts_ws, small(steps=40), "s")
     assert main(["analyze", "s", "--tokens", "1500", "--top-k", "5", *w]) == 0
     assert "Analysed s:" in capsys.readouterr().out
-    assert main(["label", "s", "--top", "5", *w]) == 0
-    assert "Labelled 5 features with pattern" in capsys.readouterr().out
+    assert main(["label", "s", "--top", "30", *w]) == 0
+    out = capsys.readouterr().out
+    assert "Labelled 30 features with concept" in out and "held-out detection" in out
     assert main(["features", "s", "--sort", "score", "--limit", "3", "--json", *w]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert len(listed["features"]) == 3 and listed["features"][0]["label"]
@@ -435,15 +411,16 @@ def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
     try:
         url = f"http://127.0.0.1:{server.server_port}/v1"
         r = label_features(analysed, "sae", LabelConfig(
-            top=2, explainer="endpoint:stub", endpoint=url, negatives=6,
+            top=12, explainer="endpoint:stub", endpoint=url, contexts=6,
             prompt="MY PROMPT: describe these.\n{examples}\nAnswer:"))
     finally:
         server.shutdown()
-    assert r.explainer == "endpoint:stub" and r.scored == 2
-    assert seen and all(p == "/v1/chat/completions" for p in seen)
+    assert r.explainer == "endpoint:stub" and r.scored >= 2 and not r.note
+    assert seen and all(p == "/v1/chat/completions" for p in seen if p != "/v1/models")
     store = open_features(analysed, "sae")
-    lb = store.label(int(store.labelled()[0]))
-    assert lb.label == "marked tokens" and lb.scorer == "detection:endpoint:stub"
+    lb = next(lb for f in store.labelled() if (lb := store.label(int(f))).score is not None)
+    assert lb.label == "marked tokens" and lb.scorer == "judge:endpoint:stub"
+    assert lb.detection is not None and lb.formula is None
     with pytest.raises(InvalidInputError, match="placeholder"):
         LabelConfig(explainer="llm", prompt="no slot")
     with pytest.raises(InvalidInputError, match="not on this machine"):

@@ -72,6 +72,12 @@ def test_spec_bundles_what_exists_and_nothing_machine_specific() -> None:
     assert len(chunks) == (4 if is_installed(GEMMA3) else 0)
     assert all(dest.endswith("/data") for dest in chunks)
     assert "mistudio" in kw["hiddenimports"] and "pydoc_data.topics" in kw["hiddenimports"]
+    from mistudio.core.features.concepts.linguistic import spacy_pipeline_name
+
+    pipeline = spacy_pipeline_name()
+    if pipeline:  # the concepts extra: spaCy and its English pipeline go into the bundle
+        assert pipeline in kw["hiddenimports"] and "spacy.lang.en" in kw["hiddenimports"]
+        assert any(dest.startswith(pipeline) for dest in dests)
     code = [line.split("#")[0] for line in (ROOT / "mistudio.spec").read_text().splitlines()]
     text = "\n".join(code)  # the code, not its comments
     for machine_specific in ("x86_64", "/usr/lib/", "linux-gnu", "site-packages", "/opt/"):

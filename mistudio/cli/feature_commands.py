@@ -284,16 +284,61 @@ def cmd_label(args: argparse.Namespace, ws: Workspace) -> None:
             raise MiStudioError(f"No prompt file at {path}.", "Check --prompt-file.")
         prompt = path.read_text(encoding="utf-8")
     cfg = LabelConfig(**config_kwargs(args, LabelConfig, skip=("prompt",)), prompt=prompt)
-    if cfg.explainer.startswith("llm") and cfg.explainer in ("llm", "llm:smollm2-135m"):
-        from mistudio.core.features.llm import SMALL_MODEL_WARNING
-
-        print(f"note: {SMALL_MODEL_WARNING}", file=sys.stderr)
+    if args.compare:
+        _compare(args, ws, cfg)
+        return
     with cli_task(args) as task:
         r = label_features(ws, args.analysis, cfg, task)
+    emit(args, r, label_run_words(r))
+
+
+def _compare(args: argparse.Namespace, ws: Workspace, cfg: Any) -> None:
+    """Explainers side by side on the same features (nothing stored)."""
+    from mistudio.core.features.label_compare import compare_explainers, sample_features
+
+    names = [n.strip() for n in args.compare.split(",") if n.strip()]
+    feats = list(cfg.features) or sample_features(ws, args.analysis, cfg.top or 20, cfg.seed)
+    with cli_task(args) as task:
+        c = compare_explainers(ws, args.analysis, names, feats, cfg, task)
+    rows = []
+    for i, f in enumerate(c.features):
+        for name in c.explainers:
+            lb = c.labels[name][i]
+            rows.append([f, name, "-" if lb.detection is None else f"{lb.detection:.2f}",
+                         "-" if lb.fuzzing is None else f"{lb.fuzzing:.2f}",
+                         (lb.label if lb.status == "ok" else f"({lb.detail})")[:70]])
+    text = "\n".join(f"note: {n}" for n in c.notes)
+    text += ("\n" if text else "") + table(rows, ["feature", "explainer", "detection",
+                                                   "fuzzing", "label"])
+    summary = c.summary()
+    text += "\n" + "\n".join(
+        f"{name}: mean detection {s['mean_detection']}, fuzzing {s['mean_fuzzing']}, "
+        f"{s['detection_ge_0_7']} of {s['labelled']} reach 0.7" for name, s in summary.items())
+    emit(args, {"features": c.features, "summary": summary, "notes": c.notes,
+                "labels": {k: [lb._asdict() for lb in v] for k, v in c.labels.items()}}, text)
+
+
+def label_run_words(r: Any) -> str:
+    """A label run's result in a few lines."""
     mean = "n/a" if r.mean_score is None else f"{r.mean_score:.2f}"
-    emit(args, r, f"Chose {r.chosen}.\nLabelled {r.labelled_now:,} features with {r.explainer} "
-         f"({r.skipped:,} already labelled); {r.score_ge_0_7:,} of {r.scored:,} scored "
-         f"labels reach 0.7 (mean {mean}). See `mistudio features {args.analysis} --sort score`.")
+    fuzz = "n/a" if r.mean_fuzzing is None else f"{r.mean_fuzzing:.2f}"
+    lines = [f"note: {r.note}"] if r.note else []
+    lines.append(f"Chose {r.chosen}.")
+    lines.append(f"Labelled {r.labelled_now:,} features with {r.explainer} ({r.skipped:,} already "
+                 f"labelled" + (f", {r.left:,} left for the next run: out of time" if r.left
+                                else "") + ").")
+    lines.append(f"{r.score_ge_0_7:,} of {r.scored:,} labels reach 0.7 held-out detection, "
+                 f"{r.concept_ge_0_7:,} of them naming a concept; mean detection {mean}, "
+                 f"fuzzing {fuzz}.")
+    if r.unlabelled:
+        lines.append(f"{r.unlabelled:,} features left unlabelled, each with its reason "
+                     "(`mistudio feature ANALYSIS INDEX` shows it).")
+    if r.concepts and r.concepts != "not used":
+        lines.append(f"Linguistic concepts: {r.concepts}.")
+    if r.families:
+        lines.append("Families: " + ", ".join(f"{k} {v:,}" for k, v in r.families.items()) + ".")
+    lines.append(f"See `mistudio features {r.analysis} --sort score`.")
+    return "\n".join(lines)
 
 
 def add_feature_commands(add: Any) -> None:
@@ -317,6 +362,10 @@ def add_feature_commands(add: Any) -> None:
     sp.add_argument("--prompt-file", help="your explainer prompt, with {examples} in it")
     sp.add_argument("--feature", type=int, help="with --set: the feature to label")
     sp.add_argument("--set", help="your own label for --feature")
+    sp.add_argument("--compare", metavar="EXPLAINERS",
+                    help="comma-separated explainers (e.g. concept,pattern,endpoint:MODEL) "
+                         "side by side on the same features (--features, or --top N at random; "
+                         "default 20); nothing is stored")
     sp.add_argument("--recover", action="store_true",
                     help="recover a damaged labels file: it is kept aside, and every label it "
                          "still holds goes into a new one")

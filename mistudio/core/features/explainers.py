@@ -1,12 +1,13 @@
-"""Label explainers and scorers behind one interface: the pattern explainer, LLM explainers, and
-those of plugins (``mistudio.explainers`` and ``mistudio.label_scorers`` entry points).
+"""Label explainers behind one interface, all scored the same way: the concept and token
+explainers (rules over concepts and tokens), LLM explainers, and those of plugins
+(``mistudio.explainers`` and ``mistudio.label_scorers`` entry points).
 
-An explainer writes a label from a feature's examples (:meth:`Explainer.explain`) and scores
-it on held-out contexts (:meth:`Explainer.score`). A plugin explainer only has to explain: it
-returns an :class:`~mistudio.core.features.explain.Explanation`, and when that carries a rule
-(anything with ``matches(token_text, previous_text) -> bool``) the rule is executed on the
-held-out activating contexts and the negatives, as the pattern explainer's is (simulation). A
-plugin label scorer replaces that scoring for whichever explainer wrote the label.
+An explainer writes a label for a feature (:meth:`Explainer.explain`) and scores it on the
+feature's held-out windows (:meth:`Explainer.score`) by detection and fuzzing
+(:mod:`.contexts`). A rule is executed: a formula (:mod:`.formula`) on the analysis's concept
+table, a plugin's rule (anything with ``matches(token_text, previous_text) -> bool``) token by
+token. An LLM label is judged by an LLM reading the same windows. A plugin label scorer replaces
+that scoring for whichever explainer wrote the label.
 """
 
 from __future__ import annotations
@@ -15,14 +16,10 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from mistudio.core.features.concept_explainer import Case, Space, explain_feature, judge
+from mistudio.core.features.contexts import Scores, score_mask
 from mistudio.core.features.examples import Example, FeatureReader, TokenText
-from mistudio.core.features.explain import (
-    Explanation,
-    explain_pattern,
-    negatives_for,
-    rule_token_ids,
-    simulation_score,
-)
+from mistudio.core.features.explain import Explanation, negatives_for, rule_token_ids
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.plugins import plugins
 
@@ -32,148 +29,155 @@ class Context(NamedTuple):
 
     reader: FeatureReader
     text: TokenText
-    logit_ids: np.ndarray
-    """[F, k] token ids each feature's decoder direction promotes (logit lens)."""
-    negatives: int
+    space: Space
+    contexts: int
+    """Activating and silent windows (each) a label is judged on."""
     seed: int
-
-    def negatives_for(self, feature: int, trigger_ids: np.ndarray,
-                      seed_offset: int = 0) -> list[Example]:
-        return negatives_for(self.reader, feature, trigger_ids, self.negatives,
-                             self.seed + seed_offset)
 
 
 class Scored(NamedTuple):
     scorer: str | None
     score: float | None
+    detection: float | None = None
+    fuzzing: float | None = None
 
 
 class Explainer(Protocol):
     name: str
-    """The labels' source (pattern, llm:MODEL, plugin:NAME)."""
+    """The labels' source (concept, pattern, llm:MODEL, plugin:NAME)."""
 
-    def explain(self, feature: int, examples: list[Example], ctx: Context) -> Explanation | None:
-        """A label from the examples (None: nothing usable)."""
+    def explain(self, feature: int, case: Case, ctx: Context) -> Explanation | None:
+        """A label (None: nothing usable)."""
 
-    def score(self, feature: int, exp: Explanation, examples: list[Example],
-              held_out: list[Example], ctx: Context) -> Scored:
-        """How well the label predicts held-out contexts."""
-
-
-class LabelScorer(Protocol):
-    """A plugin's scoring: balanced accuracy (0..1) of a label on activating and silent
-    contexts, or None when it cannot tell."""
-
-    name: str
-
-    def score(self, exp: Explanation, positives: list[Example], negatives: list[Example],
-              text: TokenText) -> float | None: ...
+    def score(self, feature: int, exp: Explanation, case: Case, ctx: Context) -> Scored:
+        """How well the label predicts the held-out windows."""
 
 
-class RuleExplainer:
-    """The pattern explainer, and any plugin explainer whose labels come with a rule: the rule
-    is executed on held-out activating contexts and on negatives (half of them hard: the rule's
-    tokens where the feature stays silent)."""
+def _scored(name: str, s: Scores) -> Scored:
+    return Scored(name, s.detection, s.detection, s.fuzzing)
 
-    def __init__(self, name: str, explain: Any) -> None:
-        self.name, self._explain = name, explain
 
-    def explain(self, feature: int, examples: list[Example], ctx: Context) -> Explanation | None:
-        return self._explain(feature, examples, ctx)
+class FormulaExplainer:
+    """The concept explainer (``concepts=True``) or the token explainer: rules chosen on the
+    explain split (:mod:`.concept_explainer`), executed on the held-out windows."""
 
-    def score(self, feature: int, exp: Explanation, examples: list[Example],
-              held_out: list[Example], ctx: Context) -> Scored:
+    def __init__(self, concepts: bool) -> None:
+        self.concepts = concepts
+        self.name = "concept" if concepts else "pattern"
+
+    def explain(self, feature: int, case: Case, ctx: Context) -> Explanation | None:
+        got = explain_feature(ctx.space, feature, case, self.concepts)
+        return None if got is None else Explanation(got[0], got[1])
+
+    def score(self, feature: int, exp: Explanation, case: Case, ctx: Context) -> Scored:
+        return _scored("rule", judge(ctx.space, exp.rule, case.held_out))
+
+
+def explain_split_examples(ctx: Context, feature: int) -> list[Example]:
+    """Top and quantile examples from the explain split only (the held-out windows stay
+    unseen by the explainer)."""
+    held = ctx.space.windows
+    keep = lambda e: not held.held_out[held.window[ctx.reader.sequence_rows(e.sequence)[0]]]  # noqa: E731
+    return [e for e in ctx.reader.top_examples(feature) + ctx.reader.quantile_examples(feature)
+            if keep(e)]
+
+
+def rule_mask(rule: Any, rows: np.ndarray, ctx: Context) -> np.ndarray:
+    """A plugin rule executed token by token on the analysis's rows."""
+    tokens = np.asarray(ctx.reader.rows[:, 2])
+    same_seq = np.asarray(ctx.reader.rows[:, 0])
+    out = np.zeros(len(rows), dtype=bool)
+    for i, r in enumerate(rows):
+        prev = ctx.text(int(tokens[r - 1])) if r > 0 and same_seq[r - 1] == same_seq[r] else None
+        out[i] = bool(rule.matches(ctx.text(int(tokens[r])), prev))
+    return out
+
+
+class PluginExplainer:
+    """An installed explainer plugin; its rule (if it gives one) is executed token by token."""
+
+    def __init__(self, name: str, obj: Any) -> None:
+        self.name, self.obj = f"plugin:{name}", obj
+
+    def explain(self, feature: int, case: Case, ctx: Context) -> Explanation | None:
+        return self.obj.explain(explain_split_examples(ctx, feature), ctx.text)
+
+    def score(self, feature: int, exp: Explanation, case: Case, ctx: Context) -> Scored:
         if exp.rule is None or not hasattr(exp.rule, "matches"):
             return Scored(None, None)
-        neg = ctx.negatives_for(feature, _trigger_ids(exp, examples, ctx))
-        return Scored("simulation", simulation_score(exp.rule, held_out, neg, ctx.text))
-
-
-def pattern_explanation(feature: int, examples: list[Example], ctx: Context) -> Explanation:
-    """The pattern explainer (mistudio.core.features.explain)."""
-    def train_negatives(rule: Any) -> Any:
-        return ctx.negatives_for(feature, rule_token_ids(rule, examples, ctx.text), 1)
-
-    return explain_pattern(examples, ctx.text, ctx.text.many(ctx.logit_ids[feature]),
-                           train_negatives)
+        h = case.held_out
+        return _scored("rule", score_mask(h, rule_mask(exp.rule, h.pos_rows, ctx),
+                                          rule_mask(exp.rule, h.neg_rows, ctx)))
 
 
 class LLMExplainer:
-    """A language model writes the label; a judge model scores it by detection."""
+    """A language model writes the label from explain-split examples; a judge model reads the
+    held-out windows (detection and fuzzing prompts, :mod:`.llm`)."""
 
-    def __init__(self, llm: Any, judge: Any, prompt: str | None) -> None:
-        self.llm, self.judge, self.prompt = llm, judge, prompt
+    def __init__(self, llm: Any, judge_llm: Any, prompt: str | None) -> None:
+        self.llm, self.judge, self.prompt = llm, judge_llm, prompt
         self.name = llm.name
 
-    def explain(self, feature: int, examples: list[Example], ctx: Context) -> Explanation | None:
+    def explain(self, feature: int, case: Case, ctx: Context) -> Explanation | None:
         from mistudio.core.features.llm import explain_with_llm
 
-        label = explain_with_llm(self.llm, examples, ctx.text, self.prompt)
+        label = explain_with_llm(self.llm, explain_split_examples(ctx, feature), ctx.text,
+                                 self.prompt)
         return None if label is None else Explanation(label, None)
 
-    def score(self, feature: int, exp: Explanation, examples: list[Example],
-              held_out: list[Example], ctx: Context) -> Scored:
-        from mistudio.core.features.llm import detection_score
+    def score(self, feature: int, exp: Explanation, case: Case, ctx: Context) -> Scored:
+        from mistudio.core.features.llm import judge_windows
 
-        neg = ctx.negatives_for(feature, _trigger_ids(exp, examples, ctx))
-        return Scored(f"detection:{self.judge.name}",
-                      detection_score(self.judge, exp.label, held_out, neg, ctx.text))
+        s = judge_windows(self.judge, exp.label, case.held_out, ctx.reader, ctx.text)
+        return _scored(f"judge:{self.judge.name}", s)
 
 
 class PluginScored:
-    """Any explainer, its labels scored by a plugin's label scorer instead."""
+    """Any explainer, its labels scored by a plugin's label scorer instead (on held-out
+    activating examples and silent ones, half of them hard)."""
 
-    def __init__(self, inner: Any, scorer: LabelScorer, scorer_name: str) -> None:
+    def __init__(self, inner: Any, scorer: Any, scorer_name: str) -> None:
         self.inner, self.scorer, self.scorer_name = inner, scorer, scorer_name
         self.name = inner.name
 
-    def explain(self, feature: int, examples: list[Example], ctx: Context) -> Explanation | None:
-        return self.inner.explain(feature, examples, ctx)
+    def explain(self, feature: int, case: Case, ctx: Context) -> Explanation | None:
+        return self.inner.explain(feature, case, ctx)
 
-    def score(self, feature: int, exp: Explanation, examples: list[Example],
-              held_out: list[Example], ctx: Context) -> Scored:
-        neg = ctx.negatives_for(feature, _trigger_ids(exp, examples, ctx))
+    def score(self, feature: int, exp: Explanation, case: Case, ctx: Context) -> Scored:
+        examples = ctx.reader.top_examples(feature) + ctx.reader.quantile_examples(feature)
+        held = ctx.space.windows
+        positives = [e for e in examples if held.held_out[held.window[
+            ctx.reader.sequence_rows(e.sequence)[0]]]]
+        ids = rule_token_ids(exp.rule, examples, ctx.text) if hasattr(exp.rule, "tokens") \
+            else np.unique(np.concatenate([e.token_ids[e.activations > 0] for e in examples]
+                                          or [np.zeros(0)])).astype(np.int64)
+        neg = negatives_for(ctx.reader, feature, ids, ctx.contexts, ctx.seed)
         return Scored(f"plugin:{self.scorer_name}",
-                      self.scorer.score(exp, held_out, neg, ctx.text))
-
-
-def _trigger_ids(exp: Explanation, examples: list[Example], ctx: Context) -> np.ndarray:
-    """The tokens that should make the feature fire: the rule's, or those it fired on."""
-    if exp.rule is not None and hasattr(exp.rule, "tokens"):
-        return rule_token_ids(exp.rule, examples, ctx.text)
-    ids = [e.token_ids[e.activations > 0] for e in examples] or [np.zeros(0)]
-    return np.unique(np.concatenate(ids)).astype(np.int64)
+                      self.scorer.score(exp, positives, neg, ctx.text))
 
 
 def plugin_explainers() -> dict[str, Any]:
     return plugins("mistudio.explainers")
 
 
-def make_explainer(ws: Any, explainer: str, endpoint: str, judge: str | None,
+def make_explainer(ws: Any, explainer: str, endpoint: str, judge_model: str | None,
                    prompt: str | None, scorer: str | None) -> Any:
     """The explainer a label run asks for, scored by ``scorer`` when one is named."""
     from mistudio.core.features.llm import EndpointLLM, LocalLLM
-    from mistudio.core.models.registry import EMBEDDED_NAME, ensure_embedded_model
 
     kind, _, model = explainer.partition(":")
-    if kind == "pattern":
-        out: Any = RuleExplainer("pattern", pattern_explanation)
+    if kind in ("concept", "pattern"):
+        out: Any = FormulaExplainer(kind == "concept")
     elif kind == "plugin" or explainer in plugin_explainers():
         name = model if kind == "plugin" else explainer
         found = plugin_explainers().get(name)
         if found is None:
             raise InvalidInputError(f"No explainer plugin named {name!r} is installed.",
                                     f"Installed: {', '.join(plugin_explainers()) or 'none'}.")
-        obj = found() if isinstance(found, type) else found
-        out = RuleExplainer(f"plugin:{name}", lambda f, ex, ctx: obj.explain(ex, ctx.text))
+        out = PluginExplainer(name, found() if isinstance(found, type) else found)
     else:
-        if kind == "endpoint":
-            llm: Any = EndpointLLM(endpoint, model)
-        else:
-            if not model:
-                ensure_embedded_model(ws)
-            llm = LocalLLM(ws, model or EMBEDDED_NAME)
-        out = LLMExplainer(llm, LocalLLM(ws, judge) if judge else llm, prompt)
+        llm: Any = EndpointLLM(endpoint, model) if kind == "endpoint" else LocalLLM(ws, model)
+        out = LLMExplainer(llm, LocalLLM(ws, judge_model) if judge_model else llm, prompt)
     return _with_scorer(out, scorer)
 
 

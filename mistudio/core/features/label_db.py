@@ -31,7 +31,10 @@ HUMAN_JOURNAL = "human_labels.jsonl"
 """Every hand label is also appended here, one JSON line per change: a damaged database can lose
 its pages (a broken first page loses the whole table), but a person's words come back from
 this file."""
-LABEL_COLUMNS = ("feature", "label", "source", "scorer", "score", "status", "detail", "updated")
+LABEL_COLUMNS = ("feature", "label", "source", "scorer", "score", "status", "detail", "updated",
+                 "family", "detection", "fuzzing", "formula")
+ADDED_COLUMNS = {"family": "TEXT", "detection": "REAL", "fuzzing": "REAL", "formula": "TEXT"}
+"""Columns newer than the first labels files; added in place when an older file is opened."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
@@ -42,7 +45,11 @@ CREATE TABLE IF NOT EXISTS labels (
     score REAL,                -- balanced accuracy on held-out contexts, or NULL
     status TEXT NOT NULL DEFAULT 'ok',  -- ok, or failed (the explainer gave nothing usable)
     detail TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    family TEXT,               -- the label's family (quotes, negation, names, ...)
+    detection REAL,            -- held-out detection balanced accuracy
+    fuzzing REAL,              -- held-out fuzzing balanced accuracy
+    formula TEXT               -- a rule label's formula (JSON), or NULL
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS labels_fts USING fts5(
     label, content='labels', content_rowid='feature', tokenize='unicode61');
@@ -54,6 +61,15 @@ CREATE TRIGGER IF NOT EXISTS labels_au AFTER UPDATE ON labels BEGIN
     INSERT INTO labels_fts(labels_fts, rowid, label) VALUES ('delete', old.feature, old.label);
     INSERT INTO labels_fts(rowid, label) VALUES (new.feature, new.label); END;
 """
+
+
+def _add_columns(con: sqlite3.Connection) -> None:
+    """Bring a labels file from before the newer columns up to date (a no-op after)."""
+    have = {r[1] for r in con.execute("PRAGMA table_info(labels)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in have:
+            con.execute(f"ALTER TABLE labels ADD COLUMN {name} {kind}")
+    con.commit()
 
 
 def _empty() -> sqlite3.Connection:
@@ -69,7 +85,7 @@ def open_labels(folder: Path, write: bool = False) -> sqlite3.Connection:
     be read is a :class:`CorruptedError` naming the recovery, and is left as it is."""
     path = folder / LABELS_FILE
     try:
-        con, why = open_writable_or_read_only(path, lambda: open_wal(path, SCHEMA, 10),
+        con, why = open_writable_or_read_only(path, lambda: _opened(path),
                                               "SELECT COUNT(*) FROM labels")
     except sqlite3.DatabaseError as err:
         why = why_unwritable(err, path) if not path.exists() else None
@@ -81,6 +97,16 @@ def open_labels(folder: Path, write: bool = False) -> sqlite3.Connection:
     if write and why:
         con.close()
         raise unwritable_error(why, f"the labels file {path}")
+    return con
+
+
+def _opened(path: Path) -> sqlite3.Connection:
+    con = open_wal(path, SCHEMA, 10)
+    try:
+        _add_columns(con)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -143,7 +169,7 @@ def recover_labels(folder: Path) -> Recovered:
     try:
         with con:
             con.executemany(f"INSERT OR REPLACE INTO labels({', '.join(LABEL_COLUMNS)}) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                            f"VALUES ({', '.join('?' * len(LABEL_COLUMNS))})", rows)
     finally:
         con.close()
     return Recovered(kept, len(rows), sum(1 for r in rows if r[2] == "human"))
@@ -171,7 +197,10 @@ def journaled(folder: Path) -> dict[int, tuple]:
     for line in text.splitlines():
         try:
             entry = json.loads(line)
-            out[int(entry["feature"])] = tuple(entry[c] for c in LABEL_COLUMNS)
+            row = tuple(entry.get(c) for c in LABEL_COLUMNS)  # older lines lack newer keys
+            if row[1] is None:
+                continue
+            out[int(entry["feature"])] = row
         except (ValueError, KeyError, TypeError):
             continue
     return out
@@ -202,7 +231,12 @@ def _readable_rows(path: Path) -> list[tuple]:
 
 
 def _rows_of(con: sqlite3.Connection) -> list[tuple]:
-    query = f"SELECT {', '.join(LABEL_COLUMNS)} FROM labels"
+    try:
+        have = {r[1] for r in con.execute("PRAGMA table_info(labels)")}
+    except sqlite3.DatabaseError:
+        have = set(LABEL_COLUMNS)
+    # an older file lacks the newer columns: read them as NULL
+    query = f"SELECT {', '.join(c if c in have else 'NULL' for c in LABEL_COLUMNS)} FROM labels"
     try:
         return con.execute(query).fetchall()
     except sqlite3.DatabaseError:

@@ -2,8 +2,12 @@
 this machine (Ollama, llama.cpp server, LM Studio, vLLM).
 
 Measured on the embedded SmolLM2-135M-Instruct (as explainer and judge of its own layer 15):
-scores at chance. It is offered, but the pattern explainer stays the default and the app says so
-where the LLM explainer is chosen.
+scores at chance. A local model under :data:`MIN_EXPLAINER_PARAMS` is therefore not used: the
+label run says so in one line and labels with the concept explainer instead.
+
+A judge scores a label as a rule is scored (:mod:`.contexts`): it reads each held-out window and
+says whether the feature fires in it (detection), and whether the marked tokens of a window are
+the ones the label is about (fuzzing: true marks and decoys).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import urllib.request
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 
 from mistudio.core.features.examples import Example
@@ -28,12 +33,17 @@ it is active; the tokens where it is most active are marked with << >>.
 
 In at most eight words, what does the feature detect? Answer with the description only."""
 
-DETECT_PROMPT = """A feature of a language model is described as: {label}
-Excerpt (the token in question is marked with << >>): {context}
-Is the feature active on the marked token? Answer yes or no."""
+DETECT_WINDOW_PROMPT = """A feature of a language model is described as: {label}
+Text: {context}
+Is the feature active anywhere in this text? Answer yes or no."""
 
-SMALL_MODEL_WARNING = ("The embedded SmolLM2-135M scored at chance as explainer and judge here; "
-                       "use the pattern explainer or a bigger local model for useful labels.")
+FUZZ_PROMPT = """A feature of a language model is described as: {label}
+Text, with some tokens marked with << >>: {context}
+Are the marked tokens the ones this description is about? Answer yes or no."""
+
+MIN_EXPLAINER_PARAMS = 1_000_000_000
+"""Local models smaller than this write labels at chance (measured on the embedded 135M model):
+they are not used as explainers or judges."""
 
 
 class Explainer(Protocol):
@@ -51,15 +61,6 @@ def render(example: Example, text: Any, threshold: float = 0.5) -> str:
     for tid, a in zip(example.token_ids, example.activations, strict=True):
         t = text(int(tid)).replace("⏎", "\n")
         out.append(f"<<{t}>>" if a > 0 and a >= threshold * peak else t)
-    return "".join(out).strip()
-
-
-def render_marked(example: Example, text: Any) -> str:
-    """The window with only the marked token marked (for yes/no detection)."""
-    out = []
-    for i, tid in enumerate(example.token_ids):
-        t = text(int(tid)).replace("⏎", "\n")
-        out.append(f"<<{t}>>" if i == example.marked else t)
     return "".join(out).strip()
 
 
@@ -89,6 +90,10 @@ class LocalLLM:
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.tok.padding_side = "left"
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.loaded.model.parameters())
 
     def _prompt(self, text: str) -> str:
         if getattr(self.tok, "chat_template", None):
@@ -147,6 +152,16 @@ class EndpointLLM:
     def complete(self, prompts: list[str], max_new_tokens: int = 24) -> list[str]:
         return [self._chat(p, max_new_tokens) for p in prompts]
 
+    def reachable(self) -> bool:
+        """Whether a server answers at the URL (its model list, within a few seconds)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/models", timeout=5):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answered, if only to say the list is not served
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
     def yes_probability(self, prompts: list[str]) -> list[float]:
         return [1.0 if self._chat(p, 3).strip().lower().startswith("yes") else 0.0
                 for p in prompts]
@@ -159,19 +174,44 @@ def explain_with_llm(llm: Explainer, examples: list[Example], text: Any,
     return clean_label(llm.complete([template.replace("{examples}", shown)])[0])
 
 
-def detection_score(llm: Explainer, label: str, positives: list[Example],
-                    negatives: list[Example], text: Any, batch: int = 8) -> float | None:
-    """Balanced accuracy of the judge's yes/no on held-out activating and silent tokens."""
-    if not positives or not negatives:
-        return None
-    items = [(e, True) for e in positives] + [(e, False) for e in negatives]
+def _window_text(rows: np.ndarray, marks: np.ndarray | None, reader: Any, text: Any) -> str:
+    tokens = np.asarray(reader.rows[rows, 2])
+    out = []
+    for i, t in enumerate(tokens):
+        piece = text(int(t)).replace("⏎", "\n")
+        out.append(f"<<{piece}>>" if marks is not None and marks[i] else piece)
+    return "".join(out).strip()
+
+
+def _said_yes(llm: Explainer, prompts: list[str], batch: int = 8) -> np.ndarray:
     probs: list[float] = []
-    for i in range(0, len(items), batch):
-        chunk = items[i:i + batch]
-        probs += llm.yes_probability([DETECT_PROMPT.format(label=label,
-                                                          context=render_marked(e, text))
-                                      for e, _ in chunk])
-    said = [p > 0.5 for p in probs]
-    tpr = sum(s for s, (_, y) in zip(said, items, strict=True) if y) / len(positives)
-    tnr = sum(not s for s, (_, y) in zip(said, items, strict=True) if not y) / len(negatives)
-    return 0.5 * (tpr + tnr)
+    for i in range(0, len(prompts), batch):
+        probs += llm.yes_probability(prompts[i:i + batch])
+    return np.array(probs) > 0.5
+
+
+def judge_windows(llm: Explainer, label: str, ctx: Any, reader: Any, text: Any) -> Any:
+    """Detection and fuzzing of a label by an LLM judge on a feature's windows
+    (:class:`~mistudio.core.features.contexts.Contexts`)."""
+    from mistudio.core.features.contexts import Scores
+
+    def windows(rows: np.ndarray, seg: np.ndarray, n: int) -> list[np.ndarray]:
+        return [rows[seg == i] for i in range(n)]
+
+    pos = windows(ctx.pos_rows, ctx.pos_seg, ctx.n_pos)
+    neg = windows(ctx.neg_rows, ctx.neg_seg, ctx.n_neg)
+    detect = [DETECT_WINDOW_PROMPT.format(label=label, context=_window_text(r, None, reader, text))
+              for r in pos + neg]
+    said = _said_yes(llm, detect)
+    detection = float(0.5 * (said[:len(pos)].mean() + (~said[len(pos):]).mean())) \
+        if pos and neg else None
+    true_marks = windows(ctx.pos_active, ctx.pos_seg, ctx.n_pos)
+    decoys = windows(ctx.pos_decoy, ctx.pos_seg, ctx.n_pos)
+    usable = [i for i in range(ctx.n_pos) if true_marks[i].any() and decoys[i].any()]
+    if not usable:
+        return Scores(detection, None)
+    fuzz = [FUZZ_PROMPT.format(label=label, context=_window_text(pos[i], m[i], reader, text))
+            for m in (true_marks, decoys) for i in usable]
+    said = _said_yes(llm, fuzz)
+    k = len(usable)
+    return Scores(detection, float(0.5 * (said[:k].mean() + (~said[k:]).mean())))

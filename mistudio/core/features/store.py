@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from mistudio.core.features.label_db import LABELS_FILE, journal_human, labels_db
+from mistudio.core.features.label_db import LABEL_COLUMNS, LABELS_FILE, journal_human, labels_db
 from mistudio.core.features.plugin_columns import PLUGIN_COLUMNS_KEY
 from mistudio.core.runtime.errors import CorruptedError, InvalidInputError, NotFoundError
 from mistudio.core.store.files import atomic_write, write_npy_atomic
@@ -29,6 +29,8 @@ SCORES_FILE = "scores.npy"
 """A copy of every feature's score (NaN: none), rewritten with each change of labels: loading
 100k scores from SQLite costs ~110 ms of Python row conversion, this ~1 ms."""
 SORT_COLUMNS = ("feature", "frequency", "max_activation", "mean_activation", "score", "label")
+SELECT_LABELS = ("SELECT feature, label, source, scorer, score, status, detail, family, "
+                 "detection, fuzzing, formula FROM labels")
 
 
 
@@ -45,6 +47,16 @@ class Label(NamedTuple):
     status: str
     """ok, or failed: the explainer wrote nothing usable (the label says so, nothing invented)."""
     detail: str | None
+    family: str | None = None
+    """The family of concepts the label belongs to (quotes, negation, names, ...)."""
+    detection: float | None = None
+    """Held-out detection balanced accuracy: does the label tell windows where the feature fires
+    from windows where it is silent (:mod:`mistudio.core.features.contexts`)."""
+    fuzzing: float | None = None
+    """Held-out fuzzing balanced accuracy: does it tell the tokens the feature fires on from
+    decoys in the same windows."""
+    formula: str | None = None
+    """A rule label's formula (JSON, :class:`mistudio.core.features.formula.Formula`)."""
 
 
 def human_label(feature: int, text: str) -> Label:
@@ -93,6 +105,7 @@ class FeatureStore:
         self.n = self._table.num_rows
         self._cache: dict[str, np.ndarray] = {}
         self._labels: np.ndarray | None = None
+        self._families: np.ndarray | None = None
         self._scores: np.ndarray | None = None
         self._rank: np.ndarray | None = None
 
@@ -111,6 +124,9 @@ class FeatureStore:
         if name == "label":
             self._load_labels()
             return self._labels  # type: ignore[return-value]
+        if name == "family":
+            self._load_labels()
+            return self._families  # type: ignore[return-value]
         if name == "score":
             self._load_scores()
             return self._scores  # type: ignore[return-value]
@@ -131,15 +147,17 @@ class FeatureStore:
         if self._labels is not None:
             return
         labels = np.full(self.n, "", dtype=object)
+        families = np.full(self.n, "", dtype=object)
         scores = np.full(self.n, np.nan, dtype=np.float32)
         with labels_db(self.folder) as con:
-            rows = con.execute("SELECT feature, label, score FROM labels").fetchall()
+            rows = con.execute("SELECT feature, label, score, family FROM labels").fetchall()
         if rows:
-            feats, texts, values = zip(*rows, strict=True)  # columns without a Python loop
+            feats, texts, values, fams = zip(*rows, strict=True)  # columns without a loop
             idx = np.array(feats, dtype=np.int64)
             labels[idx] = texts
+            families[idx] = [f or "" for f in fams]
             scores[idx] = np.array(values, dtype=np.float32)  # None -> nan
-        self._labels = labels
+        self._labels, self._families = labels, families
         if self._scores is None:
             self._scores = scores
 
@@ -179,8 +197,7 @@ class FeatureStore:
     def all_labels(self) -> dict[int, Label]:
         """Every stored label in one query (labelling many features reads them once)."""
         with labels_db(self.folder) as con:
-            rows = con.execute("SELECT feature, label, source, scorer, score, status, detail "
-                               "FROM labels").fetchall()
+            rows = con.execute(SELECT_LABELS).fetchall()
         return {r[0]: Label(*r) for r in rows}
 
     def labels_for(self, features: Sequence[int]) -> dict[int, Label]:
@@ -190,8 +207,7 @@ class FeatureStore:
             return {}
         marks = ",".join("?" * len(ids))
         with labels_db(self.folder) as con:
-            rows = con.execute("SELECT feature, label, source, scorer, score, status, detail "
-                               f"FROM labels WHERE feature IN ({marks})", ids).fetchall()
+            rows = con.execute(f"{SELECT_LABELS} WHERE feature IN ({marks})", ids).fetchall()
         return {r[0]: Label(*r) for r in rows}
 
     def _label_rank(self) -> np.ndarray:
@@ -210,8 +226,7 @@ class FeatureStore:
     def label(self, feature: int) -> Label | None:
         self.check_index(feature)
         with labels_db(self.folder) as con:
-            row = con.execute("SELECT feature, label, source, scorer, score, status, detail "
-                              "FROM labels WHERE feature = ?", (int(feature),)).fetchone()
+            row = con.execute(f"{SELECT_LABELS} WHERE feature = ?", (int(feature),)).fetchone()
         return Label(*row) if row else None
 
     def set_labels(self, labels: Sequence[Label]) -> None:
@@ -220,14 +235,13 @@ class FeatureStore:
         cached = self.folder / SCORES_FILE
         cache_valid = cached.is_file() and cached.stat().st_mtime >= self._labels_mtime()
         rows = [(int(lb.feature), lb.label, lb.source, lb.scorer, lb.score, lb.status,
-                 lb.detail, now) for lb in labels]
+                 lb.detail, now, lb.family, lb.detection, lb.fuzzing, lb.formula)
+                for lb in labels]
         with labels_db(self.folder, write=True) as con:
             con.executemany(
-                "INSERT INTO labels(feature, label, source, scorer, score, status, detail, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(feature) DO UPDATE SET "
-                "label=excluded.label, source=excluded.source, scorer=excluded.scorer, "
-                "score=excluded.score, status=excluded.status, detail=excluded.detail, "
-                "updated=excluded.updated", rows)
+                f"INSERT INTO labels({', '.join(LABEL_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(LABEL_COLUMNS))}) ON CONFLICT(feature) DO UPDATE SET "
+                + ", ".join(f"{c}=excluded.{c}" for c in LABEL_COLUMNS[1:]), rows)
         journal_human(self.folder, rows)
         self._rank = None
         # keep the scores file current: patch it if it was current before this write
@@ -242,11 +256,19 @@ class FeatureStore:
         for lb in labels:
             if self._labels is not None:
                 self._labels[lb.feature] = lb.label
+            if self._families is not None:
+                self._families[lb.feature] = lb.family or ""
 
     def labelled(self) -> np.ndarray:
         """Indices of features that have a label (any status)."""
         with labels_db(self.folder) as con:
             return np.array([r[0] for r in con.execute("SELECT feature FROM labels")], np.int64)
+
+    def family_counts(self) -> dict[str, int]:
+        """How many labelled features each family has, largest first."""
+        fams, counts = np.unique(self.column("family").astype(str), return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        return {str(fams[i]): int(counts[i]) for i in order if fams[i]}
 
     # -- browsing ---------------------------------------------------------------------------
     def check_index(self, feature: int) -> None:
@@ -268,11 +290,14 @@ class FeatureStore:
 
     def select(self, ranges: dict[str, tuple[float | None, float | None]] | None = None,
                search: str | None = None, alive_only: bool = False,
-               subset: np.ndarray | None = None) -> np.ndarray:
-        """Indices of the features inside every (low, high) range and matching ``search``."""
+               subset: np.ndarray | None = None, family: str | None = None) -> np.ndarray:
+        """Indices of the features inside every (low, high) range, of ``family`` and matching
+        ``search``."""
         mask = np.ones(self.n, dtype=bool)
         if alive_only:
             mask &= ~self.column("dead")
+        if family:
+            mask &= self.column("family") == family
         for name, (lo, hi) in (ranges or {}).items():
             col = self.column(name)
             if lo is not None:

@@ -1,0 +1,240 @@
+"""The concept explainer: each feature labelled with the formula over concepts (or tokens) that
+best matches where it fires, chosen on one half of the text and scored on the other.
+
+Search (Mu & Andreas' compositional explanations, on the explain split): every concept of the
+token and of the token before it is scored by IoU with the tokens the feature fires on; the best
+few are a beam, each combined with every atom by AND, OR and AND NOT (counts from one matrix
+product per feature, so the search is exact). The token explainer's rules (these tokens, these
+tokens after those, any token after those) are candidates too, so a feature that really is
+"the" keeps that label. Each candidate is then judged on the explain split's windows by
+detection and fuzzing (:mod:`.contexts`); the best is the label, and its scores are measured on
+the held-out split.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import NamedTuple
+
+import numpy as np
+
+from mistudio.core.features.concepts.annotate import Annotations
+from mistudio.core.features.concepts.catalogue import KEYS
+from mistudio.core.features.contexts import (
+    Contexts,
+    Scores,
+    Windows,
+    make_windows,
+    sample_contexts,
+    score_mask,
+)
+from mistudio.core.features.examples import FeatureReader, TokenText
+from mistudio.core.features.formula import Formula, TokenTable, words
+
+MIN_WINDOWS = 3
+"""Activating windows a feature needs in each split to be labelled (fewer: too few to judge)."""
+MIN_SUPPORT = 8
+"""Tokens an atom must cover in the explain split to enter the search."""
+BEAM = 8
+COMPOSE_GAIN = 1.1
+"""A pair must beat its first atom's IoU by this factor to be offered (a 2% gain was mostly
+noise: "runs of spaces, except after adverb modifiers")."""
+MAX_TOKENS = 4
+
+
+class Case(NamedTuple):
+    """One feature's windows: where its label is chosen and where it is scored."""
+
+    explain: Contexts
+    held_out: Contexts
+    k_rows: np.ndarray
+    """Rows of the explain split where it fires."""
+    k_vals: np.ndarray
+
+
+class Space(NamedTuple):
+    """Everything labelling one analysis needs, built once."""
+
+    reader: FeatureReader
+    table: TokenTable
+    windows: Windows
+    atoms: list[str]
+    X: np.ndarray
+    """[N, A] float32 0/1: each searchable atom on each row."""
+    explain_rows: np.ndarray
+    """[N] whether the row is in the explain split."""
+    size: np.ndarray
+    """[A] explain-split count of each atom."""
+    pairs: np.ndarray
+    """[A, A] explain-split count of each pair of atoms together."""
+    by_norm: tuple[np.ndarray, np.ndarray]
+    """(norm ids sorted, their rows): rows holding a given token text."""
+    norm_texts: list[str]
+    linguistic: str
+
+
+def _norm_table(rows: np.ndarray, text: TokenText) -> tuple[np.ndarray, list[str], dict[str, int]]:
+    uniq, inverse = np.unique(np.asarray(rows[:, 2]), return_inverse=True)
+    norm = [text(int(t)).strip().lower() for t in uniq]
+    index: dict[str, int] = {}
+    ids = np.array([index.setdefault(s, len(index)) for s in norm], dtype=np.int64)
+    return ids[inverse], list(index), index
+
+
+def build_space(reader: FeatureReader, ann: Annotations, text: TokenText) -> Space:
+    rows = np.asarray(reader.rows)
+    bits = ann.for_rows(rows[:, 0], rows[:, 1])
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = rows[1:, 0] != rows[:-1, 0]
+    prev_bits = np.zeros_like(bits)
+    prev_bits[1:] = bits[:-1]
+    prev_bits[first] = False
+    norm_ids, norm_texts, index = _norm_table(rows, text)
+    prev_norm = np.full(len(rows), -1, dtype=np.int64)
+    prev_norm[1:] = norm_ids[:-1]
+    prev_norm[first] = -1
+    table = TokenTable(bits, prev_bits, norm_ids, prev_norm, index)
+    win = make_windows(rows)
+    explain = ~win.row_held_out
+    X = np.concatenate([bits, prev_bits], axis=1).astype(np.float32)
+    atoms = list(KEYS) + [f"prev:{k}" for k in KEYS]
+    size = X[explain].sum(0)
+    keep = (size >= MIN_SUPPORT) & (size < explain.sum())
+    X, atoms, size = X[:, keep], [a for a, k in zip(atoms, keep, strict=True) if k], size[keep]
+    XE = X[explain]
+    pairs = XE.T @ XE
+    order = np.argsort(norm_ids, kind="stable")
+    return Space(reader, table, win, atoms, X, explain, size, pairs,
+                 (norm_ids[order], order), norm_texts, ann.linguistic)
+
+
+def concept_candidates(space: Space, k_rows: np.ndarray, n: int = 6) -> list[Formula]:
+    """The best atoms and AND / OR / AND NOT pairs by IoU with the firing rows ``k_rows``."""
+    if len(k_rows) == 0 or not space.atoms:
+        return []
+    M = space.X[k_rows]
+    k = float(len(k_rows))
+    inter = M.sum(0)
+    iou = inter / (k + space.size - inter)
+    beam = np.argsort(-iou)[:BEAM]
+    beam = beam[inter[beam] > 0]
+    I_ab = M[:, beam].T @ M  # [B, A] rows firing with both
+    P_ab = space.pairs[beam]
+    Ia, Sa = inter[beam][:, None], space.size[beam][:, None]
+    Ib, Sb = inter[None, :], space.size[None, :]
+    options = {
+        "and": (I_ab, P_ab),
+        "or": (Ia + Ib - I_ab, Sa + Sb - P_ab),
+        "and not": (Ia - I_ab, Sa - P_ab),
+    }
+    scored: list[tuple[float, Formula]] = [(float(iou[b]), Formula.atom(space.atoms[b]))
+                                           for b in beam[:3]]
+    for op, (i, s) in options.items():
+        val = i / np.maximum(k + s - i, 1.0)
+        val[np.arange(len(beam)), beam] = -1.0  # an atom with itself
+        for bi, a in zip(*np.unravel_index(np.argsort(-val, axis=None)[:n], val.shape),
+                         strict=True):
+            if val[bi, a] > iou[beam[bi]] * COMPOSE_GAIN:
+                scored.append((float(val[bi, a]), Formula.atom(space.atoms[beam[bi]])
+                               .extend(op, space.atoms[a])))
+    scored.sort(key=lambda s: -s[0])
+    return [f for _, f in scored[: n + 3]]
+
+
+def token_candidates(space: Space, k_rows: np.ndarray, k_vals: np.ndarray) -> list[Formula]:
+    """The token explainer's rules from the stronger half of the firing rows."""
+    if len(k_rows) == 0:
+        return []
+    strong = k_rows[k_vals >= np.median(k_vals)]
+    n = len(strong)
+    firing = Counter(space.table.norm_ids[strong].tolist())
+    before = Counter(x for x in space.table.prev_norm_ids[strong].tolist() if x >= 0)
+
+    def covering(counts: Counter[int], share: float) -> list[int]:
+        chosen, covered = [], 0
+        for item, c in counts.most_common(MAX_TOKENS):
+            if c < 2 and chosen:
+                break
+            chosen.append(item)
+            covered += c
+            if covered >= share * n:
+                break
+        return chosen if covered >= 0.3 * n else []
+
+    tokens, afters = covering(firing, 0.6), covering(before, 0.5)
+    tok = [f"tok:{space.norm_texts[t]}" for t in tokens]
+    aft = [f"prevtok:{space.norm_texts[t]}" for t in afters]
+    out = []
+    if tok:
+        out.append(_chain(tok, "or"))
+        if aft:
+            out.append(_and_any(_chain(tok, "or"), aft))
+    if aft:
+        out.append(_chain(aft, "or"))
+    return out
+
+
+def _chain(atoms: list[str], op: str) -> Formula:
+    f = Formula.atom(atoms[0])
+    for a in atoms[1:]:
+        f = f.extend(op, a)
+    return f
+
+
+def _and_any(base: Formula, afters: list[str]) -> Formula:
+    # (t1 or t2) and p1 -- "or" of several predecessors is kept to the most common one, so the
+    # left-to-right chain stays what it says
+    return base.extend("and", afters[0])
+
+
+def judge(space: Space, formula: Formula, ctx: Contexts) -> Scores:
+    return score_mask(ctx, space.table.evaluate(formula, ctx.pos_rows),
+                      space.table.evaluate(formula, ctx.neg_rows))
+
+
+def trigger_rows(space: Space, k_rows: np.ndarray, top: int = 3) -> np.ndarray:
+    """Rows holding the token texts the feature fires on most (hard negatives come from them)."""
+    common = [t for t, _ in Counter(space.table.norm_ids[k_rows].tolist()).most_common(top)]
+    sorted_ids, order = space.by_norm
+    parts = [order[np.searchsorted(sorted_ids, t, "left"): np.searchsorted(sorted_ids, t,
+                                                                           "right")]
+             for t in common]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
+def feature_case(space: Space, feature: int, n: int, seed: int) -> Case | str:
+    """The feature's explain and held-out windows, or why it cannot be judged."""
+    f_rows, f_vals = space.reader.firing(feature)
+    in_explain = space.explain_rows[f_rows]
+    k_rows, k_vals = f_rows[in_explain], f_vals[in_explain]
+    triggers = trigger_rows(space, k_rows)
+    rng = np.random.default_rng([seed, feature])
+    explain = sample_contexts(space.windows, f_rows, f_vals, triggers, False, n, rng)
+    held = sample_contexts(space.windows, f_rows, f_vals, triggers, True, n, rng)
+    if explain is None or held is None or min(explain.n_pos, held.n_pos) < MIN_WINDOWS:
+        got = 0 if explain is None or held is None else min(explain.n_pos, held.n_pos)
+        return (f"too few activations to judge a label ({len(f_rows)} tokens; {got} "
+                f"activating windows in a split, {MIN_WINDOWS} needed)")
+    if min(explain.n_neg, held.n_neg) < MIN_WINDOWS:
+        return "fires almost everywhere (too few silent windows to judge a label against)"
+    return Case(explain, held, k_rows, k_vals)
+
+
+def _mean(s: Scores) -> float:
+    vals = [v for v in s if v is not None]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def explain_feature(space: Space, feature: int, case: Case,
+                    concepts: bool = True) -> tuple[str, Formula] | None:
+    """The label and formula chosen on the explain split (``concepts=False``: the token
+    explainer's rules only); None when nothing matches."""
+    candidates = token_candidates(space, case.k_rows, case.k_vals)
+    if concepts:
+        candidates += concept_candidates(space, case.k_rows)
+    if not candidates:
+        return None
+    # best on the explain split; on ties the simpler formula, then the one found first
+    best = max(enumerate(candidates), key=lambda ic: (
+        round(_mean(judge(space, ic[1], case.explain)), 6), -len(ic[1].terms), -ic[0]))[1]
+    return words(best), best
