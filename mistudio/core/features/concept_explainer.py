@@ -135,10 +135,19 @@ def concept_candidates(space: Space, k_rows: np.ndarray, n: int = 6) -> list[For
         for bi, a in zip(*np.unravel_index(np.argsort(-val, axis=None)[:n], val.shape),
                          strict=True):
             if val[bi, a] > iou[beam[bi]] * COMPOSE_GAIN:
-                scored.append((float(val[bi, a]), Formula.atom(space.atoms[beam[bi]])
-                               .extend(op, space.atoms[a])))
+                scored.append((float(val[bi, a]), _pair(space.atoms[beam[bi]], op,
+                                                        space.atoms[a])))
     scored.sort(key=lambda s: -s[0])
-    return [f for _, f in scored[: n + 3]]
+    unique = list(dict.fromkeys(f for _, f in scored))
+    return unique[: n + 3]
+
+
+def _pair(first: str, op: str, second: str) -> Formula:
+    """``first op second``, the token's own concept first where the operator allows (AND and
+    OR commute: "nouns after articles" rather than "the token after articles, also nouns")."""
+    if op != "and not" and first.startswith("prev:") and not second.startswith("prev:"):
+        first, second = second, first
+    return Formula.atom(first).extend(op, second)
 
 
 def token_candidates(space: Space, k_rows: np.ndarray, k_vals: np.ndarray) -> list[Formula]:

@@ -47,6 +47,7 @@ def availability() -> Availability:
     if name is None:
         why = ("spaCy is not installed" if importlib.util.find_spec("spacy") is None
                else "spaCy has no English pipeline")
+        why += " (labels use the text, code, markup and position concepts only)"
         return Availability(False, why)
     return Availability(True, name)
 
@@ -125,7 +126,8 @@ def word_concepts(parsed: Parsed, anchors: np.ndarray, keys: list[str]) -> np.nd
     word_bits = np.zeros((len(parsed.words) + 1, len(keys)), dtype=bool)  # last row: no word
     for w, attrs in enumerate(parsed.words):
         for k in attrs:
-            word_bits[w, col[k]] = True
+            if k in col:
+                word_bits[w, col[k]] = True
     ok = (anchors >= 0) & (anchors < len(parsed.char_word))
     word = np.full(len(anchors), len(parsed.words), dtype=np.int64)
     word[ok] = parsed.char_word[anchors[ok]]
