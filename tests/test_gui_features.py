@@ -298,13 +298,14 @@ def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace
     assert lesson.dashboard.buffers.n > 0 and lesson.dashboard._planned == steps
     assert lesson.pages.currentIndex() == 1 and lesson.features.count() > 0
     shown = lesson_features(toy_ws, "lesson-topk")
-    kinds = [f.label.split('"')[1].lower() if '"' in f.label else f.label for f in shown]
-    assert len(kinds) == len(set(kinds))  # one feature per kind of label
-    from mistudio.core.workflows.lesson import _is_word
+    families = [f.family for f in shown]
+    assert len(families) == len(set(families))  # one feature per family
+    from mistudio.core.features.families import _tier
 
-    words = [f for f in shown if _is_word(f.label)]
-    assert shown[: len(words)] == words  # words before punctuation and newlines
-    assert all(a.score >= b.score for a, b in itertools.pairwise(words))  # best first
+    tiers = [_tier(f.family) for f in shown]
+    assert tiers == sorted(tiers)  # concepts, then words, then layout and punctuation
+    for a, b in itertools.pairwise(shown):
+        assert _tier(a.family) < _tier(b.family) or a.score >= b.score  # best first
     lesson.pages.setCurrentIndex(2)
     assert lesson.strength.value() > 0 and "x max" in lesson.strength_label.text()
     lesson.prompt.setPlainText("The list")

@@ -251,14 +251,21 @@ def quickstart_text(r: QuickstartResult) -> str:
         f"{in_model}"
         + (" (reused)" if sae.reused else ""),
         f"  features    {f.name}: {f.alive:,} live, {f.dead:,} dead on {f.n_tokens:,} tokens; "
-        f"{f.score_ge_0_7} of {f.labelled} labelled features score >= 0.7 on held-out "
-        "contexts" + (" (analysis reused)" if f.reused else ""),
-        *[f"      {b.feature:>5}  {b.score:.2f}  {b.label}" for b in f.best],
+        f"{f.score_ge_0_7:,} of {f.labelled:,} labels reach 0.7 held-out detection, "
+        f"{f.concept_ge_0_7:,} of them naming a concept (labelled in {f.label_s:.0f} s)"
+        + (" (analysis reused)" if f.reused else ""),
+        "      best feature of each family (held-out detection / fuzzing):",
+        *[f"      {b.feature:>5}  {b.score:.2f} / {_fz(b.fuzzing)}  {b.family:<22} {b.label}"
+          for b in f.best],
         *_steer_lines(r.steering),
         f"Next: `mistudio features {sae.name} --sort score`, "
         f"`mistudio feature {sae.name} INDEX`, "
         f"`mistudio steer --sae {sae.name} --feature INDEX=+20`.",
     ])
+
+
+def _fz(value: float | None) -> str:
+    return "  - " if value is None else f"{value:.2f}"
 
 
 def _steer_lines(s: SteeringDemo | None) -> list[str]:

@@ -217,7 +217,7 @@ class LessonWindow(QWidget):
         self.features.clear()
         demo = result.steering.feature if result.steering else None
         for f in lesson_features(self.ws, result.features.name):
-            item = QListWidgetItem(f"{f.label}    (feature {f.feature}, fires on "
+            item = QListWidgetItem(f"{f.label}    ({f.family}; feature {f.feature}, fires on "
                                    f"{f.frequency:.1%} of tokens, score {f.score:.2f})")
             item.setData(Qt.ItemDataRole.UserRole, f.feature)
             item.setData(Qt.ItemDataRole.UserRole + 1, f.label)

@@ -5,16 +5,15 @@ class should meet them.
   hand (a short run of the same SAE; its training throughput, not its start-up, sets the
   step count), so the live curves fill about ``seconds``.
 - :func:`run_lesson` is :func:`mistudio.core.workflows.quickstart.run_quickstart` with that step count.
-- :func:`lesson_features` lists the most interpretable features first: by label score, then
-  variety (one feature per label, words before punctuation and newlines), so the first screen
-  is not a column of newline detectors.
+- :func:`lesson_features` lists the best feature of each family of labels (names, quotes,
+  negation, code, ... before single words, punctuation and newlines), so the first screen is
+  not a column of newline detectors.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,8 +44,10 @@ class LessonFeature(NamedTuple):
     feature: int
     label: str
     score: float
+    """Held-out detection balanced accuracy."""
     frequency: float
     """Share of analysed tokens it fires on."""
+    family: str = ""
 
 
 def lesson_train_steps(ws: Workspace, activations: str, batch_size: int, device: str = "auto",
@@ -95,40 +96,12 @@ def run_lesson(ws: Workspace, task: TaskState | None = None, seconds: float = LE
     return run_quickstart(ws, cfg, task, size_training=size)
 
 
-def _kind(label: str) -> str:
-    """What a label is about, for variety: its first quoted token, lower-cased."""
-    quoted = re.findall(r'"([^"]*)"', label)
-    return (quoted[0] if quoted else label).strip().lower()
-
-
-def _is_word(label: str) -> bool:
-    quoted = re.findall(r'"([^"]*)"', label.split(" after ")[0])
-    return bool(quoted) and not label.startswith("tokens after") and \
-        all(re.search(r"[A-Za-z]{2,}", q) for q in quoted)
-
-
 def lesson_features(ws: Workspace, analysis: str, n: int = 8) -> list[LessonFeature]:
-    """The ``n`` features to show a class first: best label score, one per kind of label,
-    features firing on words before those firing on punctuation or newlines."""
+    """The ``n`` features to show a class first: the best label of each family, families of
+    concepts (names, quotes, negation, code, ...) before single words, and those before layout
+    and punctuation (:func:`mistudio.core.features.families.best_by_family`)."""
+    from mistudio.core.features.families import best_by_family
     from mistudio.core.features.store import open_features
 
-    store = open_features(ws, analysis)
-    freq = store.column("frequency")
-    ranked = []
-    for f in store.order(store.labelled(), "score"):
-        lb = store.label(int(f))
-        if lb is None or lb.score is None or lb.status != "ok":
-            continue
-        ranked.append(LessonFeature(int(f), lb.label, float(lb.score), float(freq[f])))
-    words = [x for x in ranked if _is_word(x.label)]
-    rest = [x for x in ranked if not _is_word(x.label)]
-    out: list[LessonFeature] = []
-    seen: set[str] = set()
-    for x in words + rest:
-        if _kind(x.label) in seen:
-            continue
-        seen.add(_kind(x.label))
-        out.append(x)
-        if len(out) == n:
-            break
-    return out
+    return [LessonFeature(b.feature, b.label, b.score, b.frequency, b.family)
+            for b in best_by_family(open_features(ws, analysis), n)]

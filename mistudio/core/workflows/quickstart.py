@@ -37,7 +37,7 @@ QUICKSTART_SAE = "quickstart-topk"
 STAGES = (("Add the built-in corpus and the embedded model", 0.0),
           ("Tokenize", 0.05), ("Extract a middle layer's activations", 0.15),
           ("Train a TopK SAE", 0.5), ("Evaluate it inside the model", 0.815),
-          ("Analyse its features", 0.85), ("Label the most frequent features", 0.91),
+          ("Analyse its features", 0.85), ("Label every feature in words", 0.91),
           ("Steer: pick a feature and strength that keep the text fluent", 0.95))
 """The stages and the fraction of the job's progress at which each starts (a UI shows them)."""
 
@@ -56,8 +56,9 @@ class QuickstartConfig:
     """Optimiser steps of the SAE's training."""
     batch_size: int = 2048
     """Tokens per training step."""
-    label_top: int = 300
-    """Features to label with the pattern explainer (the most frequent ones)."""
+    label_top: int | None = None
+    """Features to label with the concept explainer (the most frequent ones); None = every
+    live feature."""
     analyze_tokens: int = 100_000
     """Tokens the analysis runs the SAE over."""
     model: str | None = None
@@ -70,7 +71,7 @@ class QuickstartConfig:
     def __post_init__(self) -> None:
         for name in ("context_length", "train_steps", "batch_size", "label_top",
                      "analyze_tokens"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise InvalidInputError(f"«{name}» must be positive, got {getattr(self, name)}.",
                                         "Leave it at its default, or give a larger number.")
         if self.max_tokens is not None and self.max_tokens <= 0:
@@ -152,10 +153,11 @@ def _train_stage(ws: Workspace, name: str, steps: int, batch_size: int, device: 
     return step_of(SAEStep, summary, name=name, reused=reused)
 
 
-def _feature_stage(ws: Workspace, name: str, label_top: int, tokens: int,
+def _feature_stage(ws: Workspace, name: str, label_top: int | None, tokens: int,
                    task: TaskState) -> FeaturesStep:
-    """Analyse the quick-start SAE (reused when newer than the SAE) and label its top features."""
+    """Analyse the quick-start SAE (reused when newer than the SAE) and label its features."""
     from mistudio.core.features.analysis import AnalyzeConfig, analyze
+    from mistudio.core.features.families import best_by_family
     from mistudio.core.features.labels import LabelConfig, label_features
     from mistudio.core.features.store import open_features
 
@@ -168,13 +170,12 @@ def _feature_stage(ws: Workspace, name: str, label_top: int, tokens: int,
                 SubTask(task, 0.0, 0.6), overwrite=existing is not None)
     labels = label_features(ws, name, LabelConfig(top=label_top),
                             SubTask(task, 0.6, 1.0))
-    store = open_features(ws, name)
-    scored = store.order(store.labelled(), "score")[:8]
-    best = [BestFeature(int(f), lb.label, lb.score, float(store.column("frequency")[f]))
-            for f in scored if (lb := store.label(int(f))) is not None and lb.score is not None]
+    best = [BestFeature(b.feature, b.label, b.score, b.frequency, b.family, b.fuzzing)
+            for b in best_by_family(open_features(ws, name))]
     summary = ws.catalog.get("features", name).summary
     return FeaturesStep(name, reused, summary.n_tokens, summary.alive, summary.dead,
-                        labels.scored, labels.score_ge_0_7, labels.mean_score, best)
+                        labels.scored, labels.score_ge_0_7, labels.concept_ge_0_7,
+                        labels.mean_score, best, labels.wall_s)
 
 
 STEER_PROMPT = "The most important thing about Python is"
@@ -200,7 +201,8 @@ def _candidates(ws: Workspace, name: str, n: int) -> list[tuple[int, str]]:
     out = []
     for f in store.order(store.labelled(), "score"):
         lb = store.label(int(f))
-        if lb is None or lb.score is None or lb.label.startswith("tokens after"):
+        if lb is None or lb.score is None or lb.label.startswith(("tokens after",
+                                                                   "the token after")):
             continue
         quoted = re.findall(r'"([^"]*)"', lb.label.split(" after ")[0])
         if quoted and all(re.search(r"[A-Za-z]{2,}", q) for q in quoted):

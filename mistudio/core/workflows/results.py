@@ -56,8 +56,11 @@ class BestFeature(Record):
     feature: int = 0
     label: str = ""
     score: float = 0.0
+    """Held-out detection balanced accuracy."""
     frequency: float = 0.0
     """Share of analysed tokens it fires on."""
+    family: str = ""
+    fuzzing: float | None = None
 
 
 @dataclass
@@ -70,9 +73,13 @@ class FeaturesStep(Record):
     labelled: int = 0
     """Features whose label has a score."""
     score_ge_0_7: int = 0
+    concept_ge_0_7: int = 0
+    """Of those reaching 0.7, labels that name a concept (not a list of tokens)."""
     mean_score: float | None = None
     best: list[BestFeature] = field(default_factory=list)
-    """The best-scored labels, best first."""
+    """The best label of each family, concept families first."""
+    label_s: float = 0.0
+    """Seconds the labelling took (annotating the text included)."""
 
 
 @dataclass
