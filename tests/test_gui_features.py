@@ -131,6 +131,23 @@ def test_feature_browser_on_a_real_analysis(qtbot: QtBot, analysed: Workspace,
     lb = store.label(f)
     assert lb is not None and lb.source == "pattern"
     assert panel.detail.label_edit.text() == lb.label
+    # every live feature in words; a family to filter by; the windows behind a label
+    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+        panel.describe(0, "concept", "")
+    assert store.label(g).label == "my label"  # a person's label stays
+    families = [panel.filters.family.itemData(i) for i in range(1, panel.filters.family.count())]
+    assert families and all(families)
+    panel.filters.family.setCurrentIndex(1)
+    shown = [panel.model.feature_at(r) for r in range(panel.model.rowCount())]
+    assert shown and all(store.label(x).family == families[0] for x in shown)
+    panel.select_feature(shown[0])
+    assert families[0] in panel.detail.label_info.text()
+    with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
+        panel.label_evidence(shown[0])
+    evidence = panel.detail.evidence
+    assert evidence.heatmaps and "Rule:" in evidence.summary.text()
+    _shot(win, f"features-evidence-{theme}")
+    panel.filters.family.setCurrentIndex(0)
     # map, correlations, analyze text
     panel.views.setCurrentWidget(panel.map)
     qtbot.waitUntil(lambda: len(panel.map.xy) == store.n, timeout=120_000)

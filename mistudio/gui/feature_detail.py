@@ -36,10 +36,12 @@ from mistudio.core.features.store import FeatureStore, Label, describe_columns
 from mistudio.core.runtime.plugins import installed_names
 from mistudio.gui.token_view import TokenHeatmap
 
-EXPLAINERS = (("pattern", "Pattern rules", "Fast token and context rules, each scored on "
-                "held-out examples"),
-              ("llm", "Local LLM", "The embedded SmolLM2 as explainer and judge: slow, and too "
-               "small to describe most features well"),
+EXPLAINERS = (("concept", "Concepts", "Words a person reads: parts of speech, names, quotes, "
+                "negation, code, layout (and single tokens where that is what fires), chosen on "
+                "half the text and scored on the other half"),
+              ("pattern", "Tokens only", "Which tokens (after which tokens) it fires on"),
+              ("llm", "Local LLM (1B+)", "A workspace model of at least 1B parameters as "
+               "explainer and judge (smaller ones label at chance and are not used)"),
               ("endpoint", "Local server", "An OpenAI-compatible server on this machine "
                "(Ollama, llama.cpp, vLLM); nothing leaves the machine"))
 
@@ -103,6 +105,8 @@ class FeatureDetail(QWidget):
     (pattern, llm, endpoint:MODEL), the endpoint URL."""
     ablateRequested = Signal(int)
     labelEdited = Signal(int, str)
+    evidenceRequested = Signal(int)
+    """The held-out windows behind a feature's label were asked for."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -118,9 +122,12 @@ class FeatureDetail(QWidget):
         self.title.setFont(font)
         self.stats = QLabel("")
         self.stats.setWordWrap(True)
-        v.addWidget(self.title)
-        v.addWidget(self.stats)
+        heading = QHBoxLayout()  # the label's family, source and scores beside the title
+        heading.addWidget(self.title)
         self._label_row(v)
+        heading.addWidget(self.label_info, 1)
+        v.insertLayout(0, heading)
+        v.insertWidget(1, self.stats)
         self._actions(v)
         self.ablation = QLabel("")
         self.ablation.setWordWrap(True)
@@ -140,6 +147,11 @@ class FeatureDetail(QWidget):
         scroll.setWidget(examples)
         self.tabs.addTab(scroll, "Examples")
         self.tabs.addTab(self._effects(), "Logit lens and neighbours")
+        from mistudio.gui.label_evidence import EvidenceView
+
+        self.evidence = EvidenceView()
+        self.evidence.showRequested.connect(lambda: self.evidenceRequested.emit(self.feature))
+        self.tabs.addTab(self.evidence, "Label evidence")
         v.addWidget(self.tabs, 1)
         for w in (self.describe_button, self.ablate_button, self.steer_button):
             w.setEnabled(False)
@@ -185,9 +197,10 @@ class FeatureDetail(QWidget):
         save.clicked.connect(self._save_label)
         self.label_edit.returnPressed.connect(self._save_label)
         self.label_info = QLabel("")
+        self.label_info.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.label_info.setWordWrap(True)  # never wider than the pane
         row.addWidget(self.label_edit, 1)
         row.addWidget(save)
-        row.addWidget(self.label_info)
         v.addLayout(row)
 
     def _actions(self, v: QVBoxLayout) -> None:
@@ -203,15 +216,17 @@ class FeatureDetail(QWidget):
         self.endpoint.setToolTip("Only localhost servers are used (nothing leaves the machine).")
         self.endpoint_model = QLineEdit()
         self.endpoint_model.setPlaceholderText("served model, e.g. llama3.1")
-        for w in (self.endpoint, self.endpoint_model):
-            w.setVisible(False)
-            self.explainer.currentIndexChanged.connect(
-                lambda _, w=w: w.setVisible(self.explainer.currentData() == "endpoint"))
-        self.describe_button = QPushButton("Describe")
+        self.endpoint.setVisible(False)
+        self.endpoint_model.setVisible(False)
+        self.explainer.currentIndexChanged.connect(self._explainer_changed)
+        self.describe_button = QPushButton("Describe this")
         self.describe_button.clicked.connect(lambda: self._describe([self.feature]))
-        self.top_n = QSpinBox(minimum=1, maximum=100_000, value=50)
-        self.top_n.setToolTip("How many of the most frequent unlabelled features to describe")
-        top = QPushButton("Describe top")
+        self.top_n = QSpinBox(minimum=0, maximum=100_000, value=0)
+        self.top_n.setSpecialValueText("all")
+        self.top_n.setToolTip("How many of the most frequent live features to describe (all: "
+                              "every live feature, within ten minutes; a second run goes on "
+                              "where the first stopped)")
+        top = QPushButton("Describe")
         top.clicked.connect(lambda: self._describe(None))
         self.ablate_button = QPushButton("Ablation effect")
         self.ablate_button.setToolTip("Remove this feature in the model on its top contexts "
@@ -230,6 +245,13 @@ class FeatureDetail(QWidget):
         more.addStretch(1)
         v.addLayout(more)
 
+    def _explainer_changed(self, _index: int) -> None:
+        kind = self.explainer.currentData()
+        self.endpoint.setVisible(kind == "endpoint")
+        self.endpoint_model.setVisible(kind in ("endpoint", "llm"))
+        self.endpoint_model.setPlaceholderText("served model, e.g. llama3.1" if kind == "endpoint"
+                                               else "workspace model (1B+ parameters)")
+
     # -- content --------------------------------------------------------------------------------
     def set_source(self, store: FeatureStore | None, reader: FeatureReader | None,
                    text: TokenText | None) -> None:
@@ -245,6 +267,7 @@ class FeatureDetail(QWidget):
         for w in (self.stats, self.ablation, self.label_info):
             w.setText("")
         self.label_edit.clear()
+        self.evidence.clear_evidence()
         self.top_examples.set_examples([], self.text, 1.0)
         self.quantiles.set_examples([], self.text, 1.0)
         for lst in (self.promoted, self.suppressed, self.nearest, self.cooccurring):
@@ -309,10 +332,16 @@ class FeatureDetail(QWidget):
         else:
             # rounded from float32, as the table's score column is stored: 0.975 must not read
             # 0.98 in the table and 0.97 here
-            score = "unscored" if lb.score is None else f"score {float(np.float32(lb.score)):.2f}"
-            failed = ", failed" if lb.status != "ok" else ""
-            self.label_info.setText(f"{lb.source}, {score}{failed}")
-            self.label_info.setToolTip(lb.detail or "")
+            score = "unscored" if lb.score is None else \
+                f"detection {float(np.float32(lb.score)):.2f}"
+            if lb.fuzzing is not None:
+                score += f", fuzzing {lb.fuzzing:.2f}"
+            family = f"{lb.family}; " if lb.family else ""
+            failed = f", not labelled: {lb.detail}" if lb.status != "ok" else ""
+            info = f"{family}{lb.source}, {score}{failed}"
+            self.label_info.setText(info)
+            self.label_info.setToolTip(f"{info}\nHeld-out scores: 0.5 is chance, 1 perfect")
+        self.evidence.clear_evidence()
 
     def show_ablation(self, effect: Any) -> None:
         self.ablation.setText(
@@ -326,8 +355,9 @@ class FeatureDetail(QWidget):
 
     def _describe(self, features: list[int] | None) -> None:
         explainer = str(self.explainer.currentData())
-        if explainer == "endpoint":
-            explainer = f"endpoint:{self.endpoint_model.text().strip()}"
+        model = self.endpoint_model.text().strip()
+        if explainer == "endpoint" or (explainer == "llm" and model):
+            explainer = f"{explainer}:{model}"
         self.describeRequested.emit(features if features is not None else self.top_n.value(),
                                     explainer, self.endpoint.text().strip())
 

@@ -15,6 +15,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
@@ -28,16 +29,22 @@ from mistudio.core.features.store import FeatureStore
 Index = QModelIndex | QPersistentModelIndex
 PAGE = 256
 """Rows whose labels are fetched together when one of them is first drawn."""
-COLUMNS = (("feature", "Feature"), ("label", "Label"), ("score", "Score"),
-           ("frequency", "Frequency"), ("max_activation", "Max act."),
-           ("mean_activation", "Mean act."))
+COLUMNS = (("feature", "Feature"), ("label", "Label"), ("family", "Family"),
+           ("score", "Detection"), ("fuzzing", "Fuzzing"), ("frequency", "Frequency"),
+           ("max_activation", "Max act."), ("mean_activation", "Mean act."))
+TIPS = {"score": "Held-out detection: does the label tell windows where the feature fires from "
+                 "windows where it is silent (balanced accuracy; 0.5 = chance)",
+        "fuzzing": "Held-out fuzzing: does the label tell the tokens the feature fires on from "
+                   "decoy tokens of the same windows (balanced accuracy)",
+        "family": "The family of concepts the label belongs to (names, quotes, negation, ...)"}
 
 
-ASCENDING_FIRST = ("feature", "label")
+ASCENDING_FIRST = ("feature", "label", "family")
 """Columns whose first click sorts ascending (index, A to Z); a number's first click puts the
 largest first (the most frequent, best-scored features: the informative rows)."""
 _PLAIN = {"tokens", "token", "after", "before", "with", "varied", "promotes", "newline",
-          "the", "and", "for", "from", "that", "this", "then", "than"}
+          "the", "and", "for", "from", "that", "this", "then", "than", "also", "except",
+          "words", "inside", "text"}
 
 
 def common_label_words(labels: np.ndarray, n: int = 2) -> list[str]:
@@ -65,6 +72,7 @@ class FeatureTableModel(QAbstractTableModel):
         self.sort_key, self.descending = "frequency", True
         self.ranges: dict[str, tuple[float | None, float | None]] = {}
         self.search = ""
+        self.family = ""
         self.alive_only = True
         self._labels: dict[int, str] = {}
         self._pages: set[int] = set()
@@ -88,9 +96,10 @@ class FeatureTableModel(QAbstractTableModel):
         """Labels were written (describe, edit): re-read texts and scores."""
         if self.store is None:
             return
-        self._cols["score"] = self.store.column("score")
+        for key in ("score", "family", "fuzzing"):
+            self._cols[key] = self.store.column(key)
         self._labels, self._pages = {}, set()
-        self.dataChanged.emit(self.index(0, 1), self.index(self.rowCount() - 1, 2))
+        self.dataChanged.emit(self.index(0, 1), self.index(self.rowCount() - 1, 4))
 
     def refilter(self) -> None:
         """Apply the ranges, search and sort: one new permutation, one model reset."""
@@ -98,7 +107,8 @@ class FeatureTableModel(QAbstractTableModel):
         if self.store is None:
             self.order = np.zeros(0, np.int64)
         else:
-            idx = self.store.select(self.ranges, self.search or None, self.alive_only)
+            idx = self.store.select(self.ranges, self.search or None, self.alive_only,
+                                    family=self.family or None)
             self.order = self.store.order(idx, self.sort_key, self.descending)
         self._labels, self._pages = {}, set()
         self.endResetModel()
@@ -151,13 +161,15 @@ class FeatureTableModel(QAbstractTableModel):
                 return str(f)
             if key == "label":
                 return self._label(index.row())
+            if key == "family":
+                return str(self._cols[key][f])
             v = float(self._cols[key][f])
             if np.isnan(v):
                 return ""
             if key == "frequency":
                 return f"{v:.3%}" if v >= 1e-3 else f"{v:.1e}"
-            return f"{v:.2f}" if key == "score" else f"{v:.3g}"
-        if role == Qt.ItemDataRole.TextAlignmentRole and key != "label":
+            return f"{v:.2f}" if key in ("score", "fuzzing") else f"{v:.3g}"
+        if role == Qt.ItemDataRole.TextAlignmentRole and key not in ("label", "family"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and key == "label":
             return self._label(index.row()) or None
@@ -165,8 +177,12 @@ class FeatureTableModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return self.columns[section][1]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return TIPS.get(self.columns[section][0])
         return None
 
 
@@ -186,7 +202,15 @@ class FilterBar(QWidget):
         self.search.setClearButtonEnabled(True)
         self.min_freq = self._spin("Fires on at least this % of tokens", 100.0, 4)
         self.max_freq = self._spin("Fires on at most this % of tokens", 100.0, 4, 100.0)
-        self.min_score = self._spin("Label score at least (0: any, scored or not)", 1.0, 2)
+        self.min_score = self._spin("Held-out detection at least (0: any, scored or not)", 1.0, 2)
+        self.family = QComboBox()
+        self.family.setToolTip("Show one family of labels (all negation features, all quotes, "
+                               "...); the count of features in each is beside its name")
+        self.family.addItem("All families", "")
+        # wide enough for "adjectives and adverbs (1,234)" before any analysis is open
+        self.family.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.family.setMinimumContentsLength(16)
         self.alive = QCheckBox("Live only")
         self.alive.setChecked(True)
         self.count = QLabel("")
@@ -198,9 +222,10 @@ class FilterBar(QWidget):
         second = QHBoxLayout()  # two short rows: one long row widened the pane at large type
         rows.addLayout(second)
         for line, text, w in ((row, "Freq %", self.min_freq), (row, "to", self.max_freq),
-                              (second, "Score >=", self.min_score)):
+                              (second, "Detection >=", self.min_score)):
             line.addWidget(QLabel(text))
             line.addWidget(w)
+        second.addWidget(self.family)
         second.addWidget(self.alive)
         row.addStretch(1)
         second.addStretch(1)
@@ -213,6 +238,7 @@ class FilterBar(QWidget):
         for spin in (self.min_freq, self.max_freq, self.min_score):
             spin.valueChanged.connect(lambda _: self.timer.start())
         self.alive.toggled.connect(lambda _: self.apply())
+        self.family.currentIndexChanged.connect(lambda _: self.apply())
 
     def _spin(self, tip: str, top: float, decimals: int, value: float = 0.0) -> QDoubleSpinBox:
         spin = QDoubleSpinBox(decimals=decimals, minimum=0.0, maximum=top, value=value)
@@ -221,13 +247,28 @@ class FilterBar(QWidget):
         return spin
 
     def suggest(self, store: FeatureStore | None) -> None:
-        """A placeholder naming words that are in this analysis's labels."""
+        """A placeholder naming words that are in this analysis's labels, and its families."""
+        self.set_families(store)
         words = common_label_words(store.column("label")) if store is not None else []
         example = f" (e.g. {', '.join(words)})" if words else ""
         self.search.setPlaceholderText(f"Search labels as you type{example}")
 
+    def set_families(self, store: FeatureStore | None) -> None:
+        """The family choices of this analysis, with their counts (the choice kept if it is
+        still there)."""
+        keep = self.family.currentData() or ""
+        self.family.blockSignals(True)
+        self.family.clear()
+        self.family.addItem("All families", "")
+        for name, count in (store.family_counts() if store is not None else {}).items():
+            self.family.addItem(f"{name} ({count:,})", name)
+        found = self.family.findData(keep)
+        self.family.setCurrentIndex(max(found, 0))
+        self.family.blockSignals(False)
+
     def apply(self) -> None:
         m = self.model
+        m.family = str(self.family.currentData() or "")
         lo, hi = self.min_freq.value() / 100, self.max_freq.value() / 100
         m.ranges = {"frequency": (lo or None, hi if hi < 1 else None)}
         if self.min_score.value() > 0:

@@ -146,6 +146,7 @@ class FeaturesPanel(QWidget):
         self.detail.labelEdited.connect(self.save_label)
         self.detail.describeRequested.connect(self.describe)
         self.detail.ablateRequested.connect(self.ablate)
+        self.detail.evidenceRequested.connect(self.label_evidence)
         self.map.featureClicked.connect(self.select_feature)
         self.map.computeRequested.connect(lambda: self.compute_map(force=True))
         self.views.currentChanged.connect(self._view_changed)
@@ -158,26 +159,29 @@ class FeaturesPanel(QWidget):
         """Column widths from the font (measuring 100k rows' contents would stall the UI)."""
         header = self.table.horizontalHeader()
         width = self.table.fontMetrics().horizontalAdvance
-        for col, sample in enumerate(("0000000", "", "Score0", "Frequency0", "Max act.0",
-                                      "Mean act.0")):
-            if sample:
+        for col, sample in ((0, "0000000"), (3, "Detection0")):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(col, width(sample) + 16)
+        for col in range(2, self.model.columnCount()):
+            if col != 3:
                 header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
-                header.resizeSection(col, width(sample) + 16)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
         self._room_for_labels()
 
     def _room_for_labels(self) -> None:
-        """Hide the columns right of Frequency (max, mean, plugins'), last first, while the
-        Label column would be narrower than LABEL_MIN_PX: a label is what people read, and the
-        detail pane shows the hidden figures. Shown again when the table widens."""
+        """Hide the optional columns (plugins', mean, max, fuzzing, frequency, family: in that
+        order) while the Label column would be narrower than LABEL_MIN_PX: a label is what
+        people read, and the detail pane shows the hidden figures. Shown again when the table
+        widens. Feature and detection always show."""
         header = self.table.horizontalHeader()
         width = self.table.fontMetrics().horizontalAdvance
         room = self.table.viewport().width()
-        fixed = sum(header.sectionSize(c) for c in (0, 2, 3))
-        optional = list(range(4, self.model.columnCount()))
+        fixed = sum(header.sectionSize(c) for c in (0, 3))
+        optional = [2, 5, 4, 6, 7, *range(8, self.model.columnCount())]
         need = {c: width(str(self.model.headerData(c, Qt.Orientation.Horizontal)) + "00") + 16
                 for c in optional}
+        need[2] = width("function words") + 16  # a family's name (longer ones are elided)
         shown = list(optional)
         while shown and room - fixed - sum(need[c] for c in shown) < LABEL_MIN_PX:
             shown.pop()
@@ -401,6 +405,10 @@ class FeaturesPanel(QWidget):
             self._labelled(value)
         elif kind == "ablate":
             self.detail.show_ablation(value)
+        elif kind == "label_evidence":
+            if value.feature == self.detail.feature and self.detail.text is not None:
+                peak = float(self.store.column("max_activation")[value.feature]) or 1.0
+                self.detail.evidence.show_evidence(value, self.detail.text, peak)
         elif kind == "correlate":
             self.correlation.show_matrix(*value)
         elif kind == "probe_text":
@@ -408,13 +416,18 @@ class FeaturesPanel(QWidget):
 
     def _labelled(self, run: Any) -> None:
         assert self.store is not None
+        self.store.forget_labels()  # written by the job's process
         self.model.labels_changed()
         if self.detail.feature >= 0:
             self.detail.show_label(self.store.label(self.detail.feature))
+        self.filters.set_families(self.store)
         mean = "n/a" if run.mean_score is None else f"{run.mean_score:.2f}"
-        self.summary.setText(f"Described {run.labelled_now:,} features with {run.explainer}: "
-                             f"{run.score_ge_0_7:,} of {run.scored:,} scored labels reach 0.7 "
-                             f"(mean {mean}).")
+        left = f" {run.left:,} left for the next run (out of time)." if run.left else ""
+        note = f"{run.note} " if run.note else ""
+        self.summary.setText(f"{note}Described {run.labelled_now:,} features with "
+                             f"{run.explainer}: {run.score_ge_0_7:,} of {run.scored:,} labels "
+                             f"reach 0.7 held-out detection ({run.concept_ge_0_7:,} naming a "
+                             f"concept; mean {mean}).{left}")
 
     def compute_map(self, force: bool = False) -> None:
         """The feature map: read when it was computed before, else computed (UMAP, a child
@@ -447,12 +460,19 @@ class FeaturesPanel(QWidget):
                 cfg = LabelConfig(features=tuple(features), explainer=explainer,
                                   endpoint=endpoint, overwrite=True)
             else:
-                cfg = LabelConfig(top=int(features), explainer=explainer, endpoint=endpoint)
+                cfg = LabelConfig(top=int(features) or None, explainer=explainer,
+                                  endpoint=endpoint)
         except MiStudioError as err:
             show_error(self, err)
             return
-        what = f"feature {features[0]}" if isinstance(features, list) else f"top {features}"
+        what = f"feature {features[0]}" if isinstance(features, list) else \
+            f"the top {features}" if features else "every live feature"
         self._start("label", self.analysis, cfg, title=f"Describing {what}")
+
+    def label_evidence(self, f: int) -> None:
+        if self.store is not None and f >= 0:
+            self._start("label_evidence", self.analysis, f,
+                        title=f"Reading the held-out windows of feature {f}")
 
     def ablate(self, f: int) -> None:
         if self.store is None:

@@ -81,7 +81,8 @@ def _norm_table(rows: np.ndarray, text: TokenText) -> tuple[np.ndarray, list[str
     return ids[inverse], list(index), index
 
 
-def build_space(reader: FeatureReader, ann: Annotations, text: TokenText) -> Space:
+def build_table(reader: FeatureReader, ann: Annotations, text: TokenText) -> TokenTable:
+    """Concepts and token texts of every analysed row, and of the row before it."""
     rows = np.asarray(reader.rows)
     bits = ann.for_rows(rows[:, 0], rows[:, 1])
     first = np.ones(len(rows), dtype=bool)
@@ -89,23 +90,27 @@ def build_space(reader: FeatureReader, ann: Annotations, text: TokenText) -> Spa
     prev_bits = np.zeros_like(bits)
     prev_bits[1:] = bits[:-1]
     prev_bits[first] = False
-    norm_ids, norm_texts, index = _norm_table(rows, text)
+    norm_ids, _, index = _norm_table(rows, text)
     prev_norm = np.full(len(rows), -1, dtype=np.int64)
     prev_norm[1:] = norm_ids[:-1]
     prev_norm[first] = -1
-    table = TokenTable(bits, prev_bits, norm_ids, prev_norm, index)
-    win = make_windows(rows)
+    return TokenTable(bits, prev_bits, norm_ids, prev_norm, index)
+
+
+def build_space(reader: FeatureReader, ann: Annotations, text: TokenText) -> Space:
+    table = build_table(reader, ann, text)
+    win = make_windows(np.asarray(reader.rows))
     explain = ~win.row_held_out
-    X = np.concatenate([bits, prev_bits], axis=1).astype(np.float32)
+    X = np.concatenate([table.bits, table.prev_bits], axis=1).astype(np.float32)
     atoms = list(KEYS) + [f"prev:{k}" for k in KEYS]
     size = X[explain].sum(0)
     keep = (size >= MIN_SUPPORT) & (size < explain.sum())
     X, atoms, size = X[:, keep], [a for a, k in zip(atoms, keep, strict=True) if k], size[keep]
     XE = X[explain]
     pairs = XE.T @ XE
-    order = np.argsort(norm_ids, kind="stable")
+    order = np.argsort(table.norm_ids, kind="stable")
     return Space(reader, table, win, atoms, X, explain, size, pairs,
-                 (norm_ids[order], order), norm_texts, ann.linguistic)
+                 (table.norm_ids[order], order), list(table.norm_index), ann.linguistic)
 
 
 def concept_candidates(space: Space, k_rows: np.ndarray, n: int = 6) -> list[Formula]:

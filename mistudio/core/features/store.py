@@ -28,7 +28,8 @@ TABLE_FILE = "features.arrow"
 SCORES_FILE = "scores.npy"
 """A copy of every feature's score (NaN: none), rewritten with each change of labels: loading
 100k scores from SQLite costs ~110 ms of Python row conversion, this ~1 ms."""
-SORT_COLUMNS = ("feature", "frequency", "max_activation", "mean_activation", "score", "label")
+SORT_COLUMNS = ("feature", "frequency", "max_activation", "mean_activation", "score", "label",
+                "family", "fuzzing")
 SELECT_LABELS = ("SELECT feature, label, source, scorer, score, status, detail, family, "
                  "detection, fuzzing, formula FROM labels")
 
@@ -106,6 +107,7 @@ class FeatureStore:
         self._cache: dict[str, np.ndarray] = {}
         self._labels: np.ndarray | None = None
         self._families: np.ndarray | None = None
+        self._fuzzing: np.ndarray | None = None
         self._scores: np.ndarray | None = None
         self._rank: np.ndarray | None = None
 
@@ -124,9 +126,9 @@ class FeatureStore:
         if name == "label":
             self._load_labels()
             return self._labels  # type: ignore[return-value]
-        if name == "family":
+        if name in ("family", "fuzzing"):
             self._load_labels()
-            return self._families  # type: ignore[return-value]
+            return self._families if name == "family" else self._fuzzing  # type: ignore[return-value]
         if name == "score":
             self._load_scores()
             return self._scores  # type: ignore[return-value]
@@ -149,15 +151,18 @@ class FeatureStore:
         labels = np.full(self.n, "", dtype=object)
         families = np.full(self.n, "", dtype=object)
         scores = np.full(self.n, np.nan, dtype=np.float32)
+        fuzzing = np.full(self.n, np.nan, dtype=np.float32)
         with labels_db(self.folder) as con:
-            rows = con.execute("SELECT feature, label, score, family FROM labels").fetchall()
+            rows = con.execute("SELECT feature, label, score, family, fuzzing FROM labels"
+                               ).fetchall()
         if rows:
-            feats, texts, values, fams = zip(*rows, strict=True)  # columns without a loop
+            feats, texts, values, fams, fuzz = zip(*rows, strict=True)  # columns, no loop
             idx = np.array(feats, dtype=np.int64)
             labels[idx] = texts
             families[idx] = [f or "" for f in fams]
             scores[idx] = np.array(values, dtype=np.float32)  # None -> nan
-        self._labels, self._families = labels, families
+            fuzzing[idx] = np.array(fuzz, dtype=np.float32)
+        self._labels, self._families, self._fuzzing = labels, families, fuzzing
         if self._scores is None:
             self._scores = scores
 
@@ -258,11 +263,18 @@ class FeatureStore:
                 self._labels[lb.feature] = lb.label
             if self._families is not None:
                 self._families[lb.feature] = lb.family or ""
+            if self._fuzzing is not None:
+                self._fuzzing[lb.feature] = np.nan if lb.fuzzing is None else lb.fuzzing
 
     def labelled(self) -> np.ndarray:
         """Indices of features that have a label (any status)."""
         with labels_db(self.folder) as con:
             return np.array([r[0] for r in con.execute("SELECT feature FROM labels")], np.int64)
+
+    def forget_labels(self) -> None:
+        """Labels were written by another process (a label job): read them again when next
+        asked."""
+        self._labels = self._families = self._fuzzing = self._scores = self._rank = None
 
     def family_counts(self) -> dict[str, int]:
         """How many labelled features each family has, largest first."""
@@ -286,7 +298,13 @@ class FeatureStore:
         with labels_db(self.folder) as con:
             hits = con.execute("SELECT rowid FROM labels_fts WHERE labels_fts MATCH ? "
                                "ORDER BY rowid", (query,)).fetchall()
-        return np.array([h[0] for h in hits], dtype=np.int64)
+        found = np.array([h[0] for h in hits], dtype=np.int64)
+        # a family's name finds its features too ("negation" finds "not" and "never" labels)
+        wanted = " ".join(words).lower()
+        fams = self.column("family").astype(str)
+        in_family = np.flatnonzero(np.char.find(np.char.lower(fams), wanted) >= 0) \
+            if len(wanted) >= 3 else np.zeros(0, dtype=np.int64)
+        return np.union1d(found, in_family)
 
     def select(self, ranges: dict[str, tuple[float | None, float | None]] | None = None,
                search: str | None = None, alive_only: bool = False,
@@ -315,6 +333,12 @@ class FeatureStore:
         if by not in SORT_COLUMNS and by not in self.plugin_columns:
             raise InvalidInputError(f"Cannot sort by {by!r}.", "Use one of "
                                     f"{', '.join([*SORT_COLUMNS, *self.plugin_columns])}.")
+        if by == "family":
+            fams = self.column("family")[idx].astype(str)
+            order = np.argsort(fams, kind="stable")
+            order = order[::-1] if descending else order
+            named = fams[order] != ""
+            return idx[np.concatenate([order[named], order[~named]])]
         if by == "label":
             rank = self._label_rank()[idx]
             order = np.argsort(rank, kind="stable")

@@ -83,6 +83,8 @@ JOBS: dict[str, JobKind] = {k.name: k for k in (
             _M + "model_of_sae"),
     JobKind("analyze", _C + "features.analysis:analyze", P, "Analysing"),
     JobKind("label", _C + "features.labels:label_features", P, "Describing features"),
+    JobKind("label_evidence", _C + "features.evidence:label_evidence", P,
+            "Reading a label's evidence"),
     JobKind("feature_map", _C + "features.feature_map:feature_map", P,
             "Computing the feature map"),
     JobKind("read_feature_map", _C + "jobs.adapters:read_feature_map", T,
