@@ -40,6 +40,8 @@ COMPOSE_GAIN = 1.1
 """A pair must beat its first atom's IoU by this factor to be offered (a 2% gain was mostly
 noise: "runs of spaces, except after adverb modifiers")."""
 MAX_TOKENS = 4
+SIMPLER_WINS = 0.02
+"""A simpler label is kept unless a longer formula scores this much better (explain split)."""
 
 
 class Case(NamedTuple):
@@ -248,7 +250,18 @@ def explain_feature(space: Space, feature: int, case: Case,
         candidates += concept_candidates(space, case.k_rows)
     if not candidates:
         return None
-    # best on the explain split; on ties the simpler formula, then the one found first
-    best = max(enumerate(candidates), key=lambda ic: (
-        round(_mean(judge(space, ic[1], case.explain)), 6), -len(ic[1].terms), -ic[0]))[1]
+    scored = [(_mean(judge(space, f, case.explain)), _complexity(f), i, f)
+              for i, f in enumerate(candidates)]
+    top = max(s[0] for s in scored)
+    # the simplest formula within SIMPLER_WINS of the best on the explain split, then the best
+    # of those: "runs of spaces, except after adverb modifiers" does not beat "runs of spaces"
+    best = min((s for s in scored if s[0] >= top - SIMPLER_WINS),
+               key=lambda s: (s[1], -s[0], s[2]))[3]
     return words(best), best
+
+
+def _complexity(f: Formula) -> int:
+    """Terms a reader must hold: a list of tokens ("the" / "a") counts as one."""
+    if all(op in ("", "or") for op, _ in f.terms) and all(a.startswith("tok:") for a in f.atoms):
+        return 1
+    return len(f.terms)
