@@ -1,5 +1,5 @@
 """Explainers side by side on the same features and the same held-out windows, nothing stored
-(``mistudio label --compare``, ``benchmarks/labels.py``)."""
+(the command line's label comparison, ``benchmarks/labels.py``)."""
 
 from __future__ import annotations
 

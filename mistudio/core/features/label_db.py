@@ -40,8 +40,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
     feature INTEGER PRIMARY KEY,
     label TEXT NOT NULL,
-    source TEXT NOT NULL,      -- pattern, llm:MODEL, endpoint:MODEL or human
-    scorer TEXT,               -- simulation, detection:MODEL or NULL
+    source TEXT NOT NULL,      -- concept, pattern, llm:MODEL, endpoint:MODEL, plugin:NAME, human
+    scorer TEXT,               -- rule, judge:MODEL, plugin:NAME or NULL
     score REAL,                -- balanced accuracy on held-out contexts, or NULL
     status TEXT NOT NULL DEFAULT 'ok',  -- ok, or failed (the explainer gave nothing usable)
     detail TEXT,

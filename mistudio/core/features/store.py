@@ -41,7 +41,7 @@ class Label(NamedTuple):
     feature: int
     label: str
     source: str
-    """pattern, llm:MODEL, endpoint:MODEL or human."""
+    """concept, pattern, llm:MODEL, endpoint:MODEL, plugin:NAME or human."""
     scorer: str | None
     score: float | None
     """Balanced accuracy on held-out activating and non-activating contexts."""

@@ -84,8 +84,8 @@ def run_quickstart(ws: Workspace, cfg: QuickstartConfig | None = None,
                    size_training: Callable[[str, int, str], int] | None = None,
                    ) -> QuickstartResult:
     """Built-in corpus -> embedded model -> tokenize -> extract a middle layer -> train a TopK
-    SAE with the defaults and evaluate it -> analyse its features and label the most frequent
-    ``label_top`` with the pattern explainer -> steer with the best. Steps already done with
+    SAE with the defaults and evaluate it -> analyse its features and label them (every live one
+    unless ``label_top``) with the concept explainer -> steer with the best. Steps already done with
     the same settings are reused. ``size_training``, given the activation set, batch size and
     device, returns the training steps to use instead of ``train_steps`` (lesson mode times a
     warm-up once the activations exist)."""

@@ -54,7 +54,11 @@ def availability() -> Availability:
 
 @cache
 def load_pipeline() -> Any:
-    import spacy
+    import warnings
+
+    with warnings.catch_warnings():  # spaCy's command line, imported with it, uses an old click API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import spacy
 
     name = spacy_pipeline_name()
     if name is None:
