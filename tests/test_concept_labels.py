@@ -240,6 +240,10 @@ def test_without_spacy_text_and_code_concepts_still_label(
     monkeypatch.setattr(linguistic, "spacy_pipeline_name", lambda: None)
     r = label_features(analysed, "sae", LabelConfig(top=20))
     assert r.concepts.startswith("spaCy has no English pipeline (labels use the text")
+    store = open_features(analysed, "sae")
+    said = {store.label(int(f)).detail for f in store.labelled()
+            if store.label(int(f)).status == "ok"}
+    assert said == {f"concepts: {r.concepts}"}  # each label says which concepts it could use
     assert r.scored > 0
 
 

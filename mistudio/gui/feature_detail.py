@@ -102,7 +102,7 @@ class FeatureDetail(QWidget):
     steerRequested = Signal(int)
     describeRequested = Signal(object, str, str)
     """Features to describe (a list, or N for the top N), the explainer as the core names it
-    (pattern, llm, endpoint:MODEL), the endpoint URL."""
+    (concept, pattern, llm:MODEL, endpoint:MODEL), the endpoint URL."""
     ablateRequested = Signal(int)
     labelEdited = Signal(int, str)
     evidenceRequested = Signal(int)
@@ -340,7 +340,8 @@ class FeatureDetail(QWidget):
             failed = f", not labelled: {lb.detail}" if lb.status != "ok" else ""
             info = f"{family}{lb.source}, {score}{failed}"
             self.label_info.setText(info)
-            self.label_info.setToolTip(f"{info}\nHeld-out scores: 0.5 is chance, 1 perfect")
+            self.label_info.setToolTip(f"{info}\nHeld-out scores: 0.5 is chance, 1 perfect"
+                                       + (f"\n{lb.detail}" if lb.detail else ""))
         self.evidence.clear_evidence()
 
     def show_ablation(self, effect: Any) -> None:

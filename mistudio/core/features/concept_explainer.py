@@ -250,7 +250,7 @@ def explain_feature(space: Space, feature: int, case: Case,
         candidates += concept_candidates(space, case.k_rows)
     if not candidates:
         return None
-    scored = [(_mean(judge(space, f, case.explain)), _complexity(f), i, f)
+    scored = [(_mean(judge(space, f, case.explain)), f.complexity(), i, f)
               for i, f in enumerate(candidates)]
     top = max(s[0] for s in scored)
     # the simplest formula within SIMPLER_WINS of the best on the explain split, then the best
@@ -258,10 +258,3 @@ def explain_feature(space: Space, feature: int, case: Case,
     best = min((s for s in scored if s[0] >= top - SIMPLER_WINS),
                key=lambda s: (s[1], -s[0], s[2]))[3]
     return words(best), best
-
-
-def _complexity(f: Formula) -> int:
-    """Terms a reader must hold: a list of tokens ("the" / "a") counts as one."""
-    if all(op in ("", "or") for op, _ in f.terms) and all(a.startswith("tok:") for a in f.atoms):
-        return 1
-    return len(f.terms)

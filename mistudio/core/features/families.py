@@ -7,15 +7,18 @@ code, parts of speech), then single words, then layout and punctuation, shows wh
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import numpy as np
+from typing import Any, NamedTuple
 
 from mistudio.core.features.store import FeatureStore
 
-LAST = ("punctuation", "line breaks", "layout", "word pieces", "brackets")
+FIRST = ("names", "negation", "quotes", "numbers", "code keywords", "string literals")
+"""Families shown first: the concepts people look for in a model."""
+LAST = ("punctuation", "line breaks", "layout", "word pieces", "brackets", "capitalisation")
 """Families shown after the others: real, but rarely what a person came to see."""
 WORDS = "specific tokens"
+NEAR_BEST = 0.05
+"""Within a family, the simplest label this close to the best one is shown (a student reads
+"possessive pronouns" faster than "possessive pronouns, also stop words")."""
 
 
 class FamilyBest(NamedTuple):
@@ -30,23 +33,27 @@ class FamilyBest(NamedTuple):
 
 
 def _tier(family: str) -> int:
-    return 2 if family in LAST else 1 if family == WORDS else 0
+    return 0 if family in FIRST else 3 if family in LAST else 2 if family == WORDS else 1
 
 
 def best_by_family(store: FeatureStore, n: int = 8) -> list[FamilyBest]:
-    """The best-scored label of each family (at most ``n``), concept families first, each tier
-    best first."""
+    """One label of each family (at most ``n``): the simplest near the family's best score;
+    the families people look for first, then other concepts, single words, layout."""
+    from mistudio.core.features.formula import Formula
+
     freq = store.column("frequency")
-    best: dict[str, FamilyBest] = {}
-    labels = store.all_labels()
-    for f in store.order(np.array(sorted(labels), dtype=np.int64), "score"):
-        lb = labels[int(f)]
+    by_family: dict[str, list[tuple[float, int, int, Any]]] = {}
+    for f, lb in store.all_labels().items():
         if lb.score is None or lb.status != "ok" or lb.source == "human":
             continue
-        fam = lb.family or WORDS
-        if fam not in best:
-            best[fam] = FamilyBest(int(f), lb.label, fam, float(lb.score), lb.fuzzing,
-                                   float(freq[f]))
-    ranked = sorted(best.values(), key=lambda b: (_tier(b.family), -b.score,
-                                                   -(b.fuzzing or 0.0), b.feature))
-    return ranked[:n]
+        formula = Formula.from_text(lb.formula) if lb.formula else None
+        terms = formula.complexity() if formula is not None else 1
+        by_family.setdefault(lb.family or WORDS, []).append((float(lb.score), terms, int(f), lb))
+    chosen = []
+    for fam, items in by_family.items():
+        top = max(score for score, *_ in items)
+        score, _, f, lb = min((it for it in items if it[0] >= top - NEAR_BEST),
+                              key=lambda it: (it[1], -it[0], it[2]))
+        chosen.append(FamilyBest(f, lb.label, fam, score, lb.fuzzing, float(freq[f])))
+    chosen.sort(key=lambda b: (_tier(b.family), -b.score, -(b.fuzzing or 0.0), b.feature))
+    return chosen[:n]

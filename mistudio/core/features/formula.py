@@ -39,6 +39,13 @@ class Formula(NamedTuple):
         """Whether the formula says more than a list of literal tokens."""
         return any(not a.startswith(("tok:", "prevtok:")) for a in self.atoms)
 
+    def complexity(self) -> int:
+        """Terms a reader must hold: a list of tokens ("the" / "a") counts as one."""
+        if all(op in ("", "or") for op, _ in self.terms) and all(
+                a.startswith("tok:") for a in self.atoms):
+            return 1
+        return len(self.terms)
+
     def to_text(self) -> str:
         return json.dumps([list(t) for t in self.terms], ensure_ascii=False)
 
@@ -117,6 +124,8 @@ def words(formula: Formula) -> str:
         w = _atom_words(a)
         if i == 0:
             out = f"the token after {w}" if prev else w
+        elif op == "and" and prev and terms[0][1].startswith(("prev:", "prevtok:")):
+            out = f"{out} (also {w})"  # both about the token before
         elif op == "and":
             out = f"{out} after {w}" if prev else f"{out}, also {w}"
         elif op == "or":

@@ -152,7 +152,9 @@ def describe(explainer: Any, f: int, ctx: Context) -> Label:
                      "the explainer wrote nothing usable")
     s = explainer.score(f, exp, case, ctx)
     formula = exp.rule if isinstance(exp.rule, Formula) else None
-    return Label(f, exp.label, explainer.name, s.scorer, s.score, "ok", None,
+    # which concepts the label could use (the language pipeline, or why it was left out)
+    detail = f"concepts: {ctx.space.linguistic}" if explainer.name == "concept" else None
+    return Label(f, exp.label, explainer.name, s.scorer, s.score, "ok", detail,
                  family(formula) if formula else None, s.detection, s.fuzzing,
                  formula.to_text() if formula else None)
 

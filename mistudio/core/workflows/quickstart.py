@@ -189,27 +189,32 @@ MAX_PERPLEXITY_RATIO = 2.0
 than the unsteered one: beyond it the model stops writing sentences."""
 
 
+CANDIDATE_MIN_DETECTION = 0.8
+"""A feature steered in the demonstration has a label this good on held-out text."""
+
+
 def _candidates(ws: Workspace, name: str, n: int) -> list[tuple[int, str]]:
-    """The ``n`` best-scored labelled features that fire on words (labels like '"the"' or
-    '"list" / "dict"'), not on punctuation, newlines or whatever follows something: a concept a
-    class can see in the text. (feature, label) pairs."""
+    """The ``n`` most frequent features whose label is a word (labels like '"the"' or
+    '"list" / "dict"', held-out detection at least 0.8), one per label: a concept a class can
+    see in the text, and common enough to show up when the model writes. A rare word ("locale")
+    scores as well but steering it rarely shows. (feature, label) pairs."""
     import re
 
     from mistudio.core.features.store import open_features
 
     store = open_features(ws, name)
-    out = []
-    for f in store.order(store.labelled(), "score"):
-        lb = store.label(int(f))
-        if lb is None or lb.score is None or lb.label.startswith(("tokens after",
-                                                                   "the token after")):
+    freq = store.column("frequency")
+    found: dict[str, tuple[float, int]] = {}
+    for f, lb in store.all_labels().items():
+        if lb.score is None or lb.score < CANDIDATE_MIN_DETECTION or lb.label.startswith(
+                ("tokens after", "the token after")):
             continue
         quoted = re.findall(r'"([^"]*)"', lb.label.split(" after ")[0])
         if quoted and all(re.search(r"[A-Za-z]{2,}", q) for q in quoted):
-            out.append((int(f), lb.label))
-        if len(out) == n:
-            break
-    return out
+            if lb.label not in found or found[lb.label][0] < freq[f]:
+                found[lb.label] = (float(freq[f]), int(f))
+    ranked = sorted(found.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
+    return [(f, label) for label, (_, f) in ranked[:n]]
 
 
 def _steer_stage(ws: Workspace, name: str, features: FeaturesStep, device: str,
