@@ -10,6 +10,7 @@ import numpy as np
 
 from mistudio.cli.config_args import Option, add_config, config_kwargs
 from mistudio.cli.output import cli_task, emit, table
+from mistudio.core.features.formula import Formula
 from mistudio.core.runtime.errors import MiStudioError
 from mistudio.core.store.workspace import Workspace
 
@@ -73,21 +74,26 @@ def cmd_features(args: argparse.Namespace, ws: Workspace) -> None:
     ranges = {"frequency": (args.min_freq, args.max_freq)}
     if args.min_score is not None:
         ranges["score"] = (args.min_score, None)
-    idx = store.select(ranges, args.search, alive_only=not args.all)
+    idx = store.select(ranges, args.search, alive_only=not args.all, family=args.family)
     idx = store.order(idx, SORT_KEYS[args.sort], descending=args.sort not in ("label", "index"))
     shown = idx[: args.limit]
     cols = {c: store.column(c) for c in ("frequency", "max_activation", "mean_activation",
-                                         "score", "label")}
+                                         "score", "fuzzing", "label", "family")}
+
+    def num(name: str, f: int) -> float | None:
+        return None if np.isnan(cols[name][f]) else float(cols[name][f])
+
     rows = [{"feature": int(f), "frequency": float(cols["frequency"][f]),
              "max_activation": float(cols["max_activation"][f]),
              "mean_activation": float(cols["mean_activation"][f]),
-             "score": None if np.isnan(cols["score"][f]) else float(cols["score"][f]),
-             "label": cols["label"][f]} for f in shown]
+             "score": num("score", f), "fuzzing": num("fuzzing", f),
+             "family": cols["family"][f], "label": cols["label"][f]} for f in shown]
     emit(args, {"matching": len(idx), "features": rows}, lambda _: table(
         [[r["feature"], f"{r['frequency']:.4%}", f"{r['max_activation']:.2f}",
-          f"{r['mean_activation']:.2f}", "" if r["score"] is None else f"{r['score']:.2f}",
+          "" if r["score"] is None else f"{r['score']:.2f}",
+          "" if r["fuzzing"] is None else f"{r['fuzzing']:.2f}", r["family"][:16],
           r["label"][:60]] for r in rows],
-        ["FEATURE", "FREQ", "MAX", "MEAN", "SCORE", "LABEL"])
+        ["FEATURE", "FREQ", "MAX", "DETECT", "FUZZ", "FAMILY", "LABEL"])
         + f"\n{len(shown):,} of {len(idx):,} matching features.")
 
 
@@ -183,9 +189,16 @@ def _feature_text(d: dict[str, Any], analysis: str, store: Any, text: Any, shown
         lines.append("Plugins: " + ", ".join(f"{k.replace('_', ' ')} {float(v):.3g}"
                                              for k, v in d["plugin_columns"].items()))
     if lb:
-        score = "unscored" if lb.score is None else f"score {lb.score:.2f} ({lb.scorer})"
-        failed = ", failed" if lb.status != "ok" else ""
-        lines.append(f"Label: {lb.label}   [{lb.source}, {score}{failed}]")
+        score = "unscored" if lb.score is None else \
+            f"held-out detection {float(np.float32(lb.score)):.2f}"  # as the table rounds it
+        if lb.fuzzing is not None:
+            score += f", fuzzing {lb.fuzzing:.2f}"
+        failed = f", not labelled: {lb.detail}" if lb.status != "ok" else ""
+        family = f"{lb.family}; " if lb.family else ""
+        lines.append(f"Label: {lb.label}   [{family}{lb.source}, {score}{failed}]")
+        formula = Formula.from_text(lb.formula) if lb.formula else None
+        if formula is not None:
+            lines.append(f"Rule: {formula.shown()}")
     lines.append("Promotes:   " + "  ".join(repr(t) for t in d["logit_lens"]["promoted"]))
     lines.append("Suppresses: " + "  ".join(repr(t) for t in d["logit_lens"]["suppressed"]))
     labels = store.column("label")
@@ -379,7 +392,8 @@ def _browse_commands(add: Any) -> None:
     sp.add_argument("--search", help="words in the label (prefix match)")
     sp.add_argument("--min-freq", type=float)
     sp.add_argument("--max-freq", type=float)
-    sp.add_argument("--min-score", type=float)
+    sp.add_argument("--min-score", type=float, help="held-out detection at least this")
+    sp.add_argument("--family", help="only labels of this family (quotes, negation, names, ...)")
     sp.add_argument("--all", action="store_true", help="include dead features")
     sp.add_argument("--limit", type=int, default=30)
     sp = add("feature", cmd_feature, "one feature: examples, logit lens, neighbours, label")
