@@ -183,8 +183,8 @@ def token_candidates(space: Space, k_rows: np.ndarray, k_vals: np.ndarray) -> li
     out = []
     if tok:
         out.append(_chain(tok, "or"))
-        if aft:
-            out.append(_and_any(_chain(tok, "or"), aft))
+        if aft:  # these tokens after the most common token before them
+            out.append(_chain(tok, "or").extend("and", aft[0]))
     if aft:
         out.append(_chain(aft, "or"))
     return out
@@ -195,12 +195,6 @@ def _chain(atoms: list[str], op: str) -> Formula:
     for a in atoms[1:]:
         f = f.extend(op, a)
     return f
-
-
-def _and_any(base: Formula, afters: list[str]) -> Formula:
-    # (t1 or t2) and p1 -- "or" of several predecessors is kept to the most common one, so the
-    # left-to-right chain stays what it says
-    return base.extend("and", afters[0])
 
 
 def judge(space: Space, formula: Formula, ctx: Contexts) -> Scores:

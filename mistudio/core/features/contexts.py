@@ -74,10 +74,12 @@ class Contexts(NamedTuple):
 
 
 def _rows_of(win: Windows, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``windows`` concatenated, and which window each row is in."""
     lo, hi = win.starts[windows], win.starts[windows + 1]
-    seg = np.repeat(np.arange(len(windows)), hi - lo)
-    rows = np.repeat(lo - np.cumsum(np.append(0, (hi - lo)[:-1])), hi - lo) + np.arange(seg.size)
-    return rows, seg
+    sizes = hi - lo
+    seg = np.repeat(np.arange(len(windows)), sizes)
+    offset = np.arange(seg.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # within window
+    return lo[seg] + offset, seg
 
 
 def sample_contexts(win: Windows, f_rows: np.ndarray, f_vals: np.ndarray,

@@ -76,10 +76,14 @@ class FormulaExplainer:
 def explain_split_examples(ctx: Context, feature: int) -> list[Example]:
     """Top and quantile examples from the explain split only (the held-out windows stay
     unseen by the explainer)."""
-    held = ctx.space.windows
-    keep = lambda e: not held.held_out[held.window[ctx.reader.sequence_rows(e.sequence)[0]]]  # noqa: E731
-    return [e for e in ctx.reader.top_examples(feature) + ctx.reader.quantile_examples(feature)
-            if keep(e)]
+    examples = ctx.reader.top_examples(feature) + ctx.reader.quantile_examples(feature)
+    return [e for e in examples if not in_held_out(ctx, e)]
+
+
+def in_held_out(ctx: Context, e: Example) -> bool:
+    """Whether an example's sequence is in the held-out split."""
+    win = ctx.space.windows
+    return bool(win.held_out[win.window[ctx.reader.sequence_rows(e.sequence)[0]]])
 
 
 def rule_mask(rule: Any, rows: np.ndarray, ctx: Context) -> np.ndarray:
@@ -145,9 +149,7 @@ class PluginScored:
 
     def score(self, feature: int, exp: Explanation, case: Case, ctx: Context) -> Scored:
         examples = ctx.reader.top_examples(feature) + ctx.reader.quantile_examples(feature)
-        held = ctx.space.windows
-        positives = [e for e in examples if held.held_out[held.window[
-            ctx.reader.sequence_rows(e.sequence)[0]]]]
+        positives = [e for e in examples if in_held_out(ctx, e)]
         ids = rule_token_ids(exp.rule, examples, ctx.text) if hasattr(exp.rule, "tokens") \
             else np.unique(np.concatenate([e.token_ids[e.activations > 0] for e in examples]
                                           or [np.zeros(0)])).astype(np.int64)
@@ -178,10 +180,10 @@ def make_explainer(ws: Any, explainer: str, endpoint: str, judge_model: str | No
     else:
         llm: Any = EndpointLLM(endpoint, model) if kind == "endpoint" else LocalLLM(ws, model)
         out = LLMExplainer(llm, LocalLLM(ws, judge_model) if judge_model else llm, prompt)
-    return _with_scorer(out, scorer)
+    return with_scorer(out, scorer)
 
 
-def _with_scorer(explainer: Any, scorer: str | None) -> Any:
+def with_scorer(explainer: Any, scorer: str | None) -> Any:
     if not scorer:
         return explainer
     found = plugins("mistudio.label_scorers").get(scorer)

@@ -41,7 +41,7 @@ def concept_annotations(ws: Workspace, reader: FeatureReader, text: TokenText, c
 
 def usable_explainer(ws: Workspace, cfg: Any, make: Any) -> tuple[Any, str]:
     """(the explainer to label with, a line saying why it is not the one asked for, or "")."""
-    from mistudio.core.features.explainers import FormulaExplainer, _with_scorer
+    from mistudio.core.features.explainers import FormulaExplainer, with_scorer
     from mistudio.core.features.llm import MIN_EXPLAINER_PARAMS, EndpointLLM, LocalLLM
     from mistudio.core.models.registry import EMBEDDED_NAME
 
@@ -61,5 +61,5 @@ def usable_explainer(ws: Workspace, cfg: Any, make: Any) -> tuple[Any, str]:
             note = (f"No model server answers at {cfg.endpoint}; labelled with the concept "
                     f"explainer instead (start the server to use {llm.name}).")
         if note:
-            return _with_scorer(FormulaExplainer(True), cfg.scorer), note
-    return _with_scorer(explainer, cfg.scorer), ""
+            return with_scorer(FormulaExplainer(True), cfg.scorer), note
+    return with_scorer(explainer, cfg.scorer), ""
