@@ -27,7 +27,7 @@ from mistudio.core.runtime.tasks import SubTask, TaskState, check_cancelled, sil
 from mistudio.core.store.records import Record
 from mistudio.core.store.workspace import Workspace
 
-COMMIT_EVERY = 64
+COMMIT_EVERY = 16
 
 
 @dataclass(frozen=True)
