@@ -7,8 +7,8 @@ few are a beam, each combined with every atom by AND, OR and AND NOT (counts fro
 product per feature, so the search is exact). The token explainer's rules (these tokens, these
 tokens after those, any token after those) are candidates too, so a feature that really is
 "the" keeps that label. Each candidate is then judged on the explain split's windows by
-detection and fuzzing (:mod:`.contexts`); the best is the label, and its scores are measured on
-the held-out split.
+detection and fuzzing (:mod:`.contexts`); the simplest within ``SIMPLER_WINS`` of the best is
+the label, and its scores are measured on the held-out split.
 """
 
 from __future__ import annotations
@@ -61,13 +61,13 @@ class Space(NamedTuple):
     table: TokenTable
     windows: Windows
     atoms: list[str]
-    X: np.ndarray
+    X_NA: np.ndarray
     """[N, A] float32 0/1: each searchable atom on each row."""
     explain_rows: np.ndarray
     """[N] whether the row is in the explain split."""
-    size: np.ndarray
+    size_A: np.ndarray
     """[A] explain-split count of each atom."""
-    pairs: np.ndarray
+    pairs_AA: np.ndarray
     """[A, A] explain-split count of each pair of atoms together."""
     by_norm: tuple[np.ndarray, np.ndarray]
     """(norm ids sorted, their rows): rows holding a given token text."""
@@ -103,15 +103,15 @@ def build_space(reader: FeatureReader, ann: Annotations, text: TokenText) -> Spa
     table = build_table(reader, ann, text)
     win = make_windows(np.asarray(reader.rows))
     explain = ~win.row_held_out
-    X = np.concatenate([table.bits, table.prev_bits], axis=1).astype(np.float32)
+    X_NA = np.concatenate([table.bits, table.prev_bits], axis=1).astype(np.float32)
     atoms = list(KEYS) + [f"prev:{k}" for k in KEYS]
-    size = X[explain].sum(0)
-    keep = (size >= MIN_SUPPORT) & (size < explain.sum())
-    X, atoms, size = X[:, keep], [a for a, k in zip(atoms, keep, strict=True) if k], size[keep]
-    XE = X[explain]
-    pairs = XE.T @ XE
+    size_A = X_NA[explain].sum(0)
+    keep = (size_A >= MIN_SUPPORT) & (size_A < explain.sum())
+    X_NA, size_A = X_NA[:, keep], size_A[keep]
+    atoms = [a for a, k in zip(atoms, keep, strict=True) if k]
+    XE_NA = X_NA[explain]
     order = np.argsort(table.norm_ids, kind="stable")
-    return Space(reader, table, win, atoms, X, explain, size, pairs,
+    return Space(reader, table, win, atoms, X_NA, explain, size_A, XE_NA.T @ XE_NA,
                  (table.norm_ids[order], order), list(table.norm_index), ann.linguistic)
 
 
@@ -119,29 +119,29 @@ def concept_candidates(space: Space, k_rows: np.ndarray, n: int = 6) -> list[For
     """The best atoms and AND / OR / AND NOT pairs by IoU with the firing rows ``k_rows``."""
     if len(k_rows) == 0 or not space.atoms:
         return []
-    M = space.X[k_rows]
+    M_KA = space.X_NA[k_rows]
     k = float(len(k_rows))
-    inter = M.sum(0)
-    iou = inter / (k + space.size - inter)
-    beam = np.argsort(-iou)[:BEAM]
-    beam = beam[inter[beam] > 0]
-    I_ab = M[:, beam].T @ M  # [B, A] rows firing with both
-    P_ab = space.pairs[beam]
-    Ia, Sa = inter[beam][:, None], space.size[beam][:, None]
-    Ib, Sb = inter[None, :], space.size[None, :]
-    options = {
-        "and": (I_ab, P_ab),
-        "or": (Ia + Ib - I_ab, Sa + Sb - P_ab),
-        "and not": (Ia - I_ab, Sa - P_ab),
+    inter_A = M_KA.sum(0)
+    iou_A = inter_A / (k + space.size_A - inter_A)
+    beam = np.argsort(-iou_A)[:BEAM]
+    beam = beam[inter_A[beam] > 0]
+    both_BA = M_KA[:, beam].T @ M_KA  # firing rows holding both atoms
+    pair_BA = space.pairs_AA[beam]
+    inter_B, size_B = inter_A[beam][:, None], space.size_A[beam][:, None]
+    inter_1A, size_1A = inter_A[None, :], space.size_A[None, :]
+    options = {  # (firing rows the formula holds on, rows it holds on) per (beam atom, atom)
+        "and": (both_BA, pair_BA),
+        "or": (inter_B + inter_1A - both_BA, size_B + size_1A - pair_BA),
+        "and not": (inter_B - both_BA, size_B - pair_BA),
     }
-    scored: list[tuple[float, Formula]] = [(float(iou[b]), Formula.atom(space.atoms[b]))
+    scored: list[tuple[float, Formula]] = [(float(iou_A[b]), Formula.atom(space.atoms[b]))
                                            for b in beam[:3]]
     for op, (i, s) in options.items():
         val = i / np.maximum(k + s - i, 1.0)
         val[np.arange(len(beam)), beam] = -1.0  # an atom with itself
         for bi, a in zip(*np.unravel_index(np.argsort(-val, axis=None)[:n], val.shape),
                          strict=True):
-            if val[bi, a] > iou[beam[bi]] * COMPOSE_GAIN:
+            if val[bi, a] > iou_A[beam[bi]] * COMPOSE_GAIN:
                 scored.append((float(val[bi, a]), _pair(space.atoms[beam[bi]], op,
                                                         space.atoms[a])))
     scored.sort(key=lambda s: -s[0])
