@@ -265,3 +265,70 @@ def test_an_older_labels_file_gains_the_new_columns(analysed: Workspace) -> None
     store.set_labels([Label(4, "x", "concept", "rule", 0.8, "ok", None, "names", 0.8, 0.7,
                             Formula.atom("pos:PROPN").to_text())])
     assert store.label(4).fuzzing == 0.7 and store.column("family")[4] == "names"
+
+
+class _StubServer:
+    """An OpenAI-compatible server on loopback that answers yes when the text holds "not"."""
+
+    def __enter__(self) -> str:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][0]["content"]
+                reply = "yes" if " the" in prompt.split("Text", 1)[-1] else "no"
+                data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+
+def test_hand_labels_are_scored_by_a_judge_and_never_rewritten(
+        analysed: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mistudio.core.features.llm as llm
+    from mistudio.core.features.labels import LabelConfig, label_features
+
+    store = open_features(analysed, "sae")
+    freq = store.column("frequency")
+    judged = [int(f) for f in np.flatnonzero((freq > 0.01) & (freq < 0.04))[:2]]
+    everywhere = int(np.argmax(freq))  # too frequent to judge: kept, with the reason
+    store.set_labels([Label(f, f"my words {f}", "human", None, None, "ok", None)
+                      for f in [*judged, everywhere]])
+    with pytest.raises(InvalidInputError, match="needs a judge"):
+        LabelConfig(explainer="human")
+    with _StubServer() as url:
+        r = label_features(analysed, "sae", LabelConfig(
+            explainer="human", judge="endpoint:stub", endpoint=url, contexts=6))
+    assert r.explainer == "human" and r.labelled_now == 3 and r.scored == 2
+    for f in judged:
+        lb = store.label(f)
+        assert lb.label == f"my words {f}" and lb.source == "human"
+        assert lb.scorer == "judge:endpoint:stub" and lb.detection is not None
+        assert lb.fuzzing is not None
+    lb = store.label(everywhere)
+    assert lb.label == f"my words {everywhere}" and lb.score is None and "fires" in lb.detail
+
+    class Small:
+        name, n_params = "llm:tiny", 135_000_000
+
+        def __init__(self, ws: object, model: str) -> None:
+            pass
+
+    monkeypatch.setattr(llm, "LocalLLM", Small)
+    with pytest.raises(InvalidInputError, match="135M parameters"):
+        label_features(analysed, "sae", LabelConfig(explainer="human", judge="tiny"))
+    assert store.label(judged[0]).label == f"my words {judged[0]}"

@@ -224,7 +224,7 @@ def feature_case(space: Space, feature: int, n: int, seed: int) -> Case | str:
     if explain is None or held is None or min(explain.n_pos, held.n_pos) < MIN_WINDOWS:
         got = 0 if explain is None or held is None else min(explain.n_pos, held.n_pos)
         return (f"too few activations to judge a label ({len(f_rows)} tokens; {got} "
-                f"activating windows in a split, {MIN_WINDOWS} needed)")
+                f"activating windows in one half of the text, {MIN_WINDOWS} needed)")
     if min(explain.n_neg, held.n_neg) < MIN_WINDOWS:
         return "fires almost everywhere (too few silent windows to judge a label against)"
     return Case(explain, held, k_rows, k_vals)

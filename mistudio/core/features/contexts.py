@@ -85,8 +85,8 @@ def _rows_of(win: Windows, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def sample_contexts(win: Windows, f_rows: np.ndarray, f_vals: np.ndarray,
                     trigger_rows: np.ndarray, held_out: bool, n: int,
                     rng: np.random.Generator) -> Contexts | None:
-    """Up to ``n`` activating and ``n`` silent windows of one split (None: no silent or no
-    activating window there). ``trigger_rows``: rows holding the feature's usual tokens."""
+    """Up to ``n`` activating and ``n`` silent windows of one split (None: the feature never
+    fires there). ``trigger_rows``: rows holding the feature's usual tokens."""
     in_split = win.row_held_out[f_rows] == held_out
     rows, vals = f_rows[in_split], f_vals[in_split]
     if len(rows) == 0:
@@ -99,9 +99,7 @@ def sample_contexts(win: Windows, f_rows: np.ndarray, f_vals: np.ndarray,
     pos_w = np.concatenate([rng.choice(active_w[b], size=min(per_band, len(b)), replace=False)
                             for b in np.array_split(order, BANDS) if len(b)])[:n]
     silent = np.flatnonzero(win.held_out == held_out)
-    silent = np.setdiff1d(silent, active_w, assume_unique=True)
-    if len(silent) == 0:
-        return None
+    silent = np.setdiff1d(silent, active_w, assume_unique=True)  # may be none: n_neg 0
     hard = np.setdiff1d(np.unique(win.window[trigger_rows]), active_w)
     hard = hard[win.held_out[hard] == held_out]
     hard = rng.choice(hard, size=min(n // 2, len(hard)), replace=False)

@@ -136,6 +136,33 @@ class LLMExplainer:
         return _scored(f"judge:{self.judge.name}", s)
 
 
+class HumanLabels:
+    """A person's labels, scored as an LLM's are: a judge model reads the held-out windows.
+    The words are never changed."""
+
+    name = "human"
+
+    def __init__(self, judge_llm: Any) -> None:
+        self.judge = judge_llm
+
+    @staticmethod
+    def words(feature: int, ctx: Context) -> str | None:
+        from mistudio.core.features.store import FeatureStore
+
+        lb = FeatureStore(ctx.reader.folder).label(feature)
+        return lb.label if lb is not None and lb.source == "human" else None
+
+    def explain(self, feature: int, case: Case, ctx: Context) -> Explanation | None:
+        words = self.words(feature, ctx)
+        return None if words is None else Explanation(words, None)
+
+    def score(self, feature: int, exp: Explanation, case: Case, ctx: Context) -> Scored:
+        from mistudio.core.features.llm import judge_windows
+
+        s = judge_windows(self.judge, exp.label, case.held_out, ctx.reader, ctx.text)
+        return _scored(f"judge:{self.judge.name}", s)
+
+
 class PluginScored:
     """Any explainer, its labels scored by a plugin's label scorer instead (on held-out
     activating examples and silent ones, half of them hard)."""
@@ -170,6 +197,8 @@ def make_explainer(ws: Any, explainer: str, endpoint: str, judge_model: str | No
     kind, _, model = explainer.partition(":")
     if kind in ("concept", "pattern"):
         out: Any = FormulaExplainer(kind == "concept")
+    elif kind == "human":
+        out = HumanLabels(judge_model_of(ws, judge_model, endpoint))
     elif kind == "plugin" or explainer in plugin_explainers():
         name = model if kind == "plugin" else explainer
         found = plugin_explainers().get(name)
@@ -179,8 +208,21 @@ def make_explainer(ws: Any, explainer: str, endpoint: str, judge_model: str | No
         out = PluginExplainer(name, found() if isinstance(found, type) else found)
     else:
         llm: Any = EndpointLLM(endpoint, model) if kind == "endpoint" else LocalLLM(ws, model)
-        out = LLMExplainer(llm, LocalLLM(ws, judge_model) if judge_model else llm, prompt)
+        out = LLMExplainer(llm, judge_model_of(ws, judge_model, endpoint) if judge_model
+                           else llm, prompt)
     return with_scorer(out, scorer)
+
+
+def judge_model_of(ws: Any, judge: str | None, endpoint: str) -> Any:
+    """The judge: ``endpoint:MODEL`` (a local server) or a workspace model's name."""
+    from mistudio.core.features.llm import EndpointLLM, LocalLLM
+
+    if not judge:
+        raise InvalidInputError("Scoring a person's labels needs a judge model.",
+                                "Give «judge=MODEL»: a workspace model of 1B parameters or more, "
+                                "or endpoint:MODEL for a local server.")
+    kind, _, model = judge.partition(":")
+    return EndpointLLM(endpoint, model) if kind == "endpoint" else LocalLLM(ws, judge)
 
 
 def with_scorer(explainer: Any, scorer: str | None) -> Any:

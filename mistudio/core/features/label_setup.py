@@ -42,24 +42,37 @@ def concept_annotations(ws: Workspace, reader: FeatureReader, text: TokenText, c
 def usable_explainer(ws: Workspace, cfg: Any, make: Any) -> tuple[Any, str]:
     """(the explainer to label with, a line saying why it is not the one asked for, or "")."""
     from mistudio.core.features.explainers import FormulaExplainer, with_scorer
-    from mistudio.core.features.llm import MIN_EXPLAINER_PARAMS, EndpointLLM, LocalLLM
     from mistudio.core.models.registry import EMBEDDED_NAME
 
     kind, _, model = cfg.explainer.partition(":")
     if kind == "llm" and not model:
         model = EMBEDDED_NAME
-    if kind not in ("llm", "endpoint"):
+    if kind not in ("llm", "endpoint", "human"):
         return make(ws, cfg.explainer, cfg.endpoint, cfg.judge, cfg.prompt, cfg.scorer), ""
-    explainer = make(ws, f"{kind}:{model}", cfg.endpoint, cfg.judge, cfg.prompt, None)
-    note = ""
+    explainer = make(ws, cfg.explainer if kind == "human" else f"{kind}:{model}", cfg.endpoint,
+                     cfg.judge, cfg.prompt, None)
+    if kind == "human":  # nothing to fall back to: a person's words need a capable judge
+        why = _incapable(explainer.judge, "judge", cfg.endpoint)
+        if why:
+            raise InvalidInputError(why.split(";")[0] + "; no hand label was scored.",
+                                    "Use a judge of 1B parameters or more, or a running server.")
+        return with_scorer(explainer, cfg.scorer), ""
     for role, llm in (("explainer", explainer.llm), ("judge", explainer.judge)):
-        if isinstance(llm, LocalLLM) and llm.n_params < MIN_EXPLAINER_PARAMS:
-            note = (f"{llm.name} has {llm.n_params / 1e6:,.0f}M parameters, too few to be a "
-                    f"useful label {role} (labels at chance); labelled with the concept "
-                    "explainer instead (an LLM of 1B parameters or more can be used).")
-        elif isinstance(llm, EndpointLLM) and not llm.reachable():
-            note = (f"No model server answers at {cfg.endpoint}; labelled with the concept "
-                    f"explainer instead (start the server to use {llm.name}).")
+        note = _incapable(llm, role, cfg.endpoint)
         if note:
             return with_scorer(FormulaExplainer(True), cfg.scorer), note
     return with_scorer(explainer, cfg.scorer), ""
+
+
+def _incapable(llm: Any, role: str, endpoint: str) -> str:
+    """Why ``llm`` cannot be the label ``role`` (explainer, judge), or ""."""
+    from mistudio.core.features.llm import MIN_EXPLAINER_PARAMS, EndpointLLM, LocalLLM
+
+    if isinstance(llm, LocalLLM) and llm.n_params < MIN_EXPLAINER_PARAMS:
+        return (f"{llm.name} has {llm.n_params / 1e6:,.0f}M parameters, too few to be a useful "
+                f"label {role} (labels at chance); labelled with the concept explainer instead "
+                "(an LLM of 1B parameters or more can be used).")
+    if isinstance(llm, EndpointLLM) and not llm.reachable():
+        return (f"No model server answers at {endpoint}; labelled with the concept explainer "
+                f"instead (start the server to use {llm.name}).")
+    return ""

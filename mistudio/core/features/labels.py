@@ -41,12 +41,14 @@ class LabelConfig:
     """Exactly these features instead of the top N."""
     explainer: str = "concept"
     """concept (formulas over parts of speech, entities, quotes, code, ... and tokens), pattern
-    (tokens only), llm:MODEL (a workspace model of at least 1B parameters), endpoint:MODEL, or
-    an installed explainer plugin's name."""
+    (tokens only), llm:MODEL (a workspace model of at least 1B parameters), endpoint:MODEL, an
+    installed explainer plugin's name, or human (score the hand labels with «judge»; their
+    words never change)."""
     endpoint: str = "http://localhost:11434/v1"
     """OpenAI-compatible server for endpoint:MODEL (must be on this machine unless online)."""
     judge: str | None = None
-    """Model that scores LLM labels (detection and fuzzing); None = the explainer itself."""
+    """Model that scores LLM and hand labels (detection and fuzzing): a workspace model or
+    endpoint:MODEL; None = the LLM explainer itself."""
     prompt: str | None = None
     """Explainer prompt for LLM explainers, with ``{examples}`` where the marked examples go;
     None = :data:`mistudio.core.features.llm.EXPLAIN_PROMPT`."""
@@ -62,14 +64,18 @@ class LabelConfig:
 
     def __post_init__(self) -> None:
         kind = self.explainer.split(":")[0]
-        if kind not in ("concept", "pattern", "llm", "endpoint", "plugin") and \
+        if kind not in ("concept", "pattern", "llm", "endpoint", "plugin", "human") and \
                 self.explainer not in plugin_explainers():
             raise InvalidInputError(f"Unknown explainer {self.explainer!r}.",
-                                    "Use concept, pattern, llm:MODEL, endpoint:MODEL or an "
-                                    "installed explainer plugin.")
+                                    "Use concept, pattern, llm:MODEL, endpoint:MODEL, human or "
+                                    "an installed explainer plugin.")
         if kind == "endpoint" and ":" not in self.explainer:
             raise InvalidInputError("endpoint needs the served model's name.",
                                     "Use «explainer=endpoint:MODEL» (e.g. endpoint:llama3.1).")
+        if kind == "human" and not self.judge:
+            raise InvalidInputError("Scoring a person's labels needs a judge model.",
+                                    "Give «judge=MODEL»: a workspace model of 1B parameters or "
+                                    "more, or endpoint:MODEL for a local server.")
         if self.prompt is not None and "{examples}" not in self.prompt:
             raise InvalidInputError("The explainer prompt has no {examples} placeholder.",
                                     "Put {examples} where the examples should go.")
@@ -145,6 +151,8 @@ def describe(explainer: Any, f: int, ctx: Context) -> Label:
     """One feature's label, scored on held-out windows (or unlabelled, saying why)."""
     case = feature_case(ctx.space, f, ctx.contexts, ctx.seed)
     if isinstance(case, str):
+        if explainer.name == "human":  # a person's words stay, unscored, with the reason
+            return Label(f, explainer.words(f, ctx), "human", None, None, "ok", case)
         return Label(f, "(not labelled)", explainer.name, None, None, "failed", case)
     exp = explainer.explain(f, case, ctx)
     if exp is None:
@@ -181,6 +189,9 @@ def label_context(ws: Workspace, store: FeatureStore, cfg: LabelConfig, concepts
 
 def _todo(store: FeatureStore, feats: np.ndarray, source: str, overwrite: bool) -> list[int]:
     existing = store.all_labels()
+    if source == "human":  # scoring hand labels: exactly the features a person labelled
+        return [int(f) for f in feats if int(f) in existing
+                and existing[int(f)].source == "human"]
     # skip human labels always, and this explainer's own labels unless asked to redo them
     return [int(f) for f in feats if int(f) not in existing
             or (existing[int(f)].source != "human"
