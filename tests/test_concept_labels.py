@@ -332,3 +332,51 @@ def test_hand_labels_are_scored_by_a_judge_and_never_rewritten(
     with pytest.raises(InvalidInputError, match="135M parameters"):
         label_features(analysed, "sae", LabelConfig(explainer="human", judge="tiny"))
     assert store.label(judged[0]).label == f"my words {judged[0]}"
+
+
+@needs_spacy
+def test_text_in_another_language_labels_without_the_english_concepts(
+        analysed: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mistudio.core.features.labels import LabelConfig, label_features
+
+    monkeypatch.setattr(linguistic, "reads_as_english", lambda parsed: (False, 0.03))
+    r = label_features(analysed, "sae", LabelConfig(top=20))
+    assert r.concepts.startswith("the text does not read as English (3% English stop words)")
+    store = open_features(analysed, "sae")
+    formulas = [Formula.from_text(lb.formula) for f in store.labelled()
+                if (lb := store.label(int(f))).formula]
+    assert formulas and not any(a.split(":")[-2] in ("pos", "dep", "ent", "tag", "morph")
+                                for fm in formulas for a in fm.atoms if ":" in a)
+
+
+def _annotate_range(root: str, last: int) -> int:
+    """In a child process: annotate sequences 0..last of the analysis's tokenized set."""
+    from mistudio.core.data.tokenization import open_tokenized
+    from mistudio.core.features.concepts.annotate import annotate
+    from mistudio.core.features.examples import FeatureReader, stored_token_text
+
+    ws = Workspace(root)
+    folder = open_features(ws, "sae").folder
+    reader = FeatureReader(folder)
+    text = stored_token_text(folder)
+    tokenized = open_tokenized(ws, reader.manifest.provenance.tokenized)
+    return len(annotate(tokenized, 0, last, lambda i: text(i).replace("⏎", "\n")).bits)
+
+
+def test_two_processes_annotating_at_once_leave_one_whole_cache(analysed: Workspace) -> None:
+    import multiprocessing
+
+    from mistudio.core.data.tokenization import open_tokenized
+    from mistudio.core.features.concepts.annotate import CACHE_DIR, CACHE_FILE, _read_cache
+    from mistudio.core.features.examples import FeatureReader
+
+    folder = open_features(analysed, "sae").folder
+    tokenized = open_tokenized(analysed, FeatureReader(folder).manifest.provenance.tokenized)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:  # different ranges: a mixed-up cache would not match its note
+        sizes = pool.starmap(_annotate_range, [(str(analysed.root), 10),
+                                               (str(analysed.root), 20)] * 2)
+    assert sizes == [11 * tokenized.context_length, 21 * tokenized.context_length] * 2
+    note, packed = _read_cache(tokenized.path)
+    assert len(packed) == (note["last"] - note["first"] + 1) * tokenized.context_length
+    assert [p.name for p in (tokenized.path / CACHE_DIR).iterdir()] == [CACHE_FILE]

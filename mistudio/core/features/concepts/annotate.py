@@ -7,16 +7,14 @@ installed and the text reads as English (:mod:`.linguistic`). Consecutive sequen
 concatenated set are joined (a sentence cut between two sequences is parsed whole); the BOS
 token reads as nothing and a document separator as a paragraph break.
 
-The cache is ``tokenized/NAME/concepts/`` (bits packed per token, a JSON note of what it holds),
-written to a temporary folder and renamed into place, and reused while it covers the sequences
+The cache is ``tokenized/NAME/concepts/annotations.npz`` (bits packed per token and a JSON note
+of what they hold, in one file written all or nothing), reused while it covers the sequences
 asked for and was made with the same catalogue and pipeline.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,9 +28,10 @@ from mistudio.core.features.concepts.spans import at_anchors, spans_of
 from mistudio.core.features.concepts.text_concepts import text_concepts
 from mistudio.core.runtime.errors import InvalidInputError
 from mistudio.core.runtime.tasks import TaskState, check_cancelled, silent_task
-from mistudio.core.store.files import write_json_atomic
+from mistudio.core.store.files import atomic_write
 
 CACHE_DIR = "concepts"
+CACHE_FILE = "annotations.npz"
 BLOCK_SEQUENCES = 16
 SPACY_COLUMNS = [k for k in KEYS if k in SPACY_KEYS]
 
@@ -108,8 +107,8 @@ def _annotate_blocks(ids: np.ndarray, masks: np.ndarray, pieces: dict[int, str],
         spans_list.append(spans)
         task.set_progress(0.3 * (bi + 1) / len(blocks))
     if not use_spacy:
-        return bits, linguistic.availability().pipeline if not linguistic.availability().ok \
-            else "left out"
+        state = linguistic.availability()
+        return bits, state.pipeline if not state.ok else "left out"
     parsed = linguistic.parse_texts(texts, lambda i: (check_cancelled(task), task.set_progress(
         0.3 + 0.7 * (i + 1) / len(texts))))
     english, share = linguistic.reads_as_english(parsed)
@@ -122,25 +121,21 @@ def _annotate_blocks(ids: np.ndarray, masks: np.ndarray, pieces: dict[int, str],
     return bits, f"spaCy {linguistic.spacy_pipeline_name()}"
 
 
-def _cache_note(folder: Path) -> dict[str, Any] | None:
+def _read_cache(folder: Path) -> tuple[dict[str, Any], np.ndarray] | None:
+    """(what the cache holds, its packed bits), from one file, or None."""
     try:
-        return json.loads((folder / CACHE_DIR / "concepts.json").read_text())
-    except (OSError, ValueError):
+        with np.load(folder / CACHE_DIR / CACHE_FILE, allow_pickle=False) as z:
+            return json.loads(str(z["note"])), z["bits"]
+    except (OSError, ValueError, KeyError):
         return None
 
 
 def _write_cache(folder: Path, bits: np.ndarray, note: dict[str, Any]) -> None:
-    final, partial = folder / CACHE_DIR, folder / f".{CACHE_DIR}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    np.save(partial / "bits.npy", np.packbits(bits, axis=1))
-    write_json_atomic(partial / "concepts.json", note)
-    old = folder / f".{CACHE_DIR}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(partial, final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Bits and note in one file, written all or nothing: a reader never pairs one writer's
+    bits with another's note, and two processes annotating at once leave one whole file."""
+    (folder / CACHE_DIR).mkdir(exist_ok=True)
+    with atomic_write(folder / CACHE_DIR / CACHE_FILE) as fh:
+        np.savez(fh, bits=np.packbits(bits, axis=1), note=np.array(json.dumps(note)))
 
 
 def annotate(tokenized: Any, first: int, last: int, piece_text: Callable[[int], str],
@@ -150,15 +145,16 @@ def annotate(tokenized: Any, first: int, last: int, piece_text: Callable[[int], 
     task = task or silent_task()
     spacy_state = linguistic.availability()
     want_spacy = use_spacy and spacy_state.ok
-    note = _cache_note(tokenized.path)
+    cached = _read_cache(tokenized.path)
     L = tokenized.context_length
-    if (note and note.get("version") == CATALOGUE_VERSION and note.get("keys") == list(KEYS)
-            and note["first"] <= first and note["last"] >= last
-            and note.get("spacy_wanted") == want_spacy):
-        packed = np.load(tokenized.path / CACHE_DIR / "bits.npy", mmap_mode="r")
-        lo, hi = (first - note["first"]) * L, (last + 1 - note["first"]) * L
-        bits = np.unpackbits(np.asarray(packed[lo:hi]), axis=1, count=len(KEYS)).astype(bool)
-        return Annotations(bits, first, L, note["linguistic"])
+    if cached is not None:
+        note, packed = cached
+        if (note.get("version") == CATALOGUE_VERSION and note.get("keys") == list(KEYS)
+                and note["first"] <= first and note["last"] >= last
+                and note.get("spacy_wanted") == want_spacy):
+            lo, hi = (first - note["first"]) * L, (last + 1 - note["first"]) * L
+            bits = np.unpackbits(packed[lo:hi], axis=1, count=len(KEYS)).astype(bool)
+            return Annotations(bits, first, L, note["linguistic"])
     ids, masks = tokenized.slice(first, last + 1)
     task.set_status("Reading the text back from its tokens")
     pieces = token_pieces(piece_text, ids, masks, special_texts(tokenized.manifest.provenance))
