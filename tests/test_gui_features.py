@@ -319,10 +319,11 @@ def test_lesson_trains_shows_features_and_steers(qtbot: QtBot, toy_ws: Workspace
     assert len(families) == len(set(families))  # one feature per family
     from mistudio.core.features.families import _tier
 
-    tiers = [_tier(f.family) for f in shown]
-    assert tiers == sorted(tiers)  # concepts, then words, then layout and punctuation
+    ranks = [(f.score < 0.7, _tier(f.family)) for f in shown]
+    assert ranks == sorted(ranks)  # labels that hold first: concepts, words, then layout
     for a, b in itertools.pairwise(shown):
-        assert _tier(a.family) < _tier(b.family) or a.score >= b.score  # best first
+        assert (a.score < 0.7, _tier(a.family)) < (b.score < 0.7, _tier(b.family)) \
+            or a.score >= b.score  # best first
     lesson.pages.setCurrentIndex(2)
     assert lesson.strength.value() > 0 and "x max" in lesson.strength_label.text()
     lesson.prompt.setPlainText("The list")

@@ -16,6 +16,8 @@ FIRST = ("names", "negation", "quotes", "numbers", "code keywords", "string lite
 LAST = ("punctuation", "line breaks", "layout", "word pieces", "brackets", "capitalisation")
 """Families shown after the others: real, but rarely what a person came to see."""
 WORDS = "specific tokens"
+GOOD = 0.7
+"""Held-out detection of a label shown among the first (weaker ones follow, whatever family)."""
 NEAR_BEST = 0.05
 """Within a family, the simplest label this close to the best one is shown (a student reads
 "possessive pronouns" faster than "possessive pronouns, also stop words")."""
@@ -38,7 +40,8 @@ def _tier(family: str) -> int:
 
 def best_by_family(store: FeatureStore, n: int = 8) -> list[FamilyBest]:
     """One label of each family (at most ``n``): the simplest near the family's best score;
-    the families people look for first, then other concepts, single words, layout."""
+    among labels that hold, the families people look for first, then other concepts, single
+    words, layout; then those that barely hold."""
     from mistudio.core.features.formula import Formula
 
     freq = store.column("frequency")
@@ -55,5 +58,7 @@ def best_by_family(store: FeatureStore, n: int = 8) -> list[FamilyBest]:
         score, _, f, lb = min((it for it in items if it[0] >= top - NEAR_BEST),
                               key=lambda it: (it[1], -it[0], it[2]))
         chosen.append(FamilyBest(f, lb.label, fam, score, lb.fuzzing, float(freq[f])))
-    chosen.sort(key=lambda b: (_tier(b.family), -b.score, -(b.fuzzing or 0.0), b.feature))
+    # labels that hold (detection 0.7 or more) before those that barely do, then by tier
+    chosen.sort(key=lambda b: (b.score < GOOD, _tier(b.family), -b.score, -(b.fuzzing or 0.0),
+                               b.feature))
     return chosen[:n]
