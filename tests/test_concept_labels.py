@@ -373,9 +373,13 @@ def test_two_processes_annotating_at_once_leave_one_whole_cache(analysed: Worksp
     folder = open_features(analysed, "sae").folder
     tokenized = open_tokenized(analysed, FeatureReader(folder).manifest.provenance.tokenized)
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(2) as pool:  # different ranges: a mixed-up cache would not match its note
+    pool = ctx.Pool(2)
+    try:  # different ranges: a mixed-up cache would not match its note
         sizes = pool.starmap(_annotate_range, [(str(analysed.root), 10),
                                                (str(analysed.root), 20)] * 2)
+    finally:
+        pool.close()
+        pool.join()  # no worker left behind for later tests' process checks
     assert sizes == [11 * tokenized.context_length, 21 * tokenized.context_length] * 2
     note, packed = _read_cache(tokenized.path)
     assert len(packed) == (note["last"] - note["first"] + 1) * tokenized.context_length

@@ -67,7 +67,13 @@ def test_center_runs_each_placement_and_stops_everything(tmp_path: Path) -> None
     assert center.running("a") == [waiting]
     left = center.shutdown(timeout_s=20)
     assert left == [] and waiting.outcome == "cancelled" and isinstance(waiting.error, Cancelled)
-    assert center.services.processes() == {} and multiprocessing.active_children() == []
+    assert center.services.processes() == {}
+    # a job's process that has handed back its result may still be exiting: it must be gone
+    # within seconds (a loaded machine made the check flaky the instant after shutdown)
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert multiprocessing.active_children() == []
     with pytest.raises(RuntimeError, match="shut down"):
         center.start("here")
     del token
