@@ -267,36 +267,6 @@ def test_an_older_labels_file_gains_the_new_columns(analysed: Workspace) -> None
     assert store.label(4).fuzzing == 0.7 and store.column("family")[4] == "names"
 
 
-class _StubServer:
-    """An OpenAI-compatible server on loopback that answers yes when the text holds "not"."""
-
-    def __enter__(self) -> str:
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][0]["content"]
-                reply = "yes" if " the" in prompt.split("Text", 1)[-1] else "no"
-                data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_port}/v1"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-
-
 def test_hand_labels_are_scored_by_a_judge_and_never_rewritten(
         analysed: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import mistudio.core.features.llm as llm
@@ -310,7 +280,11 @@ def test_hand_labels_are_scored_by_a_judge_and_never_rewritten(
                       for f in [*judged, everywhere]])
     with pytest.raises(InvalidInputError, match="needs a judge"):
         LabelConfig(explainer="human")
-    with _StubServer() as url:
+    from llm_stub import stub_llm_server
+
+    # the judge says yes where the text holds " the"
+    with stub_llm_server(lambda p: "yes" if " the" in p.split("Text", 1)[-1] else "no") \
+            as (url, _):
         r = label_features(analysed, "sae", LabelConfig(
             explainer="human", judge="endpoint:stub", endpoint=url, contexts=6))
     assert r.explainer == "human" and r.labelled_now == 3 and r.scored == 2

@@ -382,39 +382,18 @@ def test_cancelled_labelling_keeps_what_it_finished(analysed: Workspace) -> None
 
 def test_localhost_endpoint_explainer_and_judge(analysed: Workspace) -> None:
     """An OpenAI-compatible server on loopback: the label and the yes/no answers come from it."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from llm_stub import stub_llm_server
 
     from mistudio.core.features.labels import LabelConfig, label_features
 
-    seen: list[str] = []
+    def reply(prompt: str) -> str:
+        return "Label: marked tokens" if "MY PROMPT" in prompt else (
+            "yes" if "<<" in prompt and len(prompt) % 2 else "no")
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            prompt = body["messages"][0]["content"]
-            seen.append(self.path)
-            reply = "Label: marked tokens" if "MY PROMPT" in prompt else (
-                "yes" if "<<" in prompt and len(prompt) % 2 else "no")
-            data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/v1"
+    with stub_llm_server(reply) as (url, seen):
         r = label_features(analysed, "sae", LabelConfig(
             top=12, explainer="endpoint:stub", endpoint=url, contexts=6,
             prompt="MY PROMPT: describe these.\n{examples}\nAnswer:"))
-    finally:
-        server.shutdown()
     assert r.explainer == "endpoint:stub" and r.scored >= 2 and not r.note
     assert seen and all(p == "/v1/chat/completions" for p in seen if p != "/v1/models")
     store = open_features(analysed, "sae")

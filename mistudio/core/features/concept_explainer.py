@@ -99,12 +99,17 @@ def build_table(reader: FeatureReader, ann: Annotations, text: TokenText) -> Tok
     return TokenTable(bits, prev_bits, norm_ids, prev_norm, index)
 
 
-def build_space(reader: FeatureReader, ann: Annotations, text: TokenText) -> Space:
+def build_space(reader: FeatureReader, ann: Annotations, text: TokenText,
+                search: bool = True) -> Space:
+    """The tables labelling needs; ``search=False`` leaves out the concept search's matrices
+    (enough to draw and judge a feature's windows)."""
     table = build_table(reader, ann, text)
     win = make_windows(np.asarray(reader.rows))
     explain = ~win.row_held_out
     X_NA = np.concatenate([table.bits, table.prev_bits], axis=1).astype(np.float32)
     atoms = list(KEYS) + [f"prev:{k}" for k in KEYS]
+    if not search:
+        X_NA, atoms = X_NA[:, :0], []
     size_A = X_NA[explain].sum(0)
     keep = (size_A >= MIN_SUPPORT) & (size_A < explain.sum())
     X_NA, size_A = X_NA[:, keep], size_A[keep]

@@ -74,7 +74,7 @@ def label_evidence(ws: Workspace, analysis: str, feature: int, contexts: int = 6
     store.check_index(feature)
     lb = store.label(feature)
     ctx = label_context(ws, store, LabelConfig(contexts=contexts, seed=seed), True,
-                        task or silent_task())
+                        task or silent_task(), search=False)
     formula = Formula.from_text(lb.formula) if lb is not None and lb.formula else None
     case = feature_case(ctx.space, feature, contexts, seed)
     label = lb.label if lb is not None else "(no label yet)"

@@ -176,15 +176,16 @@ def label_features(ws: Workspace, analysis: str, cfg: LabelConfig,
 
 
 def label_context(ws: Workspace, store: FeatureStore, cfg: LabelConfig, concepts: bool,
-                  task: TaskState) -> Context:
-    """The concept table and windows of an analysis (annotating its text the first time)."""
+                  task: TaskState, search: bool = True) -> Context:
+    """The concept table and windows of an analysis (annotating its text the first time);
+    ``search=False``: without the concept search's matrices."""
     from mistudio.core.models.registry import load_tokenizer
 
     reader = FeatureReader(store.folder)
     model = reader.manifest.provenance.model
     text = analysis_token_text(store.folder, lambda: load_tokenizer(ws, model))
     ann = concept_annotations(ws, reader, text, concepts, task)
-    return Context(reader, text, build_space(reader, ann, text), cfg.contexts, cfg.seed)
+    return Context(reader, text, build_space(reader, ann, text, search), cfg.contexts, cfg.seed)
 
 
 def _todo(store: FeatureStore, feats: np.ndarray, source: str, overwrite: bool) -> list[int]:
