@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mistudio.core.features.store import FeatureStore
+from mistudio.core.features.store import FeatureStore, Label
 
 Index = QModelIndex | QPersistentModelIndex
 PAGE = 256
@@ -40,6 +40,9 @@ TIPS = {"score": "Held-out detection: does the label tell windows where the feat
 
 
 ASCENDING_FIRST = ("feature", "label", "family")
+PER_PAGE = ("label", "family", "fuzzing")
+"""Columns read from the labels a page of rows at a time (loading them all takes ~200 ms at
+100k features; sorting by one of them loads it whole, once)."""
 """Columns whose first click sorts ascending (index, A to Z); a number's first click puts the
 largest first (the most frequent, best-scored features: the informative rows)."""
 _PLAIN = {"tokens", "token", "after", "before", "with", "varied", "promotes", "newline",
@@ -74,7 +77,7 @@ class FeatureTableModel(QAbstractTableModel):
         self.search = ""
         self.family = ""
         self.alive_only = True
-        self._labels: dict[int, str] = {}
+        self._labels: dict[int, Label | None] = {}
         self._pages: set[int] = set()
         self._cols: dict[str, np.ndarray] = {}
         self.columns: list[tuple[str, str]] = list(COLUMNS)
@@ -88,7 +91,7 @@ class FeatureTableModel(QAbstractTableModel):
         if store is not None:
             self.columns += [(c, c.replace("_", " ").capitalize()) for c in store.plugin_columns]
             for key, _ in self.columns:
-                if key not in ("feature", "label"):
+                if key not in PER_PAGE:
                     self._cols[key] = store.column(key)
         self.refilter()
 
@@ -96,8 +99,7 @@ class FeatureTableModel(QAbstractTableModel):
         """Labels were written (describe, edit): re-read texts and scores."""
         if self.store is None:
             return
-        for key in ("score", "family", "fuzzing"):
-            self._cols[key] = self.store.column(key)
+        self._cols["score"] = self.store.column("score")
         self._labels, self._pages = {}, set()
         self.dataChanged.emit(self.index(0, 1), self.index(self.rowCount() - 1, 4))
 
@@ -138,7 +140,8 @@ class FeatureTableModel(QAbstractTableModel):
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.columns)
 
-    def _label(self, row: int) -> str:
+    def _label(self, row: int) -> Label | None:
+        """The label shown on ``row``, fetched with its page of rows when first drawn."""
         f = int(self.order[row])
         if f not in self._labels:
             page = row // PAGE
@@ -147,9 +150,16 @@ class FeatureTableModel(QAbstractTableModel):
                 feats = self.order[page * PAGE:(page + 1) * PAGE]
                 found = self.store.labels_for(feats)
                 for g in feats.tolist():
-                    lb = found.get(g)
-                    self._labels[g] = lb.label if lb else ""
-        return self._labels.get(f, "")
+                    self._labels[g] = found.get(g)
+        return self._labels.get(f)
+
+    def _per_page(self, row: int, key: str) -> str:
+        lb = self._label(row)
+        if lb is None:
+            return ""
+        if key == "fuzzing":
+            return "" if lb.fuzzing is None else f"{lb.fuzzing:.2f}"
+        return (lb.label if key == "label" else lb.family) or ""
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -159,20 +169,18 @@ class FeatureTableModel(QAbstractTableModel):
             f = int(self.order[index.row()])
             if key == "feature":
                 return str(f)
-            if key == "label":
-                return self._label(index.row())
-            if key == "family":
-                return str(self._cols[key][f])
+            if key in PER_PAGE:
+                return self._per_page(index.row(), key)
             v = float(self._cols[key][f])
             if np.isnan(v):
                 return ""
             if key == "frequency":
                 return f"{v:.3%}" if v >= 1e-3 else f"{v:.1e}"
-            return f"{v:.2f}" if key in ("score", "fuzzing") else f"{v:.3g}"
+            return f"{v:.2f}" if key == "score" else f"{v:.3g}"
         if role == Qt.ItemDataRole.TextAlignmentRole and key not in ("label", "family"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and key == "label":
-            return self._label(index.row()) or None
+            return self._per_page(index.row(), "label") or None
         return None
 
     def headerData(self, section: int, orientation: Qt.Orientation,
