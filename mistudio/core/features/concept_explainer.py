@@ -29,6 +29,7 @@ from mistudio.core.features.contexts import (
     score_mask,
 )
 from mistudio.core.features.examples import FeatureReader, TokenText
+from mistudio.core.features.explain import norm as norm_text
 from mistudio.core.features.formula import Formula, TokenTable, words
 
 MIN_WINDOWS = 3
@@ -77,7 +78,7 @@ class Space(NamedTuple):
 
 def _norm_table(rows: np.ndarray, text: TokenText) -> tuple[np.ndarray, list[str], dict[str, int]]:
     uniq, inverse = np.unique(np.asarray(rows[:, 2]), return_inverse=True)
-    norm = [text(int(t)).strip().lower() for t in uniq]
+    norm = [norm_text(text(int(t))) for t in uniq]  # as plugin rules compare them
     index: dict[str, int] = {}
     ids = np.array([index.setdefault(s, len(index)) for s in norm], dtype=np.int64)
     return ids[inverse], list(index), index

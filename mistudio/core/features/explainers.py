@@ -144,12 +144,14 @@ class HumanLabels:
 
     def __init__(self, judge_llm: Any) -> None:
         self.judge = judge_llm
+        self._store: Any = None
 
-    @staticmethod
-    def words(feature: int, ctx: Context) -> str | None:
+    def words(self, feature: int, ctx: Context) -> str | None:
         from mistudio.core.features.store import FeatureStore
 
-        lb = FeatureStore(ctx.reader.folder).label(feature)
+        if self._store is None or self._store.folder != ctx.reader.folder:
+            self._store = FeatureStore(ctx.reader.folder)  # opened once per run
+        lb = self._store.label(feature)
         return lb.label if lb is not None and lb.source == "human" else None
 
     def explain(self, feature: int, case: Case, ctx: Context) -> Explanation | None:
